@@ -1,0 +1,1 @@
+"""The fusion head and how it is trained (bootstrap now, from feedback later)."""

@@ -1,0 +1,73 @@
+"""Head artifacts: safetensors weights plus a JSON model card, written atomically, verified on load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from learner.head import FusionHead, HeadConfig
+from storage.artifacts import read_manifest, write_artifact, write_text_atomic
+from storage.errors import ArtifactError
+
+WEIGHTS = "head.safetensors"
+CARD = "head.json"
+
+
+def _weights_digest(head: FusionHead) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(head.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_head(root: Path, head: FusionHead, card: dict[str, Any], *, activate: bool = True) -> str:
+    """Store a new immutable head version; returns its version string (from the weights' hash)."""
+    version = f"h-{_weights_digest(head)[:12]}"
+    if (root / version).exists():
+        load_head(root / version)  # same weights already stored: verify them, reuse them
+        if activate:
+            write_text_atomic(root / "CURRENT", version)
+        return version
+    full_card = {
+        **card,
+        "version": version,
+        "config": head.config.to_dict(),
+        "gate": head.gate_weights(),
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+    def write(tmp: Path) -> None:
+        state = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"version": version})
+        (tmp / CARD).write_text(json.dumps(full_card, indent=2, sort_keys=True))
+
+    write_artifact(root, version, write, {"kind": "fusion-head"}, make_current=activate)
+    return version
+
+
+def load_head(path: Path) -> tuple[FusionHead, dict[str, Any]]:
+    """Load a head; a missing or corrupt file raises ArtifactError and nothing is loaded."""
+    read_manifest(path)
+    try:
+        card: dict[str, Any] = json.loads((path / CARD).read_text())
+        head = FusionHead(HeadConfig(**card["config"]))
+        state = load_file(str(path / WEIGHTS))
+        head.load_state_dict(state, strict=True)
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise ArtifactError(f"head {path.name} cannot be loaded: {e}") from e
+    head.eval()
+    for p in head.parameters():
+        p.requires_grad_(False)
+    return head, card
+
+
+def head_path(root: Path, version: str) -> Path:
+    return root / version
+
+

@@ -1,0 +1,126 @@
+"""The fusion head: a shared text/image space plus a learned gate over similarity channels.
+
+Two projections map frozen text (384-d) and image (1280-d) features into one D-dim space, aligned
+contrastively on the catalog's own (image, title) pairs. A query and a candidate meet in five
+similarity channels; a per-query-type softmax gate over the channels that exist for that pair
+(a product may lack an image) fuses their calibrated scores. The projections define the FAISS
+spaces; the gate and calibration are the scoring part the feedback learner fine-tunes and swaps
+without touching the index or re-embedding anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CHANNELS = ("text_text", "text_image", "image_image", "image_pimage", "image_text")
+QUERY_TYPES = ("text", "image", "composed")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    text_dim: int = 384
+    image_dim: int = 1280
+    dim: int = 256
+    hidden: int = 512
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class Query:
+    """Frozen query features and their projections; either modality may be missing (None)."""
+
+    text: torch.Tensor | None  # (text_dim,) normalised
+    image: torch.Tensor | None  # (image_dim,) normalised
+    ptext: torch.Tensor | None = None  # (dim,) projected text, filled by FusionHead.query
+    pimage: torch.Tensor | None = None  # (dim,) projected image
+
+    @property
+    def type_index(self) -> int:
+        if self.text is not None and self.image is not None:
+            return QUERY_TYPES.index("composed")
+        return QUERY_TYPES.index("text" if self.text is not None else "image")
+
+
+@dataclass
+class Candidates:
+    """Per-candidate features: frozen (t, v) and their projections (pt, pv); has_image masks v/pv."""
+
+    text: torch.Tensor  # (n, text_dim)
+    image: torch.Tensor  # (n, image_dim), zeros where missing
+    ptext: torch.Tensor  # (n, dim)
+    pimage: torch.Tensor  # (n, dim)
+    has_image: torch.Tensor  # (n,) bool
+
+
+class FusionHead(nn.Module):
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.text_proj = nn.Linear(config.text_dim, config.dim)
+        self.image_proj = nn.Sequential(
+            nn.Linear(config.image_dim, config.hidden),
+            nn.GELU(),
+            nn.Linear(config.hidden, config.dim),
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.gate_logits = nn.Parameter(torch.zeros(len(QUERY_TYPES), len(CHANNELS)))
+        self.register_buffer("chan_mean", torch.zeros(len(CHANNELS)))
+        self.register_buffer("chan_std", torch.ones(len(CHANNELS)))
+
+    def project_text(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(x), dim=-1)
+
+    def project_image(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_proj(x), dim=-1)
+
+    def query(self, text: torch.Tensor | None, image: torch.Tensor | None) -> Query:
+        """A query with its projections into the shared space."""
+        return Query(
+            text,
+            image,
+            None if text is None else self.project_text(text),
+            None if image is None else self.project_image(image),
+        )
+
+    def channel_sims(self, q: Query, c: Candidates) -> tuple[torch.Tensor, torch.Tensor]:
+        """Similarities (n, C) and availability mask (n, C) for one query against candidates."""
+        n = c.text.shape[0]
+        sims = torch.zeros(n, len(CHANNELS))
+        mask = torch.zeros(n, len(CHANNELS), dtype=torch.bool)
+        img = c.has_image
+        if q.text is not None:
+            qt = self.project_text(q.text) if q.ptext is None else q.ptext
+            sims[:, 0], mask[:, 0] = c.text @ q.text, True
+            sims[:, 1], mask[:, 1] = c.pimage @ qt, img
+        if q.image is not None:
+            qv = self.project_image(q.image) if q.pimage is None else q.pimage
+            sims[:, 2], mask[:, 2] = c.image @ q.image, img
+            sims[:, 3], mask[:, 3] = c.pimage @ qv, img
+            sims[:, 4], mask[:, 4] = c.ptext @ qv, True
+        return sims, mask
+
+    def fuse(self, sims: torch.Tensor, mask: torch.Tensor, query_type: int) -> torch.Tensor:
+        """Gate-weighted sum of calibrated channel scores, over the channels each pair has."""
+        z = (sims - self.chan_mean) / self.chan_std
+        logits = self.gate_logits[query_type].expand_as(z).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)
+        return (weights * z).sum(dim=-1)
+
+    def score(self, q: Query, c: Candidates) -> torch.Tensor:
+        sims, mask = self.channel_sims(q, c)
+        return self.fuse(sims, mask, q.type_index)
+
+    def gate_weights(self) -> dict[str, dict[str, float]]:
+        """The gate as readable numbers (for the model card), all channels available."""
+        w = torch.softmax(self.gate_logits.detach(), dim=-1)
+        return {
+            qt: {ch: round(float(w[i, j]), 4) for j, ch in enumerate(CHANNELS)}
+            for i, qt in enumerate(QUERY_TYPES)
+        }

@@ -1,0 +1,1 @@
+"""HTTP layer: the only place domain errors become HTTP responses."""

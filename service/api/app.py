@@ -1,0 +1,70 @@
+"""The FastAPI application: lifespan-loaded runtime, routers, and the one error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import __version__
+from service.api.routes import health, products, search
+from service.config import Settings
+from service.errors import FusionrankError
+from service.runtime import Runtime, start_runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """`runtime` lets tests hand in one they built; otherwise the lifespan builds it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or start_runtime(settings or Settings())
+        app.state.runtime = rt
+        try:
+            yield
+        finally:
+            if runtime is None:
+                rt.close()  # drains the impression queue: nothing acknowledged is lost
+
+    app = FastAPI(
+        title="fusionrank",
+        version=__version__,
+        summary="Multimodal product search that learns from shoppers.",
+        lifespan=lifespan,
+    )
+    app.include_router(search.router)
+    app.include_router(products.router)
+    app.include_router(health.router)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FusionrankError)
+    async def _domain(_: Request, exc: FusionrankError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.error("%s: %s", exc.code, exc.message)
+        return JSONResponse({"error": exc.code, "detail": exc.message}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = jsonable_encoder(exc.errors())
+        return JSONResponse({"error": "validation_error", "detail": detail}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "detail": exc.detail}, exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse({"error": "internal_error", "detail": "unexpected server error"}, 500)

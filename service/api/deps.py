@@ -1,0 +1,35 @@
+"""Route dependencies as Annotated aliases; tests swap them via app.dependency_overrides."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.errors import NotReady
+from service.products import CatalogWriter
+from service.runtime import Runtime
+from service.search import Searcher
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_searcher(rt: RuntimeDep) -> Searcher:
+    if rt.searcher is None:
+        raise NotReady(rt.not_ready_reason or "the index is not loaded")
+    return rt.searcher
+
+
+def get_writer(rt: RuntimeDep) -> CatalogWriter:
+    if rt.writer is None:
+        raise NotReady(rt.not_ready_reason or "the index is not loaded")
+    return rt.writer
+
+
+SearcherDep = Annotated[Searcher, Depends(get_searcher)]
+WriterDep = Annotated[CatalogWriter, Depends(get_writer)]

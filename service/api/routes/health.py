@@ -1,0 +1,39 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from service.api.deps import RuntimeDep
+from service.api.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process is up (it may still be unready)."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+def readyz(rt: RuntimeDep) -> Health | JSONResponse:
+    """Index, head and database are all usable."""
+    checks: dict[str, str] = {}
+    try:
+        with rt.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as e:  # noqa: BLE001 - any failure means not ready
+        checks["database"] = f"error: {type(e).__name__}"
+    if rt.searcher is None:
+        checks["index"] = rt.not_ready_reason or "not loaded"
+        checks["head"] = "not loaded"
+    else:
+        checks["index"] = f"ok ({len(rt.searcher.index)} products)"
+        checks["head"] = f"ok ({rt.searcher.active.version})"
+    ready = all(v.startswith("ok") for v in checks.values())
+    body = Health(status="ready" if ready else "not_ready", checks=checks)
+    return body if ready else JSONResponse(body.model_dump(), status_code=503)

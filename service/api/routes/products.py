@@ -1,0 +1,85 @@
+"""Catalog reads and incremental writes: PUT/DELETE are searchable at once, no rebuild."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from service.api.body import json_and_multipart, parse_body
+from service.api.deps import RuntimeDep, WriterDep
+from service.api.routes.search import image_url
+from service.api.schemas import ERROR_RESPONSES, ProductIn, ProductPublic
+from service.errors import NotFound
+from service.images import decode_base64
+from storage.models import Product
+from storage.products import get_product
+
+router = APIRouter(prefix="/v1/products", tags=["products"])
+
+_MULTIPART = {
+    "title": {"type": "string"},
+    "attributes": {"type": "string", "description": "JSON object of attribute -> value."},
+    "image": {"type": "string", "format": "binary"},
+}
+
+
+def _public(request: Request, row: Product) -> ProductPublic:
+    return ProductPublic(
+        product_id=row.id,
+        title=row.title,
+        attributes=row.attributes,
+        image_url=image_url(request, row.id) if row.image_path else None,
+        revision=row.revision,
+    )
+
+
+def _load(rt: RuntimeDep, product_id: str) -> Product:
+    with rt.sessions() as s:
+        row = get_product(session=s, product_id=product_id)
+    if row is None:
+        raise NotFound(f"product {product_id!r} does not exist")
+    return row
+
+
+@router.get("/{product_id}", response_model=ProductPublic, responses=ERROR_RESPONSES)
+def read_product(product_id: str, request: Request, rt: RuntimeDep) -> ProductPublic:
+    return _public(request, _load(rt, product_id))
+
+
+@router.get(
+    "/{product_id}/image",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}, **ERROR_RESPONSES},
+)
+def read_product_image(product_id: str, rt: RuntimeDep) -> FileResponse:
+    row = _load(rt, product_id)
+    if not row.image_path or not Path(row.image_path).is_file():
+        raise NotFound(f"product {product_id!r} has no image")
+    return FileResponse(row.image_path, media_type="image/jpeg")
+
+
+@router.put(
+    "/{product_id}",
+    response_model=ProductPublic,
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_and_multipart("ProductIn", _MULTIPART),
+    summary="Create or replace a product; searchable within a second",
+)
+async def put_product(
+    product_id: str, request: Request, rt: RuntimeDep, writer: WriterDep
+) -> ProductPublic:
+    limit = rt.settings.max_image_bytes
+    body, image = await parse_body(request, ProductIn, max_image_bytes=limit)
+    if body.image:
+        image = decode_base64(body.image, limit)
+    row = await run_in_threadpool(writer.put, product_id, body.title, body.attributes, image)
+    return _public(request, row)
+
+
+@router.delete("/{product_id}", status_code=204, responses=ERROR_RESPONSES)
+async def delete_product(product_id: str, writer: WriterDep) -> Response:
+    await run_in_threadpool(writer.delete, product_id)
+    return Response(status_code=204)

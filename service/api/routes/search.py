@@ -1,0 +1,87 @@
+"""POST /v1/search: text, image or both; logs the impression."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from service.api.body import json_and_multipart, parse_body
+from service.api.deps import RuntimeDep, SearcherDep
+from service.api.schemas import ERROR_RESPONSES, SearchHit, SearchRequest, SearchResponse
+from service.embedding_cache import content_key
+from service.images import decode_base64
+from service.search import SearchQuery
+from storage.impressions import ImpressionIn
+
+router = APIRouter(tags=["search"])
+
+_MULTIPART = {
+    "query": {"type": "string"},
+    "image": {"type": "string", "format": "binary"},
+    "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+    "filters": {"type": "string", "description": "JSON object, as in the JSON body."},
+    "user_id": {"type": "string"},
+}
+
+
+def image_url(request: Request, product_id: str) -> str:
+    return f"{str(request.base_url).rstrip('/')}/v1/products/{quote(product_id, safe='')}/image"
+
+
+@router.post(
+    "/v1/search",
+    response_model=SearchResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=json_and_multipart("SearchRequest", _MULTIPART),
+    summary="Search the catalog by text, image, or both",
+)
+async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> SearchResponse:
+    limit = rt.settings.max_image_bytes
+    body, image_bytes = await parse_body(request, SearchRequest, max_image_bytes=limit)
+    if body.image:
+        image_bytes = decode_base64(body.image, limit)
+    image = None
+    if image_bytes is not None:
+        image = await run_in_threadpool(searcher.embedder.decode, image_bytes)
+    sq = SearchQuery(
+        text=body.query,
+        image=image,
+        k=body.k,
+        filters=dict(body.filters or {}),
+        user_id=body.user_id,
+    )
+    result = await run_in_threadpool(searcher.search, sq)
+    rt.impressions.log(
+        ImpressionIn(
+            search_id=result.search_id,
+            created_at=datetime.now(UTC),
+            query_text=body.query,
+            has_image=image_bytes is not None,
+            image_sha256=content_key(image_bytes) if image_bytes is not None else None,
+            query_type=result.query_type,
+            filters=body.filters or None,
+            user_id=body.user_id,
+            model_version=result.model_version,
+            k=body.k,
+            latency_ms=result.latency_ms,
+            items=[(h.product.id, h.score) for h in result.hits],
+        )
+    )
+    return SearchResponse(
+        search_id=result.search_id,
+        model_version=result.model_version,
+        results=[
+            SearchHit(
+                product_id=h.product.id,
+                position=i,
+                score=h.score,
+                title=h.product.title,
+                image_url=image_url(request, h.product.id),
+                attributes=h.product.attributes,
+            )
+            for i, h in enumerate(result.hits, start=1)
+        ],
+    )

@@ -1,0 +1,92 @@
+"""Request/response schemas. Constraints live here, not in `if` chains in the routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FilterValue = str | int | float | bool
+Filters = dict[str, FilterValue | list[FilterValue]]
+
+
+class SearchRequest(BaseModel):
+    """At least one of `query` and `image`. Both = a composed query ("like this photo, but red")."""
+
+    query: str | None = Field(None, max_length=512, examples=["red summer dress"])
+    image: str | None = Field(
+        None, description="Base64-encoded JPEG/PNG/WebP (a data: URL is accepted too)."
+    )
+    k: int = Field(20, ge=1, le=100, description="How many results to return.")
+    filters: Filters | None = Field(
+        None,
+        description="Attribute -> value or list of values (OR within one attribute, AND across).",
+        examples=[{"gender": "Women", "baseColour": ["Red", "Maroon"]}],
+    )
+    user_id: str | None = Field(None, max_length=128)
+
+    @field_validator("query")
+    @classmethod
+    def _blank_is_absent(cls, v: str | None) -> str | None:
+        return v.strip() or None if v is not None else None
+
+    @model_validator(mode="after")
+    def _needs_query_or_image(self) -> SearchRequest:
+        if self.query is None and not self.image:
+            raise ValueError("give a non-empty 'query', an 'image', or both")
+        return self
+
+
+class SearchHit(BaseModel):
+    product_id: str
+    position: int = Field(description="1-based rank.")
+    score: float
+    title: str
+    image_url: str
+    attributes: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    search_id: str
+    model_version: str
+    results: list[SearchHit]
+
+
+class ProductIn(BaseModel):
+    """A product to create or replace. Without `image` an existing product keeps its image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=1000)
+    attributes: dict[str, FilterValue] = Field(default_factory=dict)
+    image: str | None = Field(None, description="Base64-encoded image.")
+
+
+class ProductPublic(BaseModel):
+    product_id: str
+    title: str
+    attributes: dict[str, Any]
+    image_url: str | None
+    revision: int
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Machine-readable code, e.g. invalid_image.")
+    detail: Any = Field(description="What went wrong and what to do about it.")
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": desc}
+    for code, desc in {
+        400: "Bad input (malformed JSON, undecodable image, unknown filter).",
+        404: "Unknown id.",
+        413: "Image or body too large.",
+        422: "Request does not match the schema.",
+        503: "No index built yet: run `fusionrank ingest`.",
+    }.items()
+}

@@ -1,0 +1,97 @@
+"""The `fusionrank` command line: ingest a catalog, serve the API, migrate the database."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from service.config import Settings
+
+app = typer.Typer(
+    help="fusionrank: multimodal product search that learns from shoppers.\n\n"
+    "Settings come from FUSIONRANK_* environment variables (see README); --data-dir overrides "
+    "FUSIONRANK_DATA_DIR.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Artifacts folder (default: $FUSIONRANK_DATA_DIR or .fusionrank)."),
+]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    return Settings(data_dir=data_dir) if data_dir else Settings()
+
+
+@app.command()
+def ingest(
+    catalog: Annotated[Path, typer.Argument(help="Catalog CSV: id, title, attributes..., image_path.")],
+    data_dir: DataDir = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N products.")] = None,
+) -> None:
+    """Embed a catalog (cached by content hash), store it in SQL, bootstrap the head, build the
+    index. The previous index keeps serving until the new one is complete."""
+    from service.errors import FusionrankError
+    from service.ingest import ingest_catalog
+    from service.runtime import make_embedder
+    from storage.db import make_engine, migrate, session_factory
+
+    settings = _settings(data_dir)
+    try:
+        migrate(settings.database_url)
+        report = ingest_catalog(
+            catalog,
+            settings=settings,
+            embedder=make_embedder(settings),
+            sessions=session_factory(make_engine(settings.database_url)),
+            limit=limit,
+        )
+    except FusionrankError as e:
+        typer.secho(f"error: {e.message}", fg="red", err=True)
+        raise typer.Exit(2) from e
+    typer.echo(
+        f"ingested {report.products} products ({report.without_image} without a readable image, "
+        f"searchable by text only) in {report.seconds['total']:.1f}s "
+        f"= {report.products_per_second():.0f} products/s"
+    )
+    typer.echo(json.dumps(asdict(report), indent=2))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    data_dir: DataDir = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the HTTP API (one process; OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(_settings(data_dir)),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Bring the database schema to the newest version (serve and ingest do this too)."""
+    from storage.db import migrate as run
+
+    settings = _settings(data_dir)
+    run(settings.database_url)
+    typer.echo(f"database at newest schema: {settings.database_url}")

@@ -1,0 +1,55 @@
+"""The one Settings object. Read once at start-up and handed on; nothing imports a global."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FUSIONRANK_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path(".fusionrank"), description="All artifacts: cache, index, heads.")
+    database_url: str = Field("", description="SQLAlchemy URL; default: SQLite file in data_dir.")
+
+    text_encoder: str = Field("minilm", description="Registered name or 'module:factory'.")
+    image_encoder: str = Field("efficientnet-lite0", description="Registered name or 'module:factory'.")
+    image_size: int = Field(112, ge=32, le=512, description="Encoder input side in pixels.")
+    encode_batch_size: int = Field(64, ge=1, le=1024)
+    torch_threads: int = Field(0, ge=0, description="0 = let torch decide.")
+
+    head_dim: int = Field(256, ge=16, le=2048, description="Width of the shared text/image space.")
+    bootstrap_epochs: int = Field(8, ge=0, le=200)
+    candidates_per_channel: int = Field(100, ge=10, le=2000)
+    hnsw_m: int = Field(32, ge=4, le=128)
+    hnsw_ef_search: int = Field(128, ge=16, le=4096)
+    exact_filter_limit: int = Field(
+        20000, ge=0, description="Filtered searches over at most this many products are exact."
+    )
+
+    max_image_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Upload size limit.")
+    max_image_pixels: int = Field(40_000_000, ge=1024, description="Decompression-bomb limit.")
+    max_query_chars: int = Field(512, ge=1)
+
+    impression_flush_ms: int = Field(200, ge=1, description="Impression writer batch interval.")
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'fusionrank.db').resolve()}"
+        return self
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def images_dir(self) -> Path:
+        """Images of products created through the API (catalog images stay where they are)."""
+        return self.data_dir / "images"

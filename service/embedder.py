@@ -1,0 +1,122 @@
+"""Frozen encoders plus the content-hash cache: the only place catalog content becomes vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from service.embedding_cache import EmbeddingCache, content_key
+from service.encoders import ImageEncoder, TextEncoder
+from service.errors import FusionrankError
+from service.images import decode_image
+
+
+class Embedder:
+    def __init__(
+        self,
+        text_encoder: TextEncoder,
+        image_encoder: ImageEncoder,
+        cache_dir: Path,
+        *,
+        batch_size: int = 64,
+        max_image_bytes: int = 8 << 20,
+        max_image_pixels: int = 40_000_000,
+    ) -> None:
+        self.text_encoder, self.image_encoder = text_encoder, image_encoder
+        self.text_cache = EmbeddingCache(cache_dir, text_encoder.id, text_encoder.dim)
+        self.image_cache = EmbeddingCache(cache_dir, image_encoder.id, image_encoder.dim)
+        self.batch_size = batch_size
+        self.max_image_bytes, self.max_image_pixels = max_image_bytes, max_image_pixels
+
+    def decode(self, data: bytes) -> Image.Image:
+        return decode_image(data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+
+    def texts(self, texts: Sequence[str], *, progress: bool = False) -> tuple[np.ndarray, int]:
+        """Vectors for texts, and how many came from the cache."""
+        keys = [content_key(t) for t in texts]
+        out = np.zeros((len(texts), self.text_encoder.dim), np.float32)
+        todo = self._fill_from_cache(self.text_cache, keys, out)
+        step = max(self.batch_size, 256)
+        for start in tqdm(
+            range(0, len(todo), step), desc="embed titles", unit="batch", disable=not progress
+        ):
+            chunk = todo[start : start + step]
+            vecs = self.text_encoder.encode([texts[i] for i in chunk])
+            out[chunk] = vecs
+            self.text_cache.put_many([keys[i] for i in chunk], vecs)
+        return out, len(texts) - len(todo)
+
+    def images(
+        self, load: Sequence[Callable[[], bytes] | None], *, progress: bool = False
+    ) -> tuple[np.ndarray, list[str | None], int]:
+        """Vectors for images given as byte loaders (None = no image).
+
+        Returns (vectors, content sha256 per image, cache hits). An unreadable or undecodable image
+        gives a zero row and no hash: the product stays searchable by its text.
+        """
+        n = len(load)
+        out = np.zeros((n, self.image_encoder.dim), np.float32)
+        ok = np.zeros(n, bool)
+        hits = 0
+        all_keys: list[str | None] = [None] * n
+        bar = tqdm(total=n, desc="embed images", unit="img", disable=not progress)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for start in range(0, n, self.batch_size):
+                idx = list(range(start, min(n, start + self.batch_size)))
+                loaded = list(pool.map(lambda i: _read(load[i]), idx))
+                keys = {i: content_key(b) for i, b in zip(idx, loaded, strict=True) if b}
+                for i, key in keys.items():
+                    all_keys[i] = key
+                pending = []
+                for i, key in keys.items():
+                    cached = self.image_cache.get(key)
+                    if cached is not None:
+                        out[i], ok[i] = cached, True
+                        hits += 1
+                    else:
+                        pending.append(i)
+                raw = {i: b for i, b in zip(idx, loaded, strict=True)}
+                decoded = list(pool.map(lambda i: self._try_decode(raw[i]), pending))
+                good = [(i, im) for i, im in zip(pending, decoded, strict=True) if im is not None]
+                if good:
+                    vecs = self.image_encoder.encode([im for _, im in good])
+                    rows = [i for i, _ in good]
+                    out[rows], ok[rows] = vecs, True
+                    self.image_cache.put_many([keys[i] for i in rows], vecs)
+                bar.update(len(idx))
+        bar.close()
+        return out, [k if good else None for k, good in zip(all_keys, ok, strict=True)], hits
+
+    @staticmethod
+    def _fill_from_cache(cache: EmbeddingCache, keys: list[str], out: np.ndarray) -> list[int]:
+        """Copy cached rows into `out`; return the indices still to encode."""
+        todo = []
+        for i, key in enumerate(keys):
+            vec = cache.get(key)
+            if vec is None:
+                todo.append(i)
+            else:
+                out[i] = vec
+        return todo
+
+    def _try_decode(self, data: bytes | None) -> Image.Image | None:
+        if not data:
+            return None
+        try:
+            return self.decode(data)
+        except FusionrankError:
+            return None
+
+
+def _read(loader: Callable[[], bytes] | None) -> bytes | None:
+    if loader is None:
+        return None
+    try:
+        return loader()
+    except OSError:
+        return None

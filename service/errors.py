@@ -1,0 +1,54 @@
+"""Request errors. Each carries its HTTP status as data; only service.api maps it to a response.
+
+    storage.errors.FusionrankError   500
+    ├── storage.errors.ArtifactError 500  checksum mismatch: refused, the old artifact keeps serving
+    ├── BadRequest                   400  malformed input the client must fix
+    │   ├── InvalidImage             400  undecodable or truncated image
+    │   └── UnknownFilter            400  filter on an attribute the catalog lacks
+    ├── PayloadTooLarge              413  image bytes or pixels over the limit
+    ├── NotFound                     404  unknown product id
+    └── NotReady                     503  no index built yet
+"""
+
+from __future__ import annotations
+
+from storage.errors import ArtifactError, FusionrankError
+
+__all__ = [
+    "ArtifactError",
+    "BadRequest",
+    "FusionrankError",
+    "InvalidImage",
+    "NotFound",
+    "NotReady",
+    "PayloadTooLarge",
+    "UnknownFilter",
+]
+
+
+class BadRequest(FusionrankError):
+    status_code = 400
+    code = "bad_request"
+
+
+class InvalidImage(BadRequest):
+    code = "invalid_image"
+
+
+class UnknownFilter(BadRequest):
+    code = "unknown_filter"
+
+
+class PayloadTooLarge(FusionrankError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class NotFound(FusionrankError):
+    status_code = 404
+    code = "not_found"
+
+
+class NotReady(FusionrankError):
+    status_code = 503
+    code = "not_ready"

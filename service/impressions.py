@@ -1,0 +1,86 @@
+"""Impression logging off the request path: a queue and one writer thread that batches inserts.
+
+A search only enqueues (microseconds). The writer commits whatever has queued every flush
+interval; a failed write is retried with backoff, never dropped. `close()` drains the queue, so
+nothing acknowledged is lost on a clean shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.db import transaction
+from storage.impressions import ImpressionIn, add_impressions
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class ImpressionLogger:
+    def __init__(
+        self, sessions: sessionmaker[Session], *, flush_ms: int = 200, max_batch: int = 1000
+    ) -> None:
+        self._sessions = sessions
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._flush_s = flush_ms / 1000
+        self._max_batch = max_batch
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="impression-writer", daemon=True)
+        self._thread.start()
+
+    def log(self, impression: ImpressionIn) -> None:
+        self._queue.put(impression)
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Block until everything logged so far is committed (tests, shutdown hooks)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[ImpressionIn] = []
+            try:
+                item = self._queue.get(timeout=self._flush_s)
+            except queue.Empty:
+                continue
+            items = [item]
+            while len(items) < self._max_batch:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for it in items:
+                if it is _STOP:
+                    stopping = True
+                else:
+                    batch.append(it)  # type: ignore[arg-type]
+            self._write(batch)
+            for _ in items:
+                self._queue.task_done()
+            if not stopping:
+                time.sleep(self._flush_s if self._queue.qsize() < self._max_batch else 0)
+
+    def _write(self, batch: list[ImpressionIn]) -> None:
+        delay = 0.1
+        while batch:
+            try:
+                with transaction(self._sessions) as s:
+                    add_impressions(session=s, impressions=batch)
+                self.written += len(batch)
+                return
+            except SQLAlchemyError:
+                log.exception("writing %d impressions failed; retrying in %.1fs", len(batch), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,255 @@
+"""The in-memory catalog snapshot: frozen vectors, their projections, FAISS HNSW indices, metadata.
+
+Rows are append-only: an updated product gets a new row and its old row is marked dead, so FAISS
+indices only ever grow between rebuilds. Filters and dead rows are applied exactly: small allowed
+sets are searched by brute force, large ones through an IDSelector with an exact fallback, so a
+filtered search returns k results whenever k products match.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+
+from learner.head import FusionHead
+from storage.artifacts import read_manifest, write_artifact
+from storage.errors import ArtifactError
+
+SPACES = ("text", "ptext", "pimage")  # raw MiniLM text, projected text, projected image
+
+
+@dataclass(frozen=True, slots=True)
+class ProductMeta:
+    id: str
+    title: str
+    attributes: dict[str, Any]
+    image_path: str | None
+
+
+def _hnsw(dim: int, m: int) -> faiss.Index:
+    index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 80
+    return index
+
+
+@torch.no_grad()
+def project(head: FusionHead, text: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Projected (ptext, pimage) rows for frozen features, in batches."""
+    pt, pv = [], []
+    for i in range(0, len(text), 4096):
+        pt.append(head.project_text(torch.from_numpy(text[i : i + 4096])).numpy())
+        pv.append(head.project_image(torch.from_numpy(image[i : i + 4096])).numpy())
+    dim = head.config.dim
+    return (
+        np.concatenate(pt) if pt else np.zeros((0, dim), np.float32),
+        np.concatenate(pv) if pv else np.zeros((0, dim), np.float32),
+    )
+
+
+class CatalogIndex:
+    def __init__(
+        self,
+        *,
+        text: np.ndarray,
+        image: np.ndarray,
+        has_image: np.ndarray,
+        ptext: np.ndarray,
+        pimage: np.ndarray,
+        metas: list[ProductMeta],
+        alive: np.ndarray | None = None,
+        faiss_indices: dict[str, faiss.Index] | None = None,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        exact_limit: int = 20000,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        n = len(metas)
+        assert text.shape[0] == image.shape[0] == ptext.shape[0] == pimage.shape[0] == n
+        assert text.dtype == image.dtype == ptext.dtype == pimage.dtype == np.float32
+        self._lock = threading.RLock()
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.ef_search, self.exact_limit = ef_search, exact_limit
+        self._n = n
+        self._vecs = {
+            "text": _grow(text, n),
+            "image": _grow(image, n),
+            "ptext": _grow(ptext, n),
+            "pimage": _grow(pimage, n),
+        }
+        self._has_image = _grow(has_image.astype(bool), n)
+        self._alive = _grow(np.ones(n, bool) if alive is None else alive.astype(bool), n)
+        self.metas: list[ProductMeta] = list(metas)
+        self.row_of: dict[str, int] = {m.id: i for i, m in enumerate(metas) if self._alive[i]}
+        self._attr_cache: dict[str, np.ndarray] = {}
+        if faiss_indices is None:
+            faiss_indices = {}
+            for space in SPACES:
+                idx = _hnsw(self._vecs[space].shape[1], hnsw_m)
+                if n:
+                    idx.add(self._vecs[space][:n])
+                faiss_indices[space] = idx
+        assert all(faiss_indices[s].ntotal == n for s in SPACES), "index rows != vector rows"
+        self._faiss = faiss_indices
+
+    # ---- read side -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.row_of)
+
+    @property
+    def n_rows(self) -> int:
+        return self._n
+
+    def vectors(self, space: str, rows: np.ndarray) -> np.ndarray:
+        return self._vecs[space][rows]
+
+    def has_image(self, rows: np.ndarray) -> np.ndarray:
+        return self._has_image[rows]
+
+    def attribute_names(self) -> set[str]:
+        return set(self.meta.get("attributes", []))
+
+    def filter_mask(self, filters: dict[str, list[str]]) -> np.ndarray:
+        """Alive rows whose attributes match every filter (values within one filter are OR-ed)."""
+        with self._lock:
+            mask = self._alive[: self._n].copy()
+            for attr, values in filters.items():
+                col = self._attr_cache.get(attr)
+                if col is None or len(col) != self._n:
+                    col = np.array([m.attributes.get(attr) for m in self.metas], dtype=object)
+                    self._attr_cache[attr] = col
+                mask &= np.isin(col, np.array(values, dtype=object))
+            return mask
+
+    def search(self, space: str, query: np.ndarray, n: int, allowed: np.ndarray | None = None):
+        """Top-n rows by inner product in `space` among alive (and allowed) rows: (rows, sims)."""
+        assert query.ndim == 1 and query.dtype == np.float32
+        with self._lock:
+            total = self._n
+            if allowed is None and len(self.row_of) == total:
+                return self._faiss_search(space, query, n, None)
+            mask = self._alive[:total] if allowed is None else allowed[:total]
+            count = int(mask.sum())
+            if count == 0:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            if count <= self.exact_limit:
+                return self._exact(space, query, n, np.flatnonzero(mask))
+            rows, sims = self._faiss_search(space, query, n, mask)
+            if len(rows) < min(n, count):
+                return self._exact(space, query, n, np.flatnonzero(mask))
+            return rows, sims
+
+    def _faiss_search(self, space: str, q: np.ndarray, n: int, mask: np.ndarray | None):
+        bitmap = None
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, n))
+        if mask is not None:
+            bitmap = np.packbits(mask, bitorder="little")
+            params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+        sims, rows = self._faiss[space].search(q[None, :], n, params=params)
+        keep = rows[0] >= 0
+        return rows[0][keep], sims[0][keep]
+
+    def _exact(self, space: str, q: np.ndarray, n: int, rows: np.ndarray):
+        sims = self._vecs[space][rows] @ q
+        if len(rows) > n:
+            top = np.argpartition(-sims, n - 1)[:n]
+            rows, sims = rows[top], sims[top]
+        order = np.argsort(-sims, kind="stable")
+        return rows[order], sims[order]
+
+    # ---- write side ------------------------------------------------------------------------
+    def upsert(self, meta: ProductMeta, vecs: dict[str, np.ndarray], has_image: bool) -> None:
+        """Append a row for the product (its previous row, if any, dies). Searchable at once."""
+        with self._lock:
+            old = self.row_of.get(meta.id)
+            row = self._n
+            for name, arr in self._vecs.items():
+                if row >= len(arr):
+                    self._vecs[name] = arr = _grow(arr, row + 1)
+                arr[row] = vecs[name]
+            if row >= len(self._alive):
+                self._alive = _grow(self._alive, row + 1)
+                self._has_image = _grow(self._has_image, row + 1)
+            self._alive[row], self._has_image[row] = True, has_image
+            for space in SPACES:
+                self._faiss[space].add(self._vecs[space][row : row + 1])
+            self.metas.append(meta)
+            self._n = row + 1
+            self.row_of[meta.id] = row
+            if old is not None:
+                self._alive[old] = False
+            self._attr_cache.clear()
+            for attr in meta.attributes:
+                if attr not in self.meta.setdefault("attributes", []):
+                    self.meta["attributes"].append(attr)
+
+    def delete(self, product_id: str) -> bool:
+        with self._lock:
+            row = self.row_of.pop(product_id, None)
+            if row is None:
+                return False
+            self._alive[row] = False
+            return True
+
+    # ---- persistence -----------------------------------------------------------------------
+    def save(self, root: Path, name: str) -> Path:
+        """Write an immutable, checksummed build and make it CURRENT atomically."""
+        with self._lock:
+            n = self._n
+
+            def write(tmp: Path) -> None:
+                for space, arr in self._vecs.items():
+                    np.save(tmp / f"{space}.npy", arr[:n])
+                np.save(tmp / "has_image.npy", self._has_image[:n])
+                np.save(tmp / "alive.npy", self._alive[:n])
+                metas = [[m.id, m.title, m.attributes, m.image_path] for m in self.metas]
+                (tmp / "products.json").write_text(json.dumps(metas))
+                for space in SPACES:
+                    faiss.write_index(self._faiss[space], str(tmp / f"{space}.faiss"))
+
+            meta = {**self.meta, "count": len(self.row_of), "rows": n, "metric": "inner_product"}
+            return write_artifact(root, name, write, meta)
+
+    @classmethod
+    def load(cls, path: Path, *, ef_search: int = 128, exact_limit: int = 20000) -> CatalogIndex:
+        manifest = read_manifest(path)
+        try:
+            arrays = {
+                name: np.load(path / f"{name}.npy", allow_pickle=False)
+                for name in ("text", "image", "ptext", "pimage", "has_image", "alive")
+            }
+            metas = [ProductMeta(*m) for m in json.loads((path / "products.json").read_text())]
+            indices = {s: faiss.read_index(str(path / f"{s}.faiss")) for s in SPACES}
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ArtifactError(f"index {path.name} cannot be loaded: {e}; re-run ingest") from e
+        meta = {k: v for k, v in manifest.items() if k != "files"}
+        return cls(
+            text=arrays["text"],
+            image=arrays["image"],
+            has_image=arrays["has_image"],
+            ptext=arrays["ptext"],
+            pimage=arrays["pimage"],
+            alive=arrays["alive"],
+            metas=metas,
+            faiss_indices=indices,
+            ef_search=ef_search,
+            exact_limit=exact_limit,
+            meta=meta,
+        )
+
+
+def _grow(arr: np.ndarray, need: int) -> np.ndarray:
+    """A copy with capacity for at least `need` rows (doubling), so appends are amortised O(1)."""
+    cap = max(need, 16)
+    if len(arr) >= cap and arr.flags.writeable and arr.flags.c_contiguous:
+        return arr
+    cap = max(cap, 2 * len(arr))
+    out = np.zeros((cap, *arr.shape[1:]), dtype=arr.dtype)
+    out[: len(arr)] = arr
+    return out

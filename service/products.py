@@ -1,0 +1,111 @@
+"""Incremental catalog changes: one product in or out, searchable at once, no rebuild.
+
+SQL is the source of truth; the in-memory index is updated after the commit. On start-up,
+`reconcile` replays SQL changes newer than the index build, so changes survive restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.catalog import product_text
+from service.embedder import Embedder
+from service.embedding_cache import content_key
+from service.errors import NotFound
+from service.index import CatalogIndex, ProductMeta
+from service.search import ActiveHead
+from storage.db import transaction
+from storage.models import Product
+from storage.products import ProductIn, changed_since, delete_product, get_product, upsert_products
+
+
+class CatalogWriter:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        embedder: Embedder,
+        index: CatalogIndex,
+        head: ActiveHead,
+        images_dir: Path,
+    ) -> None:
+        self.sessions, self.embedder, self.index = sessions, embedder, index
+        self.head, self.images_dir = head, images_dir
+        self._lock = threading.Lock()  # one writer: revisions and index rows stay in step
+
+    def put(
+        self, product_id: str, title: str, attributes: dict[str, Any], image: bytes | None
+    ) -> Product:
+        if image is not None:
+            self.embedder.decode(image)  # reject a bad image before anything is written
+        with self._lock:
+            with self.sessions() as s:
+                old = get_product(session=s, product_id=product_id)
+            image_path, image_sha = (old.image_path, old.image_sha256) if old else (None, None)
+            if image is not None:
+                image_sha = content_key(image)
+                image_path = str(self._store_image(image, image_sha))
+            attrs = {k: str(v) for k, v in attributes.items()}
+            with transaction(self.sessions) as s:
+                upsert_products(
+                    session=s,
+                    products=[ProductIn(product_id, title, attrs, image_path, image_sha)],
+                )
+            with self.sessions() as s:
+                row = s.get(Product, product_id)
+                assert row is not None
+            self._apply(row)
+            return row
+
+    def delete(self, product_id: str) -> None:
+        with self._lock:
+            with transaction(self.sessions) as s:
+                if not delete_product(session=s, product_id=product_id):
+                    raise NotFound(f"product {product_id!r} does not exist")
+            self.index.delete(product_id)
+
+    def reconcile(self) -> int:
+        """Apply SQL changes newer than the index's revision; returns how many."""
+        with self._lock, self.sessions() as s:
+            rows = changed_since(session=s, revision=int(self.index.meta.get("revision", 0)))
+        for row in rows:
+            if row.deleted:
+                self.index.delete(row.id)
+            else:
+                self._apply(row)
+        return len(rows)
+
+    def _apply(self, row: Product) -> None:
+        text, _ = self.embedder.texts([product_text(row.title, row.attributes)])
+        loader = (lambda p=row.image_path: Path(p).read_bytes()) if row.image_path else None
+        image, hashes, _ = self.embedder.images([loader])
+        has_image = hashes[0] is not None
+        head = self.head.head
+        with torch.inference_mode():
+            ptext = head.project_text(torch.from_numpy(text)).numpy()
+            pimage = head.project_image(torch.from_numpy(image)).numpy()
+        meta = ProductMeta(row.id, row.title, dict(row.attributes), row.image_path if has_image else None)
+        vecs = {"text": text[0], "image": image[0], "ptext": ptext[0], "pimage": pimage[0]}
+        self.index.upsert(meta, vecs, has_image)
+        self.index.meta["revision"] = max(int(self.index.meta.get("revision", 0)), row.revision)
+
+    def _store_image(self, data: bytes, sha: str) -> Path:
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        path = self.images_dir / f"{sha}.img"
+        if not path.exists():
+            tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
+            with tmp.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        return path
+
+

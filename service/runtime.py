@@ -1,0 +1,91 @@
+"""Everything a running service holds, built once in the lifespan and handed to the routes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from learner.artifacts import load_head
+from service.config import Settings
+from service.embedder import Embedder
+from service.encoders import load_image_encoder, load_text_encoder
+from service.impressions import ImpressionLogger
+from service.index import CatalogIndex
+from service.products import CatalogWriter
+from service.search import ActiveHead, Searcher
+from storage.artifacts import current
+from storage.db import make_engine, migrate, session_factory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    embedder: Embedder
+    impressions: ImpressionLogger
+    searcher: Searcher | None = None
+    writer: CatalogWriter | None = None
+    not_ready_reason: str = ""
+
+    def close(self) -> None:
+        self.impressions.close()
+        self.engine.dispose()
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    return Embedder(
+        load_text_encoder(settings),
+        load_image_encoder(settings),
+        settings.cache_dir,
+        batch_size=settings.encode_batch_size,
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+    )
+
+
+def start_runtime(settings: Settings, embedder: Embedder | None = None) -> Runtime:
+    migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+    rt = Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        embedder=embedder or make_embedder(settings),
+        impressions=ImpressionLogger(sessions, flush_ms=settings.impression_flush_ms),
+    )
+    build = current(settings.index_dir)
+    if build is None:
+        rt.not_ready_reason = (
+            f"no index in {settings.index_dir}; run `fusionrank ingest CATALOG.csv` first"
+        )
+        return rt
+    index = CatalogIndex.load(
+        build, ef_search=settings.hnsw_ef_search, exact_limit=settings.exact_filter_limit
+    )
+    version = index.meta["head_version"]
+    head, _card = load_head(settings.data_dir / "heads" / version)
+    active = ActiveHead(head, version)
+    rt.searcher = Searcher(
+        rt.embedder, index, active, per_channel=settings.candidates_per_channel
+    )
+    rt.writer = CatalogWriter(
+        sessions=sessions,
+        embedder=rt.embedder,
+        index=index,
+        head=active,
+        images_dir=settings.images_dir,
+    )
+    applied = rt.writer.reconcile()
+    log.info("loaded %s (%d products, head %s, %d changes replayed)", build.name, len(index),
+             version, applied)
+    return rt

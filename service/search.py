@@ -1,0 +1,125 @@
+"""One search: encode the query, gather candidates from FAISS channels, let the head rank them."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from learner.head import QUERY_TYPES, Candidates, FusionHead, Query
+from service.embedder import Embedder
+from service.errors import BadRequest, UnknownFilter
+from service.index import CatalogIndex, ProductMeta
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveHead:
+    """The scoring model in service. Swapped as one reference, never mutated."""
+
+    head: FusionHead
+    version: str
+
+
+@dataclass
+class SearchQuery:
+    text: str | None = None
+    image: Image.Image | None = None
+    image_sha256: str | None = None
+    k: int = 20
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    product: ProductMeta
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    search_id: str
+    model_version: str
+    query_type: str
+    hits: list[Hit]
+    latency_ms: float
+
+
+def channels_for(q: Query) -> list[tuple[str, torch.Tensor]]:
+    """Which FAISS space each query vector searches: its own modality and the other one."""
+    out: list[tuple[str, torch.Tensor]] = []
+    if q.text is not None and q.ptext is not None:
+        out += [("text", q.text), ("pimage", q.ptext)]
+    if q.image is not None and q.pimage is not None:
+        out += [("pimage", q.pimage), ("ptext", q.pimage)]
+    return out
+
+
+class Searcher:
+    def __init__(
+        self, embedder: Embedder, index: CatalogIndex, active: ActiveHead, *, per_channel: int
+    ) -> None:
+        self.embedder = embedder
+        self.index = index
+        self.active = active
+        self.per_channel = per_channel
+        self._encode_lock = threading.Lock()
+
+    def normalise_filters(self, filters: dict[str, Any]) -> dict[str, list[str]]:
+        known = self.index.attribute_names()
+        out: dict[str, list[str]] = {}
+        for attr, value in filters.items():
+            if attr not in known:
+                raise UnknownFilter(
+                    f"unknown filter attribute {attr!r}; filterable: {', '.join(sorted(known))}"
+                )
+            values = value if isinstance(value, list) else [value]
+            if not values or not all(isinstance(v, str | int | float | bool) for v in values):
+                raise BadRequest(f"filter {attr!r} needs a value or a non-empty list of values")
+            out[attr] = [str(v) for v in values]
+        return out
+
+    @torch.inference_mode()
+    def search(self, sq: SearchQuery) -> SearchResult:
+        started = time.perf_counter()
+        active = self.active  # one read: a swap mid-request cannot mix two heads
+        filters = self.normalise_filters(sq.filters)
+        with self._encode_lock:  # torch already uses every core; queueing beats thrashing
+            qt = self.embedder.text_encoder.encode([sq.text])[0] if sq.text else None
+            qv = self.embedder.image_encoder.encode([sq.image])[0] if sq.image else None
+        q = active.head.query(
+            None if qt is None else torch.from_numpy(qt),
+            None if qv is None else torch.from_numpy(qv),
+        )
+        allowed = self.index.filter_mask(filters) if filters else None
+        n = max(self.per_channel, sq.k)
+        found = [
+            self.index.search(space, vec.numpy(), n, allowed)[0] for space, vec in channels_for(q)
+        ]
+        rows = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+        hits: list[Hit] = []
+        if len(rows):
+            idx = self.index
+            cands = Candidates(
+                torch.from_numpy(idx.vectors("text", rows)),
+                torch.from_numpy(idx.vectors("image", rows)),
+                torch.from_numpy(idx.vectors("ptext", rows)),
+                torch.from_numpy(idx.vectors("pimage", rows)),
+                torch.from_numpy(idx.has_image(rows)),
+            )
+            scores = active.head.score(q, cands).numpy()
+            order = np.argsort(-scores, kind="stable")[: sq.k]
+            hits = [Hit(idx.metas[rows[i]], float(scores[i])) for i in order]
+        return SearchResult(
+            search_id=uuid.uuid4().hex,
+            model_version=active.version,
+            query_type=QUERY_TYPES[q.type_index],
+            hits=hits,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )

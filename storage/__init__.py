@@ -1,0 +1,1 @@
+"""Persistence: SQL models and repositories, and atomic on-disk artifacts."""

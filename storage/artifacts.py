@@ -1,0 +1,117 @@
+"""Atomic, checksummed artifact directories (index builds, model heads).
+
+A build is written into a hidden temp directory, every file fsync'd, a manifest with sha256 sums
+written last, and the directory renamed into place; `CURRENT` then moves in one os.replace. A crash
+at any point leaves the previous build as the one CURRENT names, intact and loadable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from storage.errors import ArtifactError
+
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_artifact(
+    root: Path,
+    name: str,
+    write_files: Callable[[Path], None],
+    meta: dict[str, Any],
+    *,
+    make_current: bool = True,
+) -> Path:
+    """Write a new immutable artifact `root/name`; `write_files(tmpdir)` puts the payload there."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
+    if final.exists():
+        raise ArtifactError(f"artifact {final} already exists; artifacts are immutable")
+    tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        write_files(tmp)
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        for p in tmp.iterdir():
+            _fsync_file(p)
+        manifest = {**meta, "name": name, "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        _fsync_file(tmp / MANIFEST)
+        _fsync_dir(tmp)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if make_current:
+        write_text_atomic(root / CURRENT, name)
+    return final
+
+
+def current(root: Path) -> Path | None:
+    """The artifact CURRENT names, or None if nothing was ever built."""
+    pointer = root / CURRENT
+    if not pointer.exists():
+        return None
+    return root / pointer.read_text().strip()
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Load and verify: every file listed is present with its recorded sha256."""
+    try:
+        manifest: dict[str, Any] = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{path}: unreadable manifest ({e}); rebuild it") from e
+    for fname, digest in manifest.get("files", {}).items():
+        fpath = path / fname
+        if not fpath.is_file():
+            raise ArtifactError(f"{path}: {fname} is missing; rebuild the artifact")
+        if sha256_file(fpath) != digest:
+            raise ArtifactError(f"{path}: {fname} fails its sha256 check; refusing to load it")
+    return manifest
+
+
+def remove_stale_temps(root: Path) -> None:
+    """Delete half-written builds a crash left behind (they were never visible)."""
+    if root.exists():
+        for p in root.glob(".tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)

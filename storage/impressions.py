@@ -1,0 +1,60 @@
+"""Impression repository: every answered search and what it showed, for the learner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from storage.models import Impression, ImpressionItem
+
+
+@dataclass(frozen=True, slots=True)
+class ImpressionIn:
+    search_id: str
+    created_at: datetime
+    query_text: str | None
+    has_image: bool
+    image_sha256: str | None
+    query_type: str
+    filters: dict[str, Any] | None
+    user_id: str | None
+    model_version: str
+    k: int
+    latency_ms: float
+    items: list[tuple[str, float]]  # (product_id, score) in shown order, position = index + 1
+
+
+def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> None:
+    """Bulk insert (two executemany statements, whatever the batch size)."""
+    if not impressions:
+        return
+    session.execute(
+        insert(Impression),
+        [
+            {
+                "search_id": i.search_id,
+                "created_at": i.created_at,
+                "query_text": i.query_text,
+                "has_image": i.has_image,
+                "image_sha256": i.image_sha256,
+                "query_type": i.query_type,
+                "filters": i.filters,
+                "user_id": i.user_id,
+                "model_version": i.model_version,
+                "k": i.k,
+                "latency_ms": i.latency_ms,
+            }
+            for i in impressions
+        ],
+    )
+    rows = [
+        {"search_id": i.search_id, "position": pos, "product_id": pid, "score": score}
+        for i in impressions
+        for pos, (pid, score) in enumerate(i.items, start=1)
+    ]
+    if rows:
+        session.execute(insert(ImpressionItem), rows)

@@ -1,0 +1,108 @@
+"""Product repository: the SQL catalog is the source of truth the index is reconciled against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from storage.models import Product, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class ProductIn:
+    id: str
+    title: str
+    attributes: dict[str, Any]
+    image_path: str | None
+    image_sha256: str | None
+
+
+def next_revision(*, session: Session) -> int:
+    return int(session.scalar(select(func.coalesce(func.max(Product.revision), 0))) or 0) + 1
+
+
+def upsert_products(*, session: Session, products: list[ProductIn]) -> int:
+    """Insert or replace products; unchanged rows keep their revision. Returns how many changed."""
+    revision = next_revision(session=session)
+    existing = {
+        p.id: p
+        for chunk in _chunks([p.id for p in products], 5000)
+        for p in session.scalars(select(Product).where(Product.id.in_(chunk)))
+    }
+    changed = 0
+    for item in products:
+        row = existing.get(item.id)
+        if row is None:
+            session.add(
+                Product(
+                    id=item.id,
+                    title=item.title,
+                    attributes=item.attributes,
+                    image_path=item.image_path,
+                    image_sha256=item.image_sha256,
+                    revision=revision,
+                    deleted=False,
+                    updated_at=utcnow(),
+                )
+            )
+            changed += 1
+        elif (
+            row.deleted
+            or row.title != item.title
+            or row.attributes != item.attributes
+            or row.image_sha256 != item.image_sha256
+            or row.image_path != item.image_path
+        ):
+            row.title, row.attributes = item.title, item.attributes
+            row.image_path, row.image_sha256 = item.image_path, item.image_sha256
+            row.deleted, row.revision, row.updated_at = False, revision, utcnow()
+            changed += 1
+    return changed
+
+
+def delete_product(*, session: Session, product_id: str) -> bool:
+    """Soft-delete (so replicas see the change by revision). False if it did not exist."""
+    revision = next_revision(session=session)
+    result = session.execute(
+        update(Product)
+        .where(Product.id == product_id, Product.deleted.is_(False))
+        .values(deleted=True, revision=revision, updated_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_deleted_except(*, session: Session, keep_ids: set[str]) -> int:
+    """Soft-delete every live product not in keep_ids (a full re-ingest replaces the catalog)."""
+    live = session.scalars(select(Product.id).where(Product.deleted.is_(False))).all()
+    gone = [pid for pid in live if pid not in keep_ids]
+    if gone:
+        revision = next_revision(session=session)
+        for chunk in _chunks(gone, 5000):
+            session.execute(
+                update(Product)
+                .where(Product.id.in_(chunk))
+                .values(deleted=True, revision=revision, updated_at=utcnow())
+            )
+    return len(gone)
+
+
+def get_product(*, session: Session, product_id: str) -> Product | None:
+    row = session.get(Product, product_id)
+    return None if row is None or row.deleted else row
+
+
+def live_products(*, session: Session) -> list[Product]:
+    return list(session.scalars(select(Product).where(Product.deleted.is_(False))))
+
+
+def changed_since(*, session: Session, revision: int) -> list[Product]:
+    """Products (deleted ones included) changed after `revision`, oldest first."""
+    stmt = select(Product).where(Product.revision > revision).order_by(Product.revision)
+    return list(session.scalars(stmt))
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
