@@ -126,3 +126,185 @@ def calibrate(
         if col.numel() > 1:
             head.chan_mean[j] = col.mean()
             head.chan_std[j] = col.std().clamp(min=1e-3)
+
+
+
+@dataclass
+class PseudoQueries:
+    """Catalog-made queries for fitting the gate (see `make_pseudo_queries`).
+
+    Each type has target attribute codes (B, A), -2 where the query does not ask for an attribute.
+    """
+
+    text_vecs: np.ndarray  # (Bt, text_dim) encoded attribute phrases
+    text_targets: np.ndarray
+    image_rows: np.ndarray  # (Bi,) products whose (re-photographed) image is the query
+    image_vecs: np.ndarray  # (Bi, image_dim) the query photos: flipped, cropped product images
+    image_targets: np.ndarray
+    composed_rows: np.ndarray  # (Bc,) a photo of this product ...
+    composed_image_vecs: np.ndarray
+    composed_vecs: np.ndarray  # ... plus an encoded phrase changing one attribute
+    composed_targets: np.ndarray
+
+
+def attribute_codes(attrs: list[dict[str, str]], keys: list[str]) -> tuple[np.ndarray, list[list[str]]]:
+    """Integer codes (n, len(keys)) of categorical attributes (-1 = missing), and the vocabularies."""
+    codes = np.full((len(attrs), len(keys)), -1, np.int32)
+    vocabs: list[list[str]] = []
+    for j, key in enumerate(keys):
+        vocab: dict[str, int] = {}
+        for i, a in enumerate(attrs):
+            v = a.get(key)
+            if v:
+                codes[i, j] = vocab.setdefault(v, len(vocab))
+        vocabs.append(list(vocab))
+    return codes, vocabs
+
+
+def make_pseudo_queries(
+    codes: np.ndarray,
+    vocabs: list[list[str]],
+    has_image: np.ndarray,
+    *,
+    n: int = 1000,
+    seed: int = 0,
+) -> tuple[list[str], list[str], dict[str, np.ndarray]]:
+    """Queries made from the catalog's own attribute values, no hand-written phrasing.
+
+    text: the values of 1-3 random attributes of a random product ("Red Dresses Women"), relevant =
+    products sharing them; image: a product's image, relevant = products sharing its attributes;
+    composed: a product's image plus the one attribute value in which a real sibling product
+    differs, relevant = products like it with that value. Returns the text phrases, composed
+    phrases and index arrays; the caller encodes phrases and re-photographs the images.
+    """
+    rng = np.random.default_rng(seed + 3)
+    n_items, n_attr = codes.shape
+    text_src = rng.integers(0, n_items, size=n)
+    text_targets = np.full((n, n_attr), -2, np.int32)
+    phrases = []
+    for b, src in enumerate(text_src):
+        present = np.flatnonzero(codes[src] >= 0)
+        pick = rng.choice(present, size=min(len(present), int(rng.integers(1, 4))), replace=False)
+        text_targets[b, pick] = codes[src, pick]
+        phrases.append(" ".join(vocabs[j][codes[src, j]] for j in rng.permutation(pick)))
+    with_img = np.flatnonzero(has_image)
+    image_rows = rng.choice(with_img, size=min(n, len(with_img)), replace=False)
+    comp_rows = rng.choice(with_img, size=min(n, len(with_img)), replace=False)
+    comp_targets = codes[comp_rows].copy()
+    comp_phrases, keep = [], []
+    for b, src in enumerate(comp_rows):
+        # a real sibling: another product differing from this one in exactly one attribute
+        siblings = np.flatnonzero((codes != codes[src]).sum(axis=1) == 1)
+        if not len(siblings):
+            continue
+        sib = int(rng.choice(siblings))
+        j = int(np.flatnonzero(codes[sib] != codes[src])[0])
+        if codes[sib, j] < 0:
+            continue
+        comp_targets[b, j] = codes[sib, j]
+        comp_phrases.append(vocabs[j][codes[sib, j]])
+        keep.append(b)
+    arrays = {
+        "text_targets": text_targets,
+        "image_rows": image_rows,
+        "image_targets": codes[image_rows],
+        "composed_rows": comp_rows[keep],
+        "composed_targets": comp_targets[keep],
+    }
+    return phrases, comp_phrases, arrays
+
+
+def fit_gate(
+    head: FusionHead,
+    text: np.ndarray,
+    image: np.ndarray,
+    has_image: np.ndarray,
+    codes: np.ndarray,
+    pq: PseudoQueries,
+    *,
+    per_channel: int = 50,
+    steps: int = 200,
+    progress: bool = True,
+) -> float:
+    """Fit only the per-query-type gate logits on catalog pseudo-queries (listwise softmax loss).
+
+    Candidates are what the search channels would retrieve; a candidate's relevance is the share
+    of the asked-for attributes it has. Projections and calibration stay fixed. Returns the loss.
+    """
+    with torch.no_grad():
+        T, V = torch.from_numpy(text), torch.from_numpy(image)
+        PT, PV = head.project_text(T), head.project_image(V)
+    hi = torch.from_numpy(has_image)
+    batches = []
+    specs = [
+        (0, torch.from_numpy(pq.text_vecs), None, pq.text_targets, None),
+        (1, None, torch.from_numpy(pq.image_vecs), pq.image_targets, None),
+        (2, torch.from_numpy(pq.composed_vecs), torch.from_numpy(pq.composed_image_vecs),
+         pq.composed_targets, pq.composed_rows),
+    ]
+    for qtype, qt, qv, targets, exclude in specs:
+        if len(targets) == 0:
+            continue
+        with torch.no_grad():
+            q = head.query(qt, qv)
+            sims, mask, cand = _batch_channels(head, q, T, V, PT, PV, hi, per_channel)
+        cand_np = cand.numpy()
+        asked = targets >= -1
+        match = (codes[cand_np] == targets[:, None, :]) & asked[:, None, :]
+        rel = match.sum(2) / np.maximum(asked.sum(1), 1)[:, None]
+        if exclude is not None:  # the photographed product lacks the asked-for change
+            rel = np.where(cand_np == exclude[:, None], -np.inf, rel)
+        batches.append((qtype, sims, mask, torch.from_numpy(rel).float()))
+    gate = head.gate_logits
+    gate.requires_grad_(True)
+    scale = torch.nn.Parameter(torch.full((3,), 3.0))
+    opt = torch.optim.Adam([gate, scale], lr=0.05)
+    loss_val = float("nan")
+    for _ in tqdm(range(steps), desc="fit gate", unit="step", disable=not progress):
+        total = torch.zeros(())
+        for qtype, sims, mask, rel in batches:
+            score = head.fuse(sims, mask, qtype) * scale[qtype]
+            valid = torch.isfinite(rel)
+            log_p = torch.log_softmax(score.masked_fill(~valid, float("-inf")), dim=1)
+            target = torch.softmax((rel * 10).masked_fill(~valid, float("-inf")), dim=1)
+            total = total - (target * log_p.nan_to_num(0.0, neginf=0.0)).sum(1).mean()
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        loss_val = float(total.detach())
+    gate.requires_grad_(False)
+    return loss_val
+
+
+def _batch_channels(
+    head: FusionHead,
+    q: Query,
+    T: torch.Tensor,
+    V: torch.Tensor,
+    PT: torch.Tensor,
+    PV: torch.Tensor,
+    hi: torch.Tensor,
+    per_channel: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batched version of the serving path: channel candidates, then (B, M, C) sims and masks."""
+    spaces = []
+    if q.text is not None and q.ptext is not None:
+        spaces += [q.text @ T.T, q.ptext @ PV.T]
+    if q.image is not None and q.pimage is not None:
+        spaces += [q.pimage @ PV.T, q.pimage @ PT.T]
+    if q.text is not None and q.image is not None:
+        both = F.normalize(q.ptext + q.pimage, dim=-1)  # type: ignore[operator]
+        spaces += [both @ PV.T, both @ PT.T]
+    cand = torch.cat([s.topk(per_channel, dim=1).indices for s in spaces], dim=1)
+    sims = torch.zeros(*cand.shape, 5)
+    mask = torch.zeros(*cand.shape, 5, dtype=torch.bool)
+    if q.text is not None:
+        sims[..., 0] = torch.einsum("bmd,bd->bm", T[cand], q.text)
+        sims[..., 1] = torch.einsum("bmd,bd->bm", PV[cand], q.ptext)
+        mask[..., 0], mask[..., 1] = True, hi[cand]
+    if q.image is not None:
+        sims[..., 2] = torch.einsum("bmd,bd->bm", V[cand], q.image)
+        sims[..., 3] = torch.einsum("bmd,bd->bm", PV[cand], q.pimage)
+        sims[..., 4] = torch.einsum("bmd,bd->bm", PT[cand], q.pimage)
+        mask[..., 2], mask[..., 3], mask[..., 4] = hi[cand], hi[cand], True
+    return sims, mask, cand

@@ -52,7 +52,11 @@ class Embedder:
         return out, len(texts) - len(todo)
 
     def images(
-        self, load: Sequence[Callable[[], bytes] | None], *, progress: bool = False
+        self,
+        load: Sequence[Callable[[], bytes] | None],
+        *,
+        progress: bool = False,
+        use_cache: bool = True,
     ) -> tuple[np.ndarray, list[str | None], int]:
         """Vectors for images given as byte loaders (None = no image).
 
@@ -74,7 +78,7 @@ class Embedder:
                     all_keys[i] = key
                 pending = []
                 for i, key in keys.items():
-                    cached = self.image_cache.get(key)
+                    cached = self.image_cache.get(key) if use_cache else None
                     if cached is not None:
                         out[i], ok[i] = cached, True
                         hits += 1
@@ -87,7 +91,8 @@ class Embedder:
                     vecs = self.image_encoder.encode([im for _, im in good])
                     rows = [i for i, _ in good]
                     out[rows], ok[rows] = vecs, True
-                    self.image_cache.put_many([keys[i] for i in rows], vecs)
+                    if use_cache:
+                        self.image_cache.put_many([keys[i] for i in rows], vecs)
                 bar.update(len(idx))
         bar.close()
         return out, [k if good else None for k, good in zip(all_keys, ok, strict=True)], hits

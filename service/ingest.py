@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.artifacts import save_head
-from learner.bootstrap import bootstrap_head
-from learner.head import HeadConfig
-from service.catalog import product_text, read_catalog
+from learner.bootstrap import PseudoQueries, attribute_codes, bootstrap_head, fit_gate, make_pseudo_queries
+from learner.head import FusionHead, HeadConfig
+from service.catalog import NOT_EMBEDDED, CatalogRow, product_text, read_catalog
 from service.config import Settings
 from service.embedder import Embedder
 from service.embedding_cache import content_key
@@ -88,8 +90,12 @@ def ingest_catalog(
     head, boot = bootstrap_head(
         text, image, has_image, config, epochs=settings.bootstrap_epochs, progress=progress
     )
+    gate_loss = _fit_gate(head, rows, text, image, has_image, embedder, progress=progress)
     encoders = {"text": embedder.text_encoder.id, "image": embedder.image_encoder.id}
-    card = {"parent": None, "kind": "bootstrap", "encoders": encoders, "bootstrap": asdict(boot)}
+    card = {
+        "parent": None, "kind": "bootstrap", "encoders": encoders, "bootstrap": asdict(boot),
+        "gate_fit_loss": gate_loss,
+    }
     version = save_head(settings.data_dir / "heads", head, card)
     timings["head"] = time.perf_counter() - t3
 
@@ -128,3 +134,58 @@ def ingest_catalog(
 
 def _file_loader(path: Path):  # type: ignore[no-untyped-def]
     return path.read_bytes
+
+
+def _fit_gate(
+    head: FusionHead,
+    rows: list[CatalogRow],
+    text: np.ndarray,
+    image: np.ndarray,
+    has_image: np.ndarray,
+    embedder: Embedder,
+    *,
+    progress: bool,
+    n: int = 600,
+) -> float:
+    """Fit the gate on pseudo-queries made from the catalog's attributes and re-photographed
+    product images (flipped and cropped, standing in for a shopper's photo)."""
+    keys = sorted({k for r in rows for k in r.attributes if k not in NOT_EMBEDDED})
+    codes, vocabs = attribute_codes([r.attributes for r in rows], keys)
+    # only categorical attributes: few distinct values relative to the catalog
+    categorical = [j for j, v in enumerate(vocabs) if 1 < len(v) <= max(200, len(rows) // 20)]
+    if not categorical or has_image.sum() < 10:
+        return float("nan")
+    codes, vocabs = codes[:, categorical], [vocabs[j] for j in categorical]
+    phrases, comp_phrases, arrays = make_pseudo_queries(codes, vocabs, has_image, n=n)
+    rng = np.random.default_rng(0)
+
+    def photos(idx: np.ndarray) -> np.ndarray:
+        loaders = [_photo_loader(rows[i].image_path, rng) for i in idx]  # type: ignore[arg-type]
+        vecs, _, _ = embedder.images(loaders, progress=False, use_cache=False)
+        return vecs
+
+    pq = PseudoQueries(
+        text_vecs=embedder.text_encoder.encode(phrases),
+        composed_vecs=embedder.text_encoder.encode(comp_phrases),
+        image_vecs=photos(arrays["image_rows"]),
+        composed_image_vecs=photos(arrays["composed_rows"]),
+        **arrays,
+    )
+    return fit_gate(head, text, image, has_image, codes, pq, progress=progress)
+
+
+def _photo_loader(path: Path, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """A different 'photo' of the product: mirrored, cropped to 85-95%, re-encoded."""
+    crop = float(rng.uniform(0.85, 0.95))
+    dx, dy = float(rng.uniform(0, 1 - crop)), float(rng.uniform(0, 1 - crop))
+
+    def load() -> bytes:
+        with Image.open(path) as im:
+            im = ImageOps.mirror(im.convert("RGB"))
+            w, h = im.size
+            box = (int(dx * w), int(dy * h), int((dx + crop) * w), int((dy + crop) * h))
+            buf = io.BytesIO()
+            im.crop(box).save(buf, format="JPEG", quality=90)
+            return buf.getvalue()
+
+    return load

@@ -58,6 +58,9 @@ def channels_for(q: Query) -> list[tuple[str, torch.Tensor]]:
         out += [("text", q.text), ("pimage", q.ptext)]
     if q.image is not None and q.pimage is not None:
         out += [("pimage", q.pimage), ("ptext", q.pimage)]
+    if q.ptext is not None and q.pimage is not None:  # composed: both asks at once
+        both = torch.nn.functional.normalize(q.ptext + q.pimage, dim=-1)
+        out += [("pimage", both), ("ptext", both)]
     return out
 
 
