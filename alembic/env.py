@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from alembic import context
 from sqlalchemy import pool
 
+from alembic import context
 from storage.db import make_engine
 from storage.models import Base
 

@@ -104,8 +104,9 @@ def make_queries(rows: list[dict[str, str]], n_per_kind: int, seed: int = 7) -> 
             target["gender"] = g
         if "{usage}" in tpl:
             target["usage"] = u
-        text = tpl.format(colour=c.lower(), type=_type_word(t), gender=GENDER_WORDS[g],
-                          usage=u.lower())
+        text = tpl.format(
+            colour=c.lower(), type=_type_word(t), gender=GENDER_WORDS[g], usage=u.lower()
+        )
         queries.append(GradedQuery("text", text, None, target))
     # image / composed: a 224 px shopper photo of a catalog product
     by_id = {r["id"]: r for r in rows}
@@ -119,15 +120,22 @@ def make_queries(rows: list[dict[str, str]], n_per_kind: int, seed: int = 7) -> 
     img_ids, comp_ids = photo_ids[:n_per_kind], photo_ids[n_per_kind:]
     for pid in img_ids:
         r = by_id[pid]
-        target = {"articleType": r["articleType"], "baseColour": r["baseColour"], "gender": r["gender"]}
+        target = {
+            "articleType": r["articleType"],
+            "baseColour": r["baseColour"],
+            "gender": r["gender"],
+        }
         queries.append(GradedQuery("image", None, PHOTOS / "images" / f"{pid}.jpg", target, pid))
     made = 0
     for pid in comp_ids:
         if made >= n_per_kind:
             break
         r = by_id[pid]
-        options = [c for c, n in colours_for[(r["articleType"], r["gender"])].items()
-                   if n >= 5 and c and c != r["baseColour"]]
+        options = [
+            c
+            for c, n in colours_for[(r["articleType"], r["gender"])].items()
+            if n >= 5 and c and c != r["baseColour"]
+        ]
         if not options:
             continue
         colour = rng.choice(sorted(options))

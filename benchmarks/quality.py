@@ -23,12 +23,12 @@ from tqdm import tqdm
 from benchmarks.common import (
     DEFAULT_DATA_DIR,
     Grader,
+    ensure_index,
     load_rows,
     make_queries,
     metrics,
     require_shared,
     write_json,
-    ensure_index,
 )
 from learner.artifacts import load_head
 from service.config import Settings
@@ -42,7 +42,9 @@ METRICS = ("ndcg@10", "recall@50", "mrr", "p@10", "r@10", "f1@10")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--per-kind", type=int, default=300, help="queries per query type")
     args = ap.parse_args()
@@ -53,8 +55,9 @@ def main() -> None:
     index = CatalogIndex.load(current(settings.index_dir))  # type: ignore[arg-type]
     version = index.meta["head_version"]
     head, _ = load_head(settings.data_dir / "heads" / version)
-    searcher = Searcher(embedder, index, ActiveHead(head, version),
-                        per_channel=settings.candidates_per_channel)
+    searcher = Searcher(
+        embedder, index, ActiveHead(head, version), per_channel=settings.candidates_per_channel
+    )
 
     table, n_queries = evaluate(searcher, args.per_kind)
     checks = {
@@ -67,13 +70,23 @@ def main() -> None:
         checks["composed head>image-only"] = comp["head"]["ndcg@10"] > comp["image-only"]["ndcg@10"]
     for name, ok in checks.items():
         print(f"  {'PASS' if ok else 'FAIL'} {name}")
-    path = write_json("quality", {"head_version": version, "queries": n_queries,
-                                  "synthetic": True, "ndcg_gain": "2^g-1", "table": table,
-                                  "targets": checks})
+    path = write_json(
+        "quality",
+        {
+            "head_version": version,
+            "queries": n_queries,
+            "synthetic": True,
+            "ndcg_gain": "2^g-1",
+            "table": table,
+            "targets": checks,
+        },
+    )
     print(f"wrote {path}")
 
 
-def evaluate(searcher: Searcher, per_kind: int) -> tuple[dict[str, dict[str, dict[str, float]]], int]:
+def evaluate(
+    searcher: Searcher, per_kind: int
+) -> tuple[dict[str, dict[str, dict[str, float]]], int]:
     """Average metrics per (query type, method); prints the table."""
     embedder, index = searcher.embedder, searcher.index
     version = searcher.active.version
@@ -81,7 +94,10 @@ def evaluate(searcher: Searcher, per_kind: int) -> tuple[dict[str, dict[str, dic
     grader = Grader(rows)
     queries = make_queries(rows, per_kind)
     ids = np.array([m.id for m in index.metas])
-    T, V = index.vectors("text", np.arange(index.n_rows)), index.vectors("image", np.arange(index.n_rows))
+    T, V = (
+        index.vectors("text", np.arange(index.n_rows)),
+        index.vectors("image", np.arange(index.n_rows)),
+    )
 
     per: dict[tuple[str, str], list[dict[str, float]]] = {}
     started = time.perf_counter()
@@ -102,11 +118,15 @@ def evaluate(searcher: Searcher, per_kind: int) -> tuple[dict[str, dict[str, dic
             top = ids[np.argsort(-s)[:50]].tolist()
             per.setdefault((q.kind, m), []).append(metrics(top, g, grader))
         res = searcher.search(SearchQuery(text=q.text, image=photo, k=50))
-        per.setdefault((q.kind, "head"), []).append(metrics([h.product.id for h in res.hits], g, grader))
+        per.setdefault((q.kind, "head"), []).append(
+            metrics([h.product.id for h in res.hits], g, grader)
+        )
 
     table: dict[str, dict[str, dict[str, float]]] = {}
-    print(f"\nquality on {len(rows)} products, {len(queries)} synthetic queries "
-          f"({time.perf_counter() - started:.0f}s); head {version}")
+    print(
+        f"\nquality on {len(rows)} products, {len(queries)} synthetic queries "
+        f"({time.perf_counter() - started:.0f}s); head {version}"
+    )
     print(f"{'type':9} {'method':11} " + " ".join(f"{m:>9}" for m in METRICS) + "      n")
     for kind in ("text", "image", "composed"):
         for m in METHODS:
@@ -115,7 +135,11 @@ def evaluate(searcher: Searcher, per_kind: int) -> tuple[dict[str, dict[str, dic
                 continue
             avg = {k: float(np.mean([v[k] for v in vals])) for k in METRICS}
             table.setdefault(kind, {})[m] = avg
-            print(f"{kind:9} {m:11} " + " ".join(f"{avg[k]:9.4f}" for k in METRICS) + f" {len(vals):6}")
+            print(
+                f"{kind:9} {m:11} "
+                + " ".join(f"{avg[k]:9.4f}" for k in METRICS)
+                + f" {len(vals):6}"
+            )
     return table, len(queries)
 
 

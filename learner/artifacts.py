@@ -1,4 +1,4 @@
-"""Head artifacts: safetensors weights plus a JSON model card, written atomically, verified on load."""
+"""Head artifacts: safetensors weights plus a JSON model card, atomic and verified on load."""
 
 from __future__ import annotations
 
@@ -69,5 +69,3 @@ def load_head(path: Path) -> tuple[FusionHead, dict[str, Any]]:
 
 def head_path(root: Path, version: str) -> Path:
     return root / version
-
-

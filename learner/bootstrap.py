@@ -111,7 +111,11 @@ def calibrate(
     cs = rng.choice(len(text), size=min(n_candidates, len(text)), replace=False)
     t, v = torch.from_numpy(text[cs]), torch.from_numpy(image[cs])
     cands = Candidates(
-        t, v, head.project_text(t), head.project_image(v), torch.from_numpy(has_image[cs])
+        text=t,
+        pimage=head.project_image(v),
+        has_image=torch.from_numpy(has_image[cs]),
+        image=v,
+        ptext=head.project_text(t),
     )
     all_sims, all_mask = [], []
     for q in qs:
@@ -126,7 +130,6 @@ def calibrate(
         if col.numel() > 1:
             head.chan_mean[j] = col.mean()
             head.chan_std[j] = col.std().clamp(min=1e-3)
-
 
 
 @dataclass
@@ -147,8 +150,10 @@ class PseudoQueries:
     composed_targets: np.ndarray
 
 
-def attribute_codes(attrs: list[dict[str, str]], keys: list[str]) -> tuple[np.ndarray, list[list[str]]]:
-    """Integer codes (n, len(keys)) of categorical attributes (-1 = missing), and the vocabularies."""
+def attribute_codes(
+    attrs: list[dict[str, str]], keys: list[str]
+) -> tuple[np.ndarray, list[list[str]]]:
+    """Integer codes (n, len(keys)) of categorical attributes (-1 = missing) and vocabularies."""
     codes = np.full((len(attrs), len(keys)), -1, np.int32)
     vocabs: list[list[str]] = []
     for j, key in enumerate(keys):
@@ -239,8 +244,13 @@ def fit_gate(
     specs = [
         (0, torch.from_numpy(pq.text_vecs), None, pq.text_targets, None),
         (1, None, torch.from_numpy(pq.image_vecs), pq.image_targets, None),
-        (2, torch.from_numpy(pq.composed_vecs), torch.from_numpy(pq.composed_image_vecs),
-         pq.composed_targets, pq.composed_rows),
+        (
+            2,
+            torch.from_numpy(pq.composed_vecs),
+            torch.from_numpy(pq.composed_image_vecs),
+            pq.composed_targets,
+            pq.composed_rows,
+        ),
     ]
     for qtype, qt, qv, targets, exclude in specs:
         if len(targets) == 0:

@@ -50,16 +50,22 @@ class Query:
 
 @dataclass
 class Candidates:
-    """Per-candidate features: frozen (t, v) and their projections (pt, pv); has_image masks v/pv."""
+    """Per-candidate features: frozen (t, v) and their projections (pt, pv); has_image masks v/pv.
+
+    `image` and `ptext` are only read for queries with an image, so text queries may omit them.
+    """
 
     text: torch.Tensor  # (n, text_dim)
-    image: torch.Tensor  # (n, image_dim), zeros where missing
-    ptext: torch.Tensor  # (n, dim)
     pimage: torch.Tensor  # (n, dim)
     has_image: torch.Tensor  # (n,) bool
+    image: torch.Tensor | None = None  # (n, image_dim), zeros where missing
+    ptext: torch.Tensor | None = None  # (n, dim)
 
 
 class FusionHead(nn.Module):
+    chan_mean: torch.Tensor  # buffers: per-channel calibration, set by bootstrap.calibrate
+    chan_std: torch.Tensor
+
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
         self.config = config
@@ -100,6 +106,7 @@ class FusionHead(nn.Module):
             sims[:, 0], mask[:, 0] = c.text @ q.text, True
             sims[:, 1], mask[:, 1] = c.pimage @ qt, img
         if q.image is not None:
+            assert c.image is not None and c.ptext is not None, "image queries need c.image/ptext"
             qv = self.project_image(q.image) if q.pimage is None else q.pimage
             sims[:, 2], mask[:, 2] = c.image @ q.image, img
             sims[:, 3], mask[:, 3] = c.pimage @ qv, img

@@ -22,7 +22,9 @@ app = typer.Typer(
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Artifacts folder (default: $FUSIONRANK_DATA_DIR or .fusionrank)."),
+    typer.Option(
+        "--data-dir", help="Artifacts folder (default: $FUSIONRANK_DATA_DIR, else .fusionrank)."
+    ),
 ]
 
 
@@ -32,7 +34,9 @@ def _settings(data_dir: Path | None) -> Settings:
 
 @app.command()
 def ingest(
-    catalog: Annotated[Path, typer.Argument(help="Catalog CSV: id, title, attributes..., image_path.")],
+    catalog: Annotated[
+        Path, typer.Argument(help="Catalog CSV: id, title, attributes..., image_path.")
+    ],
     data_dir: DataDir = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N products.")] = None,
 ) -> None:
@@ -76,7 +80,9 @@ def serve(
 
     from service.api.app import create_app
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(_settings(data_dir)),
         host=host,
@@ -95,3 +101,7 @@ def migrate(data_dir: DataDir = None) -> None:
     settings = _settings(data_dir)
     run(settings.database_url)
     typer.echo(f"database at newest schema: {settings.database_url}")
+
+
+if __name__ == "__main__":
+    app()

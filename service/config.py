@@ -15,7 +15,9 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; default: SQLite file in data_dir.")
 
     text_encoder: str = Field("minilm", description="Registered name or 'module:factory'.")
-    image_encoder: str = Field("efficientnet-lite0", description="Registered name or 'module:factory'.")
+    image_encoder: str = Field(
+        "efficientnet-lite0", description="Registered name or 'module:factory'."
+    )
     image_size: int = Field(112, ge=32, le=512, description="Encoder input side in pixels.")
     encode_batch_size: int = Field(64, ge=1, le=1024)
     torch_threads: int = Field(0, ge=0, description="0 = let torch decide.")
@@ -31,7 +33,6 @@ class Settings(BaseSettings):
 
     max_image_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Upload size limit.")
     max_image_pixels: int = Field(40_000_000, ge=1024, description="Decompression-bomb limit.")
-    max_query_chars: int = Field(512, ge=1)
 
     impression_flush_ms: int = Field(200, ge=1, description="Impression writer batch interval.")
 

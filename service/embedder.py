@@ -84,8 +84,8 @@ class Embedder:
                         hits += 1
                     else:
                         pending.append(i)
-                raw = {i: b for i, b in zip(idx, loaded, strict=True)}
-                decoded = list(pool.map(lambda i: self._try_decode(raw[i]), pending))
+                raw = dict(zip(idx, loaded, strict=True))
+                decoded = list(pool.map(self._try_decode, [raw[i] for i in pending]))
                 good = [(i, im) for i, im in zip(pending, decoded, strict=True) if im is not None]
                 if good:
                     vecs = self.image_encoder.encode([im for _, im in good])

@@ -89,7 +89,9 @@ class EfficientNetLite0ImageEncoder:
         self._model = model
 
     def _tensor(self, image: Image.Image) -> torch.Tensor:
-        img = image.convert("RGB").resize((self.image_size, self.image_size), Image.BILINEAR)
+        img = image.convert("RGB").resize(
+            (self.image_size, self.image_size), Image.Resampling.BILINEAR
+        )
         arr = np.asarray(img, dtype=np.float32) / 255.0
         return torch.from_numpy((arr - self._mean) / self._std).permute(2, 0, 1)
 

@@ -1,13 +1,13 @@
 """Request errors. Each carries its HTTP status as data; only service.api maps it to a response.
 
-    storage.errors.FusionrankError   500
-    ├── storage.errors.ArtifactError 500  checksum mismatch: refused, the old artifact keeps serving
-    ├── BadRequest                   400  malformed input the client must fix
-    │   ├── InvalidImage             400  undecodable or truncated image
-    │   └── UnknownFilter            400  filter on an attribute the catalog lacks
-    ├── PayloadTooLarge              413  image bytes or pixels over the limit
-    ├── NotFound                     404  unknown product id
-    └── NotReady                     503  no index built yet
+storage.errors.FusionrankError   500
+├── storage.errors.ArtifactError 500  checksum mismatch: refused, the old artifact keeps serving
+├── BadRequest                   400  malformed input the client must fix
+│   ├── InvalidImage             400  undecodable or truncated image
+│   └── UnknownFilter            400  filter on an attribute the catalog lacks
+├── PayloadTooLarge              413  image bytes or pixels over the limit
+├── NotFound                     404  unknown product id
+└── NotReady                     503  no index built yet
 """
 
 from __future__ import annotations

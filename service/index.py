@@ -147,7 +147,7 @@ class CatalogIndex:
 
     def _faiss_search(self, space: str, q: np.ndarray, n: int, mask: np.ndarray | None):
         bitmap = None
-        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, n))
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, n))  # type: ignore[attr-defined]
         if mask is not None:
             bitmap = np.packbits(mask, bitorder="little")
             params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))

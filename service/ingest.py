@@ -13,7 +13,13 @@ from PIL import Image, ImageOps
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.artifacts import save_head
-from learner.bootstrap import PseudoQueries, attribute_codes, bootstrap_head, fit_gate, make_pseudo_queries
+from learner.bootstrap import (
+    PseudoQueries,
+    attribute_codes,
+    bootstrap_head,
+    fit_gate,
+    make_pseudo_queries,
+)
 from learner.head import FusionHead, HeadConfig
 from service.catalog import NOT_EMBEDDED, CatalogRow, product_text, read_catalog
 from service.config import Settings
@@ -84,7 +90,8 @@ def ingest_catalog(
 
     t3 = time.perf_counter()
     config = HeadConfig(
-        text_dim=embedder.text_encoder.dim, image_dim=embedder.image_encoder.dim,
+        text_dim=embedder.text_encoder.dim,
+        image_dim=embedder.image_encoder.dim,
         dim=settings.head_dim,
     )
     head, boot = bootstrap_head(
@@ -93,7 +100,10 @@ def ingest_catalog(
     gate_loss = _fit_gate(head, rows, text, image, has_image, embedder, progress=progress)
     encoders = {"text": embedder.text_encoder.id, "image": embedder.image_encoder.id}
     card = {
-        "parent": None, "kind": "bootstrap", "encoders": encoders, "bootstrap": asdict(boot),
+        "parent": None,
+        "kind": "bootstrap",
+        "encoders": encoders,
+        "bootstrap": asdict(boot),
         "gate_fit_loss": gate_loss,
     }
     version = save_head(settings.data_dir / "heads", head, card)
@@ -103,16 +113,22 @@ def ingest_catalog(
     ptext, pimage = project(head, text, image)
     attributes = sorted({a for r in rows for a in r.attributes})
     index = CatalogIndex(
-        text=text, image=image, has_image=has_image, ptext=ptext, pimage=pimage,
+        text=text,
+        image=image,
+        has_image=has_image,
+        ptext=ptext,
+        pimage=pimage,
         metas=[
             ProductMeta(r.id, r.title, r.attributes, str(r.image_path) if ok else None)
             for r, ok in zip(rows, has_image, strict=True)
         ],
         hnsw_m=settings.hnsw_m,
         meta={
-            "encoders": encoders, "head_version": version, "revision": revision,
-            "attributes": attributes, "dims": {"text": text.shape[1], "image": image.shape[1],
-                                                "shared": settings.head_dim},
+            "encoders": encoders,
+            "head_version": version,
+            "revision": revision,
+            "attributes": attributes,
+            "dims": {"text": text.shape[1], "image": image.shape[1], "shared": settings.head_dim},
         },
     )
     remove_stale_temps(settings.index_dir)
@@ -180,12 +196,12 @@ def _photo_loader(path: Path, rng: np.random.Generator):  # type: ignore[no-unty
     dx, dy = float(rng.uniform(0, 1 - crop)), float(rng.uniform(0, 1 - crop))
 
     def load() -> bytes:
-        with Image.open(path) as im:
-            im = ImageOps.mirror(im.convert("RGB"))
-            w, h = im.size
-            box = (int(dx * w), int(dy * h), int((dx + crop) * w), int((dy + crop) * h))
-            buf = io.BytesIO()
-            im.crop(box).save(buf, format="JPEG", quality=90)
-            return buf.getvalue()
+        with Image.open(path) as src:
+            im = ImageOps.mirror(src.convert("RGB"))
+        w, h = im.size
+        box = (int(dx * w), int(dy * h), int((dx + crop) * w), int((dy + crop) * h))
+        buf = io.BytesIO()
+        im.crop(box).save(buf, format="JPEG", quality=90)
+        return buf.getvalue()
 
     return load

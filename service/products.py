@@ -91,7 +91,9 @@ class CatalogWriter:
         with torch.inference_mode():
             ptext = head.project_text(torch.from_numpy(text)).numpy()
             pimage = head.project_image(torch.from_numpy(image)).numpy()
-        meta = ProductMeta(row.id, row.title, dict(row.attributes), row.image_path if has_image else None)
+        meta = ProductMeta(
+            row.id, row.title, dict(row.attributes), row.image_path if has_image else None
+        )
         vecs = {"text": text[0], "image": image[0], "ptext": ptext[0], "pimage": pimage[0]}
         self.index.upsert(meta, vecs, has_image)
         self.index.meta["revision"] = max(int(self.index.meta.get("revision", 0)), row.revision)
@@ -107,5 +109,3 @@ class CatalogWriter:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         return path
-
-

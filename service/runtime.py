@@ -75,9 +75,7 @@ def start_runtime(settings: Settings, embedder: Embedder | None = None) -> Runti
     version = index.meta["head_version"]
     head, _card = load_head(settings.data_dir / "heads" / version)
     active = ActiveHead(head, version)
-    rt.searcher = Searcher(
-        rt.embedder, index, active, per_channel=settings.candidates_per_channel
-    )
+    rt.searcher = Searcher(rt.embedder, index, active, per_channel=settings.candidates_per_channel)
     rt.writer = CatalogWriter(
         sessions=sessions,
         embedder=rt.embedder,
@@ -86,6 +84,11 @@ def start_runtime(settings: Settings, embedder: Embedder | None = None) -> Runti
         images_dir=settings.images_dir,
     )
     applied = rt.writer.reconcile()
-    log.info("loaded %s (%d products, head %s, %d changes replayed)", build.name, len(index),
-             version, applied)
+    log.info(
+        "loaded %s (%d products, head %s, %d changes replayed)",
+        build.name,
+        len(index),
+        version,
+        applied,
+    )
     return rt

@@ -32,7 +32,7 @@ class SearchQuery:
     image: Image.Image | None = None
     image_sha256: str | None = None
     k: int = 20
-    filters: dict[str, list[str]] = field(default_factory=dict)
+    filters: dict[str, Any] = field(default_factory=dict)  # raw; validated by the searcher
     user_id: str | None = None
 
 
@@ -109,12 +109,13 @@ class Searcher:
         hits: list[Hit] = []
         if len(rows):
             idx = self.index
+            with_image = q.image is not None
             cands = Candidates(
-                torch.from_numpy(idx.vectors("text", rows)),
-                torch.from_numpy(idx.vectors("image", rows)),
-                torch.from_numpy(idx.vectors("ptext", rows)),
-                torch.from_numpy(idx.vectors("pimage", rows)),
-                torch.from_numpy(idx.has_image(rows)),
+                text=torch.from_numpy(idx.vectors("text", rows)),
+                pimage=torch.from_numpy(idx.vectors("pimage", rows)),
+                has_image=torch.from_numpy(idx.has_image(rows)),
+                image=torch.from_numpy(idx.vectors("image", rows)) if with_image else None,
+                ptext=torch.from_numpy(idx.vectors("ptext", rows)) if with_image else None,
             )
             scores = active.head.score(q, cands).numpy()
             order = np.argsort(-scores, kind="stable")[: sq.k]

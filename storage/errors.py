@@ -1,8 +1,8 @@
 """Root of fusionrank's one error hierarchy (storage is the lowest layer, so it lives here).
 
-    FusionrankError            500  (status_code is data; only service.api maps it to HTTP)
-    ├── ArtifactError          500  an artifact is missing or failed its checksum: refused, never loaded
-    └── service.errors.*            request errors (400, 404, 413, 503): see service/errors.py
+FusionrankError            500  (status_code is data; only service.api maps it to HTTP)
+├── ArtifactError          500  artifact missing or failing its checksum: refused, not loaded
+└── service.errors.*            request errors (400, 404, 413, 503): see service/errors.py
 """
 
 from __future__ import annotations

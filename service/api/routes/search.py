@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api.body import json_and_multipart, parse_body
@@ -13,7 +13,7 @@ from service.api.deps import RuntimeDep, SearcherDep
 from service.api.schemas import ERROR_RESPONSES, SearchHit, SearchRequest, SearchResponse
 from service.embedding_cache import content_key
 from service.images import decode_base64
-from service.search import SearchQuery
+from service.search import SearchQuery, SearchResult
 from storage.impressions import ImpressionIn
 
 router = APIRouter(tags=["search"])
@@ -38,22 +38,25 @@ def image_url(request: Request, product_id: str) -> str:
     openapi_extra=json_and_multipart("SearchRequest", _MULTIPART),
     summary="Search the catalog by text, image, or both",
 )
-async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> SearchResponse:
+async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Response:
     limit = rt.settings.max_image_bytes
     body, image_bytes = await parse_body(request, SearchRequest, max_image_bytes=limit)
     if body.image:
         image_bytes = decode_base64(body.image, limit)
-    image = None
-    if image_bytes is not None:
-        image = await run_in_threadpool(searcher.embedder.decode, image_bytes)
-    sq = SearchQuery(
-        text=body.query,
-        image=image,
-        k=body.k,
-        filters=dict(body.filters or {}),
-        user_id=body.user_id,
-    )
-    result = await run_in_threadpool(searcher.search, sq)
+
+    def run() -> SearchResult:  # one thread hop for decoding and searching
+        image = searcher.embedder.decode(image_bytes) if image_bytes is not None else None
+        return searcher.search(
+            SearchQuery(
+                text=body.query,
+                image=image,
+                k=body.k,
+                filters=dict(body.filters or {}),
+                user_id=body.user_id,
+            )
+        )
+
+    result = await run_in_threadpool(run)
     rt.impressions.log(
         ImpressionIn(
             search_id=result.search_id,
@@ -70,7 +73,7 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Sea
             items=[(h.product.id, h.score) for h in result.hits],
         )
     )
-    return SearchResponse(
+    response = SearchResponse(
         search_id=result.search_id,
         model_version=result.model_version,
         results=[
@@ -85,3 +88,5 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Sea
             for i, h in enumerate(result.hits, start=1)
         ],
     )
+    # Already validated by construction: serialise once in Rust instead of re-validating.
+    return Response(response.model_dump_json(), media_type="application/json")

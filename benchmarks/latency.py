@@ -1,0 +1,271 @@
+"""Latency and throughput through HTTP against a real `fusionrank serve`, side by side with the
+bare encoder forward times measured in the same run; plus ingest throughput and service RSS.
+
+Every timing is the median over --repeats runs (default 3). Queries are synthetic.
+Usage: python benchmarks/latency.py [--data-dir DIR] [--requests N] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from benchmarks.common import (
+    CATALOG,
+    DEFAULT_DATA_DIR,
+    ensure_index,
+    load_rows,
+    make_queries,
+    require_shared,
+    write_json,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "FUSIONRANK_DATA_DIR": str(data_dir)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("server did not become ready in 180 s")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(ts: list[float]) -> dict[str, float]:
+    a = np.array(ts) * 1000
+    return {
+        "p50": float(np.median(a)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+    }
+
+
+def encoder_times(texts: list[str], photos: list[Image.Image]) -> dict[str, float]:
+    """Median single-item forward time of each frozen encoder (the floor for a search)."""
+    from service.config import Settings
+    from service.encoders import load_image_encoder, load_text_encoder
+
+    s = Settings()
+    te, ie = load_text_encoder(s), load_image_encoder(s)
+    for t in texts[:10]:
+        te.encode([t])
+    for p in photos[:5]:
+        ie.encode([p])
+    tt, it = [], []
+    for t in texts:
+        t0 = time.perf_counter()
+        te.encode([t])
+        tt.append(time.perf_counter() - t0)
+    for p in photos:
+        t0 = time.perf_counter()
+        ie.encode([p])
+        it.append(time.perf_counter() - t0)
+    return {"text_ms": float(np.median(tt) * 1000), "image_ms": float(np.median(it) * 1000)}
+
+
+def sequential(client: httpx.Client, url: str, bodies: list[dict[str, object]]) -> list[float]:
+    out = []
+    for body in bodies:
+        t0 = time.perf_counter()
+        r = client.post(f"{url}/v1/search", json=body)
+        out.append(time.perf_counter() - t0)
+        r.raise_for_status()
+    return out
+
+
+def throughput(
+    url: str, bodies: list[dict[str, object]], concurrency: int, seconds: float
+) -> dict[str, float]:
+    done, failed = [0], [0]
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def worker(offset: int) -> None:
+        with httpx.Client(timeout=30) as c:
+            i = offset
+            while time.monotonic() < stop:
+                r = c.post(f"{url}/v1/search", json=bodies[i % len(bodies)])
+                with lock:
+                    done[0] += 1
+                    failed[0] += r.status_code != 200
+                i += concurrency
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"rps": done[0] / (time.perf_counter() - t0), "failed": failed[0]}
+
+
+def ingest_throughput(limit: int) -> dict[str, float]:
+    """Products/s for a cold ingest (empty cache) and a cached re-ingest of the same products."""
+    tmp = Path(tempfile.mkdtemp(prefix="fr-ingest-"))
+    out = {}
+    try:
+        for label in ("cold", "cached"):
+            t0 = time.perf_counter()
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "service.cli",
+                    "ingest",
+                    str(CATALOG),
+                    "--limit",
+                    str(limit),
+                    "--data-dir",
+                    str(tmp),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            out[f"{label}_products_per_s"] = limit / (time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--requests", type=int, default=200, help="sequential requests per query type")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=10, help="duration of each throughput run")
+    ap.add_argument("--ingest-limit", type=int, default=3000, help="products for ingest throughput")
+    args = ap.parse_args()
+    require_shared()
+    ensure_index(args.data_dir)
+
+    queries = make_queries(load_rows(), args.requests, seed=11)
+    photos = {q.photo: Image.open(q.photo).convert("RGB") for q in queries if q.photo}
+    b64 = {p: base64.b64encode(p.read_bytes()).decode() for p in photos}
+    bodies: dict[str, list[dict[str, object]]] = {"text": [], "image": [], "composed": []}
+    for q in queries:
+        body: dict[str, object] = {"k": 20}
+        if q.text:
+            body["query"] = q.text
+        if q.photo:
+            body["image"] = b64[q.photo]
+        bodies[q.kind].append(body)
+
+    proc, url = start_server(args.data_dir)
+    try:
+        rss_idle = rss_mb(proc.pid)
+        runs: dict[str, list[dict[str, float]]] = {}
+        with httpx.Client(timeout=30) as client:
+            sequential(client, url, bodies["text"][:20] + bodies["image"][:10])  # warm-up
+            for _ in range(args.repeats):
+                enc = encoder_times(
+                    [q.text for q in queries if q.kind == "text"][:100], list(photos.values())[:60]
+                )
+                runs.setdefault("encoder", []).append(enc)
+                for kind in ("text", "image", "composed"):
+                    runs.setdefault(kind, []).append(pct(sequential(client, url, bodies[kind])))
+                for c in (1, 4, 8):
+                    runs.setdefault(f"c{c}", []).append(
+                        throughput(url, bodies["text"], c, args.seconds)
+                    )
+        rss_loaded = rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    res = {k: median_of(v) for k, v in runs.items()}
+    ingest = ingest_throughput(args.ingest_limit)
+
+    enc = res["encoder"]
+    print(f"\nlatency through HTTP, 44k products, median of {args.repeats} runs (ms)")
+    print(f"{'search':10} {'p50':>8} {'p95':>8} {'p99':>8} {'encoder':>8} {'p50/enc':>8}")
+    for kind, floor in (
+        ("text", enc["text_ms"]),
+        ("image", enc["image_ms"]),
+        ("composed", enc["text_ms"] + enc["image_ms"]),
+    ):
+        r = res[kind]
+        print(
+            f"{kind:10} {r['p50']:8.2f} {r['p95']:8.2f} {r['p99']:8.2f} {floor:8.2f} "
+            f"{r['p50'] / floor:8.2f}"
+        )
+    print(f"\n{'concurrency':12} {'req/s':>8} {'failed':>7}   (text search)")
+    for c in (1, 4, 8):
+        r = res[f"c{c}"]
+        print(f"{c:<12} {r['rps']:8.1f} {int(r['failed']):7}")
+    print(
+        f"\ningest ({args.ingest_limit} products): cold {ingest['cold_products_per_s']:.0f} "
+        f"products/s, cached {ingest['cached_products_per_s']:.0f} products/s"
+    )
+    print(f"service RSS: {rss_idle:.0f} MB after start, {rss_loaded:.0f} MB after the run")
+    targets = {
+        "text p50 <= 1.3x encoder": res["text"]["p50"] <= 1.3 * enc["text_ms"],
+        "text p99 <= 30 ms": res["text"]["p99"] <= 30,
+        "image p50 <= 1.3x encoder": res["image"]["p50"] <= 1.3 * enc["image_ms"],
+    }
+    for name, ok in targets.items():
+        print(f"  {'PASS' if ok else 'FAIL'} {name}")
+    path = write_json(
+        "latency",
+        {
+            "results": res,
+            "ingest": ingest,
+            "rss_mb": {"after_start": rss_idle, "after_run": rss_loaded},
+            "targets": targets,
+            "repeats": args.repeats,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
