@@ -39,8 +39,8 @@ test: install-dev ## Install with dev tools and run the test suite (needs Postgr
 	$(PYTHON) -m pytest -q
 
 bench: ## Run the quality and latency benchmarks (results in benchmarks/results/)
-	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/quality.py
-	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/latency.py
+	$(PYTHON) -m benchmarks.quality
+	$(PYTHON) -m benchmarks.latency
 
 lint: ## ruff lint + format check
 	ruff check . && ruff format --check .
