@@ -53,7 +53,7 @@ def bootstrap_head(
     params = [p for n, p in head.named_parameters() if p.requires_grad and n != "gate_logits"]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps = max(1, epochs * max(1, len(train) // batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     loss_val = float("nan")
     head.train()
     bar = tqdm(total=steps, desc="bootstrap head", unit="step", disable=not progress)
@@ -305,7 +305,8 @@ def _batch_channels(
     if q.text is not None and q.image is not None:
         both = F.normalize(q.ptext + q.pimage, dim=-1)  # type: ignore[operator]
         spaces += [both @ PV.T, both @ PT.T]
-    cand = torch.cat([s.topk(per_channel, dim=1).indices for s in spaces], dim=1)
+    k = min(per_channel, T.shape[0])
+    cand = torch.cat([s.topk(k, dim=1).indices for s in spaces], dim=1)
     sims = torch.zeros(*cand.shape, 5)
     mask = torch.zeros(*cand.shape, 5, dtype=torch.bool)
     if q.text is not None:

@@ -47,6 +47,9 @@ def ingest(
     from service.runtime import make_embedder
     from storage.db import make_engine, migrate, session_factory
 
+    if not catalog.is_file():
+        typer.secho(f"error: catalog {catalog} does not exist", fg="red", err=True)
+        raise typer.Exit(2)
     settings = _settings(data_dir)
     try:
         migrate(settings.database_url)

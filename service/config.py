@@ -24,6 +24,7 @@ class Settings(BaseSettings):
 
     head_dim: int = Field(256, ge=16, le=2048, description="Width of the shared text/image space.")
     bootstrap_epochs: int = Field(8, ge=0, le=200)
+    gate_fit_queries: int = Field(600, ge=0, description="Pseudo-queries per type; 0 = no fit.")
     candidates_per_channel: int = Field(100, ge=10, le=2000)
     hnsw_m: int = Field(32, ge=4, le=128)
     hnsw_ef_search: int = Field(128, ge=16, le=4096)

@@ -7,16 +7,16 @@ import binascii
 import io
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import InvalidImage, PayloadTooLarge
 
 
 def decode_base64(data: str, max_bytes: int) -> bytes:
-    if len(data) > (max_bytes * 4) // 3 + 4:
-        raise PayloadTooLarge(f"image is larger than the {max_bytes} byte limit")
     if data.startswith("data:") and "," in data:
         data = data.split(",", 1)[1]  # data URLs are what browsers produce
+    if len(data) > (max_bytes * 4) // 3 + 4:
+        raise PayloadTooLarge(f"image is larger than the {max_bytes} byte limit")
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as e:
@@ -36,7 +36,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
             if w * h > max_pixels:
                 raise PayloadTooLarge(f"image is {w}x{h} pixels; the limit is {max_pixels} pixels")
             img.load()
-            return img.convert("RGB")
+            return ImageOps.exif_transpose(img).convert("RGB")  # phone photos carry rotation
     except PayloadTooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -97,7 +97,9 @@ def ingest_catalog(
     head, boot = bootstrap_head(
         text, image, has_image, config, epochs=settings.bootstrap_epochs, progress=progress
     )
-    gate_loss = _fit_gate(head, rows, text, image, has_image, embedder, progress=progress)
+    gate_loss = _fit_gate(
+        head, rows, text, image, has_image, embedder, progress=progress, n=settings.gate_fit_queries
+    )
     encoders = {"text": embedder.text_encoder.id, "image": embedder.image_encoder.id}
     card = {
         "parent": None,
@@ -161,7 +163,7 @@ def _fit_gate(
     embedder: Embedder,
     *,
     progress: bool,
-    n: int = 600,
+    n: int,
 ) -> float:
     """Fit the gate on pseudo-queries made from the catalog's attributes and re-photographed
     product images (flipped and cropped, standing in for a shopper's photo)."""
@@ -169,7 +171,7 @@ def _fit_gate(
     codes, vocabs = attribute_codes([r.attributes for r in rows], keys)
     # only categorical attributes: few distinct values relative to the catalog
     categorical = [j for j, v in enumerate(vocabs) if 1 < len(v) <= max(200, len(rows) // 20)]
-    if not categorical or has_image.sum() < 10:
+    if n == 0 or not categorical or has_image.sum() < 10:
         return float("nan")
     codes, vocabs = codes[:, categorical], [vocabs[j] for j in categorical]
     phrases, comp_phrases, arrays = make_pseudo_queries(codes, vocabs, has_image, n=n)

@@ -67,12 +67,23 @@ def start_runtime(settings: Settings, embedder: Embedder | None = None) -> Runti
         embedder=embedder or make_embedder(settings),
         impressions=ImpressionLogger(sessions, flush_ms=settings.impression_flush_ms),
     )
+    try:
+        _load_catalog(rt)
+    except BaseException:
+        rt.close()
+        raise
+    return rt
+
+
+def _load_catalog(rt: Runtime) -> None:
+    """Load the CURRENT index build and its head, then replay newer SQL catalog changes."""
+    settings = rt.settings
     build = current(settings.index_dir)
     if build is None:
         rt.not_ready_reason = (
             f"no index in {settings.index_dir}; run `fusionrank ingest CATALOG.csv` first"
         )
-        return rt
+        return
     index = CatalogIndex.load(
         build, ef_search=settings.hnsw_ef_search, exact_limit=settings.exact_filter_limit
     )
@@ -81,7 +92,7 @@ def start_runtime(settings: Settings, embedder: Embedder | None = None) -> Runti
     active = ActiveHead(head, version)
     rt.searcher = Searcher(rt.embedder, index, active, per_channel=settings.candidates_per_channel)
     rt.writer = CatalogWriter(
-        sessions=sessions,
+        sessions=rt.sessions,
         embedder=rt.embedder,
         index=index,
         head=active,
@@ -95,4 +106,3 @@ def start_runtime(settings: Settings, embedder: Embedder | None = None) -> Runti
         version,
         applied,
     )
-    return rt

@@ -13,7 +13,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
+from service.api.body import register_body_schemas
 from service.api.routes import health, products, search
+from service.api.schemas import ProductIn, SearchRequest
 from service.config import Settings
 from service.errors import FusionrankError
 from service.runtime import Runtime, start_runtime
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(products.router)
     app.include_router(health.router)
     _install_error_handlers(app)
+    register_body_schemas(app, [SearchRequest, ProductIn])
     return app
 
 

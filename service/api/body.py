@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
@@ -15,10 +15,14 @@ M = TypeVar("M", bound=BaseModel)
 JSON_OVERHEAD = 64 * 1024
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
+def _check_declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    _check_declared_length(request, limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -28,12 +32,13 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def validate(model: type[M], data: Any) -> M:
-    """Schema errors surface as FastAPI's RequestValidationError (422) with the usual detail."""
+def validate(model: type[M], data: Any, *, image_file: bool = False) -> M:
+    """Schema errors surface as FastAPI's RequestValidationError (422) with the usual detail.
+    `image_file` tells the schema an image arrived as a multipart file part."""
     from fastapi.exceptions import RequestValidationError
 
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"image_file": image_file})
     except ValidationError as e:
         raise RequestValidationError(e.errors(include_url=False, include_context=False)) from e
 
@@ -45,24 +50,27 @@ async def parse_body(
     `filters`/`attributes` as JSON text). Returns the schema and the raw image file, if any."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=20, max_part_size=max_image_bytes + 1)
+        _check_declared_length(request, max_image_bytes + JSON_OVERHEAD)
         data: dict[str, Any] = {}
         image: bytes | None = None
-        for key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                if key != "image":
-                    raise BadRequest(f"unexpected file field {key!r}; send the image as 'image'")
-                image = await value.read(max_image_bytes + 1)
-                if len(image) > max_image_bytes:
-                    raise PayloadTooLarge(f"image exceeds the {max_image_bytes} byte limit")
-            elif key in ("filters", "attributes"):
-                try:
-                    data[key] = json.loads(value) if value else None
-                except ValueError as e:
-                    raise BadRequest(f"field {key!r} must be a JSON object") from e
-            else:
-                data[key] = value
-        return validate(model, data), image
+        async with request.form(
+            max_files=1, max_fields=20, max_part_size=max_image_bytes + 1
+        ) as form:
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    if key != "image":
+                        raise BadRequest(f"unexpected file field {key!r}; send it as 'image'")
+                    image = await value.read(max_image_bytes + 1)
+                    if len(image) > max_image_bytes:
+                        raise PayloadTooLarge(f"image exceeds the {max_image_bytes} byte limit")
+                elif key in ("filters", "attributes"):
+                    try:
+                        data[key] = json.loads(value) if value else None
+                    except ValueError as e:
+                        raise BadRequest(f"field {key!r} must be a JSON object") from e
+                else:
+                    data[key] = value
+        return validate(model, data, image_file=image is not None), image
     if ctype not in ("application/json", ""):
         raise BadRequest("send application/json or multipart/form-data")
     raw = await read_limited(request, (max_image_bytes * 4) // 3 + JSON_OVERHEAD)
@@ -75,16 +83,35 @@ async def parse_body(
     return validate(model, payload), None
 
 
-def json_and_multipart(schema_name: str, multipart_props: dict[str, Any]) -> dict[str, Any]:
-    """OpenAPI requestBody for a route that parses its body itself (JSON or multipart)."""
+def json_and_multipart(model: type[BaseModel], multipart_props: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI requestBody for a route that parses its body itself (JSON or multipart).
+    The model must be registered with `register_body_schemas`."""
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}},
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
                 "multipart/form-data": {
                     "schema": {"type": "object", "properties": multipart_props}
                 },
             },
         }
     }
+
+
+def register_body_schemas(app: FastAPI, models: list[type[BaseModel]]) -> None:
+    """Add self-parsed request models to the OpenAPI components (FastAPI can't see them)."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = default()
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                schemas[model.__name__] = model.model_json_schema(
+                    ref_template="#/components/schemas/{model}"
+                )
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

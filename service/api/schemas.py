@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 FilterValue = str | int | float | bool
 Filters = dict[str, FilterValue | list[FilterValue]]
@@ -31,8 +38,9 @@ class SearchRequest(BaseModel):
         return v.strip() or None if v is not None else None
 
     @model_validator(mode="after")
-    def _needs_query_or_image(self) -> SearchRequest:
-        if self.query is None and not self.image:
+    def _needs_query_or_image(self, info: ValidationInfo) -> SearchRequest:
+        image_file = bool(info.context and info.context.get("image_file"))
+        if self.query is None and not self.image and not image_file:
             raise ValueError("give a non-empty 'query', an 'image', or both")
         return self
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from service.api.body import json_and_multipart, parse_body
@@ -52,20 +53,22 @@ def read_product(product_id: str, request: Request, rt: RuntimeDep) -> ProductPu
 @router.get(
     "/{product_id}/image",
     response_class=FileResponse,
-    responses={200: {"content": {"image/jpeg": {}}}, **ERROR_RESPONSES},
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, **ERROR_RESPONSES},
 )
 def read_product_image(product_id: str, rt: RuntimeDep) -> FileResponse:
     row = _load(rt, product_id)
     if not row.image_path or not Path(row.image_path).is_file():
         raise NotFound(f"product {product_id!r} has no image")
-    return FileResponse(row.image_path, media_type="image/jpeg")
+    with Image.open(row.image_path) as im:  # reads the header only
+        media_type = Image.MIME.get(im.format or "", "application/octet-stream")
+    return FileResponse(row.image_path, media_type=media_type)
 
 
 @router.put(
     "/{product_id}",
     response_model=ProductPublic,
     responses=ERROR_RESPONSES,
-    openapi_extra=json_and_multipart("ProductIn", _MULTIPART),
+    openapi_extra=json_and_multipart(ProductIn, _MULTIPART),
     summary="Create or replace a product; searchable within a second",
 )
 async def put_product(

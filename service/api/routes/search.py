@@ -35,7 +35,7 @@ def image_url(request: Request, product_id: str) -> str:
     "/v1/search",
     response_model=SearchResponse,
     responses=ERROR_RESPONSES,
-    openapi_extra=json_and_multipart("SearchRequest", _MULTIPART),
+    openapi_extra=json_and_multipart(SearchRequest, _MULTIPART),
     summary="Search the catalog by text, image, or both",
 )
 async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Response:

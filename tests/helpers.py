@@ -1,0 +1,347 @@
+"""Helpers shared by the tests (fixtures live in conftest.py): catalog subsets, databases,
+ingest, and running the app in a TestClient or a real uvicorn server."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import os
+import random
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.config import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CATALOG = REPO / "demo" / "catalog.csv"
+SHARED_CATALOG = REPO.parent / "shared" / "data" / "fashion" / "catalog.csv"
+
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+# A few well-populated article types, so attribute filters have enough matches.
+ARTICLE_TYPES = ("Tshirts", "Shirts", "Watches", "Handbags", "Heels", "Sunglasses")
+PER_TYPE = 25  # 6 x 25 = 150 products in the shared ingested catalog
+
+CATALOG_FIELDS = [
+    "id",
+    "productDisplayName",
+    "masterCategory",
+    "subCategory",
+    "articleType",
+    "baseColour",
+    "usage",
+    "gender",
+    "season",
+    "colorgroup",
+    "gender_source",
+    "image_path",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# catalog data
+# ---------------------------------------------------------------------------------------------
+def _source_catalog() -> Path | None:
+    """FUSIONRANK_TEST_CATALOG if set, else the demo catalog, else the shared fashion data."""
+    override = os.environ.get("FUSIONRANK_TEST_CATALOG")
+    if override:
+        return Path(override) if Path(override).is_file() else None
+    for path in (DEMO_CATALOG, SHARED_CATALOG):
+        if path.is_file():
+            return path
+    return None
+
+
+def pick_rows(
+    rows: list[dict[str, str]], *, per_type: int, seed: int, types=ARTICLE_TYPES
+) -> list[dict[str, str]]:
+    """`per_type` seeded rows of each article type, with distinct titles (exact-title queries
+    must point at one product)."""
+    rng = random.Random(seed)
+    out: list[dict[str, str]] = []
+    titles: set[str] = set()
+    for t in types:
+        pool = [r for r in rows if r["articleType"] == t]
+        rng.shuffle(pool)
+        chosen = []
+        for r in pool:
+            title = r["productDisplayName"].strip()
+            if title not in titles:
+                titles.add(title)
+                chosen.append(r)
+            if len(chosen) == per_type:
+                break
+        if len(chosen) < per_type:
+            pytest.skip(f"catalog has fewer than {per_type} distinct {t!r} products")
+        out += chosen
+    return out
+
+
+def write_catalog(rows: list[dict[str, str]], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=CATALOG_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    return path
+
+
+def image_b64(path: str | Path) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# encoders
+# ---------------------------------------------------------------------------------------------
+def embedder_for(settings: Settings, shared) -> Any:
+    """An Embedder with `settings`' image limits that reuses the loaded encoders and the shared
+    embedding cache (what make_embedder builds, minus loading the models again)."""
+    from service.embedder import Embedder
+
+    return Embedder(
+        shared.text_encoder,
+        shared.image_encoder,
+        shared.text_cache.dir.parent,
+        batch_size=settings.encode_batch_size,
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# databases
+# ---------------------------------------------------------------------------------------------
+@cache
+def _postgres_error() -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_DSN) as conn:
+            conn.execute("SELECT 1")
+    except Exception as e:  # noqa: BLE001 - any failure means unreachable
+        return f"{type(e).__name__}: {e}".strip()
+    return None
+
+
+def require_postgres() -> None:
+    err = _postgres_error()
+    if err is None:
+        return
+    msg = f"PostgreSQL at 127.0.0.1:5432 (user postgres, db test) is unreachable: {err}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(
+            f"{msg}\nCI=true: the PostgreSQL tests must run on CI, they are never skipped there.",
+            pytrace=False,
+        )
+    pytest.skip(msg)
+
+
+@contextmanager
+def postgres_schema() -> Iterator[tuple[str, str]]:
+    """A fresh schema; yields (SQLAlchemy URL whose search_path is that schema, schema name)."""
+    import psycopg
+
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}", schema
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '20s'")
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def database_for(backend: str, directory: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        directory.mkdir(parents=True, exist_ok=True)
+        yield f"sqlite:///{(directory / 'test.db').resolve()}"
+    else:
+        with postgres_schema() as (url, _schema):
+            yield url
+
+
+# ---------------------------------------------------------------------------------------------
+# ingest
+# ---------------------------------------------------------------------------------------------
+def make_settings(data_dir: Path, database_url: str = "", **overrides: Any) -> Settings:
+    return Settings(data_dir=data_dir, database_url=database_url, bootstrap_epochs=3, **overrides)
+
+
+def ingest_into(settings: Settings, csv_path: Path, embedder) -> Any:
+    """Migrate the settings' database and ingest the CSV with the given embedder."""
+    from service.ingest import ingest_catalog
+    from storage.db import make_engine, migrate, session_factory
+
+    migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        return ingest_catalog(
+            csv_path,
+            settings=settings,
+            embedder=embedder,
+            sessions=session_factory(engine),
+            progress=False,
+        )
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class Ingested:
+    settings: Settings
+    report: Any
+    csv: Path
+    rows: list[dict[str, str]]
+
+
+@contextmanager
+def ingested_copy(backend: str, directory: Path, catalog_csv: Path, rows, embedder, **overrides):
+    """A fresh ingest of the CSV into a private data dir on `backend`."""
+    with database_for(backend, directory / "db") as url:
+        settings = make_settings(directory / "data", url, **overrides)
+        report = ingest_into(settings, catalog_csv, embedder)
+        yield Ingested(settings, report, catalog_csv, rows)
+
+
+def copy_products(src_url: str, dst_url: str) -> int:
+    """Copy every products row (as ingest wrote it) from one database to another."""
+    from sqlalchemy import insert, select
+
+    from storage.db import make_engine, session_factory, transaction
+    from storage.models import Product
+
+    src, dst = make_engine(src_url), make_engine(dst_url)
+    try:
+        with session_factory(src)() as s:
+            rows = [
+                {c.key: getattr(p, c.key) for c in Product.__table__.columns}
+                for p in s.scalars(select(Product))
+            ]
+        with transaction(session_factory(dst)) as s:
+            s.execute(insert(Product), rows)
+        return len(rows)
+    finally:
+        src.dispose()
+        dst.dispose()
+
+
+@contextmanager
+def cloned_store(template: Ingested, backend: str, directory: Path, **overrides):
+    """A private copy of an ingested catalog: the index build and head copied, the products rows
+    copied into a fresh migrated database on `backend`. Exactly what an ingest of the same CSV
+    would leave (the ingest is deterministic), at a fraction of the cost."""
+    from storage.db import migrate
+
+    data = directory / "data"
+    shutil.copytree(
+        template.settings.data_dir,
+        data,
+        ignore=shutil.ignore_patterns("fusionrank.db*", "images", "cache"),
+    )
+    with database_for(backend, directory / "db") as url:
+        migrate(url)
+        assert copy_products(template.settings.database_url, url) == len(template.rows)
+        settings = make_settings(data, url, **overrides)
+        yield Ingested(settings, template.report, template.csv, template.rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# running the app
+# ---------------------------------------------------------------------------------------------
+def start_test_runtime(settings: Settings, shared_embedder):
+    """The real start-up path (migrate, load index and head, reconcile) with loaded encoders."""
+    from service.runtime import start_runtime
+
+    return start_runtime(settings, embedder=embedder_for(settings, shared_embedder))
+
+
+@contextmanager
+def app_client(settings: Settings, shared_embedder) -> Iterator[Any]:
+    """TestClient over create_app with a runtime built by the real start-up code; closed after."""
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+
+    rt = start_test_runtime(settings, shared_embedder)
+    try:
+        with TestClient(create_app(settings, runtime=rt)) as client:
+            client.runtime = rt  # type: ignore[attr-defined]
+            yield client
+    finally:
+        rt.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    settings: Settings
+    app: Any
+
+    @property
+    def runtime(self) -> Any:
+        return self.app.state.runtime
+
+
+@contextmanager
+def live_server(settings: Settings, runtime: Any = None) -> Iterator[LiveServer]:
+    """A real uvicorn server in a thread running create_app(settings): with its own lifespan
+    (start-up loads the encoders), or around a runtime the caller built and will close."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    app = create_app(settings, runtime=runtime)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    last = "no answer"
+    try:
+        while True:
+            if not thread.is_alive():
+                pytest.fail(f"uvicorn exited during start-up ({last})", pytrace=False)
+            try:
+                r = httpx.get(f"{url}/readyz", timeout=5)
+                if r.status_code == 200:
+                    break
+                last = f"/readyz {r.status_code}: {r.text}"
+            except httpx.TransportError as e:
+                last = repr(e)
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready after 90 s: {last}", pytrace=False)
+            time.sleep(0.1)
+        yield LiveServer(url, settings, app)
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        assert not thread.is_alive(), "uvicorn did not shut down within 60 s"

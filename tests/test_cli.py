@@ -1,0 +1,133 @@
+"""The `fusionrank` command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from helpers import free_port
+from sqlalchemy import inspect, select
+from typer.testing import CliRunner
+
+from service.cli import app
+from storage.db import make_engine, session_factory
+from storage.models import Impression
+
+runner = CliRunner()
+
+
+def test_help():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    for command in ("ingest", "serve", "migrate"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize(
+    "command, options",
+    [
+        ("ingest", ["--data-dir", "--limit", "catalog"]),
+        ("serve", ["--host", "--port", "--data-dir", "--log-level"]),
+        ("migrate", ["--data-dir"]),
+    ],
+)
+def test_subcommand_help(command, options):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    for option in options:
+        assert option in result.output.lower()
+
+
+def test_migrate_creates_the_schema(tmp_path):
+    result = runner.invoke(app, ["migrate", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "newest schema" in result.output
+    engine = make_engine(f"sqlite:///{tmp_path / 'fusionrank.db'}")
+    try:
+        assert {"products", "impressions", "impression_items"} <= set(
+            inspect(engine).get_table_names()
+        )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_ingest_of_a_missing_file_fails_clearly(tmp_path):
+    missing = tmp_path / "no-such-catalog.csv"
+    result = runner.invoke(app, ["ingest", str(missing), "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code != 0
+    assert "error" in result.stderr and "does not exist" in result.stderr
+    assert str(missing) in result.stderr
+    assert not (tmp_path / "d" / "index").exists()
+
+
+@pytest.mark.slow
+def test_serve_answers_and_drains_impressions_on_sigterm(ingested):
+    """`fusionrank serve` as a real process: it serves, and a SIGTERM right after a search still
+    gets that search's impression into the database (clean shutdown drains the queue)."""
+    port = free_port()
+    env = {**os.environ, "FUSIONRANK_IMPRESSION_FLUSH_MS": "3000"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--data-dir",
+            str(ingested.settings.data_dir),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve did not become ready in 120 s"
+            time.sleep(0.2)
+        # The writer commits the first impression at once, then sleeps a flush interval (3 s):
+        # the second search's impression is still queued when SIGTERM arrives.
+        warm = httpx.post(f"{url}/v1/search", json={"query": "watch"}, timeout=60)
+        assert warm.status_code == 200
+        target = ingested.rows[0]
+        r = httpx.post(
+            f"{url}/v1/search",
+            json={"query": target["productDisplayName"], "k": 3, "user_id": "sigterm"},
+            timeout=60,
+        )
+        assert r.status_code == 200
+        search_id = r.json()["search_id"]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM is normal
+        assert proc.returncode in (0, -signal.SIGTERM), err[-2000:]
+        assert "Traceback" not in err, err[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    engine = make_engine(ingested.settings.database_url)
+    try:
+        with session_factory(engine)() as s:
+            imp = s.scalar(select(Impression).where(Impression.search_id == search_id))
+            assert imp is not None, "the acknowledged search's impression was lost on shutdown"
+            assert imp.user_id == "sigterm" and len(imp.items) == 3
+    finally:
+        engine.dispose()

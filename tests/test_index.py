@@ -1,0 +1,353 @@
+"""CatalogIndex: exact filtered search, deletes, upserts, and crash-safe checksummed builds.
+
+Synthetic vectors (seeded, normalised float32, small dims) are enough here: the index only sees
+numbers. Real embeddings go through it in the ingest and API tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from service.index import SPACES, CatalogIndex, ProductMeta
+from storage.artifacts import CURRENT, current, read_manifest, remove_stale_temps
+from storage.errors import ArtifactError
+
+N = 2000
+DIMS = {"text": 16, "image": 24, "ptext": 8, "pimage": 8}
+COLOURS = ["Red", "Blue", "Green", "Black", "White"]
+
+
+def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def attrs(i: int) -> dict[str, str]:
+    return {
+        "colour": COLOURS[i % 5],
+        "size": str(i % 3),
+        "rare": "yes" if i % 200 == 0 else "no",  # 10 of 2000
+    }
+
+
+def make_index(n: int = N, seed: int = 0, exact_limit: int = 20000) -> CatalogIndex:
+    rng = np.random.default_rng(seed)
+    vecs = {s: unit(rng, n, d) for s, d in DIMS.items()}
+    return CatalogIndex(
+        text=vecs["text"],
+        image=vecs["image"],
+        has_image=np.ones(n, bool),
+        ptext=vecs["ptext"],
+        pimage=vecs["pimage"],
+        metas=[ProductMeta(f"p{i}", f"title {i}", attrs(i), None) for i in range(n)],
+        exact_limit=exact_limit,
+        meta={"attributes": ["colour", "size", "rare"], "revision": 7},
+    )
+
+
+@pytest.fixture(scope="module")
+def base_build(tmp_path_factory) -> Path:
+    """The 2000-row index built once (HNSW construction is the slow part) and saved."""
+    return make_index().save(tmp_path_factory.mktemp("base"), "base")
+
+
+@pytest.fixture
+def fresh(base_build):
+    """A fresh, private copy of the 2000-row index (loaded from its build)."""
+
+    def load(exact_limit: int = 20000) -> CatalogIndex:
+        return CatalogIndex.load(base_build, exact_limit=exact_limit)
+
+    return load
+
+
+def queries(seed: int, space: str, count: int = 20) -> np.ndarray:
+    return unit(np.random.default_rng(seed), count, DIMS[space])
+
+
+def brute(index: CatalogIndex, space: str, q: np.ndarray, k: int, mask: np.ndarray):
+    rows = np.flatnonzero(mask)
+    sims = index.vectors(space, rows) @ q
+    order = np.argsort(-sims, kind="stable")[:k]
+    return rows[order], sims[order]
+
+
+def ids(index: CatalogIndex, rows: np.ndarray) -> list[str]:
+    return [index.metas[r].id for r in rows]
+
+
+def snapshot(index: CatalogIndex) -> list[tuple[list[int], list[float]]]:
+    out = []
+    for space in SPACES:
+        for q in queries(99, space, 5):
+            rows, sims = index.search(space, q, 10)
+            out.append((rows.tolist(), np.round(sims, 6).tolist()))
+    return out
+
+
+# ---- search ----------------------------------------------------------------------------------
+def test_unfiltered_search_finds_a_row_by_its_own_vector(fresh):
+    index = fresh()
+    for space in SPACES:
+        for row in (0, 123, 1999):
+            q = index.vectors(space, np.array([row]))[0]
+            rows, sims = index.search(space, q, 5)
+            assert rows[0] == row
+            assert sims[0] == pytest.approx(1.0, abs=1e-5)
+            assert np.all(np.diff(sims) <= 1e-6)
+
+
+FILTERS = [
+    {"colour": ["Red"]},  # 400 rows
+    {"rare": ["yes"]},  # 10 rows
+    {"colour": ["Red", "Blue"], "size": ["1"]},  # OR within, AND across
+    {"colour": ["Green"], "rare": ["yes"]},  # rows 0, 1000... only those with i%5==2: none
+]
+
+
+@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "faiss-idselector"])
+@pytest.mark.parametrize("filters", FILTERS, ids=["one-value", "rare", "or-and", "empty"])
+@pytest.mark.parametrize("k", [5, 10, 50])
+def test_filtered_search_returns_k_whenever_k_match(fresh, exact_limit, filters, k):
+    index = fresh(exact_limit)
+    mask = index.filter_mask(filters)
+    expected_mask = np.array(
+        [all(attrs(i)[a] in v for a, v in filters.items()) for i in range(N)], bool
+    )
+    np.testing.assert_array_equal(mask, expected_mask)
+    count = int(mask.sum())
+    for space in SPACES:
+        for q in queries(k, space, 10):
+            rows, sims = index.search(space, q, k, mask)
+            assert len(rows) == min(k, count), (space, filters, k, len(rows), count)
+            assert len(set(rows.tolist())) == len(rows)
+            assert mask[rows].all(), "a result outside the filter"
+            ref_rows, ref_sims = brute(index, space, q, k, mask)
+            if exact_limit:
+                np.testing.assert_array_equal(rows, ref_rows)
+                np.testing.assert_allclose(sims, ref_sims, rtol=1e-5, atol=1e-6)
+            elif len(rows):
+                # HNSW is approximate, but must not be far off the exact answer
+                overlap = len(set(rows.tolist()) & set(ref_rows.tolist())) / len(rows)
+                assert overlap >= 0.8
+
+
+def test_filter_with_fewer_matches_than_k_returns_all_matches(fresh):
+    for exact_limit in (20000, 0):
+        index = fresh(exact_limit)
+        mask = index.filter_mask({"rare": ["yes"]})
+        rows, _ = index.search("ptext", queries(1, "ptext", 1)[0], 50, mask)
+        assert sorted(rows.tolist()) == list(range(0, N, 200))
+
+
+@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "faiss-idselector"])
+def test_deleted_rows_never_come_back(fresh, exact_limit):
+    index = fresh(exact_limit)
+    rng = np.random.default_rng(5)
+    gone = {f"p{i}" for i in rng.choice(N, 300, replace=False)}
+    # delete rows the queries will point straight at, too
+    gone |= {"p0", "p200", "p7"}
+    for pid in gone:
+        assert index.delete(pid)
+    assert not index.delete("p0"), "deleting twice reports False"
+    assert len(index) == N - len(gone)
+    alive = N - len(gone)
+    for space in SPACES:
+        qs = list(queries(3, space, 20)) + [index.vectors(space, np.array([0]))[0]]
+        for q in qs:
+            for filters in (None, {"colour": ["Red"]}, {"rare": ["yes"]}):
+                mask = None if filters is None else index.filter_mask(filters)
+                rows, _ = index.search(space, q, 30, mask)
+                assert not (set(ids(index, rows)) & gone)
+                allowed = alive if mask is None else int(mask.sum())
+                assert len(rows) == min(30, allowed)
+
+
+def test_upsert_replaces_an_existing_id(fresh):
+    index = fresh()
+    old_row = index.row_of["p5"]
+    old_q = {s: index.vectors(s, np.array([old_row]))[0].copy() for s in SPACES}
+    rng = np.random.default_rng(11)
+    new = {s: unit(rng, 1, d)[0] for s, d in DIMS.items()}
+    index.upsert(ProductMeta("p5", "new title", {"colour": "Purple"}, None), new, True)
+    assert len(index) == N and index.n_rows == N + 1
+    new_row = index.row_of["p5"]
+    assert new_row != old_row
+    for space in SPACES:
+        rows, _ = index.search(space, old_q[space], 20)  # the old vector must not find the old row
+        assert old_row not in rows.tolist()
+        assert ids(index, rows).count("p5") <= 1
+        rows, sims = index.search(space, new[space], 3)
+        assert rows[0] == new_row and sims[0] == pytest.approx(1.0, abs=1e-5)
+        assert index.metas[rows[0]].title == "new title"
+    # filters see the new attributes (and the new attribute value) at once
+    rows, _ = index.search("text", new["text"], 5, index.filter_mask({"colour": ["Purple"]}))
+    assert rows.tolist() == [new_row]
+    p5_colour = index.filter_mask({"colour": [COLOURS[0]]})
+    assert not p5_colour[old_row] and not p5_colour[new_row]
+
+
+def test_upsert_of_a_new_id_and_new_attribute_is_searchable():
+    index = make_index(n=20)  # also exercises growth past the initial capacity
+    rng = np.random.default_rng(3)
+    for i in range(40):
+        vecs = {s: unit(rng, 1, d)[0] for s, d in DIMS.items()}
+        index.upsert(ProductMeta(f"new{i}", f"new {i}", {"brand": "Acme"}, None), vecs, False)
+        rows, _ = index.search("ptext", vecs["ptext"], 1)
+        assert index.metas[rows[0]].id == f"new{i}"
+    assert "brand" in index.attribute_names()
+    assert index.filter_mask({"brand": ["Acme"]}).sum() == 40
+    assert not index.has_image(np.array([index.row_of["new0"]]))[0]
+
+
+# ---- persistence -----------------------------------------------------------------------------
+def test_save_and_load_round_trip_keeps_deletes_and_upserts(fresh, tmp_path):
+    index = fresh()
+    index.delete("p1")
+    rng = np.random.default_rng(4)
+    index.upsert(
+        ProductMeta("p2", "replaced", {"colour": "Red"}, "/x.jpg"),
+        {s: unit(rng, 1, d)[0] for s, d in DIMS.items()},
+        True,
+    )
+    path = index.save(tmp_path, "b1")
+    assert current(tmp_path) == path == tmp_path / "b1"
+    manifest = read_manifest(path)
+    assert {f"{s}.npy" for s in ("text", "image", "ptext", "pimage")} <= set(manifest["files"])
+    assert {f"{s}.faiss" for s in SPACES} <= set(manifest["files"])
+    assert manifest["count"] == N - 1 and manifest["rows"] == N + 1
+    loaded = CatalogIndex.load(path)
+    assert len(loaded) == N - 1 and loaded.n_rows == N + 1
+    assert "p1" not in loaded.row_of
+    assert loaded.metas[loaded.row_of["p2"]].title == "replaced"
+    assert loaded.meta["revision"] == 7
+    assert snapshot(loaded) == snapshot(index)
+
+
+def test_artifacts_are_immutable(tmp_path):
+    index = make_index(n=50)
+    index.save(tmp_path, "b1")
+    with pytest.raises(ArtifactError):
+        index.save(tmp_path, "b1")
+
+
+def test_crash_while_writing_a_build_keeps_the_previous_one(fresh, tmp_path, monkeypatch):
+    index = fresh()
+    index.save(tmp_path, "b1")
+    before = snapshot(CatalogIndex.load(tmp_path / "b1"))
+    real_write = faiss.write_index
+    calls = []
+
+    def write_then_fail(idx, path):
+        calls.append(path)
+        if len(calls) > 1:
+            raise RuntimeError("disk full")
+        real_write(idx, path)
+
+    monkeypatch.setattr(faiss, "write_index", write_then_fail)
+    index.delete("p3")
+    with pytest.raises(RuntimeError, match="disk full"):
+        index.save(tmp_path, "b2")
+    monkeypatch.undo()
+    assert len(calls) == 2
+    assert current(tmp_path) == tmp_path / "b1"
+    assert not (tmp_path / "b2").exists()
+    assert not list(tmp_path.glob(".tmp-*")), "a failed write cleans up after itself"
+    assert snapshot(CatalogIndex.load(current(tmp_path))) == before
+    # and the failed name is free for a retry
+    index.save(tmp_path, "b2")
+    assert current(tmp_path) == tmp_path / "b2"
+    assert "p3" not in CatalogIndex.load(tmp_path / "b2").row_of
+
+
+CRASHER = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import faiss
+    import storage.artifacts
+    from service.index import CatalogIndex
+
+    root, mode = Path(sys.argv[1]), sys.argv[2]
+    index = CatalogIndex.load(root / "b1")
+    index.delete("p4")
+    if mode == "payload":  # the process dies after writing some of the build's files
+        real = faiss.write_index
+        def write_then_die(idx, path):
+            real(idx, path)
+            os._exit(17)
+        faiss.write_index = write_then_die
+    else:  # the process dies while switching CURRENT (the build itself is complete)
+        def die(*args):
+            os._exit(17)
+        storage.artifacts.os.replace = die
+    index.save(root, "b2")
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["payload", "current"])
+def test_killed_process_mid_write_keeps_the_previous_build(fresh, tmp_path, mode):
+    fresh().save(tmp_path, "b1")
+    before = snapshot(CatalogIndex.load(tmp_path / "b1"))
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHER, str(tmp_path), mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 17, proc.stderr
+    assert (tmp_path / CURRENT).read_text().strip() == "b1"
+    assert current(tmp_path) == tmp_path / "b1"
+    loaded = CatalogIndex.load(current(tmp_path))
+    assert "p4" in loaded.row_of
+    assert snapshot(loaded) == before
+    temps = list(tmp_path.glob(".tmp-*"))
+    if mode == "payload":
+        assert len(temps) == 1 and any(temps[0].iterdir()), "the half-written build is left"
+        assert not (tmp_path / "b2").exists()
+        remove_stale_temps(tmp_path)
+        assert not list(tmp_path.glob(".tmp-*"))
+        assert (tmp_path / "b1").is_dir()
+        assert snapshot(CatalogIndex.load(current(tmp_path))) == before
+    else:
+        assert temps == []
+        # b2 was complete (renamed into place) but never made current; it verifies and loads
+        assert "p4" not in CatalogIndex.load(tmp_path / "b2").row_of
+
+
+def test_remove_stale_temps_on_a_missing_root_is_a_no_op(tmp_path):
+    remove_stale_temps(tmp_path / "nope")
+    assert not (tmp_path / "nope").exists()
+
+
+# ---- corruption ------------------------------------------------------------------------------
+def _flip_byte(path: Path, offset: int = -1) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("fname", ["text.npy", "pimage.faiss", "products.json", "alive.npy"])
+def test_a_corrupted_file_is_refused(tmp_path, fname):
+    path = make_index(n=100).save(tmp_path, "b1")
+    _flip_byte(path / fname, len((path / fname).read_bytes()) // 2)
+    with pytest.raises(ArtifactError, match=fname):
+        CatalogIndex.load(path)
+
+
+def test_a_missing_file_or_manifest_is_refused(tmp_path):
+    path = make_index(n=100).save(tmp_path, "b1")
+    (path / "ptext.faiss").unlink()
+    with pytest.raises(ArtifactError):
+        CatalogIndex.load(path)
+    (path / "manifest.json").unlink()
+    with pytest.raises(ArtifactError):
+        CatalogIndex.load(path)

@@ -1,0 +1,181 @@
+"""Search on real embeddings: quality smoke checks, both filter paths, start-up states, and
+concurrent reads and writes against a live server."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import httpx
+import numpy as np
+import pytest
+from helpers import (
+    BACKENDS,
+    app_client,
+    cloned_store,
+    image_b64,
+    live_server,
+    make_settings,
+    start_test_runtime,
+)
+from PIL import Image
+
+from service.search import SearchQuery
+from storage.artifacts import current
+from storage.errors import ArtifactError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runtime(ingested, embedder):
+    rt = start_test_runtime(ingested.settings, embedder)
+    yield rt
+    rt.close()
+
+
+def test_exact_titles_rank_their_product_first(runtime, ingested):
+    rows = ingested.rows
+    firsts = [
+        runtime.searcher.search(SearchQuery(text=r["productDisplayName"], k=1)).hits[0].product.id
+        == r["id"]
+        for r in rows[::3]
+    ]
+    assert np.mean(firsts) >= 0.8, f"{np.mean(firsts):.2f} of exact-title queries rank it first"
+
+
+def test_a_category_word_retrieves_that_category(runtime):
+    for query, article in [("wrist watch", "Watches"), ("high heels", "Heels")]:
+        hits = runtime.searcher.search(SearchQuery(text=query, k=10)).hits
+        share = np.mean([h.product.attributes["articleType"] == article for h in hits])
+        assert share >= 0.7, (query, [h.product.attributes["articleType"] for h in hits])
+
+
+@pytest.mark.parametrize("mode", ["grayscale", "rgba-png", "larger"])
+def test_image_queries_in_other_formats_find_the_product(runtime, ingested, mode):
+    target = ingested.rows[33]
+    im = Image.open(target["image_path"]).convert("RGB")
+    buf = io.BytesIO()
+    if mode == "grayscale":
+        im.convert("L").save(buf, "JPEG", quality=95)
+    elif mode == "rgba-png":
+        im.convert("RGBA").save(buf, "PNG")
+    else:
+        im.resize((im.width * 4, im.height * 4), Image.BICUBIC).save(buf, "JPEG", quality=95)
+    image = runtime.searcher.embedder.decode(buf.getvalue())
+    hits = runtime.searcher.search(SearchQuery(image=image, k=3)).hits
+    assert target["id"] in [h.product.id for h in hits], mode
+
+
+@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "faiss-idselector"])
+def test_filters_on_real_vectors_return_exactly_k(ingested, embedder, exact_limit):
+    settings = ingested.settings.model_copy(update={"exact_filter_limit": exact_limit})
+    rt = start_test_runtime(settings, embedder)
+    try:
+        assert rt.searcher.index.exact_limit == exact_limit
+        rows = ingested.rows
+        for article in ("Watches", "Heels", "Sunglasses"):
+            n_match = sum(r["articleType"] == article for r in rows)
+            for k in (5, n_match, n_match + 10):
+                for sq in (
+                    SearchQuery(text="red cotton kurta", k=k, filters={"articleType": article}),
+                    SearchQuery(
+                        image=Image.open(rows[0]["image_path"]),
+                        k=k,
+                        filters={"articleType": [article]},
+                    ),
+                ):
+                    hits = rt.searcher.search(sq).hits
+                    assert len(hits) == min(k, n_match), (article, k, len(hits))
+                    assert {h.product.attributes["articleType"] for h in hits} == {article}
+    finally:
+        rt.close()
+
+
+def test_an_empty_data_dir_is_not_ready(tmp_path, embedder):
+    settings = make_settings(tmp_path / "empty")
+    with app_client(settings, embedder) as client:
+        assert client.get("/healthz").status_code == 200
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        body = r.json()
+        assert body["status"] == "not_ready"
+        assert body["checks"]["database"] == "ok"
+        assert "fusionrank ingest" in body["checks"]["index"]
+        r = client.post("/v1/search", json={"query": "shirt"})
+        assert r.status_code == 503 and r.json()["error"] == "not_ready"
+        r = client.put("/v1/products/x", json={"title": "x"})
+        assert r.status_code == 503
+
+
+def test_a_corrupted_index_is_refused_at_start_up(tmp_path, ingested, embedder):
+    with cloned_store(ingested, "sqlite", tmp_path) as store:
+        path = current(store.settings.index_dir) / "ptext.npy"
+        data = bytearray(path.read_bytes())
+        data[-7] ^= 0xFF
+        path.write_bytes(bytes(data))
+        with pytest.raises(ArtifactError, match="ptext.npy"):
+            start_test_runtime(store.settings, embedder)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concurrent_searches_and_writes(tmp_path, ingested, embedder, backend):
+    """Searches from several threads while products are written: no errors, and every write
+    is searchable at the end."""
+    with cloned_store(ingested, backend, tmp_path) as store:
+        rt = start_test_runtime(store.settings, embedder)
+        try:
+            with live_server(store.settings, runtime=rt) as srv:
+                errors: list[str] = []
+                rows = store.rows
+                photo = image_b64(rows[3]["image_path"])
+
+                def searcher(n: int) -> None:
+                    with httpx.Client(base_url=srv.url, timeout=60) as c:
+                        for i in range(12):
+                            body = (
+                                {"query": rows[(n * 12 + i) % len(rows)]["productDisplayName"]}
+                                if i % 3
+                                else {"image": photo, "query": "blue" if i % 2 else None}
+                            )
+                            r = c.post("/v1/search", json={**body, "k": 10})
+                            if r.status_code != 200 or len(r.json()["results"]) != 10:
+                                errors.append(f"search {r.status_code}: {r.text[:200]}")
+
+                def writer() -> None:
+                    with httpx.Client(base_url=srv.url, timeout=60) as c:
+                        for i in range(10):
+                            r = c.put(
+                                f"/v1/products/conc-{i}",
+                                json={
+                                    "title": f"Concurrent Gizmo Number {i} Quasar",
+                                    "attributes": {"articleType": "Gizmos"},
+                                },
+                            )
+                            if r.status_code != 200:
+                                errors.append(f"put {r.status_code}: {r.text[:200]}")
+                        r = c.delete(f"/v1/products/{rows[5]['id']}")
+                        if r.status_code != 204:
+                            errors.append(f"delete {r.status_code}")
+
+                threads = [threading.Thread(target=searcher, args=(n,)) for n in range(3)]
+                threads.append(threading.Thread(target=writer))
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(300)
+                assert not any(t.is_alive() for t in threads)
+                assert errors == []
+                with httpx.Client(base_url=srv.url, timeout=60) as c:
+                    r = c.post(
+                        "/v1/search",
+                        json={"query": "gizmo", "k": 50, "filters": {"articleType": "Gizmos"}},
+                    )
+                    got = {h["product_id"] for h in r.json()["results"]}
+                    assert got == {f"conc-{i}" for i in range(10)}
+                    r = c.post("/v1/search", json={"query": rows[5]["productDisplayName"], "k": 50})
+                    assert rows[5]["id"] not in {h["product_id"] for h in r.json()["results"]}
+                rt.impressions.flush()
+                assert rt.impressions.written >= 36
+        finally:
+            rt.close()
