@@ -27,8 +27,9 @@ _MULTIPART = {
 }
 
 
-def image_url(request: Request, product_id: str) -> str:
-    return f"{str(request.base_url).rstrip('/')}/v1/products/{quote(product_id, safe='')}/image"
+def image_url(request: Request, product_id: str, base: str | None = None) -> str:
+    base = base or str(request.base_url).rstrip("/")
+    return f"{base}/v1/products/{quote(product_id, safe='')}/image"
 
 
 @router.post(
@@ -73,6 +74,7 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
             items=[(h.product.id, h.score) for h in result.hits],
         )
     )
+    base = str(request.base_url).rstrip("/")
     response = SearchResponse(
         search_id=result.search_id,
         model_version=result.model_version,
@@ -82,7 +84,7 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
                 position=i,
                 score=h.score,
                 title=h.product.title,
-                image_url=image_url(request, h.product.id),
+                image_url=image_url(request, h.product.id, base),
                 attributes=h.product.attributes,
             )
             for i, h in enumerate(result.hits, start=1)
