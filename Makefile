@@ -45,5 +45,5 @@ bench: ## Run the quality and latency benchmarks (results in benchmarks/results/
 lint: ## ruff lint + format check
 	ruff check . && ruff format --check .
 
-demo: ## Regenerate demo/ from ../shared/data/fashion (seeded, 2,000 products)
+demo: ## Regenerate demo/ from ../shared/data/fashion (seeded, 1,900 products)
 	$(PYTHON) scripts/make_demo_catalog.py

@@ -33,23 +33,11 @@ def require_shared() -> None:
 
 def ensure_index(data_dir: Path) -> None:
     """Ingest the full 44k catalog into data_dir unless an index is already there."""
-    from service.config import Settings
-    from service.ingest import ingest_catalog
-    from service.runtime import make_embedder
+    from service.cli import ingest
     from storage.artifacts import current
-    from storage.db import make_engine, migrate, session_factory
 
-    settings = Settings(data_dir=data_dir)
-    if current(settings.index_dir) is not None:
-        return
-    migrate(settings.database_url)
-    report = ingest_catalog(
-        CATALOG,
-        settings=settings,
-        embedder=make_embedder(settings),
-        sessions=session_factory(make_engine(settings.database_url)),
-    )
-    print(f"ingested {report.products} products in {report.seconds['total']:.0f}s")
+    if current(data_dir / "index") is None:
+        ingest(CATALOG, data_dir=data_dir)
 
 
 def load_rows() -> list[dict[str, str]]:

@@ -56,7 +56,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--source", type=Path, default=SOURCE, help="folder with catalog.csv, images/")
     p.add_argument("--out", type=Path, default=REPO / "demo", help="output folder")
-    p.add_argument("--products", type=int, default=2000, help="how many products to sample")
+    p.add_argument("--products", type=int, default=1900, help="how many products to sample")
     p.add_argument("--seed", type=int, default=20240601, help="random seed")
     args = p.parse_args()
 
