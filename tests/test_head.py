@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import pick_rows
+from helpers import ARTICLE_TYPES
 
 from learner.artifacts import CARD, WEIGHTS, load_head, save_head
 from learner.bootstrap import bootstrap_head
@@ -25,7 +26,8 @@ HELD = 50
 def features(embedder, catalog_rows, source_rows):
     """Real frozen features of 300 products: the 150 ingested ones (cached) and 150 more."""
     seen = {r["id"] for r in catalog_rows}
-    extra = [r for r in pick_rows(source_rows, per_type=40, seed=99) if r["id"] not in seen][:150]
+    pool = [r for r in source_rows if r["id"] not in seen and r["articleType"] in ARTICLE_TYPES]
+    extra = random.Random(99).sample(pool, 150)
     rows = catalog_rows + extra
     attrs = [
         {k: v for k, v in r.items() if k not in ("id", "productDisplayName", "image_path") and v}
