@@ -65,7 +65,3 @@ def load_head(path: Path) -> tuple[FusionHead, dict[str, Any]]:
     for p in head.parameters():
         p.requires_grad_(False)
     return head, card
-
-
-def head_path(root: Path, version: str) -> Path:
-    return root / version

@@ -94,10 +94,6 @@ def get_product(*, session: Session, product_id: str) -> Product | None:
     return None if row is None or row.deleted else row
 
 
-def live_products(*, session: Session) -> list[Product]:
-    return list(session.scalars(select(Product).where(Product.deleted.is_(False))))
-
-
 def changed_since(*, session: Session, revision: int) -> list[Product]:
     """Products (deleted ones included) changed after `revision`, oldest first."""
     stmt = select(Product).where(Product.revision > revision).order_by(Product.revision)
