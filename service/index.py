@@ -146,6 +146,7 @@ class CatalogIndex:
             return rows, sims
 
     def _faiss_search(self, space: str, q: np.ndarray, n: int, mask: np.ndarray | None):
+        _single_threaded_faiss()
         bitmap = None
         params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, n))  # type: ignore[attr-defined]
         if mask is not None:
@@ -242,6 +243,18 @@ class CatalogIndex:
             exact_limit=exact_limit,
             meta=meta,
         )
+
+
+_thread_state = threading.local()
+
+
+def _single_threaded_faiss() -> None:
+    """One query gains nothing from FAISS's OpenMP pool, and its waking threads slow torch's ops
+    next to it (~100x with active waits). The OpenMP thread count is per calling thread, so each
+    request thread sets it once."""
+    if not getattr(_thread_state, "faiss_single", False):
+        faiss.omp_set_num_threads(1)
+        _thread_state.faiss_single = True
 
 
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:

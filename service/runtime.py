@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import faiss
 import torch
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,9 +53,6 @@ def make_embedder(settings: Settings) -> Embedder:
 
 
 def start_runtime(settings: Settings, embedder: Embedder | None = None) -> Runtime:
-    # A single query gains nothing from FAISS's OpenMP threads, and once they exist torch's own
-    # small ops (the head) slow down ~100x next to them. Serving keeps FAISS single-threaded.
-    faiss.omp_set_num_threads(1)
     migrate(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
