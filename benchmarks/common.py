@@ -185,6 +185,11 @@ def metrics(ranked_ids: list[str], grades: np.ndarray, grader: Grader) -> dict[s
     }
 
 
+def print_targets(targets: dict[str, bool]) -> None:
+    for name, ok in targets.items():
+        print(f"  {'PASS' if ok else 'FAIL'} {name}")
+
+
 def write_json(name: str, payload: dict[str, object]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

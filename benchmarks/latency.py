@@ -29,6 +29,7 @@ from benchmarks.common import (
     ensure_index,
     load_rows,
     make_queries,
+    print_targets,
     require_shared,
     write_json,
 )
@@ -252,8 +253,7 @@ def main() -> None:
         "text p99 <= 30 ms": res["text"]["p99"] <= 30,
         "image p50 <= 1.3x encoder": res["image"]["p50"] <= 1.3 * enc["image_ms"],
     }
-    for name, ok in targets.items():
-        print(f"  {'PASS' if ok else 'FAIL'} {name}")
+    print_targets(targets)
     path = write_json(
         "latency",
         {

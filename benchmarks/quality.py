@@ -27,6 +27,7 @@ from benchmarks.common import (
     load_rows,
     make_queries,
     metrics,
+    print_targets,
     require_shared,
     write_json,
 )
@@ -68,8 +69,7 @@ def main() -> None:
     if comp:
         checks["composed head>text-only"] = comp["head"]["ndcg@10"] > comp["text-only"]["ndcg@10"]
         checks["composed head>image-only"] = comp["head"]["ndcg@10"] > comp["image-only"]["ndcg@10"]
-    for name, ok in checks.items():
-        print(f"  {'PASS' if ok else 'FAIL'} {name}")
+    print_targets(checks)
     path = write_json(
         "quality",
         {

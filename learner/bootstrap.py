@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from learner.head import Candidates, FusionHead, HeadConfig, Query
+from learner.head import Candidates, FusionHead, HeadConfig, Query, search_channels
 
 
 @dataclass(frozen=True)
@@ -297,16 +297,11 @@ def _batch_channels(
     per_channel: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched version of the serving path: channel candidates, then (B, M, C) sims and masks."""
-    spaces = []
-    if q.text is not None and q.ptext is not None:
-        spaces += [q.text @ T.T, q.ptext @ PV.T]
-    if q.image is not None and q.pimage is not None:
-        spaces += [q.pimage @ PV.T, q.pimage @ PT.T]
-    if q.text is not None and q.image is not None:
-        both = F.normalize(q.ptext + q.pimage, dim=-1)  # type: ignore[operator]
-        spaces += [both @ PV.T, both @ PT.T]
+    index = {"text": T, "ptext": PT, "pimage": PV}
     k = min(per_channel, T.shape[0])
-    cand = torch.cat([s.topk(k, dim=1).indices for s in spaces], dim=1)
+    cand = torch.cat(
+        [(vec @ index[space].T).topk(k, dim=1).indices for space, vec in search_channels(q)], dim=1
+    )
     sims = torch.zeros(*cand.shape, 5)
     mask = torch.zeros(*cand.shape, 5, dtype=torch.bool)
     if q.text is not None:

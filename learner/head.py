@@ -62,6 +62,21 @@ class Candidates:
     ptext: torch.Tensor | None = None  # (n, dim)
 
 
+def search_channels(q: Query) -> list[tuple[str, torch.Tensor]]:
+    """Which index space ("text", "ptext", "pimage") each query vector searches for candidates:
+    its own modality and the other one; a composed query also searches with both asks summed.
+    Works for one query (d,) or a batch (B, d)."""
+    out: list[tuple[str, torch.Tensor]] = []
+    if q.text is not None and q.ptext is not None:
+        out += [("text", q.text), ("pimage", q.ptext)]
+    if q.image is not None and q.pimage is not None:
+        out += [("pimage", q.pimage), ("ptext", q.pimage)]
+    if q.ptext is not None and q.pimage is not None:
+        both = F.normalize(q.ptext + q.pimage, dim=-1)
+        out += [("pimage", both), ("ptext", both)]
+    return out
+
+
 class FusionHead(nn.Module):
     chan_mean: torch.Tensor  # buffers: per-channel calibration, set by bootstrap.calibrate
     chan_std: torch.Tensor

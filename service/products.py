@@ -12,14 +12,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.catalog import product_text
 from service.embedder import Embedder
 from service.embedding_cache import content_key
 from service.errors import NotFound
-from service.index import CatalogIndex, ProductMeta
+from service.index import CatalogIndex, ProductMeta, project
 from service.search import ActiveHead
 from storage.db import transaction
 from storage.models import Product
@@ -87,10 +86,7 @@ class CatalogWriter:
         loader = (lambda p=row.image_path: Path(p).read_bytes()) if row.image_path else None
         image, hashes, _ = self.embedder.images([loader])
         has_image = hashes[0] is not None
-        head = self.head.head
-        with torch.inference_mode():
-            ptext = head.project_text(torch.from_numpy(text)).numpy()
-            pimage = head.project_image(torch.from_numpy(image)).numpy()
+        ptext, pimage = project(self.head.head, text, image)
         meta = ProductMeta(
             row.id, row.title, dict(row.attributes), row.image_path if has_image else None
         )

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from learner.head import QUERY_TYPES, Candidates, FusionHead, Query
+from learner.head import QUERY_TYPES, Candidates, FusionHead, search_channels
 from service.embedder import Embedder
 from service.errors import BadRequest, UnknownFilter
 from service.index import CatalogIndex, ProductMeta
@@ -49,19 +49,6 @@ class SearchResult:
     query_type: str
     hits: list[Hit]
     latency_ms: float
-
-
-def channels_for(q: Query) -> list[tuple[str, torch.Tensor]]:
-    """Which FAISS space each query vector searches: its own modality and the other one."""
-    out: list[tuple[str, torch.Tensor]] = []
-    if q.text is not None and q.ptext is not None:
-        out += [("text", q.text), ("pimage", q.ptext)]
-    if q.image is not None and q.pimage is not None:
-        out += [("pimage", q.pimage), ("ptext", q.pimage)]
-    if q.ptext is not None and q.pimage is not None:  # composed: both asks at once
-        both = torch.nn.functional.normalize(q.ptext + q.pimage, dim=-1)
-        out += [("pimage", both), ("ptext", both)]
-    return out
 
 
 class Searcher:
@@ -103,7 +90,8 @@ class Searcher:
         allowed = self.index.filter_mask(filters) if filters else None
         n = max(self.per_channel, sq.k)
         found = [
-            self.index.search(space, vec.numpy(), n, allowed)[0] for space, vec in channels_for(q)
+            self.index.search(space, vec.numpy(), n, allowed)[0]
+            for space, vec in search_channels(q)
         ]
         rows = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
         hits: list[Hit] = []
