@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import shutil
 import socket
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from benchmarks.common import (
     CATALOG,
@@ -86,27 +86,20 @@ def pct(ts: list[float]) -> dict[str, float]:
     }
 
 
-def encoder_times(texts: list[str], photos: list[Image.Image]) -> dict[str, float]:
-    """Median single-item forward time of each frozen encoder (the floor for a search)."""
-    from service.config import Settings
-    from service.encoders import load_image_encoder, load_text_encoder
-
-    s = Settings()
-    te, ie = load_text_encoder(s), load_image_encoder(s)
-    for t in texts[:10]:
-        te.encode([t])
-    for p in photos[:5]:
-        ie.encode([p])
-    tt, it = [], []
-    for t in texts:
-        t0 = time.perf_counter()
-        te.encode([t])
-        tt.append(time.perf_counter() - t0)
-    for p in photos:
-        t0 = time.perf_counter()
-        ie.encode([p])
-        it.append(time.perf_counter() - t0)
-    return {"text_ms": float(np.median(tt) * 1000), "image_ms": float(np.median(it) * 1000)}
+def encoder_times(texts: list[str], photos: list[Path]) -> dict[str, float]:
+    """Median single-query forward time of each encoder, in a fresh process (see encoder_floor)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(texts, f)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.encoder_floor", f.name, *map(str, photos)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    finally:
+        os.unlink(f.name)
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def sequential(client: httpx.Client, url: str, bodies: list[dict[str, object]]) -> list[float]:
@@ -191,7 +184,7 @@ def main() -> None:
     ensure_index(args.data_dir)
 
     queries = make_queries(load_rows(), args.requests, seed=11)
-    photos = {q.photo: Image.open(q.photo).convert("RGB") for q in queries if q.photo}
+    photos = list(dict.fromkeys(q.photo for q in queries if q.photo))
     b64 = {p: base64.b64encode(p.read_bytes()).decode() for p in photos}
     bodies: dict[str, list[dict[str, object]]] = {"text": [], "image": [], "composed": []}
     for q in queries:
@@ -210,7 +203,8 @@ def main() -> None:
             sequential(client, url, bodies["text"][:20] + bodies["image"][:10])  # warm-up
             for _ in range(args.repeats):
                 enc = encoder_times(
-                    [q.text for q in queries if q.kind == "text"][:100], list(photos.values())[:60]
+                    [q.text for q in queries if q.kind == "text" and q.text][:100],
+                    photos[:60],
                 )
                 runs.setdefault("encoder", []).append(enc)
                 for kind in ("text", "image", "composed"):

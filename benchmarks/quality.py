@@ -111,7 +111,7 @@ def evaluate(
             "image-only": V @ qv if qv is not None else None,
         }
         parts = [s for s in scores.values() if s is not None]
-        scores["concat"] = sum(parts) / len(parts)  # cos of concatenations with unit halves
+        scores["concat"] = np.mean(parts, axis=0)  # cos of concatenations with unit halves
         for m, s in scores.items():
             if s is None:
                 continue

@@ -20,7 +20,12 @@ class Settings(BaseSettings):
     )
     image_size: int = Field(112, ge=32, le=512, description="Encoder input side in pixels.")
     encode_batch_size: int = Field(64, ge=1, le=1024)
-    torch_threads: int = Field(0, ge=0, description="0 = let torch decide.")
+    torch_threads: int = Field(
+        0, ge=0, description="0 = all cores for ingest, 1 per query (one query per core) serving."
+    )
+    search_concurrency: int = Field(
+        0, ge=0, description="Queries encoded at once; 0 = one per CPU core."
+    )
 
     head_dim: int = Field(256, ge=16, le=2048, description="Width of the shared text/image space.")
     bootstrap_epochs: int = Field(8, ge=0, le=200)

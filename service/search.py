@@ -53,13 +53,20 @@ class SearchResult:
 
 class Searcher:
     def __init__(
-        self, embedder: Embedder, index: CatalogIndex, active: ActiveHead, *, per_channel: int
+        self,
+        embedder: Embedder,
+        index: CatalogIndex,
+        active: ActiveHead,
+        *,
+        per_channel: int,
+        concurrency: int = 1,
     ) -> None:
         self.embedder = embedder
         self.index = index
         self.active = active
         self.per_channel = per_channel
-        self._encode_lock = threading.Lock()
+        # More encodes at once than torch has cores for only makes every one of them slower.
+        self._encode_slots = threading.BoundedSemaphore(concurrency)
 
     def normalise_filters(self, filters: dict[str, Any]) -> dict[str, list[str]]:
         known = self.index.attribute_names()
@@ -80,7 +87,7 @@ class Searcher:
         started = time.perf_counter()
         active = self.active  # one read: a swap mid-request cannot mix two heads
         filters = self.normalise_filters(sq.filters)
-        with self._encode_lock:  # torch already uses every core; queueing beats thrashing
+        with self._encode_slots:
             qt = self.embedder.text_encoder.encode([sq.text])[0] if sq.text else None
             qv = self.embedder.image_encoder.encode([sq.image])[0] if sq.image else None
         q = active.head.query(

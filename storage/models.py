@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -68,6 +69,8 @@ class Impression(Base):
     model_version: Mapped[str] = mapped_column(String(64), index=True)
     k: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
+    # Randomised for position-bias estimation: adjacent pairs may have been swapped.
+    explore: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     items: Mapped[list[ImpressionItem]] = relationship(
         back_populates="impression", order_by="ImpressionItem.position"
@@ -85,5 +88,87 @@ class ImpressionItem(Base):
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     product_id: Mapped[str] = mapped_column(String(128), index=True)
     score: Mapped[float] = mapped_column(Float)
+    # Where the model ranked it before exploration swaps (= position when not exploring).
+    model_position: Mapped[int | None] = mapped_column(Integer)
+    # Probability that a shopper examines this position, as estimated when it was shown.
+    propensity: Mapped[float | None] = mapped_column(Float)
 
     impression: Mapped[Impression] = relationship(back_populates="items")
+
+
+class FeedbackEvent(Base):
+    """A click, add-to-cart, purchase (or any configured type) on a product a search showed.
+
+    `event_id` is the idempotency key: a retried delivery hits the unique constraint and is
+    counted as a duplicate, not stored twice.
+    """
+
+    __tablename__ = "feedback_events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    search_id: Mapped[str] = mapped_column(
+        ForeignKey("impressions.search_id", ondelete="CASCADE"), index=True
+    )
+    product_id: Mapped[str] = mapped_column(String(128))
+    position: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ModelVersion(Base):
+    """An immutable scoring-head version: where it came from, what it was trained on, how it did."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    parent: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16))  # bootstrap | promoted | rejected
+    reason: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    class_weights: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    artifact_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class ActiveModel(Base):
+    """One row: the version every API process should serve. Replicas poll it."""
+
+    __tablename__ = "active_model"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"))
+    activated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRun(Base):
+    """One refresh attempt, started by the schedule, an event count, drift or an operator."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | succeeded | failed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    candidate: Mapped[str | None] = mapped_column(String(64))
+    promoted: Mapped[bool | None] = mapped_column(Boolean)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Lease(Base):
+    """A named lock with an expiry, so only one learner process trains at a time."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
