@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,6 +41,26 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1024, description="Decompression-bomb limit.")
 
     impression_flush_ms: int = Field(200, ge=1, description="Impression writer batch interval.")
+
+    event_grades: dict[str, int] = Field(
+        default_factory=lambda: {"click": 1, "add_to_cart": 2, "purchase": 3},
+        description="Feedback event types and the relevance grade each implies (a shown product "
+        "without events is a skip, grade 0). A shop may add its own, e.g. wishlist.",
+    )
+    explore_rate: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Share of searches whose adjacent results are randomly swapped, from which "
+        "the position bias is estimated.",
+    )
+
+    @field_validator("event_grades")
+    @classmethod
+    def _grades_positive(cls, v: dict[str, int]) -> dict[str, int]:
+        if not v or any(g < 1 for g in v.values()):
+            raise ValueError("event_grades needs at least one type, each with a grade >= 1")
+        return v
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

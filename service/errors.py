@@ -2,6 +2,7 @@
 
 storage.errors.FusionrankError   500
 ├── storage.errors.ArtifactError 500  checksum mismatch: refused, the old artifact keeps serving
+├── storage.errors.InvalidEvents 422  feedback naming an unknown search or a product not shown
 ├── BadRequest                   400  malformed input the client must fix
 │   ├── InvalidImage             400  undecodable or truncated image
 │   └── UnknownFilter            400  filter on an attribute the catalog lacks
@@ -12,12 +13,13 @@ storage.errors.FusionrankError   500
 
 from __future__ import annotations
 
-from storage.errors import ArtifactError, FusionrankError
+from storage.errors import ArtifactError, FusionrankError, InvalidEvents
 
 __all__ = [
     "ArtifactError",
     "BadRequest",
     "FusionrankError",
+    "InvalidEvents",
     "InvalidImage",
     "NotFound",
     "NotReady",

@@ -31,11 +31,27 @@ class ImpressionLogger:
         self._flush_s = flush_ms / 1000
         self._max_batch = max_batch
         self.written = 0
+        self._pending: set[str] = set()  # logged, not yet committed: feedback may wait on them
+        self._pending_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="impression-writer", daemon=True)
         self._thread.start()
 
     def log(self, impression: ImpressionIn) -> None:
+        with self._pending_lock:
+            self._pending.add(impression.search_id)
         self._queue.put(impression)
+
+    def wait_for(self, search_ids: set[str], timeout: float = 10.0) -> bool:
+        """Block until these searches are committed (feedback can arrive before the flush).
+        False if some still are not after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._pending_lock:
+                if self._pending.isdisjoint(search_ids):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
 
     def close(self, timeout: float = 30.0) -> None:
         self._queue.put(_STOP)
@@ -79,6 +95,8 @@ class ImpressionLogger:
                 with transaction(self._sessions) as s:
                     add_impressions(session=s, impressions=batch)
                 self.written += len(batch)
+                with self._pending_lock:
+                    self._pending.difference_update(i.search_id for i in batch)
                 return
             except SQLAlchemyError:
                 log.exception("writing %d impressions failed; retrying in %.1fs", len(batch), delay)

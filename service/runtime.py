@@ -97,6 +97,7 @@ def _load_catalog(rt: Runtime) -> None:
         active,
         per_channel=settings.candidates_per_channel,
         concurrency=settings.search_concurrency or os.cpu_count() or 1,
+        explore_rate=settings.explore_rate,
     )
     rt.writer = CatalogWriter(
         sessions=rt.sessions,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 
 from learner.head import QUERY_TYPES, Candidates, FusionHead, search_channels
+from learner.position_bias import PositionBias, explore_order
 from service.embedder import Embedder
 from service.errors import BadRequest, UnknownFilter
 from service.index import CatalogIndex, ProductMeta
@@ -20,10 +22,12 @@ from service.index import CatalogIndex, ProductMeta
 
 @dataclass(frozen=True, slots=True)
 class ActiveHead:
-    """The scoring model in service. Swapped as one reference, never mutated."""
+    """The scoring model in service, with the position bias it was trained under. Swapped as one
+    reference, never mutated."""
 
     head: FusionHead
     version: str
+    bias: PositionBias = field(default_factory=PositionBias.prior)
 
 
 @dataclass
@@ -40,6 +44,8 @@ class SearchQuery:
 class Hit:
     product: ProductMeta
     score: float
+    model_position: int  # rank the model gave it; differs from the shown one when exploring
+    propensity: float  # P(examined) at the shown position
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,7 @@ class SearchResult:
     query_type: str
     hits: list[Hit]
     latency_ms: float
+    explore: bool
 
 
 class Searcher:
@@ -60,11 +67,15 @@ class Searcher:
         *,
         per_channel: int,
         concurrency: int = 1,
+        explore_rate: float = 0.0,
+        rng: random.Random | None = None,
     ) -> None:
         self.embedder = embedder
         self.index = index
         self.active = active
         self.per_channel = per_channel
+        self.explore_rate = explore_rate
+        self._rng = rng or random.Random()
         # More encodes at once than torch has cores for only makes every one of them slower.
         self._encode_slots = threading.BoundedSemaphore(concurrency)
 
@@ -102,6 +113,7 @@ class Searcher:
         ]
         rows = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
         hits: list[Hit] = []
+        explore = False
         if len(rows):
             idx = self.index
             with_image = q.image is not None
@@ -113,12 +125,25 @@ class Searcher:
                 ptext=torch.from_numpy(idx.vectors("ptext", rows)) if with_image else None,
             )
             scores = active.head.score(q, cands).numpy()
-            order = np.argsort(-scores, kind="stable")[: sq.k]
-            hits = [Hit(idx.metas[rows[i]], float(scores[i])) for i in order]
+            ranked = np.argsort(-scores, kind="stable")[: sq.k]
+            shown = list(range(len(ranked)))
+            explore = self._rng.random() < self.explore_rate
+            if explore:
+                shown = explore_order(len(ranked), self._rng)
+            hits = [
+                Hit(
+                    idx.metas[rows[ranked[r]]],
+                    float(scores[ranked[r]]),
+                    model_position=r + 1,
+                    propensity=active.bias.propensity(pos),
+                )
+                for pos, r in enumerate(shown, start=1)
+            ]
         return SearchResult(
             search_id=uuid.uuid4().hex,
             model_version=active.version,
             query_type=QUERY_TYPES[q.type_index],
             hits=hits,
             latency_ms=(time.perf_counter() - started) * 1000,
+            explore=explore,
         )

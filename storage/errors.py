@@ -2,6 +2,7 @@
 
 FusionrankError            500  (status_code is data; only service.api maps it to HTTP)
 ├── ArtifactError          500  artifact missing or failing its checksum: refused, not loaded
+├── InvalidEvents          422  feedback for an unknown search, or a product it did not show
 └── service.errors.*            request errors (400, 404, 413, 503): see service/errors.py
 """
 
@@ -19,3 +20,15 @@ class FusionrankError(Exception):
 
 class ArtifactError(FusionrankError):
     code = "artifact_error"
+
+
+class InvalidEvents(FusionrankError):
+    """Feedback that cannot be joined to what was shown. `problems` says which event and why;
+    none of the batch is stored, so the client can fix it and resend (event ids make it safe)."""
+
+    status_code = 422
+    code = "invalid_event"
+
+    def __init__(self, problems: list[dict[str, object]]) -> None:
+        super().__init__(f"{len(problems)} event(s) rejected; nothing of this batch was stored")
+        self.problems = problems

@@ -13,6 +13,14 @@ from storage.models import Impression, ImpressionItem
 
 
 @dataclass(frozen=True, slots=True)
+class ShownItem:
+    product_id: str
+    score: float
+    model_position: int
+    propensity: float
+
+
+@dataclass(frozen=True, slots=True)
 class ImpressionIn:
     search_id: str
     created_at: datetime
@@ -25,7 +33,8 @@ class ImpressionIn:
     model_version: str
     k: int
     latency_ms: float
-    items: list[tuple[str, float]]  # (product_id, score) in shown order, position = index + 1
+    items: list[ShownItem]  # in shown order: position = index + 1
+    explore: bool = False
 
 
 def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> None:
@@ -47,14 +56,22 @@ def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> Non
                 "model_version": i.model_version,
                 "k": i.k,
                 "latency_ms": i.latency_ms,
+                "explore": i.explore,
             }
             for i in impressions
         ],
     )
     rows = [
-        {"search_id": i.search_id, "position": pos, "product_id": pid, "score": score}
+        {
+            "search_id": i.search_id,
+            "position": pos,
+            "product_id": it.product_id,
+            "score": it.score,
+            "model_position": it.model_position,
+            "propensity": it.propensity,
+        }
         for i in impressions
-        for pos, (pid, score) in enumerate(i.items, start=1)
+        for pos, it in enumerate(i.items, start=1)
     ]
     if rows:
         session.execute(insert(ImpressionItem), rows)

@@ -70,7 +70,7 @@ def check_results(body: dict, k: int) -> list[dict]:
     return results
 
 
-def stored_impression(server, db, search_id: str) -> Impression:
+def stored_impression(server, db, search_id: str) -> tuple[Impression, list[ImpressionItem]]:
     """The impression row once the writer has committed it (flush, then poll up to 5 s)."""
     server.runtime.impressions.flush()
     deadline = time.monotonic() + 5
@@ -250,6 +250,10 @@ def test_text_search_is_logged(server, client, db):
     assert [i.position for i in items] == list(range(1, len(got) + 1))
     assert [i.product_id for i in items] == [h["product_id"] for h in got]
     assert [i.score for i in items] == pytest.approx([h["score"] for h in got], rel=1e-9)
+    # not explored: shown where the model ranked it, with the prior examination curve 1/position
+    assert imp.explore is False
+    assert [i.model_position for i in items] == [i.position for i in items]
+    assert [i.propensity for i in items] == pytest.approx([1 / i.position for i in items])
 
 
 def test_image_search_is_logged_by_hash_only(server, client, db):

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 
 from service.impressions import ImpressionLogger
 from storage.db import make_engine, migrate, session_factory
-from storage.impressions import ImpressionIn
+from storage.impressions import ImpressionIn, ShownItem
 from storage.models import Impression, ImpressionItem
 
 
@@ -30,7 +30,7 @@ def impression(i: int, n_items: int = 5) -> ImpressionIn:
         model_version="h-test00000000",
         k=n_items,
         latency_ms=1.25 + i,
-        items=[(f"p{i}-{j}", 1.0 - j / 10) for j in range(n_items)],
+        items=[ShownItem(f"p{i}-{j}", 1.0 - j / 10, j + 1, 1 / (j + 1)) for j in range(n_items)],
     )
 
 

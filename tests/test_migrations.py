@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from alembic import command
 from storage.db import alembic_config, make_engine, migrate
 from storage.models import Base
 
-TABLES = {"products", "impressions", "impression_items"}
+TABLES = set(Base.metadata.tables)
 
 
 def _tables(url: str) -> set[str]:
@@ -38,7 +39,8 @@ def test_upgrade_head_creates_the_models_schema(database_url, schema_name):
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+            head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
             if schema_name is not None:
                 # Everything, alembic_version included, lives in the test's own schema.
                 rows = conn.execute(
@@ -73,3 +75,37 @@ def test_downgrade_to_base_and_upgrade_again(database_url):
     command.upgrade(cfg, "head")
     assert _tables(database_url) >= TABLES
     assert _diff(database_url) == []
+
+
+def test_0002_keeps_logged_impressions_both_ways(database_url):
+    """Searches logged before the learning loop existed stay usable training data."""
+    cfg = alembic_config(database_url)
+    command.upgrade(cfg, "0001")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO impressions (search_id, created_at, query_text, has_image, "
+                    "query_type, model_version, k, latency_ms) "
+                    "VALUES ('s1', CURRENT_TIMESTAMP, 'red shirt', false, 'text', 'h-1', 5, 1.0)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO impression_items (search_id, position, product_id, score) "
+                    "VALUES ('s1', 1, 'p1', 0.5)"
+                )
+            )
+        command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT explore FROM impressions")).scalar() in (False, 0)
+            row = conn.execute(
+                text("SELECT product_id, model_position, propensity FROM impression_items")
+            ).one()
+            assert tuple(row) == ("p1", None, None)
+        command.downgrade(cfg, "0001")  # and back: the rows survive that too
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM impression_items")).scalar() == 1
+    finally:
+        engine.dispose()

@@ -4,6 +4,7 @@ concurrent reads and writes against a live server."""
 from __future__ import annotations
 
 import io
+import random
 import threading
 
 import httpx
@@ -20,7 +21,7 @@ from helpers import (
 )
 from PIL import Image
 
-from service.search import SearchQuery
+from service.search import Searcher, SearchQuery
 from storage.artifacts import current
 from storage.errors import ArtifactError
 
@@ -42,6 +43,31 @@ def test_exact_titles_rank_their_product_first(runtime, ingested):
         for r in rows[::3]
     ]
     assert np.mean(firsts) >= 0.8, f"{np.mean(firsts):.2f} of exact-title queries rank it first"
+
+
+def test_explored_searches_swap_neighbours_and_log_what_the_model_ranked(runtime):
+    base = runtime.searcher
+    explorer = Searcher(
+        base.embedder,
+        base.index,
+        base.active,
+        per_channel=base.per_channel,
+        explore_rate=1.0,
+        rng=random.Random(5),
+    )
+    plain = base.search(SearchQuery(text="leather watch", k=12))
+    assert not plain.explore
+    swapped = 0
+    for _ in range(20):
+        res = explorer.search(SearchQuery(text="leather watch", k=12))
+        assert res.explore
+        ranked = sorted(res.hits, key=lambda h: h.model_position)
+        assert [h.product.id for h in ranked] == [h.product.id for h in plain.hits]
+        for pos, h in enumerate(res.hits, start=1):
+            assert abs(pos - h.model_position) <= 1
+            assert h.propensity == pytest.approx(base.active.bias.propensity(pos))
+        swapped += sum(h.model_position != pos for pos, h in enumerate(res.hits, start=1))
+    assert swapped > 0
 
 
 def test_a_category_word_retrieves_that_category(runtime):

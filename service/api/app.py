@@ -14,10 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.api.body import register_body_schemas
-from service.api.routes import health, products, search
-from service.api.schemas import ProductIn, SearchRequest
+from service.api.routes import feedback, health, products, search
+from service.api.schemas import FeedbackBatch, FeedbackEventIn, ProductIn, SearchRequest
 from service.config import Settings
-from service.errors import FusionrankError
+from service.errors import FusionrankError, InvalidEvents
 from service.runtime import Runtime, start_runtime
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.include_router(search.router)
     app.include_router(products.router)
+    app.include_router(feedback.router)
     app.include_router(health.router)
     _install_error_handlers(app)
-    register_body_schemas(app, [SearchRequest, ProductIn])
+    register_body_schemas(app, [SearchRequest, ProductIn, FeedbackEventIn, FeedbackBatch])
     return app
 
 
@@ -55,7 +56,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _domain(_: Request, exc: FusionrankError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        return JSONResponse({"error": exc.code, "detail": exc.message}, exc.status_code)
+        detail = exc.problems if isinstance(exc, InvalidEvents) else exc.message
+        return JSONResponse({"error": exc.code, "detail": detail}, exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

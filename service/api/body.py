@@ -73,14 +73,20 @@ async def parse_body(
         return validate(model, data, image_file=image is not None), image
     if ctype not in ("application/json", ""):
         raise BadRequest("send application/json or multipart/form-data")
-    raw = await read_limited(request, (max_image_bytes * 4) // 3 + JSON_OVERHEAD)
+    payload = await read_json_object(request, (max_image_bytes * 4) // 3 + JSON_OVERHEAD)
+    return validate(model, payload), None
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; malformed JSON is a 400 that says where it broke."""
+    raw = await read_limited(request, limit)
     try:
         payload = json.loads(raw)
     except ValueError as e:
         raise BadRequest(f"malformed JSON: {e}") from e
     if not isinstance(payload, dict):
         raise BadRequest("the JSON body must be an object")
-    return validate(model, payload), None
+    return payload
 
 
 def json_and_multipart(model: type[BaseModel], multipart_props: dict[str, Any]) -> dict[str, Any]:

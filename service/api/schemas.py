@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import (
@@ -78,6 +79,40 @@ class ProductPublic(BaseModel):
     revision: int
 
 
+class FeedbackEventIn(BaseModel):
+    """One shopper action on a product a search showed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Idempotency key: a retried event with the same id is counted once. "
+        "Without it, the same (search_id, product_id, type, ts) is counted once.",
+    )
+    search_id: str = Field(min_length=1, max_length=64)
+    product_id: str = Field(min_length=1, max_length=128)
+    type: str = Field(
+        min_length=1,
+        max_length=32,
+        description="click, add_to_cart, purchase, or another configured type.",
+        examples=["click"],
+    )
+    ts: datetime | None = Field(None, description="When it happened (ISO 8601); default: now.")
+
+
+class FeedbackBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[FeedbackEventIn] = Field(min_length=1, max_length=1000)
+
+
+class FeedbackAccepted(BaseModel):
+    accepted: int = Field(description="Events stored by this request.")
+    duplicates: int = Field(description="Events already stored (same event id), not counted.")
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="Machine-readable code, e.g. invalid_image.")
     detail: Any = Field(description="What went wrong and what to do about it.")
@@ -94,7 +129,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "Bad input (malformed JSON, undecodable image, unknown filter).",
         404: "Unknown id.",
         413: "Image or body too large.",
-        422: "Request does not match the schema.",
+        422: "Request does not match the schema, or feedback that names an unknown search.",
         503: "No index built yet: run `fusionrank ingest`.",
     }.items()
 }

@@ -14,7 +14,7 @@ from service.api.schemas import ERROR_RESPONSES, SearchHit, SearchRequest, Searc
 from service.embedding_cache import content_key
 from service.images import decode_base64
 from service.search import SearchQuery, SearchResult
-from storage.impressions import ImpressionIn
+from storage.impressions import ImpressionIn, ShownItem
 
 router = APIRouter(tags=["search"])
 
@@ -71,7 +71,11 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
             model_version=result.model_version,
             k=body.k,
             latency_ms=result.latency_ms,
-            items=[(h.product.id, h.score) for h in result.hits],
+            items=[
+                ShownItem(h.product.id, h.score, h.model_position, h.propensity)
+                for h in result.hits
+            ],
+            explore=result.explore,
         )
     )
     base = str(request.base_url).rstrip("/")

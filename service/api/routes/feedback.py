@@ -1,0 +1,90 @@
+"""POST /v1/feedback: clicks, add-to-carts and purchases, durably stored before the 202."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from service.api.body import JSON_OVERHEAD, read_json_object, validate
+from service.api.deps import RuntimeDep
+from service.api.schemas import (
+    ERROR_RESPONSES,
+    FeedbackAccepted,
+    FeedbackBatch,
+    FeedbackEventIn,
+)
+from storage.db import transaction
+from storage.errors import InvalidEvents
+from storage.feedback import EventIn, record_events
+
+router = APIRouter(tags=["feedback"])
+
+MAX_BODY = 1000 * 1024 + JSON_OVERHEAD  # 1,000 events of up to ~1 KB each
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/FeedbackEventIn"},
+                        {"$ref": "#/components/schemas/FeedbackBatch"},
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+def _events(body: FeedbackBatch, grades: dict[str, int]) -> list[EventIn]:
+    now = datetime.now(UTC)
+    unknown = [
+        {"index": i, "type": e.type, "problem": f"unknown type; configured: {', '.join(grades)}"}
+        for i, e in enumerate(body.events)
+        if e.type not in grades
+    ]
+    if unknown:
+        raise InvalidEvents(unknown)
+    return [
+        EventIn(
+            search_id=e.search_id,
+            product_id=e.product_id,
+            type=e.type,
+            ts=(e.ts if e.ts.tzinfo else e.ts.replace(tzinfo=UTC)) if e.ts else now,
+            event_id=e.event_id,
+        )
+        for e in body.events
+    ]
+
+
+@router.post(
+    "/v1/feedback",
+    status_code=202,
+    response_model=FeedbackAccepted,
+    responses=ERROR_RESPONSES,
+    openapi_extra=_BODY,
+    summary="Record shopper events (one, or a batch of up to 1,000) for shown products",
+)
+async def feedback(request: Request, rt: RuntimeDep) -> FeedbackAccepted:
+    """202 only once the events are committed. The whole batch is refused (422, saying which
+    event and why) if any event names an unknown search or a product that search did not show."""
+    payload = await read_json_object(request, MAX_BODY)
+    body = (
+        validate(FeedbackBatch, payload)
+        if "events" in payload
+        else FeedbackBatch(events=[validate(FeedbackEventIn, payload)])
+    )
+    events = _events(body, rt.settings.event_grades)
+
+    def store() -> tuple[int, int]:
+        # A search is logged asynchronously; its feedback may come before the flush.
+        rt.impressions.wait_for({e.search_id for e in events})
+        with transaction(rt.sessions) as session:
+            return record_events(session, events, received_at=datetime.now(UTC))
+
+    accepted, duplicates = await run_in_threadpool(store)
+    return FeedbackAccepted(accepted=accepted, duplicates=duplicates)

@@ -1,0 +1,115 @@
+"""Feedback repository: shopper events joined to the impression that showed the product.
+
+An event is stored once per `event_id` (a unique constraint, so retries from any replica are
+counted once) together with the position the product was shown at, which is what the learner's
+position-bias correction needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from storage.errors import InvalidEvents
+from storage.models import FeedbackEvent, Impression, ImpressionItem
+
+_LOOKUP_CHUNK = 500  # search ids per IN (...) query
+
+
+@dataclass(frozen=True, slots=True)
+class EventIn:
+    search_id: str
+    product_id: str
+    type: str
+    ts: datetime
+    event_id: str | None = None
+
+    def key(self) -> str:
+        """The idempotency key: the client's event_id, else one derived from the event itself,
+        so that a retried event without an id is still counted once."""
+        if self.event_id is not None:
+            return self.event_id
+        raw = "\x1f".join((self.search_id, self.product_id, self.type, self.ts.isoformat()))
+        return "auto:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def _chunks(items: Sequence[str], n: int) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def shown_positions(session: Session, search_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+    """(search_id, product_id) -> position for every product those searches showed."""
+    out: dict[tuple[str, str], int] = {}
+    for chunk in _chunks(search_ids, _LOOKUP_CHUNK):
+        rows = session.execute(
+            select(
+                ImpressionItem.search_id, ImpressionItem.product_id, ImpressionItem.position
+            ).where(ImpressionItem.search_id.in_(chunk))
+        )
+        for sid, pid, pos in rows:
+            out.setdefault((sid, pid), pos)
+    return out
+
+
+def known_searches(session: Session, search_ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(search_ids, _LOOKUP_CHUNK):
+        found.update(
+            session.scalars(select(Impression.search_id).where(Impression.search_id.in_(chunk)))
+        )
+    return found
+
+
+def record_events(
+    session: Session, events: Sequence[EventIn], *, received_at: datetime
+) -> tuple[int, int]:
+    """Store a batch atomically; returns (accepted, duplicates). Raises InvalidEvents, storing
+    nothing, if any event names an unknown search or a product that search did not show."""
+    search_ids = sorted({e.search_id for e in events})
+    positions = shown_positions(session, search_ids)
+    unknown = set(search_ids) - {sid for sid, _ in positions}
+    if unknown:  # a search can show zero products; only then is the impressions table needed
+        unknown -= known_searches(session, sorted(unknown))
+    problems: list[dict[str, object]] = []
+    for i, e in enumerate(events):
+        if e.search_id in unknown:
+            problems.append({"index": i, "search_id": e.search_id, "problem": "unknown search_id"})
+        elif (e.search_id, e.product_id) not in positions:
+            problems.append(
+                {
+                    "index": i,
+                    "search_id": e.search_id,
+                    "product_id": e.product_id,
+                    "problem": "this search did not show this product",
+                }
+            )
+    if problems:
+        raise InvalidEvents(problems)
+
+    rows: dict[str, dict[str, object]] = {}
+    for e in events:
+        rows.setdefault(
+            e.key(),
+            {
+                "event_id": e.key(),
+                "search_id": e.search_id,
+                "product_id": e.product_id,
+                "position": positions[(e.search_id, e.product_id)],
+                "type": e.type,
+                "ts": e.ts,
+                "received_at": received_at,
+            },
+        )
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(FeedbackEvent).on_conflict_do_nothing(index_elements=["event_id"])
+    inserted = session.execute(stmt.returning(FeedbackEvent.event_id), list(rows.values()))
+    accepted = len(inserted.all())
+    return accepted, len(events) - accepted
