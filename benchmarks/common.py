@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from service.simulator import Relevance as Grader
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CATALOG = SHARED / "fashion" / "catalog.csv"
 PHOTOS = SHARED / "fashion224"
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_DATA_DIR = ROOT / ".bench-data"
-
-GRADED_ATTRS = ("articleType", "baseColour", "gender", "usage")
 
 
 def require_shared() -> None:
@@ -132,34 +132,6 @@ def make_queries(rows: list[dict[str, str]], n_per_kind: int, seed: int = 7) -> 
         queries.append(GradedQuery("composed", text, PHOTOS / "images" / f"{pid}.jpg", target, pid))
         made += 1
     return queries
-
-
-class Grader:
-    """Grade 0..3 of every catalog product for a query's target attributes.
-
-    3: the articleType and every other requested attribute match; 1: only the articleType
-    matches; 2: in between; 0: another articleType. Unisex counts as matching Men and Women.
-    """
-
-    def __init__(self, rows: list[dict[str, str]]) -> None:
-        self.ids = np.array([r["id"] for r in rows])
-        self.cols = {a: np.array([r[a] for r in rows], dtype=object) for a in GRADED_ATTRS}
-        self.pos = {pid: i for i, pid in enumerate(self.ids.tolist())}
-
-    def grades(self, target: dict[str, str]) -> np.ndarray:
-        type_ok = self.cols["articleType"] == target["articleType"]
-        others = [a for a in target if a != "articleType"]
-        if not others:
-            return type_ok.astype(np.int8) * 3
-        hits = np.zeros(len(self.ids), np.float32)
-        for a in others:
-            ok = self.cols[a] == target[a]
-            if a == "gender" and target[a] in ("Men", "Women"):
-                ok |= self.cols[a] == "Unisex"
-            hits += ok
-        frac = hits / len(others)
-        g = np.where(frac >= 1, 3, np.where(frac > 0, 2, 1))
-        return (g * type_ok).astype(np.int8)
 
 
 def metrics(ranked_ids: list[str], grades: np.ndarray, grader: Grader) -> dict[str, float]:

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from service.config import Settings
@@ -94,6 +95,51 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+
+
+@app.command()
+def simulate(
+    catalog: Annotated[
+        Path, typer.Argument(help="The catalog CSV the server was ingested from (true grades).")
+    ],
+    url: Annotated[str, typer.Option(help="Base URL of a running fusionrank.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    sessions: Annotated[int, typer.Option(min=1, help="Shopper sessions to run.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed replays the same shoppers.")] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Parallel shoppers.")] = 4,
+    eta: Annotated[
+        float, typer.Option(min=0.0, help="Position bias: position k is examined w.p. k^-eta.")
+    ] = 1.0,
+    k: Annotated[int, typer.Option(min=1, max=100, help="Results per search.")] = 20,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report here.")
+    ] = None,
+) -> None:
+    """Drive a running service with simulated shoppers (search, then click, add to cart, buy)
+    and report the NDCG@10 of what it showed against the catalog's true grades."""
+    from service.simulator import Simulator
+
+    if not catalog.is_file():
+        typer.secho(f"error: catalog {catalog} does not exist", fg="red", err=True)
+        raise typer.Exit(2)
+    sim = Simulator(url, catalog, eta=eta, k=k)
+    try:
+        report = sim.run(sessions, seed=seed, concurrency=concurrency)
+    except httpx.TransportError as e:
+        typer.secho(
+            f"error: cannot reach {url} ({e}); start it with `fusionrank serve`", fg="red", err=True
+        )
+        raise typer.Exit(2) from e
+    typer.echo(f"{'kind':10} {'sessions':>9} {'ndcg@10':>8} {'with events':>12}")
+    for kind, r in report.by_kind.items():
+        n, ndcg, engaged = int(r["sessions"]), r["ndcg@10"], r["sessions_with_events"]
+        typer.echo(f"{kind:10} {n:9d} {ndcg:8.4f} {engaged:12.3f}")
+    typer.echo(f"{report.events} events sent; {report.failed} failed sessions")
+    if json_out:
+        json_out.write_text(json.dumps(report.as_dict(), indent=2))
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @app.command()
