@@ -56,6 +56,8 @@ class SearchResult:
     hits: list[Hit]
     latency_ms: float
     explore: bool
+    text_vector: np.ndarray | None  # the frozen query features, logged for the learner
+    image_vector: np.ndarray | None
 
 
 class Searcher:
@@ -146,4 +148,6 @@ class Searcher:
             hits=hits,
             latency_ms=(time.perf_counter() - started) * 1000,
             explore=explore,
+            text_vector=qt,
+            image_vector=qv,
         )

@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from storage.models import Impression, ImpressionItem
+from storage.models import Impression, ImpressionItem, QueryEmbedding
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,13 @@ class ShownItem:
     score: float
     model_position: int
     propensity: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueryVector:
+    key: str  # sha256 of the query text or image bytes
+    encoder: str
+    vector: bytes  # float32
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +43,7 @@ class ImpressionIn:
     latency_ms: float
     items: list[ShownItem]  # in shown order: position = index + 1
     explore: bool = False
+    vectors: tuple[QueryVector, ...] = ()
 
 
 def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> None:
@@ -75,3 +84,11 @@ def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> Non
     ]
     if rows:
         session.execute(insert(ImpressionItem), rows)
+    vectors = {(v.key, v.encoder): v for i in impressions for v in i.vectors}
+    if vectors:
+        dialect = session.get_bind().dialect.name
+        upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        session.execute(
+            upsert(QueryEmbedding).on_conflict_do_nothing(),
+            [{"key": k, "encoder": e, "vector": v.vector} for (k, e), v in vectors.items()],
+        )

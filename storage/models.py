@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -94,6 +95,18 @@ class ImpressionItem(Base):
     propensity: Mapped[float | None] = mapped_column(Float)
 
     impression: Mapped[Impression] = relationship(back_populates="items")
+
+
+class QueryEmbedding(Base):
+    """A query's frozen-encoder vector, keyed by the sha256 of its text or image bytes, so the
+    learner (possibly another process, on another machine) never re-encodes and never needs the
+    shopper's image itself. Repeated queries share one row."""
+
+    __tablename__ = "query_embeddings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    encoder: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
 
 
 class FeedbackEvent(Base):

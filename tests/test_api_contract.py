@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from helpers import BACKENDS, image_b64, ingested_copy, live_server
 from sqlalchemy import select
 
 from storage.db import make_engine, session_factory
-from storage.models import Impression, ImpressionItem
+from storage.models import Impression, ImpressionItem, QueryEmbedding
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +90,12 @@ def stored_impression(server, db, search_id: str) -> tuple[Impression, list[Impr
         if time.monotonic() > deadline:
             pytest.fail(f"impression {search_id} not in the database after 5 s")
         time.sleep(0.05)
+
+
+def query_vector(db, key: str) -> np.ndarray:
+    with db() as s:
+        row = s.scalars(select(QueryEmbedding).where(QueryEmbedding.key == key)).one()
+    return np.frombuffer(row.vector, dtype=np.float32)
 
 
 # ---- search ----------------------------------------------------------------------------------
@@ -254,6 +261,10 @@ def test_text_search_is_logged(server, client, db):
     assert imp.explore is False
     assert [i.model_position for i in items] == [i.position for i in items]
     assert [i.propensity for i in items] == pytest.approx([1 / i.position for i in items])
+    # the query's frozen vector is kept for the learner, keyed by the text's hash
+    text_vec = query_vector(db, hashlib.sha256(b"blue check shirt").hexdigest())
+    expected = server.runtime.embedder.text_encoder.encode(["blue check shirt"])[0]
+    assert text_vec.shape == (384,) and float(text_vec @ expected) > 0.999
 
 
 def test_image_search_is_logged_by_hash_only(server, client, db):
@@ -269,6 +280,8 @@ def test_image_search_is_logged_by_hash_only(server, client, db):
     assert imp.query_text is None and imp.query_type == "image"
     assert imp.filters is None and imp.user_id is None
     assert [i.product_id for i in items] == [h["product_id"] for h in body["results"]]
+    # only its 1280-d vector is, under the same hash
+    assert query_vector(db, imp.image_sha256).shape == (1280,)
     # the shopper's photo itself is not kept anywhere
     images_dir = server.settings.images_dir
     assert not images_dir.exists() or not any(images_dir.iterdir())

@@ -14,7 +14,7 @@ from service.api.schemas import ERROR_RESPONSES, SearchHit, SearchRequest, Searc
 from service.embedding_cache import content_key
 from service.images import decode_base64
 from service.search import SearchQuery, SearchResult
-from storage.impressions import ImpressionIn, ShownItem
+from storage.impressions import ImpressionIn, QueryVector, ShownItem
 
 router = APIRouter(tags=["search"])
 
@@ -58,13 +58,21 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
         )
 
     result = await run_in_threadpool(run)
+    image_sha = content_key(image_bytes) if image_bytes is not None else None
+    vectors = []
+    if result.text_vector is not None and body.query:
+        encoder = searcher.embedder.text_encoder.id
+        vectors.append(QueryVector(content_key(body.query), encoder, result.text_vector.tobytes()))
+    if result.image_vector is not None and image_sha:
+        encoder = searcher.embedder.image_encoder.id
+        vectors.append(QueryVector(image_sha, encoder, result.image_vector.tobytes()))
     rt.impressions.log(
         ImpressionIn(
             search_id=result.search_id,
             created_at=datetime.now(UTC),
             query_text=body.query,
             has_image=image_bytes is not None,
-            image_sha256=content_key(image_bytes) if image_bytes is not None else None,
+            image_sha256=image_sha,
             query_type=result.query_type,
             filters=body.filters or None,
             user_id=body.user_id,
@@ -76,6 +84,7 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
                 for h in result.hits
             ],
             explore=result.explore,
+            vectors=tuple(vectors),
         )
     )
     base = str(request.base_url).rstrip("/")
