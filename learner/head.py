@@ -10,6 +10,7 @@ without touching the index or re-embedding anything.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -27,6 +28,7 @@ class HeadConfig:
     image_dim: int = 1280
     dim: int = 256
     hidden: int = 512
+    interaction_rank: int = 0  # 0: no learned residual (the bootstrap head)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -77,6 +79,42 @@ def search_channels(q: Query) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
+class Interaction(nn.Module):
+    """What the frozen similarities cannot say: which products a query's shoppers actually pick.
+
+    A low-rank bilinear term between query and product features (frozen text + projected image),
+    with its own weights per query type, added to the fused score. The product side starts at
+    zero, so a fresh residual changes nothing until feedback moves it, and a query type whose
+    residual did not pass the holdout can be reset to its parent's weights alone.
+    """
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        d, r, t = config.text_dim + config.dim, config.interaction_rank, len(QUERY_TYPES)
+        self.query_w = nn.Parameter(torch.randn(t, d, r) / math.sqrt(d))
+        self.product_w = nn.Parameter(torch.zeros(t, d, r))
+
+    def forward(
+        self, q_feat: torch.Tensor, c_feat: torch.Tensor, qtype: torch.Tensor
+    ) -> torch.Tensor:
+        """q_feat (B, d), c_feat (B, n, d), qtype (B,) -> residual scores (B, n)."""
+        u = torch.einsum("bd,bdr->br", q_feat, self.query_w[qtype])
+        v = torch.einsum("bnd,bdr->bnr", c_feat, self.product_w[qtype])
+        return torch.einsum("br,bnr->bn", u, v)
+
+
+def query_features(q: Query, config: HeadConfig) -> torch.Tensor:
+    """(text_dim + dim,): the frozen text vector and the projected image, zeros where absent."""
+    text = q.text if q.text is not None else torch.zeros(config.text_dim)
+    image = q.pimage if q.pimage is not None else torch.zeros(config.dim)
+    return torch.cat([text, image])
+
+
+def product_features(c: Candidates) -> torch.Tensor:
+    """(n, text_dim + dim): frozen product text vectors and projected images (zeros if none)."""
+    return torch.cat([c.text, c.pimage], dim=-1)
+
+
 class FusionHead(nn.Module):
     chan_mean: torch.Tensor  # buffers: per-channel calibration, set by bootstrap.calibrate
     chan_std: torch.Tensor
@@ -94,6 +132,7 @@ class FusionHead(nn.Module):
         self.gate_logits = nn.Parameter(torch.zeros(len(QUERY_TYPES), len(CHANNELS)))
         self.register_buffer("chan_mean", torch.zeros(len(CHANNELS)))
         self.register_buffer("chan_std", torch.ones(len(CHANNELS)))
+        self.interaction = Interaction(config) if config.interaction_rank else None
 
     def project_text(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_proj(x), dim=-1)
@@ -137,7 +176,25 @@ class FusionHead(nn.Module):
 
     def score(self, q: Query, c: Candidates) -> torch.Tensor:
         sims, mask = self.channel_sims(q, c)
-        return self.fuse(sims, mask, q.type_index)
+        fused = self.fuse(sims, mask, q.type_index)
+        if self.interaction is None:
+            return fused
+        residual = self.interaction(
+            query_features(q, self.config)[None],
+            product_features(c)[None],
+            torch.tensor([q.type_index]),
+        )
+        return fused + residual[0]
+
+    def projection_digest(self) -> str:
+        """Fingerprint of the frozen projections: the FAISS spaces were built with these, so a
+        head may only serve an index whose build used the same ones."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            if name.startswith(("text_proj.", "image_proj.")):
+                h.update(name.encode())
+                h.update(tensor.detach().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def gate_weights(self) -> dict[str, dict[str, float]]:
         """The gate as readable numbers (for the model card), all channels available."""

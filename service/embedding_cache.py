@@ -6,7 +6,6 @@ atomically. Loading reads every shard without pickle.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import uuid
@@ -14,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from storage.keys import content_key
 
-def content_key(data: bytes | str) -> str:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    return hashlib.sha256(raw).hexdigest()
+__all__ = ["EmbeddingCache", "content_key"]
 
 
 class EmbeddingCache:
