@@ -167,10 +167,16 @@ class FusionHead(nn.Module):
             sims[:, 4], mask[:, 4] = c.ptext @ qv, True
         return sims, mask
 
-    def fuse(self, sims: torch.Tensor, mask: torch.Tensor, query_type: int) -> torch.Tensor:
-        """Gate-weighted sum of calibrated channel scores, over the channels each pair has."""
+    def fuse(
+        self, sims: torch.Tensor, mask: torch.Tensor, query_type: int | torch.Tensor
+    ) -> torch.Tensor:
+        """Gate-weighted sum of calibrated channel scores, over the channels each pair has.
+        One query: sims (n, C) and an int type; a batch: sims (B, n, C) and types (B,)."""
         z = (sims - self.chan_mean) / self.chan_std
-        logits = self.gate_logits[query_type].expand_as(z).masked_fill(~mask, float("-inf"))
+        gate = self.gate_logits[query_type]
+        if gate.dim() == 2:
+            gate = gate[:, None, :]
+        logits = gate.expand_as(z).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)
         return (weights * z).sum(dim=-1)
 

@@ -1,4 +1,4 @@
-"""learning loop: feedback, propensities, query embeddings, model registry, runs, leases
+"""learning loop: feedback, propensities, model registry, runs, leases
 
 Revision ID: 0002
 Revises: 0001
@@ -21,12 +21,6 @@ def upgrade() -> None:
     sa.Column('holder', sa.String(length=128), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_leases'))
-    )
-    op.create_table('query_embeddings',
-    sa.Column('key', sa.String(length=64), nullable=False),
-    sa.Column('encoder', sa.String(length=64), nullable=False),
-    sa.Column('vector', sa.LargeBinary(), nullable=False),
-    sa.PrimaryKeyConstraint('key', 'encoder', name=op.f('pk_query_embeddings'))
     )
     op.create_table('model_versions',
     sa.Column('version', sa.String(length=64), nullable=False),
@@ -104,5 +98,4 @@ def downgrade() -> None:
     op.drop_table('active_model')
     op.drop_table('training_runs')
     op.drop_table('model_versions')
-    op.drop_table('query_embeddings')
     op.drop_table('leases')

@@ -15,6 +15,7 @@ from service.api.schemas import (
     FeedbackBatch,
     FeedbackEventIn,
 )
+from service.errors import NotReady
 from storage.db import transaction
 from storage.errors import InvalidEvents
 from storage.feedback import EventIn, record_events
@@ -82,7 +83,8 @@ async def feedback(request: Request, rt: RuntimeDep) -> FeedbackAccepted:
 
     def store() -> tuple[int, int]:
         # A search is logged asynchronously; its feedback may come before the flush.
-        rt.impressions.wait_for({e.search_id for e in events})
+        if not rt.impressions.wait_for({e.search_id for e in events}):
+            raise NotReady("those searches are still being logged; retry in a few seconds")
         with transaction(rt.sessions) as session:
             return record_events(session, events, received_at=datetime.now(UTC))
 

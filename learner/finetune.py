@@ -1,0 +1,354 @@
+"""Incremental fine-tuning of the scoring part of the head from logged searches and feedback.
+
+Only the gate and the residual interaction term learn; the projections (and so the FAISS spaces)
+and the frozen encoders never change, and nothing is re-embedded: query vectors come from the
+log, product vectors from the index. Each search contributes its shown products:
+
+- ranking loss: listwise softmax cross-entropy over what the search showed, each engaged product
+  weighted by its class weight (inverse frequency of its grade in the window, so a rare purchase
+  counts for more than a common click) and by its clipped inverse examination propensity (so a
+  click deep in the list counts for more than one at the top, undoing position bias);
+- the result is judged on a newer holdout by IPS-weighted NDCG@10 and by click/purchase log-loss
+  of a position-aware calibration, P(event | shown at k) = examination(k) * sigmoid(a * s + b).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from learner.dataset import LoggedSearch
+from learner.head import QUERY_TYPES, FusionHead, HeadConfig, Interaction
+from learner.position_bias import PositionBias
+
+
+class ProductVectors(Protocol):
+    """What the learner needs of the catalog index (service.index.CatalogIndex has it)."""
+
+    row_of: dict[str, int]
+
+    def vectors(self, space: str, rows: np.ndarray) -> np.ndarray: ...
+
+    def has_image(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 4
+    lr: float = 3e-3
+    batch_size: int = 128
+    weight_decay: float = 1e-4
+    ips_clip: float = 20.0  # largest inverse-propensity weight
+    class_weights: bool = True
+    ips: bool = True
+    rank: int = 32  # interaction rank for a head that has none yet
+    seed: int = 0
+
+
+@dataclass
+class Batch:
+    """Per-search tensors, precomputed once from frozen parts. K = most results in a search."""
+
+    qtype: torch.Tensor  # (B,) long
+    q_feat: torch.Tensor  # (B, d)
+    rows: torch.Tensor  # (B, K) long into the product table, 0 where padded
+    valid: torch.Tensor  # (B, K) bool
+    sims: torch.Tensor  # (B, K, C)
+    mask: torch.Tensor  # (B, K, C) bool
+    grades: torch.Tensor  # (B, K) long
+    positions: torch.Tensor  # (B, K) long, 1-based, as shown
+
+    def __len__(self) -> int:
+        return int(self.qtype.shape[0])
+
+    def take(self, idx: torch.Tensor) -> Batch:
+        return Batch(**{k: v[idx] for k, v in self.__dict__.items()})
+
+
+@dataclass
+class Features:
+    batch: Batch
+    products: torch.Tensor  # (P, d) product features, indexed by Batch.rows
+
+
+def build_features(
+    head: FusionHead,
+    searches: Sequence[LoggedSearch],
+    text_vecs: dict[str, np.ndarray],
+    image_vecs: dict[str, np.ndarray],
+    index: ProductVectors,
+) -> tuple[Features, list[LoggedSearch]]:
+    """Tensors for the searches whose query vectors and products are all still known (a deleted
+    product or a query logged before vectors were kept drops out). Returns them and the kept
+    searches, in the same order."""
+    cfg = head.config
+    kept: list[tuple[LoggedSearch, np.ndarray]] = []
+    for s in searches:
+        if (s.text_key and s.text_key not in text_vecs) or (
+            s.image_key and s.image_key not in image_vecs
+        ):
+            continue
+        found = [index.row_of.get(p, -1) for p in s.product_ids]
+        if min(found) < 0:
+            continue
+        kept.append((s, np.array(found, dtype=np.int64)))
+    n, k_max = len(kept), max((len(r) for _, r in kept), default=1)
+    uniq = np.unique(np.concatenate([r for _, r in kept])) if kept else np.zeros(0, np.int64)
+    local = {int(r): i for i, r in enumerate(uniq)}
+    ptext_raw = torch.from_numpy(index.vectors("text", uniq)) if n else torch.zeros(0, cfg.text_dim)
+    p = {
+        space: torch.from_numpy(index.vectors(space, uniq))
+        if n
+        else torch.zeros(0, cfg.image_dim if space == "image" else cfg.dim)
+        for space in ("image", "ptext", "pimage")
+    }
+    has_img = torch.from_numpy(index.has_image(uniq)) if n else torch.zeros(0, dtype=torch.bool)
+    products = torch.cat([ptext_raw, p["pimage"]], dim=-1)
+
+    b = Batch(
+        qtype=torch.zeros(n, dtype=torch.long),
+        q_feat=torch.zeros(n, cfg.text_dim + cfg.dim),
+        rows=torch.zeros(n, k_max, dtype=torch.long),
+        valid=torch.zeros(n, k_max, dtype=torch.bool),
+        sims=torch.zeros(n, k_max, 5),
+        mask=torch.zeros(n, k_max, 5, dtype=torch.bool),
+        grades=torch.zeros(n, k_max, dtype=torch.long),
+        positions=torch.ones(n, k_max, dtype=torch.long),
+    )
+    with torch.no_grad():
+        for i, (s, shown) in enumerate(kept):
+            m = len(shown)
+            r = torch.tensor([local[int(x)] for x in shown])
+            qt_np = text_vecs.get(s.text_key) if s.text_key else None
+            qv_np = image_vecs.get(s.image_key) if s.image_key else None
+            qt = torch.from_numpy(qt_np) if qt_np is not None else None
+            qv = torch.from_numpy(qv_np) if qv_np is not None else None
+            pqt = head.project_text(qt) if qt is not None else None
+            pqv = head.project_image(qv) if qv is not None else None
+            img = has_img[r]
+            if qt is not None and pqt is not None:
+                b.sims[i, :m, 0], b.mask[i, :m, 0] = ptext_raw[r] @ qt, True
+                b.sims[i, :m, 1], b.mask[i, :m, 1] = p["pimage"][r] @ pqt, img
+                b.q_feat[i, : cfg.text_dim] = qt
+            if qv is not None and pqv is not None:
+                b.sims[i, :m, 2], b.mask[i, :m, 2] = p["image"][r] @ qv, img
+                b.sims[i, :m, 3], b.mask[i, :m, 3] = p["pimage"][r] @ pqv, img
+                b.sims[i, :m, 4], b.mask[i, :m, 4] = p["ptext"][r] @ pqv, True
+                b.q_feat[i, cfg.text_dim :] = pqv
+            b.qtype[i] = s.query_type
+            b.rows[i, :m] = r
+            b.valid[i, :m] = True
+            b.grades[i, :m] = torch.from_numpy(s.grades)
+            b.positions[i, :m] = torch.arange(1, m + 1)
+    return Features(b, products), [s for s, _ in kept]
+
+
+def scores(head: FusionHead, f: Features, b: Batch) -> torch.Tensor:
+    """(B, K) scores of each search's shown products, exactly as FusionHead.score ranks them."""
+    out = head.fuse(b.sims, b.mask, b.qtype)
+    if head.interaction is not None:
+        out = out + head.interaction(b.q_feat, f.products[b.rows], b.qtype)
+    return out.masked_fill(~b.valid, float("-inf"))
+
+
+def class_weights(grades: torch.Tensor, valid: torch.Tensor, levels: int) -> dict[int, float]:
+    """Balanced weights N / (classes * n_c) over grades 0..levels seen in the window, scaled so
+    that a click (grade 1) weighs 1; absent classes get the largest weight seen."""
+    g = grades[valid]
+    counts = {c: int((g == c).sum()) for c in range(levels + 1)}
+    present = {c: n for c, n in counts.items() if n}
+    raw = {c: len(g) / (len(present) * n) for c, n in present.items()}
+    top = max(raw.values(), default=1.0)
+    ref = raw.get(1, top)
+    return {c: round(raw.get(c, top) / ref, 4) for c in range(levels + 1)}
+
+
+def inverse_propensity(
+    positions: torch.Tensor, bias: PositionBias, clip: float, enabled: bool
+) -> torch.Tensor:
+    if not enabled:
+        return torch.ones_like(positions, dtype=torch.float32)
+    ex = torch.tensor(bias.examination, dtype=torch.float32)
+    p = ex[(positions - 1).clamp(max=len(ex) - 1)]
+    return (1.0 / p).clamp(max=clip)
+
+
+def ranking_loss(
+    s: torch.Tensor, b: Batch, cw: torch.Tensor, ipw: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted listwise cross-entropy; returns (sum of losses, sum of weights)."""
+    logp = torch.log_softmax(s, dim=-1).masked_fill(~b.valid, 0.0)
+    w = cw[b.grades] * ipw * (b.grades > 0) * b.valid
+    return -(w * logp).sum(), w.sum()
+
+
+def child_head(parent: FusionHead, rank: int) -> FusionHead:
+    """A trainable copy of `parent`; a parent without a residual gets a zero-initialised one."""
+    if parent.interaction is not None:
+        child = copy.deepcopy(parent)
+    else:
+        cfg = HeadConfig(**{**asdict(parent.config), "interaction_rank": rank})
+        child = FusionHead(cfg)
+        missing, unexpected = child.load_state_dict(parent.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("interaction.") for k in missing)
+    for p in child.parameters():
+        p.requires_grad_(False)
+    child.gate_logits.requires_grad_(True)
+    assert child.interaction is not None
+    for p in child.interaction.parameters():
+        p.requires_grad_(True)
+    return child
+
+
+def train(
+    parent: FusionHead,
+    f: Features,
+    bias: PositionBias,
+    config: TrainConfig,
+    *,
+    levels: int,
+    progress: bool = False,
+) -> tuple[FusionHead, dict[str, object]]:
+    """Warm-start from `parent`, train on every search in `f` with an engaged product."""
+    torch.manual_seed(config.seed)
+    head = child_head(parent, config.rank)
+    b = f.batch
+    engaged = torch.nonzero((b.grades > 0).any(dim=1)).flatten()
+    cw_map = class_weights(b.grades, b.valid, levels)
+    cw = torch.tensor([cw_map[c] if config.class_weights else 1.0 for c in range(levels + 1)])
+    ipw_all = inverse_propensity(b.positions, bias, config.ips_clip, config.ips)
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps = max(1, math.ceil(len(engaged) / config.batch_size)) * config.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
+    losses: list[float] = []
+    head.train()
+    with tqdm(total=steps, desc="fine-tune head", unit="step", disable=not progress) as bar:
+        for _ in range(config.epochs):
+            perm = engaged[torch.randperm(len(engaged))]
+            for start in range(0, len(perm), config.batch_size):
+                idx = perm[start : start + config.batch_size]
+                mb = b.take(idx)
+                loss_sum, w_sum = ranking_loss(scores(head, f, mb), mb, cw, ipw_all[idx])
+                loss = loss_sum / w_sum.clamp(min=1e-6)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss))
+                bar.update()
+    head.eval()
+    for p in head.parameters():
+        p.requires_grad_(False)
+    info: dict[str, object] = {
+        "train_searches": len(b),
+        "engaged_searches": int(len(engaged)),
+        "class_weights": cw_map if config.class_weights else None,
+        "final_loss": round(float(np.mean(losses[-20:])), 5) if losses else None,
+        "config": asdict(config),
+    }
+    return head, info
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+def fit_calibration(
+    head: FusionHead, f: Features, bias: PositionBias, min_grade: int, steps: int = 200
+) -> tuple[float, float]:
+    """(a, b) of P(grade >= min_grade | shown at k) = examination(k) * sigmoid(a * s + b)."""
+    b = f.batch
+    with torch.no_grad():
+        s = scores(head, f, b)
+    ex = inverse_propensity(b.positions, bias, float("inf"), True).reciprocal()
+    y = ((b.grades >= min_grade) & b.valid).float()
+    sv, ev, yv = s[b.valid], ex[b.valid], y[b.valid]
+    a = torch.tensor(1.0, requires_grad=True)
+    c = torch.tensor(-2.0, requires_grad=True)
+    opt = torch.optim.LBFGS([a, c], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        p = (ev * torch.sigmoid(a * sv + c)).clamp(1e-6, 1 - 1e-6)
+        loss = F.binary_cross_entropy(p, yv)
+        loss.backward()
+        return loss
+
+    if len(yv):
+        opt.step(closure)
+    return float(a), float(c)
+
+
+def evaluate(
+    head: FusionHead,
+    f: Features,
+    bias: PositionBias,
+    *,
+    clip: float,
+    calibration: dict[str, tuple[float, float]],
+    event_levels: dict[str, int],
+) -> dict[str, dict[str, float]]:
+    """Per query type (and "all"): IPS-weighted NDCG@10 of re-ranking what was shown, over
+    searches with an engaged product, and the log-loss of each calibrated event level."""
+    b = f.batch
+    with torch.no_grad():
+        s = scores(head, f, b)
+    ipw = inverse_propensity(b.positions, bias, clip, True)
+    gains = (2.0 ** b.grades.float() - 1) * ipw * b.valid
+    order = torch.argsort(s, dim=1, descending=True)
+    k = min(10, s.shape[1])
+    disc = 1 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))
+    dcg = (torch.gather(gains, 1, order)[:, :k] * disc).sum(1)
+    idcg = (torch.sort(gains, dim=1, descending=True).values[:, :k] * disc).sum(1)
+    has_pos = idcg > 0
+    ndcg = torch.where(has_pos, dcg / idcg.clamp(min=1e-12), torch.zeros_like(dcg))
+    ex = inverse_propensity(b.positions, bias, float("inf"), True).reciprocal()
+    ll: dict[str, torch.Tensor] = {}
+    for name, level in event_levels.items():
+        a, c = calibration[name]
+        p = (ex * torch.sigmoid(a * s.masked_fill(~b.valid, 0.0) + c)).clamp(1e-6, 1 - 1e-6)
+        y = (b.grades >= level).float()
+        per = F.binary_cross_entropy(p, y, reduction="none") * b.valid
+        ll[name] = per.sum(1) / b.valid.sum(1).clamp(min=1)
+    out: dict[str, dict[str, float]] = {}
+    groups = {"all": torch.ones(len(b), dtype=torch.bool)}
+    groups |= {t: b.qtype == i for i, t in enumerate(QUERY_TYPES)}
+    for name, sel in groups.items():
+        engaged = sel & has_pos
+        row: dict[str, float] = {
+            "searches": int(sel.sum()),
+            "engaged": int(engaged.sum()),
+            "ips_ndcg@10": float(ndcg[engaged].mean()) if engaged.any() else float("nan"),
+        }
+        for ev_name, v in ll.items():
+            w = b.valid[sel].sum(1).float()
+            row[f"{ev_name}_logloss"] = (
+                float((v[sel] * w).sum() / w.sum()) if w.sum() > 0 else float("nan")
+            )
+        out[name] = row
+    return out
+
+
+def merge_per_type(
+    candidate: FusionHead, parent: FusionHead, accept: dict[str, bool]
+) -> FusionHead:
+    """The candidate for accepted query types, the parent's behaviour for the rest."""
+    merged = copy.deepcopy(candidate)
+    assert merged.interaction is not None
+    with torch.no_grad():
+        for i, t in enumerate(QUERY_TYPES):
+            if accept.get(t):
+                continue
+            merged.gate_logits[i] = parent.gate_logits[i]
+            if isinstance(parent.interaction, Interaction):
+                merged.interaction.query_w[i] = parent.interaction.query_w[i]
+                merged.interaction.product_w[i] = parent.interaction.product_w[i]
+            else:
+                merged.interaction.product_w[i].zero_()
+    return merged
