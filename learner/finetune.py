@@ -42,14 +42,15 @@ class ProductVectors(Protocol):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 4
+    epochs: int = 12
     lr: float = 3e-3
     batch_size: int = 128
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.05
     ips_clip: float = 20.0  # largest inverse-propensity weight
     class_weights: bool = True
     ips: bool = True
-    rank: int = 32  # interaction rank for a head that has none yet
+    rank: int = 16  # interaction rank for a head that has none yet
+    val_fraction: float = 0.15  # newest engaged training searches used for early stopping
     seed: int = 0
 
 
@@ -129,8 +130,8 @@ def build_features(
             r = torch.tensor([local[int(x)] for x in shown])
             qt_np = text_vecs.get(s.text_key) if s.text_key else None
             qv_np = image_vecs.get(s.image_key) if s.image_key else None
-            qt = torch.from_numpy(qt_np) if qt_np is not None else None
-            qv = torch.from_numpy(qv_np) if qv_np is not None else None
+            qt = torch.tensor(qt_np) if qt_np is not None else None
+            qv = torch.tensor(qv_np) if qv_np is not None else None
             pqt = head.project_text(qt) if qt is not None else None
             pqv = head.project_image(qv) if qv is not None else None
             img = has_img[r]
@@ -195,7 +196,7 @@ def child_head(parent: FusionHead, rank: int) -> FusionHead:
     if parent.interaction is not None:
         child = copy.deepcopy(parent)
     else:
-        cfg = HeadConfig(**{**asdict(parent.config), "interaction_rank": rank})
+        cfg = HeadConfig(**{**asdict(parent.config), "residual": True, "interaction_rank": rank})
         child = FusionHead(cfg)
         missing, unexpected = child.load_state_dict(parent.state_dict(), strict=False)
         assert not unexpected and all(k.startswith("interaction.") for k in missing)
@@ -217,23 +218,35 @@ def train(
     levels: int,
     progress: bool = False,
 ) -> tuple[FusionHead, dict[str, object]]:
-    """Warm-start from `parent`, train on every search in `f` with an engaged product."""
+    """Warm-start from `parent` and train on the searches in `f` with an engaged product.
+
+    The newest `val_fraction` of them (f is in time order) is held back; the epoch with the
+    best IPS-weighted NDCG@10 there is kept (early stopping: with a few thousand searches the
+    residual memorises products within a few epochs)."""
     torch.manual_seed(config.seed)
     head = child_head(parent, config.rank)
     b = f.batch
     engaged = torch.nonzero((b.grades > 0).any(dim=1)).flatten()
-    cw_map = class_weights(b.grades, b.valid, levels)
+    n_val = int(len(engaged) * config.val_fraction)
+    train_idx, val_idx = engaged[: len(engaged) - n_val], engaged[len(engaged) - n_val :]
+    cw_map = class_weights(b.grades[train_idx], b.valid[train_idx], levels)
     cw = torch.tensor([cw_map[c] if config.class_weights else 1.0 for c in range(levels + 1)])
     ipw_all = inverse_propensity(b.positions, bias, config.ips_clip, config.ips)
     params = [p for p in head.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps = max(1, math.ceil(len(engaged) / config.batch_size)) * config.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
-    losses: list[float] = []
-    head.train()
+    val = Features(b.take(val_idx), f.products)
+
+    def val_ndcg() -> float:
+        return ips_ndcg(head, val, bias, config.ips_clip) if n_val else 0.0
+
+    best, best_epoch = val_ndcg(), 0
+    best_state = copy.deepcopy(head.state_dict())
+    curve = [round(best, 5)]
+    steps = max(1, math.ceil(len(train_idx) / config.batch_size)) * config.epochs
     with tqdm(total=steps, desc="fine-tune head", unit="step", disable=not progress) as bar:
-        for _ in range(config.epochs):
-            perm = engaged[torch.randperm(len(engaged))]
+        for epoch in range(1, config.epochs + 1):
+            head.train()
+            perm = train_idx[torch.randperm(len(train_idx))]
             for start in range(0, len(perm), config.batch_size):
                 idx = perm[start : start + config.batch_size]
                 mb = b.take(idx)
@@ -242,17 +255,22 @@ def train(
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                sched.step()
-                losses.append(float(loss))
                 bar.update()
-    head.eval()
+            head.eval()
+            score = val_ndcg()
+            curve.append(round(score, 5))
+            if score > best or not n_val:
+                best, best_epoch = score, epoch
+                best_state = copy.deepcopy(head.state_dict())
+    head.load_state_dict(best_state)
     for p in head.parameters():
         p.requires_grad_(False)
     info: dict[str, object] = {
-        "train_searches": len(b),
-        "engaged_searches": int(len(engaged)),
+        "train_searches": int(len(train_idx)),
+        "val_searches": n_val,
+        "best_epoch": best_epoch,
+        "val_ips_ndcg@10": curve,
         "class_weights": cw_map if config.class_weights else None,
-        "final_loss": round(float(np.mean(losses[-20:])), 5) if losses else None,
         "config": asdict(config),
     }
     return head, info
@@ -282,7 +300,29 @@ def fit_calibration(
 
     if len(yv):
         opt.step(closure)
-    return float(a), float(c)
+    return float(a.detach()), float(c.detach())
+
+
+def _ndcg_per_search(
+    s: torch.Tensor, b: Batch, bias: PositionBias, clip: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """IPS-weighted NDCG@10 of re-ranking each search's shown products by `s`, and which searches
+    have an engaged product (the others have no ideal ranking)."""
+    ipw = inverse_propensity(b.positions, bias, clip, True)
+    gains = (2.0 ** b.grades.float() - 1) * ipw * b.valid
+    order = torch.argsort(s, dim=1, descending=True)
+    k = min(10, s.shape[1])
+    disc = 1 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))
+    dcg = (torch.gather(gains, 1, order)[:, :k] * disc).sum(1)
+    idcg = (torch.sort(gains, dim=1, descending=True).values[:, :k] * disc).sum(1)
+    has_pos = idcg > 0
+    return torch.where(has_pos, dcg / idcg.clamp(min=1e-12), torch.zeros_like(dcg)), has_pos
+
+
+def ips_ndcg(head: FusionHead, f: Features, bias: PositionBias, clip: float) -> float:
+    with torch.no_grad():
+        ndcg, has_pos = _ndcg_per_search(scores(head, f, f.batch), f.batch, bias, clip)
+    return float(ndcg[has_pos].mean()) if has_pos.any() else 0.0
 
 
 def evaluate(
@@ -299,15 +339,7 @@ def evaluate(
     b = f.batch
     with torch.no_grad():
         s = scores(head, f, b)
-    ipw = inverse_propensity(b.positions, bias, clip, True)
-    gains = (2.0 ** b.grades.float() - 1) * ipw * b.valid
-    order = torch.argsort(s, dim=1, descending=True)
-    k = min(10, s.shape[1])
-    disc = 1 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))
-    dcg = (torch.gather(gains, 1, order)[:, :k] * disc).sum(1)
-    idcg = (torch.sort(gains, dim=1, descending=True).values[:, :k] * disc).sum(1)
-    has_pos = idcg > 0
-    ndcg = torch.where(has_pos, dcg / idcg.clamp(min=1e-12), torch.zeros_like(dcg))
+    ndcg, has_pos = _ndcg_per_search(s, b, bias, clip)
     ex = inverse_propensity(b.positions, bias, float("inf"), True).reciprocal()
     ll: dict[str, torch.Tensor] = {}
     for name, level in event_levels.items():
@@ -347,8 +379,9 @@ def merge_per_type(
                 continue
             merged.gate_logits[i] = parent.gate_logits[i]
             if isinstance(parent.interaction, Interaction):
-                merged.interaction.query_w[i] = parent.interaction.query_w[i]
-                merged.interaction.product_w[i] = parent.interaction.product_w[i]
+                for name in ("diag", "query_w", "product_w"):
+                    getattr(merged.interaction, name)[i] = getattr(parent.interaction, name)[i]
             else:
+                merged.interaction.diag[i].zero_()
                 merged.interaction.product_w[i].zero_()
     return merged

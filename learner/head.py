@@ -28,7 +28,8 @@ class HeadConfig:
     image_dim: int = 1280
     dim: int = 256
     hidden: int = 512
-    interaction_rank: int = 0  # 0: no learned residual (the bootstrap head)
+    residual: bool = False  # the learned interaction term (absent in the bootstrap head)
+    interaction_rank: int = 0  # rank of its bilinear part
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -82,25 +83,29 @@ def search_channels(q: Query) -> list[tuple[str, torch.Tensor]]:
 class Interaction(nn.Module):
     """What the frozen similarities cannot say: which products a query's shoppers actually pick.
 
-    A low-rank bilinear term between query and product features (frozen text + projected image),
-    with its own weights per query type, added to the fused score. The product side starts at
-    zero, so a fresh residual changes nothing until feedback moves it, and a query type whose
-    residual did not pass the holdout can be reset to its parent's weights alone.
+    A learned re-weighting of the query-product feature agreement (a diagonal metric over frozen
+    text and projected image dimensions, so "which dimensions matter" is shared by every query
+    and product and generalises from little feedback) plus a low-rank bilinear term for
+    cross-dimension effects; separate weights per query type. Both start at zero, so a fresh
+    residual changes nothing until feedback moves it, and a query type whose residual did not
+    pass the holdout can be reset to its parent's weights alone.
     """
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
         d, r, t = config.text_dim + config.dim, config.interaction_rank, len(QUERY_TYPES)
-        self.query_w = nn.Parameter(torch.randn(t, d, r) / math.sqrt(d))
+        self.diag = nn.Parameter(torch.zeros(t, d))
+        self.query_w = nn.Parameter(torch.randn(t, d, r))  # unit-scale u: v learns fast
         self.product_w = nn.Parameter(torch.zeros(t, d, r))
 
     def forward(
         self, q_feat: torch.Tensor, c_feat: torch.Tensor, qtype: torch.Tensor
     ) -> torch.Tensor:
         """q_feat (B, d), c_feat (B, n, d), qtype (B,) -> residual scores (B, n)."""
+        diag = torch.einsum("bd,bnd->bn", q_feat * self.diag[qtype], c_feat)
         u = torch.einsum("bd,bdr->br", q_feat, self.query_w[qtype])
         v = torch.einsum("bnd,bdr->bnr", c_feat, self.product_w[qtype])
-        return torch.einsum("br,bnr->bn", u, v)
+        return diag + torch.einsum("br,bnr->bn", u, v)
 
 
 def query_features(q: Query, config: HeadConfig) -> torch.Tensor:
@@ -132,7 +137,7 @@ class FusionHead(nn.Module):
         self.gate_logits = nn.Parameter(torch.zeros(len(QUERY_TYPES), len(CHANNELS)))
         self.register_buffer("chan_mean", torch.zeros(len(CHANNELS)))
         self.register_buffer("chan_std", torch.ones(len(CHANNELS)))
-        self.interaction = Interaction(config) if config.interaction_rank else None
+        self.interaction = Interaction(config) if config.residual else None
 
     def project_text(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_proj(x), dim=-1)
