@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
+from sqlalchemy.orm import Session
 
 from learner.head import FusionHead, HeadConfig
 from storage.artifacts import read_manifest, write_artifact, write_text_atomic
 from storage.errors import ArtifactError
+from storage.registry import VersionIn, register_version
 
 WEIGHTS = "head.safetensors"
 CARD = "head.json"
@@ -65,3 +67,18 @@ def load_head(path: Path) -> tuple[FusionHead, dict[str, Any]]:
     for p in head.parameters():
         p.requires_grad_(False)
     return head, card
+
+
+def register_bootstrap(session: Session, root: Path, version: str) -> None:
+    """Record a head built at ingest in the registry (once; versions are immutable)."""
+    weights_sha = read_manifest(root / version)["files"][WEIGHTS]
+    register_version(
+        session,
+        VersionIn(
+            version=version,
+            parent=None,
+            status="bootstrap",
+            artifact_sha256=weights_sha,
+            reason="bootstrapped from the catalog at ingest",
+        ),
+    )

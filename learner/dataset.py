@@ -49,8 +49,10 @@ def load_searches(
     end: datetime | None = None,
     with_events_only: bool = False,
     limit: int | None = None,
+    sample: bool = False,
 ) -> list[LoggedSearch]:
-    """Searches logged in [start, end), oldest first (the newest `limit` if given)."""
+    """Searches logged in [start, end), oldest first: the newest `limit` if given, or a uniform
+    random `limit` of them with `sample` (the replay buffer)."""
     q = select(Impression)
     if start is not None:
         q = q.where(Impression.created_at >= start)
@@ -60,10 +62,13 @@ def load_searches(
         q = q.where(
             select(FeedbackEvent.id).where(FeedbackEvent.search_id == Impression.search_id).exists()
         )
-    q = q.order_by(Impression.created_at.desc(), Impression.search_id)
+    if sample:
+        q = q.order_by(func.random())
+    else:
+        q = q.order_by(Impression.created_at.desc(), Impression.search_id)
     if limit is not None:
         q = q.limit(limit)
-    impressions = list(session.scalars(q))[::-1]
+    impressions = sorted(session.scalars(q), key=lambda i: (i.created_at, i.search_id))
     if not impressions:
         return []
     ids = [i.search_id for i in impressions]

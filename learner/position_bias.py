@@ -27,12 +27,17 @@ class PositionBias:
     """examination[i] = P(examined | shown at position i + 1), with examination[0] = 1."""
 
     examination: tuple[float, ...]
-    source: str = "prior"
+    source: str = "prior"  # prior | estimated
+    eta: float = 1.0
+
+    @classmethod
+    def power(cls, eta: float, source: str, positions: int = MAX_POSITION) -> PositionBias:
+        return cls(tuple(1.0 / (k**eta) for k in range(1, positions + 1)), source, eta)
 
     @classmethod
     def prior(cls, eta: float = 1.0, positions: int = MAX_POSITION) -> PositionBias:
         """The usual 1/position^eta curve, until the service has randomised traffic of its own."""
-        return cls(tuple(1.0 / (k**eta) for k in range(1, positions + 1)), "prior")
+        return cls.power(eta, "prior", positions)
 
     def propensity(self, position: int) -> float:
         ex = self.examination
@@ -102,8 +107,6 @@ def estimate(
     eta = (sxy + strength * x_ref * x_ref * prior_eta) / (sxx + strength * x_ref * x_ref)
     eta = float(np.clip(eta, 0.0, 3.0))
     fitted = sxx > 0 and explored > 0
-    curve = PositionBias.prior(eta) if fitted else PositionBias.prior(prior_eta)
-    if fitted:
-        curve = PositionBias(curve.examination, "estimated")
+    curve = PositionBias.power(eta, "estimated") if fitted else PositionBias.prior(prior_eta)
     stats = {"explored_searches": explored, "eta": round(eta, 4), "pair_ratios": ratios}
     return curve, stats

@@ -55,6 +55,29 @@ class Settings(BaseSettings):
         "the position bias is estimated.",
     )
 
+    learner_in_process: bool = Field(
+        True,
+        description="Run the refresh scheduler inside `serve` (off beside `fusionrank learner`).",
+    )
+    learner_interval_minutes: float = Field(60, gt=0, description="Refresh at least this often.")
+    learner_min_new_events: int = Field(
+        2000, ge=1, description="...or as soon as this many new events have arrived."
+    )
+    learner_min_engaged: int = Field(
+        200, ge=1, description="Engaged searches a refresh needs, or it is skipped."
+    )
+    learner_settle_seconds: float = Field(
+        60, ge=0, description="Searches younger than this are left for the next refresh."
+    )
+    learner_holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    learner_replay: int = Field(20_000, ge=0, description="Older engaged searches replayed.")
+    learner_max_window: int = Field(200_000, ge=100, description="Newest searches per refresh.")
+    promotion_margin: float = Field(0.002, ge=0, description="IPS-NDCG@10 gain to promote.")
+    lease_seconds: float = Field(900, gt=0, description="Learner lease; renewed while training.")
+    model_poll_seconds: float = Field(
+        2.0, gt=0, description="How often replicas check the registry."
+    )
+
     @field_validator("event_grades")
     @classmethod
     def _grades_positive(cls, v: dict[str, int]) -> dict[str, int]:

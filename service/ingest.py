@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.artifacts import save_head
+from learner.artifacts import register_bootstrap, save_head
 from learner.bootstrap import (
     PseudoQueries,
     attribute_codes,
@@ -30,6 +30,7 @@ from service.index import CatalogIndex, ProductMeta, project
 from storage.artifacts import remove_stale_temps
 from storage.db import transaction
 from storage.products import ProductIn, mark_deleted_except, next_revision, upsert_products
+from storage.registry import set_active
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ def ingest_catalog(
     remove_stale_temps(settings.index_dir)
     name = f"build-{datetime.now(UTC):%Y%m%dT%H%M%S}-{content_key(str(time.time_ns()))[:6]}"
     index.save(settings.index_dir, name)
+    with transaction(sessions) as s:  # a new build starts a new generation of learned heads
+        register_bootstrap(s, settings.data_dir / "heads", version)
+        set_active(s, version)
     timings["index"] = time.perf_counter() - t4
     timings["total"] = time.perf_counter() - t0
     return IngestReport(

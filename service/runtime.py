@@ -10,16 +10,20 @@ import torch
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.artifacts import load_head
+from learner.artifacts import load_head, register_bootstrap
+from learner.refresh import Encoders
 from service.config import Settings
 from service.embedder import Embedder
 from service.encoders import load_image_encoder, load_text_encoder
+from service.errors import FusionrankError
 from service.impressions import ImpressionLogger
 from service.index import CatalogIndex
+from service.learning import Learner, ModelWatcher, load_active_head
 from service.products import CatalogWriter
 from service.search import ActiveHead, Searcher
 from storage.artifacts import current
-from storage.db import make_engine, migrate, session_factory
+from storage.db import make_engine, migrate, session_factory, transaction
+from storage.registry import active_version, set_active
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +37,15 @@ class Runtime:
     impressions: ImpressionLogger
     searcher: Searcher | None = None
     writer: CatalogWriter | None = None
+    watcher: ModelWatcher | None = None
+    learner: Learner | None = None
     not_ready_reason: str = ""
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.learner is not None:
+            self.learner.close()
         self.impressions.close()
         self.engine.dispose()
 
@@ -57,7 +67,11 @@ def make_embedder(settings: Settings, *, serving: bool = False) -> Embedder:
     )
 
 
-def start_runtime(settings: Settings, embedder: Embedder | None = None) -> Runtime:
+def start_runtime(
+    settings: Settings, embedder: Embedder | None = None, *, background: bool = True
+) -> Runtime:
+    """Everything a serving process needs. `background` starts the registry watcher and, if
+    configured, the in-process learner (tests that drive them by hand pass False)."""
     migrate(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
@@ -70,6 +84,8 @@ def start_runtime(settings: Settings, embedder: Embedder | None = None) -> Runti
     )
     try:
         _load_catalog(rt)
+        if rt.searcher is not None:
+            _start_learning(rt, background=background)
     except BaseException:
         rt.close()
         raise
@@ -88,9 +104,20 @@ def _load_catalog(rt: Runtime) -> None:
     index = CatalogIndex.load(
         build, ef_search=settings.hnsw_ef_search, exact_limit=settings.exact_filter_limit
     )
+    heads = settings.data_dir / "heads"
     version = index.meta["head_version"]
-    head, _card = load_head(settings.data_dir / "heads" / version)
+    head, _card = load_head(heads / version)
     active = ActiveHead(head, version)
+    with transaction(rt.sessions) as s:  # databases from before the registry, or a copied build
+        register_bootstrap(s, heads, version)
+        chosen = active_version(s)
+        if chosen is None:
+            set_active(s, version)
+    if chosen not in (None, version):
+        try:
+            active = load_active_head(heads, chosen, active)
+        except FusionrankError as e:
+            log.error("not serving the registry's head %s: %s; serving %s", chosen, e, version)
     rt.searcher = Searcher(
         rt.embedder,
         index,
@@ -107,6 +134,7 @@ def _load_catalog(rt: Runtime) -> None:
         images_dir=settings.images_dir,
     )
     applied = rt.writer.reconcile()
+    version = active.version
     log.info(
         "loaded %s (%d products, head %s, %d changes replayed)",
         build.name,
@@ -114,3 +142,23 @@ def _load_catalog(rt: Runtime) -> None:
         version,
         applied,
     )
+
+
+def _start_learning(rt: Runtime, *, background: bool) -> None:
+    settings, searcher = rt.settings, rt.searcher
+    assert searcher is not None
+    rt.watcher = ModelWatcher(
+        rt.sessions, searcher, settings.data_dir / "heads", settings.model_poll_seconds
+    )
+    te, ie = rt.embedder.text_encoder, rt.embedder.image_encoder
+    rt.learner = Learner(
+        settings,
+        rt.sessions,
+        searcher.index,
+        Encoders(te.id, te.dim, ie.id, ie.dim),
+        fallback_version=searcher.index.meta["head_version"],
+    )
+    if background:
+        rt.watcher.start()
+        if settings.learner_in_process:
+            rt.learner.start_scheduler()

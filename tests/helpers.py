@@ -184,9 +184,10 @@ def database_for(backend: str, directory: Path) -> Iterator[str]:
 # ingest
 # ---------------------------------------------------------------------------------------------
 def make_settings(data_dir: Path, database_url: str = "", **overrides: Any) -> Settings:
-    """Test settings: a short bootstrap, and no exploration unless a test asks (explored
-    searches are not ordered by score)."""
+    """Test settings: a short bootstrap, no exploration unless a test asks (explored searches
+    are not ordered by score), no scheduled refreshes."""
     overrides.setdefault("explore_rate", 0.0)
+    overrides.setdefault("learner_in_process", False)  # tests trigger refreshes themselves
     return Settings(data_dir=data_dir, database_url=database_url, bootstrap_epochs=3, **overrides)
 
 

@@ -128,8 +128,51 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for code, desc in {
         400: "Bad input (malformed JSON, undecodable image, unknown filter).",
         404: "Unknown id.",
+        409: "Conflict, e.g. a head trained for another index build.",
         413: "Image or body too large.",
         422: "Request does not match the schema, or feedback that names an unknown search.",
         503: "No index built yet: run `fusionrank ingest`.",
     }.items()
 }
+
+
+class ModelVersionPublic(BaseModel):
+    version: str
+    parent: str | None
+    created_at: datetime
+    status: str = Field(description="bootstrap, promoted or rejected.")
+    active: bool
+    reason: str | None
+    window_start: datetime | None
+    window_end: datetime | None
+    class_weights: dict[str, Any] | None
+    metrics: dict[str, Any] | None = Field(description="Holdout metrics per query type.")
+    artifact_sha256: str
+
+
+class ModelList(BaseModel):
+    active: str | None
+    versions: list[ModelVersionPublic]
+
+
+class RunQueued(BaseModel):
+    run_id: int
+    status: str
+
+
+class TrainingRunPublic(BaseModel):
+    run_id: int
+    trigger: str
+    status: str = Field(description="queued, running, succeeded, skipped or failed.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    candidate: str | None
+    promoted: bool | None
+    detail: dict[str, Any] | None
+    error: str | None
+
+
+class Activated(BaseModel):
+    active: str
+    previous: str | None

@@ -1,0 +1,265 @@
+"""One refresh of the scoring head: new feedback in, a gated candidate out.
+
+1. Window: searches logged since the previous refresh's window ended, up to `settle` ago (their
+   feedback has had time to arrive), plus a bounded random replay of older engaged searches, so
+   the head does not forget what it learnt before.
+2. The newest `holdout_fraction` of the window (by time) is held out; nothing trains on it.
+3. The position bias is re-fitted; the candidate warm-starts from the active head.
+4. Per query type, the candidate must beat the active head on the holdout's IPS-weighted NDCG@10
+   by `margin` without a worse click log-loss (beyond `logloss_tolerance`); types that do not
+   keep the active head's behaviour, so no promotion can lower any type's holdout metric.
+5. The candidate is stored (atomically, verified on load) and registered either way: promoted
+   and activated, or rejected with its reason and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy.orm import Session, sessionmaker
+
+from learner.artifacts import WEIGHTS, load_head, save_head
+from learner.dataset import LoggedSearch, load_query_vectors, load_searches
+from learner.finetune import (
+    ProductVectors,
+    TrainConfig,
+    build_features,
+    evaluate,
+    fit_calibration,
+    merge_per_type,
+    train,
+)
+from learner.head import QUERY_TYPES, FusionHead
+from learner.position_bias import PositionBias, estimate
+from storage.artifacts import read_manifest
+from storage.db import transaction
+from storage.registry import (
+    VersionIn,
+    active_version,
+    last_window_end,
+    register_version,
+    set_active,
+    update_run,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    event_grades: dict[str, int]
+    settle: timedelta = timedelta(seconds=60)
+    holdout_fraction: float = 0.2
+    min_new_engaged: int = 200
+    min_holdout_engaged: int = 100  # per query type, to judge that type at all
+    replay: int = 20_000
+    max_window: int = 200_000
+    margin: float = 0.002
+    logloss_tolerance: float = 0.002
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class Encoders:
+    text_id: str
+    text_dim: int
+    image_id: str
+    image_dim: int
+
+
+def bias_of(card: dict[str, Any]) -> PositionBias:
+    """The position bias a head was trained under (the prior for a bootstrap head)."""
+    pb = card.get("position_bias") or {}
+    return PositionBias.power(float(pb.get("eta", 1.0)), str(pb.get("source", "prior")))
+
+
+def run_refresh(
+    *,
+    sessions: sessionmaker[Session],
+    index: ProductVectors,
+    heads_dir: Path,
+    encoders: Encoders,
+    config: RefreshConfig,
+    run_id: int,
+    fallback_version: str,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train, judge and register one candidate. Returns the run's detail (also stored)."""
+    started = time.perf_counter()
+    now = utcnow()
+    cutoff = now - config.settle
+    with sessions() as s:
+        parent_version = active_version(s) or fallback_version
+        start = last_window_end(s)
+        window = load_searches(
+            s, grades=config.event_grades, start=start, end=cutoff, limit=config.max_window
+        )
+        replay = (
+            load_searches(
+                s,
+                grades=config.event_grades,
+                end=start,
+                with_events_only=True,
+                limit=config.replay,
+                sample=True,
+            )
+            if start is not None and config.replay
+            else []
+        )
+    engaged = sum(bool(x.grades.any()) for x in window)
+    detail: dict[str, Any] = {
+        "parent": parent_version,
+        "window": {"start": start.isoformat() if start else None, "end": cutoff.isoformat()},
+        "window_searches": len(window),
+        "window_engaged": engaged,
+        "replay_searches": len(replay),
+    }
+    if engaged < config.min_new_engaged:
+        detail["reason"] = (
+            f"not enough new feedback: {engaged} engaged searches since the last refresh, "
+            f"{config.min_new_engaged} needed"
+        )
+        return _finish(sessions, run_id, "skipped", detail, started)
+
+    parent, parent_card = load_head(heads_dir / parent_version)
+    split = len(window) - max(1, math.ceil(len(window) * config.holdout_fraction))
+    train_searches, holdout = replay + window[:split], window[split:]
+    bias, bias_stats = estimate(train_searches + holdout, prior_eta=bias_of(parent_card).eta)
+    with sessions() as s:
+        tv = load_query_vectors(
+            s, _keys(window + replay, "text"), encoders.text_id, encoders.text_dim
+        )
+        iv = load_query_vectors(
+            s, _keys(window + replay, "image"), encoders.image_id, encoders.image_dim
+        )
+    f_train, _ = build_features(parent, train_searches, tv, iv, index)
+    f_hold, _ = build_features(parent, holdout, tv, iv, index)
+    levels = max(config.event_grades.values())
+    candidate, info = train(parent, f_train, bias, config.train, levels=levels, progress=progress)
+    event_levels = {"click": 1, "purchase": levels}
+    clip = config.train.ips_clip
+
+    def judge(head: FusionHead) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
+        cal = {n: fit_calibration(head, f_train, bias, lvl) for n, lvl in event_levels.items()}
+        return evaluate(
+            head, f_hold, bias, clip=clip, calibration=cal, event_levels=event_levels
+        ), cal
+
+    parent_m, _ = judge(parent)
+    cand_m, _ = judge(candidate)
+    accept, reasons = {}, {}
+    for t in QUERY_TYPES:
+        p, c = parent_m[t], cand_m[t]
+        if c["engaged"] < config.min_holdout_engaged:
+            accept[t], reasons[t] = False, f"{c['engaged']} engaged holdout searches"
+        elif not c["ips_ndcg@10"] >= p["ips_ndcg@10"] + config.margin:
+            accept[t], reasons[t] = (
+                False,
+                (
+                    f"ips_ndcg@10 {c['ips_ndcg@10']:.4f} vs active {p['ips_ndcg@10']:.4f} "
+                    f"(needs +{config.margin})"
+                ),
+            )
+        elif c["click_logloss"] > p["click_logloss"] + config.logloss_tolerance:
+            accept[t], reasons[t] = (
+                False,
+                (f"click log-loss {c['click_logloss']:.4f} vs active {p['click_logloss']:.4f}"),
+            )
+        else:
+            accept[t], reasons[t] = True, "better on the holdout"
+    final = merge_per_type(candidate, parent, accept)
+    final_m, calibration = judge(final)
+    promoted = any(accept.values()) and all(
+        final_m[t]["ips_ndcg@10"] >= parent_m[t]["ips_ndcg@10"] - 1e-9
+        for t in QUERY_TYPES
+        if final_m[t]["engaged"]
+    )
+    detail.update(
+        {
+            "position_bias": {"eta": bias_stats["eta"], "source": bias.source, **bias_stats},
+            "train": info,
+            "accepted_types": [t for t, ok in accept.items() if ok],
+            "type_reasons": reasons,
+            "holdout": {"active": parent_m, "candidate": cand_m, "final": final_m},
+            "calibration": calibration,
+        }
+    )
+    card = {
+        "parent": parent_version,
+        "position_bias": {"eta": bias_stats["eta"], "source": bias.source},
+        "class_weights": info["class_weights"],
+        "window": detail["window"],
+        "holdout": final_m,
+        "calibration": calibration,
+    }
+    version = save_head(heads_dir, final if promoted else candidate, card, activate=False)
+    weights_sha = read_manifest(heads_dir / version)["files"][WEIGHTS]
+    reason = (
+        f"promoted for {', '.join(detail['accepted_types'])}"
+        if promoted
+        else "rejected: " + "; ".join(f"{t}: {r}" for t, r in reasons.items())
+    )
+    with transaction(sessions) as s:
+        register_version(
+            s,
+            VersionIn(
+                version=version,
+                parent=parent_version,
+                status="promoted" if promoted else "rejected",
+                artifact_sha256=weights_sha,
+                reason=reason,
+                run_id=run_id,
+                window_start=start,
+                window_end=cutoff,
+                class_weights=_jsonable(info["class_weights"]),
+                metrics={"holdout": final_m if promoted else cand_m, "active": parent_m},
+            ),
+        )
+        if promoted:
+            set_active(s, version)
+    detail.update({"candidate": version, "promoted": promoted, "reason": reason})
+    return _finish(
+        sessions, run_id, "succeeded", detail, started, candidate=version, promoted=promoted
+    )
+
+
+def _keys(searches: list[LoggedSearch], kind: str) -> list[str]:
+    keys = (x.text_key if kind == "text" else x.image_key for x in searches)
+    return [k for k in keys if k]
+
+
+def _finish(
+    sessions: sessionmaker[Session],
+    run_id: int,
+    status: str,
+    detail: dict[str, Any],
+    started: float,
+    **fields: Any,
+) -> dict[str, Any]:
+    detail["seconds"] = round(time.perf_counter() - started, 2)
+    detail["status"] = status
+    update_run(
+        sessions, run_id, status=status, finished_at=utcnow(), detail=_jsonable(detail), **fields
+    )
+    log.info("refresh run %d %s: %s", run_id, status, detail.get("reason", ""))
+    return detail
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    return x

@@ -1,0 +1,120 @@
+"""The model registry over HTTP: list versions, start a refresh, follow it, roll back/forward."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from service.api.deps import RuntimeDep
+from service.api.schemas import (
+    ERROR_RESPONSES,
+    Activated,
+    ModelList,
+    ModelVersionPublic,
+    RunQueued,
+    TrainingRunPublic,
+)
+from service.errors import NotFound, NotReady
+from service.learning import IncompatibleHead, load_active_head
+from storage.db import transaction
+from storage.errors import ArtifactError
+from storage.registry import active_version, get_run, get_version, list_versions, set_active
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("", response_model=ModelList, summary="Every head version, newest first")
+def models(rt: RuntimeDep) -> ModelList:
+    with rt.sessions() as s:
+        active = active_version(s)
+        rows = list_versions(s)
+    return ModelList(
+        active=active,
+        versions=[
+            ModelVersionPublic(
+                version=v.version,
+                parent=v.parent,
+                created_at=v.created_at,
+                status=v.status,
+                active=v.version == active,
+                reason=v.reason,
+                window_start=v.window_start,
+                window_end=v.window_end,
+                class_weights=v.class_weights,
+                metrics=v.metrics,
+                artifact_sha256=v.artifact_sha256,
+            )
+            for v in rows
+        ],
+    )
+
+
+@router.post(
+    "/train",
+    status_code=202,
+    response_model=RunQueued,
+    responses=ERROR_RESPONSES,
+    summary="Start a refresh now; follow it at /v1/models/runs/{run_id}",
+)
+def train(rt: RuntimeDep) -> RunQueued:
+    if rt.learner is None:
+        raise NotReady(rt.not_ready_reason or "the index is not loaded")
+    return RunQueued(run_id=rt.learner.request("api"), status="queued")
+
+
+@router.get(
+    "/runs/{run_id}",
+    response_model=TrainingRunPublic,
+    responses=ERROR_RESPONSES,
+    summary="Status and outcome of a refresh",
+)
+def run_status(run_id: int, rt: RuntimeDep) -> TrainingRunPublic:
+    with rt.sessions() as s:
+        run = get_run(s, run_id)
+    if run is None:
+        raise NotFound(f"no training run {run_id}")
+    return TrainingRunPublic(
+        run_id=run.id,
+        trigger=run.trigger,
+        status=run.status,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        candidate=run.candidate,
+        promoted=run.promoted,
+        detail=run.detail,
+        error=run.error,
+    )
+
+
+@router.post(
+    "/{version}/activate",
+    response_model=Activated,
+    responses={
+        **ERROR_RESPONSES,
+        409: ERROR_RESPONSES[400] | {"description": "Incompatible head."},
+    },
+    summary="Serve this version everywhere (rollback or roll-forward)",
+)
+async def activate(version: str, rt: RuntimeDep) -> Activated:
+    searcher, watcher = rt.searcher, rt.watcher
+    if searcher is None or watcher is None:
+        raise NotReady(rt.not_ready_reason or "the index is not loaded")
+    heads = rt.settings.data_dir / "heads"
+
+    def switch() -> Activated:
+        with rt.sessions() as s:
+            if get_version(s, version) is None:
+                raise NotFound(f"no model version {version}; see GET /v1/models")
+        try:  # verify before pointing anyone at it
+            load_active_head(heads, version, searcher.active)
+        except ArtifactError as e:
+            raise IncompatibleHead(f"version {version} cannot be served: {e.message}") from e
+        with transaction(rt.sessions) as s:
+            previous = active_version(s)
+            set_active(s, version)
+        watcher.refused.pop(version, None)
+        watcher.check_once()  # this process at once; the other replicas within a poll
+        return Activated(active=version, previous=previous)
+
+    return await run_in_threadpool(switch)

@@ -1,0 +1,243 @@
+"""The learning loop in a running process: refreshes on a schedule, and hot swaps of the head.
+
+`Learner` runs refreshes one at a time: in this process a single worker thread, across processes
+a lease row in SQL (so an API replica with the learner switched on and a `fusionrank learner`
+never train at once). APScheduler triggers them on an interval, when enough new events have
+arrived, and picks up runs queued through the API by any replica.
+
+`ModelWatcher` polls the registry's active pointer. When it moves, it loads the new head (the
+artifact is verified against its checksums), checks that its projections match the index, warms
+it on a real query, and swaps the searcher's one `active` reference: requests in flight finish
+on the head they started with, new ones get the new head, none fails. A head that fails any
+check is refused and the current one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from learner.artifacts import load_head
+from learner.dataset import count_events
+from learner.finetune import ProductVectors, TrainConfig
+from learner.head import Query
+from learner.refresh import Encoders, RefreshConfig, bias_of, run_refresh
+from service.config import Settings
+from service.search import ActiveHead, Searcher
+from storage.errors import FusionrankError
+from storage.models import TrainingRun
+from storage.registry import (
+    acquire_lease,
+    active_version,
+    create_run,
+    release_lease,
+    update_run,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+LEASE = "learner"
+
+
+class IncompatibleHead(FusionrankError):
+    status_code = 409
+    code = "incompatible_head"
+
+
+def load_active_head(heads_dir: Path, version: str, like: ActiveHead) -> ActiveHead:
+    """Load and verify `version`; refuse it unless its projections are those of `like` (the
+    FAISS spaces in service were built with them)."""
+    head, card = load_head(heads_dir / version)
+    if head.projection_digest() != like.head.projection_digest():
+        raise IncompatibleHead(
+            f"head {version} was trained for another index build (its projections differ); "
+            "activate a version trained since the last ingest"
+        )
+    return ActiveHead(head, version, bias_of(card))
+
+
+def warm(active: ActiveHead, searcher: Searcher) -> None:
+    """Score one real query so the first shopper request does not pay for lazy set-up."""
+    idx = searcher.index
+    rows = torch.arange(min(8, idx.n_rows)).numpy()
+    if not len(rows):
+        return
+    from learner.head import Candidates
+
+    with torch.inference_mode():
+        text = torch.from_numpy(idx.vectors("text", rows[:1])[0])
+        q: Query = active.head.query(text, None)
+        cands = Candidates(
+            text=torch.from_numpy(idx.vectors("text", rows)),
+            pimage=torch.from_numpy(idx.vectors("pimage", rows)),
+            has_image=torch.from_numpy(idx.has_image(rows)),
+        )
+        active.head.score(q, cands)
+
+
+class ModelWatcher:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        searcher: Searcher,
+        heads_dir: Path,
+        poll_seconds: float,
+    ) -> None:
+        self.sessions, self.searcher, self.heads_dir = sessions, searcher, heads_dir
+        self.poll_seconds = poll_seconds
+        self.refused: dict[str, str] = {}  # version -> why (not retried until the pointer moves)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def check_once(self) -> str | None:
+        """Swap to the registry's active version if it changed; returns the version swapped to."""
+        with self.sessions() as s:
+            version = active_version(s)
+        current = self.searcher.active
+        if version is None or version == current.version or version in self.refused:
+            return None
+        try:
+            new = load_active_head(self.heads_dir, version, current)
+            warm(new, self.searcher)
+        except FusionrankError as e:
+            self.refused[version] = e.message
+            log.error("refusing head %s, still serving %s: %s", version, current.version, e.message)
+            return None
+        self.searcher.active = new  # one reference: in-flight searches keep the head they read
+        log.info("now serving head %s (was %s)", version, current.version)
+        return version
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.check_once()
+            except Exception:  # a database blip must not kill the watcher
+                log.exception("checking the model registry failed")
+
+
+def refresh_config(settings: Settings) -> RefreshConfig:
+    return RefreshConfig(
+        event_grades=settings.event_grades,
+        settle=timedelta(seconds=settings.learner_settle_seconds),
+        holdout_fraction=settings.learner_holdout_fraction,
+        min_new_engaged=settings.learner_min_engaged,
+        replay=settings.learner_replay,
+        max_window=settings.learner_max_window,
+        margin=settings.promotion_margin,
+        train=TrainConfig(),
+    )
+
+
+class Learner:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        index: ProductVectors,
+        encoders: Encoders,
+        fallback_version: str,
+    ) -> None:
+        self.settings, self.sessions, self.index = settings, sessions, index
+        self.encoders, self.fallback_version = encoders, fallback_version
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="learner")
+        self._scheduler: BackgroundScheduler | None = None
+        self._last_trigger = utcnow()
+
+    # ---- triggers ----------------------------------------------------------------------------
+    def request(self, trigger: str) -> int:
+        """Queue a refresh and return its run id; it runs in the background."""
+        run_id = create_run(self.sessions, trigger)
+        self._pool.submit(self.execute, run_id)
+        return run_id
+
+    def start_scheduler(self) -> None:
+        sched = BackgroundScheduler(timezone="UTC")
+        sched.add_job(
+            self.request,
+            "interval",
+            minutes=self.settings.learner_interval_minutes,
+            args=["schedule"],
+            max_instances=1,
+            coalesce=True,
+        )
+        sched.add_job(self.poll, "interval", seconds=30, max_instances=1, coalesce=True)
+        sched.start()
+        self._scheduler = sched
+
+    def poll(self) -> None:
+        """Refresh when enough events arrived since the last trigger; run runs queued elsewhere."""
+        with self.sessions() as s:
+            n = count_events(s, since=self._last_trigger)
+            queued = list(s.scalars(select(TrainingRun.id).where(TrainingRun.status == "queued")))
+        for run_id in queued:
+            self._pool.submit(self.execute, run_id)
+        if n >= self.settings.learner_min_new_events:
+            self._last_trigger = utcnow()
+            self.request("events")
+
+    def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # ---- one run -----------------------------------------------------------------------------
+    def execute(self, run_id: int) -> dict[str, Any] | None:
+        """Run a queued refresh under the lease; a run another process already took is left."""
+        ttl = timedelta(seconds=self.settings.lease_seconds)
+        if not acquire_lease(self.sessions, LEASE, self.holder, ttl):
+            update_run(
+                self.sessions,
+                run_id,
+                status="failed",
+                finished_at=utcnow(),
+                error="another learner holds the lease; try again when its run has finished",
+            )
+            return None
+        try:
+            with self.sessions() as s:
+                run = s.get(TrainingRun, run_id)
+                if run is None or run.status != "queued":
+                    return None
+            update_run(self.sessions, run_id, status="running", started_at=utcnow())
+            self._last_trigger = utcnow()
+            return run_refresh(
+                sessions=self.sessions,
+                index=self.index,
+                heads_dir=self.settings.data_dir / "heads",
+                encoders=self.encoders,
+                config=refresh_config(self.settings),
+                run_id=run_id,
+                fallback_version=self.fallback_version,
+            )
+        except Exception as e:
+            log.exception("refresh run %d failed", run_id)
+            update_run(
+                self.sessions,
+                run_id,
+                status="failed",
+                finished_at=utcnow(),
+                error=f"{type(e).__name__}: {e}",
+            )
+            return None
+        finally:
+            release_lease(self.sessions, LEASE, self.holder)

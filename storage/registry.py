@@ -1,0 +1,134 @@
+"""Model registry, training runs and leases in SQL: shared by every API replica and learner.
+
+Versions are immutable rows; which one serves is the single `active_model` row, so a rollback or
+roll-forward is one UPDATE that every replica sees on its next poll. A lease is a row with an
+expiry: a learner holds it while it trains and a second learner (or a crashed one's successor)
+can take it only once it has expired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.db import transaction
+from storage.models import ActiveModel, Lease, ModelVersion, TrainingRun
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(ts: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were stored as UTC."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+# ---- versions --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class VersionIn:
+    version: str
+    parent: str | None
+    status: str  # bootstrap | promoted | rejected
+    artifact_sha256: str
+    reason: str | None = None
+    run_id: int | None = None
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    class_weights: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+
+
+def register_version(session: Session, v: VersionIn) -> bool:
+    """Insert a version row; False if that version is already registered (immutable)."""
+    if session.get(ModelVersion, v.version) is not None:
+        return False
+    session.add(ModelVersion(**asdict(v), created_at=utcnow()))
+    session.flush()
+    return True
+
+
+def list_versions(session: Session, limit: int = 100) -> list[ModelVersion]:
+    q = select(ModelVersion).order_by(ModelVersion.created_at.desc()).limit(limit)
+    return list(session.scalars(q))
+
+
+def get_version(session: Session, version: str) -> ModelVersion | None:
+    return session.get(ModelVersion, version)
+
+
+def active_version(session: Session) -> str | None:
+    return session.scalar(select(ActiveModel.version).where(ActiveModel.id == 1))
+
+
+def set_active(session: Session, version: str) -> None:
+    """Point every replica at `version` (which must be registered)."""
+    row = session.get(ActiveModel, 1)
+    if row is None:
+        session.add(ActiveModel(id=1, version=version, activated_at=utcnow()))
+    else:
+        row.version, row.activated_at = version, utcnow()
+    session.flush()
+
+
+# ---- runs ------------------------------------------------------------------------------------
+def create_run(sessions: sessionmaker[Session], trigger: str) -> int:
+    with transaction(sessions) as s:
+        run = TrainingRun(trigger=trigger, status="queued", created_at=utcnow())
+        s.add(run)
+        s.flush()
+        return run.id
+
+
+def update_run(sessions: sessionmaker[Session], run_id: int, **fields: Any) -> None:
+    with transaction(sessions) as s:
+        s.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(**fields))
+
+
+def get_run(session: Session, run_id: int) -> TrainingRun | None:
+    return session.get(TrainingRun, run_id)
+
+
+def last_window_end(session: Session) -> datetime | None:
+    """Where the previous successful refresh's training window ended."""
+    ts = session.scalar(
+        select(ModelVersion.window_end)
+        .where(ModelVersion.window_end.is_not(None))
+        .order_by(ModelVersion.window_end.desc())
+        .limit(1)
+    )
+    return _aware(ts) if ts else None
+
+
+# ---- leases ----------------------------------------------------------------------------------
+def acquire_lease(sessions: sessionmaker[Session], name: str, holder: str, ttl: timedelta) -> bool:
+    """Take or renew the lease `name` for `holder`; False if someone else holds a live one."""
+    now = utcnow()
+    with transaction(sessions) as s:
+        result = s.execute(
+            update(Lease)
+            .where(Lease.name == name, (Lease.holder == holder) | (Lease.expires_at < now))
+            .values(holder=holder, expires_at=now + ttl)
+        )
+        if getattr(result, "rowcount", 0):
+            return True
+    try:
+        with transaction(sessions) as s:
+            s.add(Lease(name=name, holder=holder, expires_at=now + ttl))
+        return True
+    except IntegrityError:  # it exists and is held by someone else
+        return False
+
+
+def release_lease(sessions: sessionmaker[Session], name: str, holder: str) -> None:
+    with transaction(sessions) as s:
+        s.execute(
+            update(Lease)
+            .where(Lease.name == name, Lease.holder == holder)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
