@@ -70,10 +70,15 @@ class Settings(BaseSettings):
         60, ge=0, description="Searches younger than this are left for the next refresh."
     )
     learner_holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    learner_min_holdout_engaged: int = Field(
+        100, ge=1, description="Engaged holdout searches a query type needs to be judged."
+    )
     learner_replay: int = Field(20_000, ge=0, description="Older engaged searches replayed.")
     learner_max_window: int = Field(200_000, ge=100, description="Newest searches per refresh.")
     promotion_margin: float = Field(0.002, ge=0, description="IPS-NDCG@10 gain to promote.")
-    lease_seconds: float = Field(900, gt=0, description="Learner lease; renewed while training.")
+    lease_seconds: float = Field(
+        900, gt=0, description="Learner lease: a crashed learner's expires after this."
+    )
     model_poll_seconds: float = Field(
         2.0, gt=0, description="How often replicas check the registry."
     )

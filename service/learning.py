@@ -140,6 +140,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         settle=timedelta(seconds=settings.learner_settle_seconds),
         holdout_fraction=settings.learner_holdout_fraction,
         min_new_engaged=settings.learner_min_engaged,
+        min_holdout_engaged=settings.learner_min_holdout_engaged,
         replay=settings.learner_replay,
         max_window=settings.learner_max_window,
         margin=settings.promotion_margin,

@@ -16,6 +16,7 @@ learning loop should raise. Queries are synthetic; phrasings vary but are not re
 from __future__ import annotations
 
 import base64
+import contextlib
 import random
 import threading
 from collections import defaultdict
@@ -183,11 +184,22 @@ class Simulator:
         self.shoppers = Shoppers(rows, mix or {"text": 0.5, "image": 0.25, "composed": 0.25})
         self.eta, self.k, self.timeout = eta, k, timeout
         self._local = threading.local()
+        self._clients: list[httpx.Client] = []  # one per worker thread, closed after a run
+        self._clients_lock = threading.Lock()
 
     def _client(self) -> httpx.Client:
         if not hasattr(self._local, "client"):
             self._local.client = httpx.Client(base_url=self.url, timeout=self.timeout)
+            with self._clients_lock:
+                self._clients.append(self._local.client)
         return self._local.client  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        with self._clients_lock:
+            for c in self._clients:
+                c.close()
+            self._clients.clear()
+        self._local = threading.local()
 
     def session(self, seed: int) -> tuple[str, float, int] | None:
         """One shopper: returns (kind, NDCG@10 of what was shown, events sent), None on failure."""
@@ -236,6 +248,7 @@ class Simulator:
         ndcg: dict[str, list[float]] = defaultdict(list)
         clicked: dict[str, int] = defaultdict(int)
         with (
+            contextlib.closing(self),
             ThreadPoolExecutor(concurrency) as pool,
             tqdm(total=sessions, desc="simulate", unit="session", disable=not progress) as bar,
         ):

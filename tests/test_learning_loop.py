@@ -1,0 +1,180 @@
+"""The learning loop end to end on a live server: simulated shoppers search and click through
+HTTP, a refresh trains and gates a candidate, the registry records it, and heads are hot-swapped
+(and rolled back) while searches keep succeeding. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import httpx
+import pytest
+from helpers import BACKENDS, cloned_store, live_server, start_test_runtime
+
+from service.simulator import Simulator
+from storage.artifacts import read_manifest
+from storage.registry import acquire_lease, release_lease
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def loop(request, tmp_path_factory, ingested, embedder):
+    directory = tmp_path_factory.mktemp(f"loop-{request.param}")
+    with cloned_store(
+        ingested,
+        request.param,
+        directory,
+        explore_rate=0.2,
+        learner_settle_seconds=0,
+        learner_min_engaged=20,
+        learner_min_holdout_engaged=10,
+        learner_holdout_fraction=0.3,
+        model_poll_seconds=0.2,
+    ) as store:
+        rt = start_test_runtime(store.settings, embedder)
+        try:
+            with live_server(store.settings, runtime=rt) as srv:
+                sim = Simulator(srv.url, ingested.csv, k=10)
+                report = sim.run(300, seed=3, concurrency=2, progress=False)
+                assert report.failed == 0 and report.events > 100
+                srv.bootstrap = ingested.report.head_version
+                yield srv
+        finally:
+            rt.close()
+
+
+@pytest.fixture(scope="module")
+def client(loop):
+    with httpx.Client(base_url=loop.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def refreshed(loop, client):
+    r = client.post("/v1/models/train")
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    deadline = time.monotonic() + 120
+    while True:
+        run = client.get(f"/v1/models/runs/{run_id}").json()
+        if run["status"] not in ("queued", "running"):
+            return run
+        assert time.monotonic() < deadline, run
+        time.sleep(0.5)
+
+
+def test_a_refresh_registers_a_gated_candidate(loop, client, refreshed):
+    assert refreshed["status"] == "succeeded", refreshed
+    detail = refreshed["detail"]
+    assert detail["window_engaged"] >= 20 and detail["seconds"] > 0
+    cand = refreshed["candidate"]
+    models = client.get("/v1/models").json()
+    row = next(v for v in models["versions"] if v["version"] == cand)
+    assert row["parent"] == loop.bootstrap and row["status"] in ("promoted", "rejected")
+    assert row["status"] == ("promoted" if refreshed["promoted"] else "rejected")
+    assert row["reason"]
+    # the class weights of the window are on record, rarer grades weigh more than clicks
+    weights = row["class_weights"]
+    assert float(weights["0"]) < float(weights["1"]) == 1.0
+    # the stored artifact is the one registered
+    heads = loop.settings.data_dir / "heads"
+    assert read_manifest(heads / cand)["files"]["head.safetensors"] == row["artifact_sha256"]
+    # no promotion may lower any query type's holdout metric
+    hold = detail["holdout"]
+    for t in ("text", "image", "composed"):
+        if hold["final"][t]["engaged"]:
+            assert hold["final"][t]["ips_ndcg@10"] >= hold["active"][t]["ips_ndcg@10"] - 1e-9
+    expected_active = cand if refreshed["promoted"] else loop.bootstrap
+    assert models["active"] == expected_active
+
+
+def test_activate_rolls_back_and_forward_and_searches_follow(loop, client, refreshed):
+    cand = refreshed["candidate"]
+    for version in (loop.bootstrap, cand, loop.bootstrap):
+        r = client.post(f"/v1/models/{version}/activate")
+        assert r.status_code == 200, r.text
+        assert r.json()["active"] == version
+        body = client.post("/v1/search", json={"query": "watch", "k": 3}).json()
+        assert body["model_version"] == version
+
+
+def test_unknown_versions_and_runs_are_404(client):
+    assert client.post("/v1/models/h-nope/activate").status_code == 404
+    r = client.get("/v1/models/runs/999999")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_a_corrupt_head_is_refused_and_the_old_one_keeps_serving(loop, client, refreshed):
+    cand = refreshed["candidate"]
+    client.post(f"/v1/models/{loop.bootstrap}/activate")
+    weights = loop.settings.data_dir / "heads" / cand / "head.safetensors"
+    original = weights.read_bytes()
+    try:
+        weights.write_bytes(original[:-8] + b"\0" * 8)
+        r = client.post(f"/v1/models/{cand}/activate")
+        assert r.status_code == 409 and "sha256" in r.json()["detail"]
+        body = client.post("/v1/search", json={"query": "watch", "k": 3}).json()
+        assert body["model_version"] == loop.bootstrap
+    finally:
+        weights.write_bytes(original)
+
+
+def test_hot_swaps_under_load_fail_no_request(loop, client, refreshed):
+    cand = refreshed["candidate"]
+    stop = time.monotonic() + 6
+    seen: set[str] = set()
+    failures: list[str] = []
+    latencies: list[float] = []
+
+    def shopper(i: int) -> None:
+        with httpx.Client(base_url=loop.url, timeout=60) as c:
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                r = c.post("/v1/search", json={"query": f"shirt {i}", "k": 5})
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    failures.append(r.text)
+                else:
+                    seen.add(r.json()["model_version"])
+
+    threads = [threading.Thread(target=shopper, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    swaps = 0
+    while time.monotonic() < stop - 0.5:
+        for version in (cand, loop.bootstrap):
+            assert client.post(f"/v1/models/{version}/activate").status_code == 200
+            swaps += 1
+            time.sleep(0.3)
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert swaps >= 6 and seen == {cand, loop.bootstrap}
+    assert len(latencies) > 50
+
+
+def test_only_one_learner_holds_the_lease(loop):
+    sessions = loop.runtime.sessions
+    ttl = timedelta(seconds=30)
+    assert acquire_lease(sessions, "test-lease", "a", ttl)
+    assert not acquire_lease(sessions, "test-lease", "b", ttl)
+    assert acquire_lease(sessions, "test-lease", "a", ttl)  # renewal by the holder
+    release_lease(sessions, "test-lease", "a")
+    assert acquire_lease(sessions, "test-lease", "b", ttl)
+    release_lease(sessions, "test-lease", "b")
+
+
+def test_a_run_is_refused_while_another_learner_trains(loop, client):
+    sessions = loop.runtime.sessions
+    assert acquire_lease(sessions, "learner", "someone-else", timedelta(seconds=60))
+    try:
+        run_id = client.post("/v1/models/train").json()["run_id"]
+        deadline = time.monotonic() + 30
+        while (run := client.get(f"/v1/models/runs/{run_id}").json())["status"] == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert run["status"] == "failed" and "lease" in run["error"]
+    finally:
+        release_lease(sessions, "learner", "someone-else")
