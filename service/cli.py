@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict
@@ -95,6 +96,60 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+
+
+@app.command()
+def learner(
+    data_dir: DataDir = None,
+    once: Annotated[bool, typer.Option(help="Run one refresh now and exit.")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the learner beside API replicas (set FUSIONRANK_LEARNER_IN_PROCESS=false on them):
+    refreshes on the schedule, on new events and on queued API requests; one at a time across
+    all processes (a lease in SQL)."""
+    import signal
+    import threading
+
+    from service.runtime import start_runtime
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _settings(data_dir).model_copy(update={"learner_in_process": False})
+    rt = start_runtime(settings, background=False)
+    try:
+        if rt.learner is None:
+            typer.secho(f"error: {rt.not_ready_reason}", fg="red", err=True)
+            raise typer.Exit(2)
+        if once:
+            run_id = rt.learner.request("cli")
+            rt.learner.close()  # waits for the run
+            from storage.registry import get_run
+
+            with rt.sessions() as s:
+                run = get_run(s, run_id)
+            assert run is not None
+            typer.echo(
+                json.dumps(
+                    {
+                        "run_id": run_id,
+                        "status": run.status,
+                        "error": run.error,
+                        "detail": run.detail,
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
+            raise typer.Exit(0 if run.status in ("succeeded", "skipped") else 1)
+        rt.learner.start_scheduler()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        typer.echo("learner running; Ctrl-C to stop")
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    finally:
+        rt.close()
 
 
 @app.command()

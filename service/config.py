@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         900, gt=0, description="Learner lease: a crashed learner's expires after this."
     )
+    metrics_settle_seconds: float = Field(
+        60, ge=0, description="Online metrics score a search this long after it was shown."
+    )
     model_poll_seconds: float = Field(
         2.0, gt=0, description="How often replicas check the registry."
     )

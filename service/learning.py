@@ -163,13 +163,32 @@ class Learner:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="learner")
         self._scheduler: BackgroundScheduler | None = None
         self._last_trigger = utcnow()
+        self._pending = 0  # runs submitted and not finished in this process
+        self._pending_lock = threading.Lock()
 
     # ---- triggers ----------------------------------------------------------------------------
     def request(self, trigger: str) -> int:
         """Queue a refresh and return its run id; it runs in the background."""
         run_id = create_run(self.sessions, trigger)
-        self._pool.submit(self.execute, run_id)
+        self._submit(run_id)
         return run_id
+
+    def _submit(self, run_id: int) -> None:
+        with self._pending_lock:
+            self._pending += 1
+        future = self._pool.submit(self.execute, run_id)
+
+        def done(_: object) -> None:
+            with self._pending_lock:
+                self._pending -= 1
+
+        future.add_done_callback(done)
+
+    def on_drift(self, version: str) -> None:
+        """ADWIN saw the click-through rate of `version` shift: refresh, unless one is pending."""
+        if self._pending == 0:
+            log.info("drift detected on %s: starting a refresh", version)
+            self.request("drift")
 
     def start_scheduler(self) -> None:
         sched = BackgroundScheduler(timezone="UTC")
@@ -191,8 +210,8 @@ class Learner:
             n = count_events(s, since=self._last_trigger)
             queued = list(s.scalars(select(TrainingRun.id).where(TrainingRun.status == "queued")))
         for run_id in queued:
-            self._pool.submit(self.execute, run_id)
-        if n >= self.settings.learner_min_new_events:
+            self._submit(run_id)
+        if n >= self.settings.learner_min_new_events and self._pending == 0:
             self._last_trigger = utcnow()
             self.request("events")
 

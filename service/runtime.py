@@ -19,6 +19,7 @@ from service.errors import FusionrankError
 from service.impressions import ImpressionLogger
 from service.index import CatalogIndex
 from service.learning import Learner, ModelWatcher, load_active_head
+from service.online_metrics import OnlineMetrics
 from service.products import CatalogWriter
 from service.search import ActiveHead, Searcher
 from storage.artifacts import current
@@ -35,6 +36,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     embedder: Embedder
     impressions: ImpressionLogger
+    metrics: OnlineMetrics
     searcher: Searcher | None = None
     writer: CatalogWriter | None = None
     watcher: ModelWatcher | None = None
@@ -81,6 +83,10 @@ def start_runtime(
         sessions=sessions,
         embedder=embedder or make_embedder(settings, serving=True),
         impressions=ImpressionLogger(sessions, flush_ms=settings.impression_flush_ms),
+        metrics=OnlineMetrics(
+            purchase_type=max(settings.event_grades, key=settings.event_grades.__getitem__),
+            settle_seconds=settings.metrics_settle_seconds,
+        ),
     )
     try:
         _load_catalog(rt)
@@ -162,3 +168,4 @@ def _start_learning(rt: Runtime, *, background: bool) -> None:
         rt.watcher.start()
         if settings.learner_in_process:
             rt.learner.start_scheduler()
+            rt.metrics.on_drift = rt.learner.on_drift

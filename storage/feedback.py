@@ -67,11 +67,18 @@ def known_searches(session: Session, search_ids: Sequence[str]) -> set[str]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    accepted: int
+    duplicates: int
+    stored: list[tuple[str, int, str]]  # (search_id, position, type) of the new events
+
+
 def record_events(
     session: Session, events: Sequence[EventIn], *, received_at: datetime
-) -> tuple[int, int]:
-    """Store a batch atomically; returns (accepted, duplicates). Raises InvalidEvents, storing
-    nothing, if any event names an unknown search or a product that search did not show."""
+) -> Recorded:
+    """Store a batch atomically. Raises InvalidEvents, storing nothing, if any event names an
+    unknown search or a product that search did not show."""
     search_ids = sorted({e.search_id for e in events})
     positions = shown_positions(session, search_ids)
     unknown = set(search_ids) - {sid for sid, _ in positions}
@@ -111,5 +118,13 @@ def record_events(
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(FeedbackEvent).on_conflict_do_nothing(index_elements=["event_id"])
     inserted = session.execute(stmt.returning(FeedbackEvent.event_id), list(rows.values()))
-    accepted = len(inserted.all())
-    return accepted, len(events) - accepted
+    by_key = {e.key(): e for e in events}
+    stored = [
+        (
+            by_key[key].search_id,
+            positions[(by_key[key].search_id, by_key[key].product_id)],
+            by_key[key].type,
+        )
+        for (key,) in inserted.all()
+    ]
+    return Recorded(accepted=len(stored), duplicates=len(events) - len(stored), stored=stored)

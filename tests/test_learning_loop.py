@@ -32,6 +32,7 @@ def loop(request, tmp_path_factory, ingested, embedder):
         learner_min_holdout_engaged=10,
         learner_holdout_fraction=0.3,
         model_poll_seconds=0.2,
+        metrics_settle_seconds=1.0,
     ) as store:
         rt = start_test_runtime(store.settings, embedder)
         try:
@@ -178,3 +179,18 @@ def test_a_run_is_refused_while_another_learner_trains(loop, client):
         assert run["status"] == "failed" and "lease" in run["error"]
     finally:
         release_lease(sessions, "learner", "someone-else")
+
+
+def test_online_metrics_per_version(loop, client):
+    time.sleep(1.1)  # every simulated search is past its settle time
+    m = client.get("/v1/metrics/online").json()
+    assert m["window"] == 1000 and m["settle_seconds"] == 1.0
+    boot = m["versions"][loop.bootstrap]
+    assert boot["searches"] >= 300
+    # the simulated shoppers clicked in most sessions; ctr, mrr and purchases are rates
+    assert 0.3 < boot["ctr"] <= 1.0 and 0 < boot["click_mrr"] <= boot["ctr"]
+    assert 0 <= boot["purchase_rate"] < boot["ctr"]
+    spec = client.get("/openapi.json").json()
+    assert (
+        "/v1/metrics/online" in spec["paths"] and "/v1/models/{version}/activate" in spec["paths"]
+    )

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.api.body import register_body_schemas
-from service.api.routes import feedback, health, models, products, search
+from service.api.routes import feedback, health, metrics, models, products, search
 from service.api.schemas import FeedbackBatch, FeedbackEventIn, ProductIn, SearchRequest
 from service.config import Settings
 from service.errors import FusionrankError, InvalidEvents
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(products.router)
     app.include_router(feedback.router)
     app.include_router(models.router)
+    app.include_router(metrics.router)
     app.include_router(health.router)
     _install_error_handlers(app)
     register_body_schemas(app, [SearchRequest, ProductIn, FeedbackEventIn, FeedbackBatch])

@@ -176,3 +176,18 @@ class TrainingRunPublic(BaseModel):
 class Activated(BaseModel):
     active: str
     previous: str | None
+
+
+class VersionOnline(BaseModel):
+    searches: int = Field(description="Searches scored so far (all time, this process).")
+    ctr: float = Field(description="Share of the last `window` searches with a click.")
+    click_mrr: float = Field(description="Mean reciprocal rank of the first click (0 if none).")
+    purchase_rate: float = Field(description="Share of the last `window` searches with a purchase.")
+    drifts: int = Field(description="Times ADWIN detected a change in the click-through rate.")
+
+
+class OnlineMetricsPublic(BaseModel):
+    window: int
+    settle_seconds: float = Field(description="A search is scored this long after it was shown.")
+    pending_searches: int
+    versions: dict[str, VersionOnline]

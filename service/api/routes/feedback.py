@@ -18,7 +18,7 @@ from service.api.schemas import (
 from service.errors import NotReady
 from storage.db import transaction
 from storage.errors import InvalidEvents
-from storage.feedback import EventIn, record_events
+from storage.feedback import EventIn, Recorded, record_events
 
 router = APIRouter(tags=["feedback"])
 
@@ -81,12 +81,14 @@ async def feedback(request: Request, rt: RuntimeDep) -> FeedbackAccepted:
     )
     events = _events(body, rt.settings.event_grades)
 
-    def store() -> tuple[int, int]:
+    def store() -> Recorded:
         # A search is logged asynchronously; its feedback may come before the flush.
         if not rt.impressions.wait_for({e.search_id for e in events}):
             raise NotReady("those searches are still being logged; retry in a few seconds")
         with transaction(rt.sessions) as session:
             return record_events(session, events, received_at=datetime.now(UTC))
 
-    accepted, duplicates = await run_in_threadpool(store)
-    return FeedbackAccepted(accepted=accepted, duplicates=duplicates)
+    recorded = await run_in_threadpool(store)
+    for search_id, position, type_ in recorded.stored:
+        rt.metrics.event(search_id, position, type_)
+    return FeedbackAccepted(accepted=recorded.accepted, duplicates=recorded.duplicates)
