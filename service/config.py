@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         900, gt=0, description="Learner lease: a crashed learner's expires after this."
     )
+    retention_days: float = Field(
+        90, gt=0, description="Searches, their items and feedback older than this are deleted."
+    )
     metrics_settle_seconds: float = Field(
         60, ge=0, description="Online metrics score a search this long after it was shown."
     )

@@ -46,6 +46,7 @@ from storage.registry import (
     update_run,
     utcnow,
 )
+from storage.retention import purge_before
 
 log = logging.getLogger(__name__)
 LEASE = "learner"
@@ -201,6 +202,7 @@ class Learner:
             coalesce=True,
         )
         sched.add_job(self.poll, "interval", seconds=30, max_instances=1, coalesce=True)
+        sched.add_job(self.purge, "interval", hours=6, max_instances=1, coalesce=True)
         sched.start()
         self._scheduler = sched
 
@@ -214,6 +216,21 @@ class Learner:
         if n >= self.settings.learner_min_new_events and self._pending == 0:
             self._last_trigger = utcnow()
             self.request("events")
+
+    def purge(self) -> int:
+        """Apply the retention bound (also under the lease: one process purges)."""
+        ttl = timedelta(seconds=self.settings.lease_seconds)
+        if not acquire_lease(self.sessions, "retention", self.holder, ttl):
+            return 0
+        try:
+            cutoff = utcnow() - timedelta(days=self.settings.retention_days)
+            with self.sessions() as s:
+                n = purge_before(s, cutoff)
+            if n:
+                log.info("retention: deleted %d searches older than %s", n, cutoff)
+            return n
+        finally:
+            release_lease(self.sessions, "retention", self.holder)
 
     def close(self) -> None:
         if self._scheduler is not None:
