@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from sqlalchemy.orm import Session
 
 from learner.head import FusionHead, HeadConfig
-from storage.artifacts import read_manifest, write_artifact, write_text_atomic
+from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
 from storage.registry import VersionIn, register_version
 
@@ -28,13 +28,12 @@ def _weights_digest(head: FusionHead) -> str:
     return h.hexdigest()
 
 
-def save_head(root: Path, head: FusionHead, card: dict[str, Any], *, activate: bool = True) -> str:
-    """Store a new immutable head version; returns its version string (from the weights' hash)."""
+def save_head(root: Path, head: FusionHead, card: dict[str, Any]) -> str:
+    """Store a new immutable head version; returns its version string (from the weights' hash).
+    Which version serves is the registry's business (storage.registry), not a file's."""
     version = f"h-{_weights_digest(head)[:12]}"
     if (root / version).exists():
         load_head(root / version)  # same weights already stored: verify them, reuse them
-        if activate:
-            write_text_atomic(root / "CURRENT", version)
         return version
     full_card = {
         **card,
@@ -49,7 +48,7 @@ def save_head(root: Path, head: FusionHead, card: dict[str, Any], *, activate: b
         save_file(state, str(tmp / WEIGHTS), metadata={"version": version})
         (tmp / CARD).write_text(json.dumps(full_card, indent=2, sort_keys=True))
 
-    write_artifact(root, version, write, {"kind": "fusion-head"}, make_current=activate)
+    write_artifact(root, version, write, {"kind": "fusion-head"}, make_current=False)
     return version
 
 

@@ -200,7 +200,7 @@ def run_refresh(
         "holdout": final_m,
         "calibration": calibration,
     }
-    version = save_head(heads_dir, final if promoted else candidate, card, activate=False)
+    version = save_head(heads_dir, final if promoted else candidate, card)
     weights_sha = read_manifest(heads_dir / version)["files"][WEIGHTS]
     reason = (
         f"promoted for {', '.join(detail['accepted_types'])}"
