@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     )
     learner_replay: int = Field(20_000, ge=0, description="Older engaged searches replayed.")
     learner_max_window: int = Field(200_000, ge=100, description="Newest searches per refresh.")
+    learner_class_weights: bool = Field(
+        True, description="Weight grades by inverse frequency (off only to measure its effect)."
+    )
+    learner_ips: bool = Field(
+        True, description="Inverse-propensity weighting (off only to measure its effect)."
+    )
     promotion_margin: float = Field(0.002, ge=0, description="IPS-NDCG@10 gain to promote.")
     lease_seconds: float = Field(
         900, gt=0, description="Learner lease: a crashed learner's expires after this."

@@ -145,7 +145,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         replay=settings.learner_replay,
         max_window=settings.learner_max_window,
         margin=settings.promotion_margin,
-        train=TrainConfig(),
+        train=TrainConfig(class_weights=settings.learner_class_weights, ips=settings.learner_ips),
     )
 
 

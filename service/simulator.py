@@ -177,12 +177,14 @@ class Simulator:
         k: int = 20,
         mix: dict[str, float] | None = None,
         timeout: float = 60.0,
+        send_feedback: bool = True,
     ) -> None:
         self.url = url.rstrip("/")
         rows = read_catalog(catalog)
         self.relevance = Relevance([{"id": r.id, **r.attributes} for r in rows])
         self.shoppers = Shoppers(rows, mix or {"text": 0.5, "image": 0.25, "composed": 0.25})
         self.eta, self.k, self.timeout = eta, k, timeout
+        self.send_feedback = send_feedback
         self._local = threading.local()
         self._clients: list[httpx.Client] = []  # one per worker thread, closed after a run
         self._clients_lock = threading.Lock()
@@ -202,7 +204,8 @@ class Simulator:
         self._local = threading.local()
 
     def session(self, seed: int) -> tuple[str, float, int] | None:
-        """One shopper: returns (kind, NDCG@10 of what was shown, events sent), None on failure."""
+        """One shopper: returns (kind, NDCG@10 of what was shown, events), None on failure.
+        With `send_feedback` off the shopper only looks (evaluation traffic)."""
         rng = random.Random(seed)
         intent = self.shoppers.draw(rng)
         body: dict[str, object] = {"k": self.k, "user_id": f"sim-{seed % 5000}"}
@@ -235,7 +238,7 @@ class Simulator:
                         "type": t,
                     }
                 )
-        if events:
+        if events and self.send_feedback:
             fb = client.post("/v1/feedback", json={"events": events})
             if fb.status_code != 202:
                 return None

@@ -1,0 +1,178 @@
+"""The learning curve through the real HTTP API on the full catalog.
+
+For each variant a real `fusionrank serve` runs on its own copy of the database (same index):
+simulated shoppers (`service.simulator`, position-based clicks with eta=1, purchases that depend
+on relevance) search and send feedback; after each step a refresh is started through
+POST /v1/models/train; then a fixed set of evaluation shoppers (the same seeds for every variant,
+no feedback sent) measures NDCG@10 of what the service shows against the true grades.
+
+Variants: frozen (no refreshes), learner, learner without class weights, learner without
+position-bias correction. Also reports each refresh's wall time and peak RSS of the server.
+Queries and shoppers are synthetic.
+Usage: python -m benchmarks.learning_curve [--data-dir DIR] [--steps 0,1000,5000,20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks.common import CATALOG, DEFAULT_DATA_DIR, ensure_index, require_shared, write_json
+from benchmarks.latency import rss_mb, start_server
+from service.simulator import Simulator
+from storage.artifacts import current, read_manifest
+
+VARIANTS: dict[str, dict[str, str]] = {
+    "frozen": {},
+    "learner": {},
+    "no-class-weights": {"FUSIONRANK_LEARNER_CLASS_WEIGHTS": "false"},
+    "no-ips": {"FUSIONRANK_LEARNER_IPS": "false"},
+}
+EVAL_SEED = 990
+
+
+def refresh(url: str, timeout: float = 1800) -> dict[str, Any]:
+    with httpx.Client(base_url=url, timeout=60) as c:
+        run_id = c.post("/v1/models/train").json()["run_id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            run = c.get(f"/v1/models/runs/{run_id}").json()
+            if run["status"] not in ("queued", "running"):
+                return run  # type: ignore[no-any-return]
+            if time.monotonic() > deadline:
+                raise SystemExit(f"refresh {run_id} did not finish in {timeout} s")
+            time.sleep(1)
+
+
+def evaluate(url: str, sessions: int) -> dict[str, float]:
+    sim = Simulator(url, CATALOG, send_feedback=False)
+    report = sim.run(sessions, seed=EVAL_SEED, concurrency=2, progress=False)
+    out = {k: v["ndcg@10"] for k, v in report.by_kind.items()}
+    out["all"] = float(np.mean(list(out.values())))
+    return out
+
+
+def fresh_database(src: Path, dst: Path, head_version: str) -> None:
+    """The catalog's products and the bootstrap head, without any logged traffic or learning."""
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+        for table in ("feedback_events", "impression_items", "impressions", "query_embeddings"):
+            b.execute(f"DELETE FROM {table}")
+        b.execute("DELETE FROM training_runs")
+        b.execute("UPDATE active_model SET version = ?", (head_version,))
+        b.execute("DELETE FROM model_versions WHERE status != 'bootstrap'")
+    with sqlite3.connect(dst) as b:
+        b.execute("VACUUM")
+
+
+def run_variant(
+    name: str, data_dir: Path, steps: list[int], eval_sessions: int
+) -> list[dict[str, Any]]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"fr-curve-{name}-"))
+    build = current(data_dir / "index")
+    assert build is not None
+    head_version = read_manifest(build)["head_version"]
+    fresh_database(data_dir / "fusionrank.db", tmp / "fusionrank.db", head_version)
+    env = {
+        "FUSIONRANK_DATABASE_URL": f"sqlite:///{tmp / 'fusionrank.db'}",
+        "FUSIONRANK_LEARNER_IN_PROCESS": "false",
+        "FUSIONRANK_LEARNER_SETTLE_SECONDS": "0",
+        "FUSIONRANK_LEARNER_MIN_ENGAGED": "50",
+        "FUSIONRANK_LEARNER_MIN_HOLDOUT_ENGAGED": "50",
+        **VARIANTS[name],
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        proc, url = start_server(data_dir)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    rows: list[dict[str, Any]] = []
+    try:
+        done = 0
+        trainer = Simulator(url, CATALOG)
+        for step in steps:
+            row: dict[str, Any] = {"variant": name, "sessions": step}
+            if step > done and name != "frozen":
+                trainer.run(step - done, seed=1000 + step, concurrency=4, progress=True)
+                done = step
+                rss_before = rss_mb(proc.pid)
+                run = refresh(url)
+                detail = run.get("detail") or {}
+                row |= {
+                    "refresh_status": run["status"],
+                    "promoted": run.get("promoted"),
+                    "refresh_seconds": detail.get("seconds"),
+                    "window_searches": detail.get("window_searches"),
+                    "server_rss_mb": max(rss_before, rss_mb(proc.pid)),
+                    "reason": detail.get("reason"),
+                }
+            row["ndcg@10"] = evaluate(url, eval_sessions)
+            rows.append(row)
+            print(name, row, flush=True)
+            if name == "frozen":  # nothing changes without refreshes
+                rows += [{**row, "sessions": s} for s in steps[1:]]
+                break
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--steps", default="0,1000,5000,20000", help="cumulative training sessions")
+    ap.add_argument("--eval-sessions", type=int, default=400)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    args = ap.parse_args()
+    require_shared()
+    ensure_index(args.data_dir)
+    steps = [int(s) for s in args.steps.split(",")]
+    rows = [
+        r
+        for name in args.variants.split(",")
+        for r in run_variant(name, args.data_dir, steps, args.eval_sessions)
+    ]
+    kinds = ("text", "image", "composed", "all")
+    print(f"\nNDCG@10 against true grades ({args.eval_sessions} evaluation shoppers)")
+    print(f"{'variant':18} {'sessions':>8} " + " ".join(f"{k:>9}" for k in kinds) + "  refresh")
+    for r in rows:
+        cells = " ".join(f"{r['ndcg@10'].get(k, float('nan')):9.4f}" for k in kinds)
+        ref = (
+            f"{r['refresh_status']}, promoted={r['promoted']}, {r['refresh_seconds']} s, "
+            f"{r['server_rss_mb']:.0f} MB"
+            if "refresh_status" in r
+            else ""
+        )
+        print(f"{r['variant']:18} {r['sessions']:8d} {cells}  {ref}")
+    frozen = {r["sessions"]: r["ndcg@10"]["all"] for r in rows if r["variant"] == "frozen"}
+    last = steps[-1]
+    learner = next((r for r in rows if r["variant"] == "learner" and r["sessions"] == last), None)
+    targets = {}
+    if learner and last in frozen:
+        targets[f"learner >= 1.25x frozen NDCG@10 after {last} sessions"] = (
+            learner["ndcg@10"]["all"] >= 1.25 * frozen[last]
+        )
+    print("\n".join(f"  {'PASS' if ok else 'FAIL'} {t}" for t, ok in targets.items()))
+    print(f"wrote {write_json('learning_curve', {'rows': rows, 'targets': targets})}")
+
+
+if __name__ == "__main__":
+    main()
