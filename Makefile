@@ -38,10 +38,12 @@ run: install ## Install, ingest the demo catalog if DATA_DIR has no index yet, s
 test: install-dev ## Install with dev tools and run the test suite (needs PostgreSQL on CI)
 	$(PYTHON) -m pytest -q
 
-bench: ## Run the quality, latency and feedback benchmarks (results in benchmarks/results/)
+bench: ## Run every benchmark on the full catalog (results in benchmarks/results/)
 	$(PYTHON) -m benchmarks.quality
 	$(PYTHON) -m benchmarks.latency
 	$(PYTHON) -m benchmarks.feedback
+	$(PYTHON) -m benchmarks.hot_swap
+	$(PYTHON) -m benchmarks.learning_curve
 
 lint: ## ruff lint + format check
 	ruff check . && ruff format --check .

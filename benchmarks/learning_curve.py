@@ -26,7 +26,14 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.common import CATALOG, DEFAULT_DATA_DIR, ensure_index, require_shared, write_json
+from benchmarks.common import (
+    CATALOG,
+    DEFAULT_DATA_DIR,
+    ensure_index,
+    print_targets,
+    require_shared,
+    write_json,
+)
 from benchmarks.latency import rss_mb, start_server
 from service.simulator import Simulator
 from storage.artifacts import current, read_manifest
@@ -170,7 +177,7 @@ def main() -> None:
         targets[f"learner >= 1.25x frozen NDCG@10 after {last} sessions"] = (
             learner["ndcg@10"]["all"] >= 1.25 * frozen[last]
         )
-    print("\n".join(f"  {'PASS' if ok else 'FAIL'} {t}" for t, ok in targets.items()))
+    print_targets(targets)
     print(f"wrote {write_json('learning_curve', {'rows': rows, 'targets': targets})}")
 
 

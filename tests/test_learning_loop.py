@@ -194,3 +194,44 @@ def test_online_metrics_per_version(loop, client):
     assert (
         "/v1/metrics/online" in spec["paths"] and "/v1/models/{version}/activate" in spec["paths"]
     )
+
+
+@pytest.mark.postgres
+def test_replicas_on_postgres_pick_up_a_new_version_within_seconds(ingested, embedder, tmp_path):
+    """Two API processes' worth of runtimes on one PostgreSQL database and data dir: activating a
+    version through one makes the other serve it after its next poll."""
+    from learner.artifacts import load_head, save_head
+    from learner.finetune import child_head
+    from storage.db import transaction
+    from storage.registry import VersionIn, register_version
+
+    with cloned_store(ingested, "postgres", tmp_path, model_poll_seconds=0.2) as store:
+        heads = store.settings.data_dir / "heads"
+        boot = ingested.report.head_version
+        parent, _ = load_head(heads / boot)
+        child = child_head(parent, rank=0)
+        with __import__("torch").no_grad():
+            child.interaction.diag.add_(0.01)  # a different, compatible head
+        version = save_head(heads, child, {"parent": boot})
+        rts = [start_test_runtime(store.settings, embedder) for _ in range(2)]
+        try:
+            with (
+                live_server(store.settings, runtime=rts[0]) as a,
+                live_server(store.settings, runtime=rts[1]) as b,
+            ):
+                with transaction(rts[0].sessions) as s:
+                    register_version(
+                        s, VersionIn(version, boot, "promoted", "0" * 64, reason="test")
+                    )
+                r = httpx.post(f"{a.url}/v1/models/{version}/activate", timeout=30)
+                assert r.status_code == 200, r.text
+                t0 = time.monotonic()
+                while True:
+                    body = httpx.post(f"{b.url}/v1/search", json={"query": "watch"}, timeout=30)
+                    if body.json()["model_version"] == version:
+                        break
+                    assert time.monotonic() - t0 < 5, "replica b did not switch within 5 s"
+                    time.sleep(0.1)
+        finally:
+            for rt in rts:
+                rt.close()
