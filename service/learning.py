@@ -41,7 +41,9 @@ from storage.models import TrainingRun
 from storage.registry import (
     acquire_lease,
     active_version,
+    claim_run,
     create_run,
+    fail_abandoned_runs,
     release_lease,
     update_run,
     utcnow,
@@ -239,23 +241,17 @@ class Learner:
 
     # ---- one run -----------------------------------------------------------------------------
     def execute(self, run_id: int) -> dict[str, Any] | None:
-        """Run a queued refresh under the lease; a run another process already took is left."""
+        """Run a queued refresh under the lease. While another learner holds the lease the run
+        stays queued (any learner's next poll picks it up); a run another process has already
+        claimed is left alone."""
         ttl = timedelta(seconds=self.settings.lease_seconds)
         if not acquire_lease(self.sessions, LEASE, self.holder, ttl):
-            update_run(
-                self.sessions,
-                run_id,
-                status="failed",
-                finished_at=utcnow(),
-                error="another learner holds the lease; try again when its run has finished",
-            )
+            log.info("run %d stays queued: another learner holds the lease", run_id)
             return None
         try:
-            with self.sessions() as s:
-                run = s.get(TrainingRun, run_id)
-                if run is None or run.status != "queued":
-                    return None
-            update_run(self.sessions, run_id, status="running", started_at=utcnow())
+            fail_abandoned_runs(self.sessions)
+            if not claim_run(self.sessions, run_id):
+                return None
             self._last_trigger = utcnow()
             return run_refresh(
                 sessions=self.sessions,

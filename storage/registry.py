@@ -85,6 +85,34 @@ def create_run(sessions: sessionmaker[Session], trigger: str) -> int:
         return run.id
 
 
+def claim_run(sessions: sessionmaker[Session], run_id: int) -> bool:
+    """queued -> running, atomically: exactly one learner gets a run."""
+    with transaction(sessions) as s:
+        result = s.execute(
+            update(TrainingRun)
+            .where(TrainingRun.id == run_id, TrainingRun.status == "queued")
+            .values(status="running", started_at=utcnow())
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+def fail_abandoned_runs(sessions: sessionmaker[Session]) -> int:
+    """Mark runs still 'running' as failed. Call only while holding the learner lease: then no
+    live learner is running them (theirs was killed, its lease expired)."""
+    with transaction(sessions) as s:
+        result = s.execute(
+            update(TrainingRun)
+            .where(TrainingRun.status == "running")
+            .values(
+                status="failed",
+                finished_at=utcnow(),
+                error="the learner running it stopped before finishing (its lease expired); "
+                "nothing of it was registered",
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
 def update_run(sessions: sessionmaker[Session], run_id: int, **fields: Any) -> None:
     with transaction(sessions) as s:
         s.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(**fields))
