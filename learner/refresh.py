@@ -130,6 +130,13 @@ def run_refresh(
         return _finish(sessions, run_id, "skipped", detail, started)
 
     parent, parent_card = load_head(heads_dir / parent_version)
+    index_head, _ = load_head(heads_dir / fallback_version)
+    if parent.projection_digest() != index_head.projection_digest():
+        detail["reason"] = (
+            f"active head {parent_version} belongs to another index build than this learner's "
+            f"({fallback_version}); restart the learner after an ingest"
+        )
+        return _finish(sessions, run_id, "skipped", detail, started)
     split = len(window) - max(1, math.ceil(len(window) * config.holdout_fraction))
     train_searches, holdout = replay + window[:split], window[split:]
     bias, bias_stats = estimate(train_searches + holdout, prior_eta=bias_of(parent_card).eta)
@@ -202,13 +209,19 @@ def run_refresh(
     }
     version = save_head(heads_dir, final if promoted else candidate, card)
     weights_sha = read_manifest(heads_dir / version)["files"][WEIGHTS]
+    if version == parent_version:
+        detail["reason"] = "training did not change the head (no epoch beat the start)"
+        return _finish(sessions, run_id, "succeeded", detail, started, promoted=False)
     reason = (
         f"promoted for {', '.join(detail['accepted_types'])}"
         if promoted
         else "rejected: " + "; ".join(f"{t}: {r}" for t, r in reasons.items())
     )
     with transaction(sessions) as s:
-        register_version(
+        if promoted and active_version(s) not in (parent_version, None):
+            promoted = False  # an operator switched versions meanwhile: theirs stands
+            reason = "rejected: the active version changed during the run; " + reason
+        registered = register_version(
             s,
             VersionIn(
                 version=version,
@@ -223,8 +236,11 @@ def run_refresh(
                 metrics={"holdout": final_m if promoted else cand_m, "active": parent_m},
             ),
         )
-        if promoted:
+        if promoted and registered:
             set_active(s, version)
+    if not registered:
+        reason = f"identical to the already registered {version}; nothing new registered"
+        promoted = False
     detail.update({"candidate": version, "promoted": promoted, "reason": reason})
     return _finish(
         sessions, run_id, "succeeded", detail, started, candidate=version, promoted=promoted

@@ -122,6 +122,7 @@ def learner(
             typer.secho(f"error: {rt.not_ready_reason}", fg="red", err=True)
             raise typer.Exit(2)
         if once:
+            rt.learner.runs_here = True
             run_id = rt.learner.request("cli")
             rt.learner.close()  # waits for the run
             from storage.registry import get_run

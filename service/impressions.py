@@ -12,7 +12,6 @@ import queue
 import threading
 import time
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import transaction
@@ -41,17 +40,10 @@ class ImpressionLogger:
             self._pending.add(impression.search_id)
         self._queue.put(impression)
 
-    def wait_for(self, search_ids: set[str], timeout: float = 10.0) -> bool:
-        """Block until these searches are committed (feedback can arrive before the flush).
-        False if some still are not after `timeout`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._pending_lock:
-                if self._pending.isdisjoint(search_ids):
-                    return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
+    def pending(self, search_ids: set[str]) -> bool:
+        """Whether any of these searches is logged but not yet committed."""
+        with self._pending_lock:
+            return not self._pending.isdisjoint(search_ids)
 
     def close(self, timeout: float = 30.0) -> None:
         self._queue.put(_STOP)
@@ -98,7 +90,7 @@ class ImpressionLogger:
                 with self._pending_lock:
                     self._pending.difference_update(i.search_id for i in batch)
                 return
-            except SQLAlchemyError:
+            except Exception:  # never let the writer die: what was acknowledged must be written
                 log.exception("writing %d impressions failed; retrying in %.1fs", len(batch), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from learner.artifacts import load_head
 from learner.dataset import count_events
 from learner.finetune import ProductVectors, TrainConfig
-from learner.head import Query
+from learner.head import Candidates, Query
 from learner.refresh import Encoders, RefreshConfig, bias_of, run_refresh
 from service.config import Settings
 from service.search import ActiveHead, Searcher
@@ -77,8 +77,6 @@ def warm(active: ActiveHead, searcher: Searcher) -> None:
     rows = torch.arange(min(8, idx.n_rows)).numpy()
     if not len(rows):
         return
-    from learner.head import Candidates
-
     with torch.inference_mode():
         text = torch.from_numpy(idx.vectors("text", rows[:1])[0])
         q: Query = active.head.query(text, None)
@@ -101,6 +99,7 @@ class ModelWatcher:
         self.sessions, self.searcher, self.heads_dir = sessions, searcher, heads_dir
         self.poll_seconds = poll_seconds
         self.refused: dict[str, str] = {}  # version -> why (not retried until the pointer moves)
+        self._last_seen: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
 
@@ -115,6 +114,9 @@ class ModelWatcher:
         """Swap to the registry's active version if it changed; returns the version swapped to."""
         with self.sessions() as s:
             version = active_version(s)
+        if version != self._last_seen:  # the pointer moved: earlier refusals may be stale
+            self.refused.clear()
+            self._last_seen = version
         current = self.searcher.active
         if version is None or version == current.version or version in self.refused:
             return None
@@ -165,35 +167,46 @@ class Learner:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="learner")
         self._scheduler: BackgroundScheduler | None = None
+        self.runs_here = False  # set by start_scheduler (or by whoever drives runs by hand)
         self._last_trigger = utcnow()
         self._pending = 0  # runs submitted and not finished in this process
+        self._submitted: set[int] = set()
         self._pending_lock = threading.Lock()
 
     # ---- triggers ----------------------------------------------------------------------------
     def request(self, trigger: str) -> int:
-        """Queue a refresh and return its run id; it runs in the background."""
+        """Queue a refresh and return its run id. It runs in this process's background thread
+        if this process runs refreshes (`runs_here`); otherwise the learner process's next poll
+        takes it, so an API replica never trains on its own CPU."""
         run_id = create_run(self.sessions, trigger)
-        self._submit(run_id)
+        if self.runs_here:
+            self._submit(run_id)
         return run_id
 
     def _submit(self, run_id: int) -> None:
         with self._pending_lock:
+            if run_id in self._submitted:
+                return
+            self._submitted.add(run_id)
             self._pending += 1
         future = self._pool.submit(self.execute, run_id)
 
         def done(_: object) -> None:
             with self._pending_lock:
                 self._pending -= 1
+                self._submitted.discard(run_id)
 
         future.add_done_callback(done)
 
     def on_drift(self, version: str) -> None:
-        """ADWIN saw the click-through rate of `version` shift: refresh, unless one is pending."""
+        """ADWIN saw the click-through rate of `version` shift: refresh, unless one is pending.
+        Called on a request's path, so the database work goes to the learner's thread."""
         if self._pending == 0:
             log.info("drift detected on %s: starting a refresh", version)
-            self.request("drift")
+            self._pool.submit(self.request, "drift")
 
     def start_scheduler(self) -> None:
+        self.runs_here = True
         sched = BackgroundScheduler(timezone="UTC")
         sched.add_job(
             self.request,
@@ -248,6 +261,15 @@ class Learner:
         if not acquire_lease(self.sessions, LEASE, self.holder, ttl):
             log.info("run %d stays queued: another learner holds the lease", run_id)
             return None
+        stop = threading.Event()
+
+        def heartbeat() -> None:  # keep the lease while training, however long that takes
+            while not stop.wait(ttl.total_seconds() / 3):
+                if not acquire_lease(self.sessions, LEASE, self.holder, ttl):
+                    log.error("lost the learner lease during run %d", run_id)
+
+        beat = threading.Thread(target=heartbeat, name="learner-lease", daemon=True)
+        beat.start()
         try:
             fail_abandoned_runs(self.sessions)
             if not claim_run(self.sessions, run_id):
@@ -273,4 +295,6 @@ class Learner:
             )
             return None
         finally:
+            stop.set()
+            beat.join()
             release_lease(self.sessions, LEASE, self.holder)

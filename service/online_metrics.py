@@ -65,7 +65,8 @@ class OnlineMetrics:
     def shown(self, search_id: str, version: str) -> None:
         with self._lock:
             self._open[search_id] = _Open(version, self.clock())
-            self._settle_locked()
+            drifted = self._settle_locked()
+        self._notify(drifted)
 
     def event(self, search_id: str, position: int, type_: str) -> None:
         with self._lock:
@@ -79,8 +80,8 @@ class OnlineMetrics:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            self._settle_locked()
-            return {
+            drifted = self._settle_locked()
+            out = {
                 "window": self.window,
                 "settle_seconds": self.settle,
                 "pending_searches": len(self._open),
@@ -95,17 +96,29 @@ class OnlineMetrics:
                     for v, st in self._versions.items()
                 },
             }
+        self._notify(drifted)
+        return out
 
-    def _settle_locked(self) -> None:
+    def _notify(self, drifted: list[str]) -> None:
+        """Outside the lock: the callback may be slow (it must not block a request for long)."""
+        if self.on_drift is not None:
+            for version in drifted:
+                self.on_drift(version)
+
+    def _settle_locked(self) -> list[str]:
+        """Score every search past its settle time; returns the versions that drifted."""
         now = self.clock()
+        drifted: list[str] = []
         while self._open:
             sid, s = next(iter(self._open.items()))
             if now - s.shown_at < self.settle and len(self._open) <= self.max_pending:
                 break
             del self._open[sid]
-            self._score_locked(s)
+            if self._score_locked(s):
+                drifted.append(s.version)
+        return drifted
 
-    def _score_locked(self, s: _Open) -> None:
+    def _score_locked(self, s: _Open) -> bool:
         st = self._versions.get(s.version)
         if st is None:
             st = self._versions[s.version] = _VersionStats(self.window)
@@ -120,5 +133,5 @@ class OnlineMetrics:
         st.adwin.update(float(clicked))
         if st.adwin.drift_detected:
             st.drifts += 1
-            if self.on_drift is not None:
-                self.on_drift(s.version)
+            return True
+        return False

@@ -1,8 +1,7 @@
 """Feedback repository: shopper events joined to the impression that showed the product.
 
 An event is stored once per `event_id` (a unique constraint, so retries from any replica are
-counted once) together with the position the product was shown at, which is what the learner's
-position-bias correction needs.
+counted once) together with the position the product was shown at.
 """
 
 from __future__ import annotations
@@ -29,13 +28,15 @@ class EventIn:
     type: str
     ts: datetime
     event_id: str | None = None
+    client_ts: bool = True  # False: ts is the server's receive time, not part of the identity
 
     def key(self) -> str:
-        """The idempotency key: the client's event_id, else one derived from the event itself,
-        so that a retried event without an id is still counted once."""
+        """The idempotency key: the client's event_id, else one derived from the event itself
+        (with the client's ts if it sent one), so a retried event without an id counts once."""
         if self.event_id is not None:
             return self.event_id
-        raw = "\x1f".join((self.search_id, self.product_id, self.type, self.ts.isoformat()))
+        ts = self.ts.isoformat() if self.client_ts else ""
+        raw = "\x1f".join((self.search_id, self.product_id, self.type, ts))
         return "auto:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
@@ -118,7 +119,9 @@ def record_events(
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(FeedbackEvent).on_conflict_do_nothing(index_elements=["event_id"])
     inserted = session.execute(stmt.returning(FeedbackEvent.event_id), list(rows.values()))
-    by_key = {e.key(): e for e in events}
+    by_key: dict[str, EventIn] = {}
+    for e in events:
+        by_key.setdefault(e.key(), e)  # the first of duplicates is the one stored
     stored = [
         (
             by_key[key].search_id,

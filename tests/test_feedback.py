@@ -95,7 +95,15 @@ def test_without_event_id_the_same_event_is_counted_once(client, db):
     r = client.post("/v1/feedback", json={"events": [click, buy, later]})
     assert r.json() == {"accepted": 3, "duplicates": 0}
     assert client.post("/v1/feedback", json=click).json() == {"accepted": 0, "duplicates": 1}
-    assert sorted(e.type for e in stored(db, sid)) == ["click", "click", "purchase"]
+    # the same instant in another time zone is the same event, stored in UTC
+    same = {**click, "ts": "2026-11-24T12:00:00+02:00"}
+    assert client.post("/v1/feedback", json=same).json() == {"accepted": 0, "duplicates": 1}
+    # without an id and without ts, a retry is still one event (the server's clock is not
+    # part of its identity)
+    bare = {"search_id": sid, "product_id": shown[2], "type": "click"}
+    assert client.post("/v1/feedback", json=bare).json() == {"accepted": 1, "duplicates": 0}
+    assert client.post("/v1/feedback", json=bare).json() == {"accepted": 0, "duplicates": 1}
+    assert sorted(e.type for e in stored(db, sid)) == ["click", "click", "click", "purchase"]
 
 
 def test_unknown_search_or_unshown_product_rejects_the_whole_batch(client, db, server):

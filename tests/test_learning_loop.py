@@ -35,6 +35,7 @@ def loop(request, tmp_path_factory, ingested, embedder):
         metrics_settle_seconds=1.0,
     ) as store:
         rt = start_test_runtime(store.settings, embedder)
+        rt.learner.runs_here = True  # refreshes started through the API run in this process
         try:
             with live_server(store.settings, runtime=rt) as srv:
                 sim = Simulator(srv.url, ingested.csv, k=10)
@@ -263,3 +264,17 @@ def test_a_learner_killed_mid_run_leaves_a_failed_run_and_no_version(loop, clien
     assert run["candidate"] is None
     after = {v["version"] for v in client.get("/v1/models").json()["versions"]}
     assert after - before <= {client.get(f"/v1/models/runs/{fresh}").json()["candidate"]}
+
+
+def test_a_replica_without_the_learner_only_queues_runs(ingested, embedder, tmp_path):
+    """With the learner out of process (the default here), POST /v1/models/train queues the run
+    for `fusionrank learner` instead of training on the API replica's CPU."""
+    from helpers import app_client
+
+    with (
+        cloned_store(ingested, "sqlite", tmp_path) as store,
+        app_client(store.settings, embedder) as c,
+    ):
+        run_id = c.post("/v1/models/train").json()["run_id"]
+        time.sleep(0.5)
+        assert c.get(f"/v1/models/runs/{run_id}").json()["status"] == "queued"

@@ -38,6 +38,13 @@ class SearchRequest(BaseModel):
     def _blank_is_absent(cls, v: str | None) -> str | None:
         return v.strip() or None if v is not None else None
 
+    @field_validator("query", "user_id")
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:
+            raise ValueError("must not contain NUL characters")
+        return v
+
     @model_validator(mode="after")
     def _needs_query_or_image(self, info: ValidationInfo) -> SearchRequest:
         image_file = bool(info.context and info.context.get("image_file"))

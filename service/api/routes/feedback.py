@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
@@ -55,8 +57,9 @@ def _events(body: FeedbackBatch, grades: dict[str, int]) -> list[EventIn]:
             search_id=e.search_id,
             product_id=e.product_id,
             type=e.type,
-            ts=(e.ts if e.ts.tzinfo else e.ts.replace(tzinfo=UTC)) if e.ts else now,
+            ts=(e.ts if e.ts.tzinfo else e.ts.replace(tzinfo=UTC)).astimezone(UTC) if e.ts else now,
             event_id=e.event_id,
+            client_ts=e.ts is not None,
         )
         for e in body.events
     ]
@@ -81,10 +84,16 @@ async def feedback(request: Request, rt: RuntimeDep) -> FeedbackAccepted:
     )
     events = _events(body, rt.settings.event_grades)
 
-    def store() -> Recorded:
-        # A search is logged asynchronously; its feedback may come before the flush.
-        if not rt.impressions.wait_for({e.search_id for e in events}):
+    # A search is logged asynchronously; its feedback may come before the flush. Wait without
+    # holding a worker thread.
+    searches = {e.search_id for e in events}
+    deadline = time.monotonic() + 10
+    while rt.impressions.pending(searches):
+        if time.monotonic() > deadline:
             raise NotReady("those searches are still being logged; retry in a few seconds")
+        await asyncio.sleep(0.01)
+
+    def store() -> Recorded:
         with transaction(rt.sessions) as session:
             return record_events(session, events, received_at=datetime.now(UTC))
 

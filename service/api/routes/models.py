@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import RuntimeDep
@@ -68,7 +70,9 @@ def train(rt: RuntimeDep) -> RunQueued:
     responses=ERROR_RESPONSES,
     summary="Status and outcome of a refresh",
 )
-def run_status(run_id: int, rt: RuntimeDep) -> TrainingRunPublic:
+def run_status(
+    run_id: Annotated[int, Path(ge=1, le=2**31 - 1)], rt: RuntimeDep
+) -> TrainingRunPublic:
     with rt.sessions() as s:
         run = get_run(s, run_id)
     if run is None:

@@ -58,7 +58,6 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
         )
 
     result = await run_in_threadpool(run)
-    rt.metrics.shown(result.search_id, result.model_version)
     image_sha = content_key(image_bytes) if image_bytes is not None else None
     vectors = []
     if result.text_vector is not None and body.query:
@@ -88,6 +87,7 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
             vectors=tuple(vectors),
         )
     )
+    rt.metrics.shown(result.search_id, result.model_version)
     base = str(request.base_url).rstrip("/")
     response = SearchResponse(
         search_id=result.search_id,
