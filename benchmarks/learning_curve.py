@@ -91,7 +91,10 @@ def run_variant(
     fresh_database(data_dir / "fusionrank.db", tmp / "fusionrank.db", head_version)
     env = {
         "FUSIONRANK_DATABASE_URL": f"sqlite:///{tmp / 'fusionrank.db'}",
-        "FUSIONRANK_LEARNER_IN_PROCESS": "false",
+        # The server runs the refreshes the benchmark asks for, and only those.
+        "FUSIONRANK_LEARNER_IN_PROCESS": "true",
+        "FUSIONRANK_LEARNER_INTERVAL_MINUTES": "100000",
+        "FUSIONRANK_LEARNER_MIN_NEW_EVENTS": "1000000000",
         "FUSIONRANK_LEARNER_SETTLE_SECONDS": "0",
         "FUSIONRANK_LEARNER_MIN_ENGAGED": "50",
         "FUSIONRANK_LEARNER_MIN_HOLDOUT_ENGAGED": "50",
