@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from learner.head import QUERY_TYPES
+from storage.db import chunks
 from storage.keys import content_key
 from storage.models import FeedbackEvent, Impression, ImpressionItem, QueryEmbedding
 
@@ -33,12 +34,8 @@ class LoggedSearch:
     explore: bool
     product_ids: tuple[str, ...]  # in shown order
     model_positions: np.ndarray  # (k,) int
-    propensities: np.ndarray  # (k,) float, as logged
+    propensities: np.ndarray  # (k,) float, as logged (training re-fits the curve instead)
     grades: np.ndarray  # (k,) int, 0 = skip
-
-    @property
-    def positions(self) -> np.ndarray:
-        return np.arange(1, len(self.product_ids) + 1)
 
 
 def load_searches(
@@ -74,7 +71,7 @@ def load_searches(
     ids = [i.search_id for i in impressions]
     items: dict[str, list[ImpressionItem]] = defaultdict(list)
     labels: dict[tuple[str, str], int] = {}
-    for chunk in _chunks(ids, 500):
+    for chunk in chunks(ids, 500):
         for it in session.scalars(
             select(ImpressionItem)
             .where(ImpressionItem.search_id.in_(chunk))
@@ -122,7 +119,7 @@ def load_query_vectors(
     session: Session, keys: Sequence[str], encoder: str, dim: int
 ) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for chunk in _chunks(sorted(set(keys)), 500):
+    for chunk in chunks(sorted(set(keys)), 500):
         rows = session.execute(
             select(QueryEmbedding.key, QueryEmbedding.vector).where(
                 QueryEmbedding.encoder == encoder, QueryEmbedding.key.in_(chunk)
@@ -140,7 +137,3 @@ def count_events(session: Session, *, since: datetime | None = None) -> int:
     if since is not None:
         q = q.where(FeedbackEvent.received_at >= since)
     return int(session.scalar(q) or 0)
-
-
-def _chunks(items: Sequence[str], n: int) -> list[Sequence[str]]:
-    return [items[i : i + n] for i in range(0, len(items), n)]

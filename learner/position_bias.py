@@ -1,10 +1,10 @@
 """Position bias: how likely a shopper is to even look at each result position.
 
 Clicks mix relevance with examination: the first result gets clicks because it is first. The
-service logs, with every shown result, the examination probability it believed in (the
-propensity), so the learner can weight clicks by 1/propensity (clipped) and stop learning to
-repeat its own ranking. The curve starts from a prior and is re-estimated from randomised traffic
-(adjacent pairs swapped at random, see `explore_order`).
+learner weights clicks by 1/examination (clipped) so it stops learning to repeat its own ranking.
+The curve starts from a prior and is re-fitted at every refresh from randomised traffic (adjacent
+pairs swapped at random, see `explore_order`); the service also logs, with every shown result,
+the examination probability it believed in at the time (the propensity), for auditing.
 """
 
 from __future__ import annotations

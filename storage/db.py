@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,3 +61,18 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     with factory() as session, session.begin():
         yield session
+
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """Slices of at most `size`: keeps IN (...) lists and statements within database limits."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def insert_for(session: Session) -> Any:
+    """The dialect's INSERT construct, which has on_conflict_do_nothing (SQLite, PostgreSQL)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert

@@ -7,14 +7,14 @@ counted once) together with the position the product was shown at.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage.db import chunks, insert_for
 from storage.errors import InvalidEvents
 from storage.models import FeedbackEvent, Impression, ImpressionItem
 
@@ -40,15 +40,10 @@ class EventIn:
         return "auto:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-def _chunks(items: Sequence[str], n: int) -> Iterable[Sequence[str]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
-
-
 def shown_positions(session: Session, search_ids: Sequence[str]) -> dict[tuple[str, str], int]:
     """(search_id, product_id) -> position for every product those searches showed."""
     out: dict[tuple[str, str], int] = {}
-    for chunk in _chunks(search_ids, _LOOKUP_CHUNK):
+    for chunk in chunks(search_ids, _LOOKUP_CHUNK):
         rows = session.execute(
             select(
                 ImpressionItem.search_id, ImpressionItem.product_id, ImpressionItem.position
@@ -61,7 +56,7 @@ def shown_positions(session: Session, search_ids: Sequence[str]) -> dict[tuple[s
 
 def known_searches(session: Session, search_ids: Sequence[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in _chunks(search_ids, _LOOKUP_CHUNK):
+    for chunk in chunks(search_ids, _LOOKUP_CHUNK):
         found.update(
             session.scalars(select(Impression.search_id).where(Impression.search_id.in_(chunk)))
         )
@@ -115,9 +110,7 @@ def record_events(
                 "received_at": received_at,
             },
         )
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(FeedbackEvent).on_conflict_do_nothing(index_elements=["event_id"])
+    stmt = insert_for(session)(FeedbackEvent).on_conflict_do_nothing(index_elements=["event_id"])
     inserted = session.execute(stmt.returning(FeedbackEvent.event_id), list(rows.values()))
     by_key: dict[str, EventIn] = {}
     for e in events:

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage.db import insert_for
 from storage.models import Impression, ImpressionItem, QueryEmbedding
 
 
@@ -86,9 +86,7 @@ def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> Non
         session.execute(insert(ImpressionItem), rows)
     vectors = {(v.key, v.encoder): v for i in impressions for v in i.vectors}
     if vectors:
-        dialect = session.get_bind().dialect.name
-        upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         session.execute(
-            upsert(QueryEmbedding).on_conflict_do_nothing(),
+            insert_for(session)(QueryEmbedding).on_conflict_do_nothing(),
             [{"key": k, "encoder": e, "vector": v.vector} for (k, e), v in vectors.items()],
         )

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from storage.db import chunks
 from storage.models import Product, utcnow
 
 
@@ -29,7 +30,7 @@ def upsert_products(*, session: Session, products: list[ProductIn]) -> int:
     revision = next_revision(session=session)
     existing = {
         p.id: p
-        for chunk in _chunks([p.id for p in products], 5000)
+        for chunk in chunks([p.id for p in products], 5000)
         for p in session.scalars(select(Product).where(Product.id.in_(chunk)))
     }
     changed = 0
@@ -80,7 +81,7 @@ def mark_deleted_except(*, session: Session, keep_ids: set[str]) -> int:
     gone = [pid for pid in live if pid not in keep_ids]
     if gone:
         revision = next_revision(session=session)
-        for chunk in _chunks(gone, 5000):
+        for chunk in chunks(gone, 5000):
             session.execute(
                 update(Product)
                 .where(Product.id.in_(chunk))
@@ -98,7 +99,3 @@ def changed_since(*, session: Session, revision: int) -> list[Product]:
     """Products (deleted ones included) changed after `revision`, oldest first."""
     stmt = select(Product).where(Product.revision > revision).order_by(Product.revision)
     return list(session.scalars(stmt))
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -17,11 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import transaction
-from storage.models import ActiveModel, Lease, ModelVersion, TrainingRun
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+__all__ = ["utcnow"]  # re-exported: the registry's callers stamp runs with it
+from storage.models import ActiveModel, Lease, ModelVersion, TrainingRun, utcnow
 
 
 def _aware(ts: datetime) -> datetime:
