@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -144,11 +145,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class ModelVersionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     version: str
     parent: str | None
     created_at: datetime
     status: str = Field(description="bootstrap, promoted or rejected.")
-    active: bool
+    active: bool = False
     reason: str | None
     window_start: datetime | None
     window_end: datetime | None
@@ -168,7 +171,9 @@ class RunQueued(BaseModel):
 
 
 class TrainingRunPublic(BaseModel):
-    run_id: int
+    model_config = ConfigDict(from_attributes=True)
+
+    run_id: int = Field(validation_alias=AliasChoices("run_id", "id"))
     trigger: str
     status: str = Field(description="queued, running, succeeded, skipped or failed.")
     created_at: datetime

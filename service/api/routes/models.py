@@ -33,19 +33,7 @@ def models(rt: RuntimeDep) -> ModelList:
     return ModelList(
         active=active,
         versions=[
-            ModelVersionPublic(
-                version=v.version,
-                parent=v.parent,
-                created_at=v.created_at,
-                status=v.status,
-                active=v.version == active,
-                reason=v.reason,
-                window_start=v.window_start,
-                window_end=v.window_end,
-                class_weights=v.class_weights,
-                metrics=v.metrics,
-                artifact_sha256=v.artifact_sha256,
-            )
+            ModelVersionPublic.model_validate(v).model_copy(update={"active": v.version == active})
             for v in rows
         ],
     )
@@ -77,18 +65,7 @@ def run_status(
         run = get_run(s, run_id)
     if run is None:
         raise NotFound(f"no training run {run_id}")
-    return TrainingRunPublic(
-        run_id=run.id,
-        trigger=run.trigger,
-        status=run.status,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        candidate=run.candidate,
-        promoted=run.promoted,
-        detail=run.detail,
-        error=run.error,
-    )
+    return TrainingRunPublic.model_validate(run)
 
 
 @router.post(
