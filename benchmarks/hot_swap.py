@@ -32,6 +32,7 @@ from benchmarks.latency import start_server
 from benchmarks.learning_curve import fresh_database
 from learner.artifacts import load_head, save_head
 from learner.finetune import child_head
+from service.index import CatalogIndex
 from storage.artifacts import current, read_manifest
 from storage.db import make_engine, session_factory, transaction
 from storage.registry import VersionIn, register_version
@@ -41,7 +42,9 @@ def second_head(data_dir: Path, url: str, boot: str) -> str:
     """A compatible head that scores differently (a small non-zero residual), registered."""
     heads = data_dir / "heads"
     parent, _ = load_head(heads / boot)
-    child = child_head(parent, rank=0)
+    build = current(data_dir / "index")
+    assert build is not None
+    child = child_head(parent, CatalogIndex.load(build), rank=0)
     with torch.no_grad():
         child.interaction.diag.add_(0.05)  # type: ignore[union-attr]
     version = save_head(heads, child, {"parent": boot, "kind": "benchmark"})

@@ -16,24 +16,33 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from learner.attributes import categorical_attributes
 from learner.dataset import LoggedSearch
 from learner.head import QUERY_TYPES, FusionHead, HeadConfig, Interaction
 from learner.position_bias import PositionBias
+
+
+class HasAttributes(Protocol):
+    @property
+    def attributes(self) -> Mapping[str, Any]: ...
 
 
 class ProductVectors(Protocol):
     """What the learner needs of the catalog index (service.index.CatalogIndex has it)."""
 
     row_of: dict[str, int]
+
+    @property
+    def metas(self) -> Sequence[HasAttributes]: ...
 
     def vectors(self, space: str, rows: np.ndarray) -> np.ndarray: ...
 
@@ -44,6 +53,7 @@ class ProductVectors(Protocol):
 class TrainConfig:
     epochs: int = 12
     lr: float = 3e-3
+    attribute_lr: float = 0.02  # the attribute-agreement weights: few, and they need to move
     batch_size: int = 128
     weight_decay: float = 0.05
     ips_clip: float = 20.0  # largest inverse-propensity weight
@@ -73,6 +83,7 @@ class Batch:
     mask: torch.Tensor  # (B, K, C) bool
     grades: torch.Tensor  # (B, K) long
     positions: torch.Tensor  # (B, K) long, 1-based, as shown
+    attr: torch.Tensor  # (B, K, F) attribute-agreement features (F = 0 without them)
 
     def __len__(self) -> int:
         return int(self.qtype.shape[0])
@@ -120,6 +131,8 @@ def build_features(
     }
     has_img = torch.from_numpy(index.has_image(uniq)) if n else torch.zeros(0, dtype=torch.bool)
     products = torch.cat([ptext_raw, p["pimage"]], dim=-1)
+    agree = head.attributes
+    codes = agree.codes([index.metas[int(r)].attributes for r in uniq]) if agree else None
 
     b = Batch(
         qtype=torch.zeros(n, dtype=torch.long),
@@ -130,6 +143,7 @@ def build_features(
         mask=torch.zeros(n, k_max, 5, dtype=torch.bool),
         grades=torch.zeros(n, k_max, dtype=torch.long),
         positions=torch.ones(n, k_max, dtype=torch.long),
+        attr=torch.zeros(n, k_max, agree.n_features if agree else 0),
     )
     with torch.no_grad():
         for i, (s, shown) in enumerate(kept):
@@ -156,6 +170,8 @@ def build_features(
             b.valid[i, :m] = True
             b.grades[i, :m] = torch.from_numpy(s.grades)
             b.positions[i, :m] = torch.arange(1, m + 1)
+            if agree is not None and codes is not None:
+                b.attr[i, :m] = agree.features(qt, qv, codes[r])
     return Features(b, products), [s for s, _ in kept]
 
 
@@ -164,6 +180,8 @@ def scores(head: FusionHead, f: Features, b: Batch) -> torch.Tensor:
     out = head.fuse(b.sims, b.mask, b.qtype)
     if head.interaction is not None:
         out = out + head.interaction(b.q_feat, f.products[b.rows], b.qtype)
+    if head.attributes is not None:
+        out = out + head.attributes.score(b.attr, b.qtype)
     return out.masked_fill(~b.valid, float("-inf"))
 
 
@@ -198,26 +216,50 @@ def ranking_loss(
     return -(w * logp).sum(), w.sum()
 
 
-def child_head(parent: FusionHead, rank: int, *, train_gate: bool = True) -> FusionHead:
-    """A trainable copy of `parent`; a parent without a residual gets a zero-initialised one."""
-    if parent.interaction is not None:
-        child = copy.deepcopy(parent)
-    else:
-        cfg = HeadConfig(**{**asdict(parent.config), "residual": True, "interaction_rank": rank})
-        child = FusionHead(cfg)
-        missing, unexpected = child.load_state_dict(parent.state_dict(), strict=False)
-        assert not unexpected and all(k.startswith("interaction.") for k in missing)
+def child_head(
+    parent: FusionHead, index: ProductVectors, rank: int, *, train_gate: bool = True
+) -> FusionHead:
+    """A trainable copy of `parent`. What the parent lacks starts at zero: a residual
+    interaction of `rank`, and attribute agreement, whose maps are fitted on the catalog in
+    `index` (the one time they are; children inherit them)."""
+    cfg = parent.config
+    vocab = cfg.attributes
+    if vocab is None:
+        alive = sorted(index.row_of.values())
+        vocab = categorical_attributes([index.metas[r].attributes for r in alive]) or None
+    child = FusionHead(
+        HeadConfig(
+            **{
+                **asdict(cfg),
+                "residual": True,
+                "interaction_rank": cfg.interaction_rank if cfg.residual else rank,
+                "attributes": vocab,
+            }
+        )
+    )
+    missing, unexpected = child.load_state_dict(parent.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("interaction.", "attributes.")) for k in missing)
+    if parent.attributes is None and child.attributes is not None:
+        rows = np.array(sorted(index.row_of.values()), dtype=np.int64)
+        child.attributes.fit(
+            torch.from_numpy(index.vectors("text", rows)),
+            torch.from_numpy(index.vectors("image", rows)),
+            torch.from_numpy(index.has_image(rows)),
+            [index.metas[int(r)].attributes for r in rows],
+        )
     for p in child.parameters():
         p.requires_grad_(False)
     child.gate_logits.requires_grad_(train_gate)
     assert child.interaction is not None
     for p in child.interaction.parameters():
         p.requires_grad_(True)
+    if child.attributes is not None:
+        child.attributes.weights.requires_grad_(True)
     return child
 
 
 def train(
-    parent: FusionHead,
+    head: FusionHead,
     f: Features,
     bias: PositionBias,
     config: TrainConfig,
@@ -225,13 +267,13 @@ def train(
     levels: int,
     progress: bool = False,
 ) -> tuple[FusionHead, dict[str, object]]:
-    """Warm-start from `parent` and train on the searches in `f` with an engaged product.
+    """Train `head` (a `child_head`, modified in place) on the searches in `f` with an engaged
+    product.
 
     The newest `val_fraction` of them (f is in time order) is held back; the epoch with the
     best IPS-weighted NDCG@10 there is kept (early stopping: with a few thousand searches the
     residual memorises products within a few epochs)."""
     torch.manual_seed(config.seed)
-    head = child_head(parent, config.rank, train_gate=config.train_gate)
     b = f.batch
     engaged = torch.nonzero((b.grades > 0).any(dim=1)).flatten()
     n_val = int(len(engaged) * config.val_fraction)
@@ -239,8 +281,12 @@ def train(
     cw_map = class_weights(b.grades[train_idx], b.valid[train_idx], levels)
     cw = torch.tensor([cw_map[c] if config.class_weights else 1.0 for c in range(levels + 1)])
     ipw_all = inverse_propensity(b.positions, bias, config.ips_clip, config.ips)
-    params = [p for p in head.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    agree = head.attributes.weights if head.attributes is not None else None
+    params = [p for p in head.parameters() if p.requires_grad and p is not agree]
+    groups: list[dict[str, Any]] = [{"params": params}]
+    if agree is not None:
+        groups.append({"params": [agree], "lr": config.attribute_lr})
+    opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     val = Features(b.take(val_idx), f.products)
 
     def val_ndcg() -> float:
@@ -385,6 +431,9 @@ def merge_per_type(
             if accept.get(t):
                 continue
             merged.gate_logits[i] = parent.gate_logits[i]
+            if merged.attributes is not None:
+                keep = parent.attributes.weights[i] if parent.attributes is not None else 0.0
+                merged.attributes.weights[i] = keep
             if isinstance(parent.interaction, Interaction):
                 for name in ("diag", "query_w", "product_w"):
                     getattr(merged.interaction, name)[i] = getattr(parent.interaction, name)[i]

@@ -13,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from learner.attributes import AttributeAgreement
 
 CHANNELS = ("text_text", "text_image", "image_image", "image_pimage", "image_text")
 QUERY_TYPES = ("text", "image", "composed")
@@ -30,8 +33,9 @@ class HeadConfig:
     hidden: int = 512
     residual: bool = False  # the learned interaction term (absent in the bootstrap head)
     interaction_rank: int = 0  # rank of its bilinear part
+    attributes: dict[str, list[str]] | None = None  # vocabulary of the attribute agreement
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -55,7 +59,8 @@ class Query:
 class Candidates:
     """Per-candidate features: frozen (t, v) and their projections (pt, pv); has_image masks v/pv.
 
-    `image` and `ptext` are only read for queries with an image, so text queries may omit them.
+    `image` and `ptext` are only read for queries with an image, so text queries may omit them;
+    `codes` (AttributeAgreement.codes) only by a head with attribute agreement.
     """
 
     text: torch.Tensor  # (n, text_dim)
@@ -63,6 +68,7 @@ class Candidates:
     has_image: torch.Tensor  # (n,) bool
     image: torch.Tensor | None = None  # (n, image_dim), zeros where missing
     ptext: torch.Tensor | None = None  # (n, dim)
+    codes: torch.Tensor | None = None  # (n, A) long
 
 
 def search_channels(q: Query) -> list[tuple[str, torch.Tensor]]:
@@ -138,6 +144,13 @@ class FusionHead(nn.Module):
         self.register_buffer("chan_mean", torch.zeros(len(CHANNELS)))
         self.register_buffer("chan_std", torch.ones(len(CHANNELS)))
         self.interaction = Interaction(config) if config.residual else None
+        self.attributes = (
+            AttributeAgreement(
+                config.attributes, config.text_dim, config.image_dim, len(QUERY_TYPES)
+            )
+            if config.attributes
+            else None
+        )
 
     def project_text(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_proj(x), dim=-1)
@@ -187,15 +200,21 @@ class FusionHead(nn.Module):
 
     def score(self, q: Query, c: Candidates) -> torch.Tensor:
         sims, mask = self.channel_sims(q, c)
-        fused = self.fuse(sims, mask, q.type_index)
-        if self.interaction is None:
-            return fused
-        residual = self.interaction(
-            query_features(q, self.config)[None],
-            product_features(c)[None],
-            torch.tensor([q.type_index]),
-        )
-        return fused + residual[0]
+        out = self.fuse(sims, mask, q.type_index)
+        if self.interaction is not None:
+            out = (
+                out
+                + self.interaction(
+                    query_features(q, self.config)[None],
+                    product_features(c)[None],
+                    torch.tensor([q.type_index]),
+                )[0]
+            )
+        if self.attributes is not None:
+            assert c.codes is not None, "a head with attribute agreement needs c.codes"
+            feats = self.attributes.features(q.text, q.image, c.codes)
+            out = out + self.attributes.score(feats, q.type_index)
+        return out
 
     def projection_digest(self) -> str:
         """Fingerprint of the frozen projections: the FAISS spaces were built with these, so a

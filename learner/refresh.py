@@ -31,6 +31,7 @@ from learner.finetune import (
     ProductVectors,
     TrainConfig,
     build_features,
+    child_head,
     evaluate,
     fit_calibration,
     merge_per_type,
@@ -147,10 +148,12 @@ def run_refresh(
         iv = load_query_vectors(
             s, _keys(window + replay, "image"), encoders.image_id, encoders.image_dim
         )
-    f_train, _ = build_features(parent, train_searches, tv, iv, index)
-    f_hold, _ = build_features(parent, holdout, tv, iv, index)
+    tc = config.train
+    candidate = child_head(parent, index, tc.rank, train_gate=tc.train_gate)
+    f_train, _ = build_features(candidate, train_searches, tv, iv, index)
+    f_hold, _ = build_features(candidate, holdout, tv, iv, index)
     levels = max(config.event_grades.values())
-    candidate, info = train(parent, f_train, bias, config.train, levels=levels, progress=progress)
+    candidate, info = train(candidate, f_train, bias, tc, levels=levels, progress=progress)
     event_levels = {"click": 1, "purchase": levels}
     clip = config.train.ips_clip
 

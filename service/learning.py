@@ -32,10 +32,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from learner.artifacts import load_head
 from learner.dataset import count_events
 from learner.finetune import ProductVectors, TrainConfig
-from learner.head import Candidates, Query
+from learner.head import Query
 from learner.refresh import Encoders, RefreshConfig, bias_of, run_refresh
 from service.config import Settings
-from service.search import ActiveHead, Searcher
+from service.search import ActiveHead, Searcher, candidates
 from storage.errors import FusionrankError
 from storage.models import TrainingRun
 from storage.registry import (
@@ -80,11 +80,7 @@ def warm(active: ActiveHead, searcher: Searcher) -> None:
     with torch.inference_mode():
         text = torch.from_numpy(idx.vectors("text", rows[:1])[0])
         q: Query = active.head.query(text, None)
-        cands = Candidates(
-            text=torch.from_numpy(idx.vectors("text", rows)),
-            pimage=torch.from_numpy(idx.vectors("pimage", rows)),
-            has_image=torch.from_numpy(idx.has_image(rows)),
-        )
+        cands = candidates(idx, rows, active.head, with_image=False)
         active.head.score(q, cands)
 
 

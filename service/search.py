@@ -60,6 +60,22 @@ class SearchResult:
     image_vector: np.ndarray | None
 
 
+def candidates(
+    index: CatalogIndex, rows: np.ndarray, head: FusionHead, *, with_image: bool
+) -> Candidates:
+    """What `head` needs to score these index rows (image-side vectors only for image queries,
+    attribute codes only for a head that reads them)."""
+    agree = head.attributes
+    return Candidates(
+        text=torch.from_numpy(index.vectors("text", rows)),
+        pimage=torch.from_numpy(index.vectors("pimage", rows)),
+        has_image=torch.from_numpy(index.has_image(rows)),
+        image=torch.from_numpy(index.vectors("image", rows)) if with_image else None,
+        ptext=torch.from_numpy(index.vectors("ptext", rows)) if with_image else None,
+        codes=agree.codes([index.metas[r].attributes for r in rows]) if agree else None,
+    )
+
+
 class Searcher:
     def __init__(
         self,
@@ -118,14 +134,7 @@ class Searcher:
         explore = False
         if len(rows):
             idx = self.index
-            with_image = q.image is not None
-            cands = Candidates(
-                text=torch.from_numpy(idx.vectors("text", rows)),
-                pimage=torch.from_numpy(idx.vectors("pimage", rows)),
-                has_image=torch.from_numpy(idx.has_image(rows)),
-                image=torch.from_numpy(idx.vectors("image", rows)) if with_image else None,
-                ptext=torch.from_numpy(idx.vectors("ptext", rows)) if with_image else None,
-            )
+            cands = candidates(idx, rows, active.head, with_image=q.image is not None)
             scores = active.head.score(q, cands).numpy()
             ranked = np.argsort(-scores, kind="stable")[: sq.k]
             shown = list(range(len(ranked)))

@@ -216,12 +216,13 @@ def test_replicas_on_postgres_pick_up_a_new_version_within_seconds(ingested, emb
         heads = store.settings.data_dir / "heads"
         boot = ingested.report.head_version
         parent, _ = load_head(heads / boot)
-        child = child_head(parent, rank=0)
-        with __import__("torch").no_grad():
-            child.interaction.diag.add_(0.01)  # a different, compatible head
-        version = save_head(heads, child, {"parent": boot})
         rts = [start_test_runtime(store.settings, embedder) for _ in range(2)]
         try:
+            assert rts[0].searcher is not None
+            child = child_head(parent, rts[0].searcher.index, rank=0)
+            with __import__("torch").no_grad():
+                child.interaction.diag.add_(0.01)  # a different, compatible head
+            version = save_head(heads, child, {"parent": boot})
             with (
                 live_server(store.settings, runtime=rts[0]) as a,
                 live_server(store.settings, runtime=rts[1]) as b,

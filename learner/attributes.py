@@ -1,0 +1,130 @@
+"""Attribute agreement: does a candidate have the category, colour, gender... the query asks for?
+
+Similarity in an embedding space cannot say which of a product's attributes the shopper cares
+about: a photo of a red women's top is near red men's tops and pink women's tops alike. The
+catalog knows every product's attributes, so the head reads them off the query instead:
+
+- a ridge map per modality, fitted in closed form on the catalog's own frozen vectors, scores
+  every value of every categorical attribute for a query (text from its words, image from its
+  photo);
+- a candidate's feature per (modality, attribute) is the score of the value it actually has;
+- how much each feature counts is learned per query type from feedback, starting at zero, so
+  shoppers decide which attributes matter (gender for a photo, colour for "this but red").
+
+The maps are fitted once, when a head without them is first fine-tuned, and then inherited
+unchanged, like the projections: only the per-type weights learn.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+MIN_COVERAGE = 0.5  # share of products that must have the attribute
+MAX_VALUES = 500  # more distinct values than this is an identifier, not a category
+RIDGE = 1.0
+
+
+def categorical_attributes(attributes: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Attribute -> its values, for the attributes that look categorical: present on at least
+    MIN_COVERAGE of the products with 2..MAX_VALUES distinct string values."""
+    n = max(1, len(attributes))
+    values: dict[str, Counter[str]] = {}
+    for attrs in attributes:
+        for name, v in attrs.items():
+            if isinstance(v, str) and v:
+                values.setdefault(name, Counter())[v] += 1
+    return {
+        name: sorted(c)
+        for name, c in sorted(values.items())
+        if sum(c.values()) >= MIN_COVERAGE * n and 2 <= len(c) <= MAX_VALUES
+    }
+
+
+def fit_ridge(x: torch.Tensor, codes: torch.Tensor, classes: int) -> torch.Tensor:
+    """(d + 1, classes) least-squares map from vectors (with a bias) to one-hot attribute
+    columns; codes (n, A) hold global column indices, -1 where a product lacks the attribute."""
+    x1 = torch.cat([x, torch.ones(len(x), 1)], dim=1).double()
+    targets = torch.zeros(len(x), classes + 1, dtype=torch.float64)
+    targets.scatter_(1, torch.where(codes < 0, classes, codes), 1.0)
+    gram = x1.T @ x1 + RIDGE * torch.eye(x1.shape[1], dtype=torch.float64)
+    return torch.linalg.solve(gram, x1.T @ targets[:, :classes]).float()
+
+
+class AttributeAgreement(nn.Module):
+    """Per-(modality, attribute) agreement features and their learned per-query-type weights."""
+
+    text_map: torch.Tensor  # buffers: the fitted ridge maps
+    image_map: torch.Tensor
+
+    def __init__(
+        self, vocab: Mapping[str, Sequence[str]], text_dim: int, image_dim: int, types: int
+    ) -> None:
+        super().__init__()
+        self.names = list(vocab)
+        self.column: list[dict[str, int]] = []
+        offset = 0
+        for name in self.names:
+            self.column.append({v: offset + i for i, v in enumerate(vocab[name])})
+            offset += len(vocab[name])
+        self.classes = offset
+        self.register_buffer("text_map", torch.zeros(text_dim + 1, offset))
+        self.register_buffer("image_map", torch.zeros(image_dim + 1, offset))
+        self.weights = nn.Parameter(torch.zeros(types, 2 * len(self.names)))
+
+    @property
+    def n_features(self) -> int:
+        return 2 * len(self.names)
+
+    def codes(self, attributes: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+        """(n, A) global value columns of each product's attributes, -1 where unknown."""
+        return torch.tensor(
+            [
+                [
+                    col.get(a.get(name) or "", -1)
+                    for name, col in zip(self.names, self.column, strict=True)
+                ]
+                for a in attributes
+            ],
+            dtype=torch.long,
+        ).reshape(len(attributes), len(self.names))
+
+    def fit(
+        self,
+        text: torch.Tensor,
+        image: torch.Tensor,
+        has_image: torch.Tensor,
+        attributes: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Fit both maps on the catalog: product text vectors and (where there is one) image
+        vectors against the products' own attribute values."""
+        codes = self.codes(attributes)
+        with torch.no_grad():
+            self.text_map.copy_(fit_ridge(text, codes, self.classes))
+            self.image_map.copy_(fit_ridge(image[has_image], codes[has_image], self.classes))
+
+    def features(
+        self, text: torch.Tensor | None, image: torch.Tensor | None, codes: torch.Tensor
+    ) -> torch.Tensor:
+        """(n, 2A): the query's score for each candidate's value of each attribute, text half
+        then image half; zeros for an absent modality or an unknown value."""
+        out = torch.zeros(codes.shape[0], self.n_features)
+        known = codes >= 0
+        a = len(self.names)
+        for half, (vec, m) in enumerate(((text, self.text_map), (image, self.image_map))):
+            if vec is None:
+                continue
+            s = vec @ m[:-1] + m[-1]
+            out[:, half * a : (half + 1) * a] = torch.where(known, s[codes.clamp(min=0)], 0.0)
+        return out
+
+    def score(self, features: torch.Tensor, query_type: int | torch.Tensor) -> torch.Tensor:
+        """features (n, F) with an int type, or (B, n, F) with types (B,) -> (n,) / (B, n)."""
+        w = self.weights[query_type]
+        if w.dim() == 2:
+            w = w[:, None, :]
+        return (features * w).sum(dim=-1)
