@@ -182,6 +182,33 @@ def main() -> None:
         )
     print_targets(targets)
     print(f"wrote {write_json('learning_curve', {'rows': rows, 'targets': targets})}")
+    print(f"wrote {plot(rows, kinds, Path(__file__).with_name('learning_curve.png'))}")
+
+
+def plot(rows: list[dict[str, Any]], kinds: tuple[str, ...], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.6), sharey=True)
+    for ax, kind in zip(axes, kinds, strict=True):
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            pts = sorted(
+                (r["sessions"], r["ndcg@10"][kind])
+                for r in rows
+                if r["variant"] == variant and kind in r["ndcg@10"]
+            )
+            ax.plot(*zip(*pts, strict=True), marker="o", label=variant)
+        ax.set_title(kind)
+        ax.set_xlabel("simulated training sessions")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("NDCG@10 (true grades)")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

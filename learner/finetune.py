@@ -59,12 +59,10 @@ class TrainConfig:
     ips_clip: float = 20.0  # largest inverse-propensity weight
     class_weights: bool = True
     ips: bool = True
-    # Measured on 5,000 simulated sessions (44k catalog): training the gate or a rank-16 bilinear
-    # term lowered the holdout IPS-NDCG@10 (0.511 -> 0.482 and 0.352 with the true eta); the
-    # diagonal term alone with the gate frozen held it (0.511). Even full-batch descent on the
-    # gate alone, unweighted, lowers the training NDCG while the listwise loss falls: the shown
-    # top-20 are close to what the grades ask for and the loss trades the top for the tail.
-    # Defaults to the harmless variant until one wins on the learning-curve benchmark.
+    # Measured on 5,000 simulated sessions (44k catalog), NDCG@10 against the true grades: the
+    # attribute weights alone 0.678 -> 0.758; also training the gate 0.744; a rank-16 bilinear
+    # term never beat its start on validation. So the gate stays as bootstrapped and the
+    # bilinear rank is 0 (the diagonal term stays: it starts at zero and is gated like the rest).
     rank: int = 0  # bilinear rank for a head that has no residual yet
     train_gate: bool = False
     val_fraction: float = 0.15  # newest engaged training searches used for early stopping
@@ -356,11 +354,11 @@ def fit_calibration(
     return float(a.detach()), float(c.detach())
 
 
-def _ndcg_per_search(
+def _dcg_per_search(
     s: torch.Tensor, b: Batch, bias: PositionBias, clip: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """IPS-weighted NDCG@10 of re-ranking each search's shown products by `s`, and which searches
-    have an engaged product (the others have no ideal ranking)."""
+    """Per search: IPS-weighted DCG@10 of re-ranking its shown products by `s`, and the ideal
+    DCG@10 of the same gains (which does not depend on `s`)."""
     ipw = inverse_propensity(b.positions, bias, clip, True)
     gains = (2.0 ** b.grades.float() - 1) * ipw * b.valid
     order = torch.argsort(s, dim=1, descending=True)
@@ -368,14 +366,27 @@ def _ndcg_per_search(
     disc = 1 / torch.log2(torch.arange(2, k + 2, dtype=torch.float32))
     dcg = (torch.gather(gains, 1, order)[:, :k] * disc).sum(1)
     idcg = (torch.sort(gains, dim=1, descending=True).values[:, :k] * disc).sum(1)
-    has_pos = idcg > 0
-    return torch.where(has_pos, dcg / idcg.clamp(min=1e-12), torch.zeros_like(dcg)), has_pos
+    return dcg, idcg
+
+
+def _ratio(dcg: torch.Tensor, idcg: torch.Tensor, sel: torch.Tensor) -> float:
+    """IPS-weighted NDCG@10 as a ratio of sums over the selected searches.
+
+    Not the mean of per-search ratios: that one is dominated by the few searches with a deep
+    click (huge inverse propensity), and since an unclicked product counts as irrelevant it
+    punishes a model for lifting relevant products the shopper never saw. Measured on 5,000
+    simulated sessions, it fell (0.497 -> 0.478) while NDCG against the true grades rose
+    (0.678 -> 0.757). Summed IPS-weighted DCG is the unbiased counterfactual estimate of the
+    model's DCG; dividing by the summed ideal, a constant of the holdout, keeps it in [0, 1].
+    """
+    total = float(idcg[sel].sum())
+    return float(dcg[sel].sum()) / total if total > 0 else float("nan")
 
 
 def ips_ndcg(head: FusionHead, f: Features, bias: PositionBias, clip: float) -> float:
     with torch.no_grad():
-        ndcg, has_pos = _ndcg_per_search(scores(head, f, f.batch), f.batch, bias, clip)
-    return float(ndcg[has_pos].mean()) if has_pos.any() else 0.0
+        dcg, idcg = _dcg_per_search(scores(head, f, f.batch), f.batch, bias, clip)
+    return _ratio(dcg, idcg, idcg > 0)
 
 
 def evaluate(
@@ -392,7 +403,8 @@ def evaluate(
     b = f.batch
     with torch.no_grad():
         s = scores(head, f, b)
-    ndcg, has_pos = _ndcg_per_search(s, b, bias, clip)
+    dcg, idcg = _dcg_per_search(s, b, bias, clip)
+    has_pos = idcg > 0
     ex = inverse_propensity(b.positions, bias, float("inf"), True).reciprocal()
     ll: dict[str, torch.Tensor] = {}
     for name, level in event_levels.items():
@@ -409,7 +421,7 @@ def evaluate(
         row: dict[str, float] = {
             "searches": int(sel.sum()),
             "engaged": int(engaged.sum()),
-            "ips_ndcg@10": float(ndcg[engaged].mean()) if engaged.any() else float("nan"),
+            "ips_ndcg@10": _ratio(dcg, idcg, engaged),
         }
         for ev_name, v in ll.items():
             w = b.valid[sel].sum(1).float()

@@ -104,7 +104,8 @@ class ModelWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive():  # `fusionrank learner` never starts it
+            self._thread.join(10)
 
     def check_once(self) -> str | None:
         """Swap to the registry's active version if it changed; returns the version swapped to."""
