@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +32,8 @@ RIDGE = 1.0
 
 def categorical_attributes(attributes: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
     """Attribute -> its values, for the attributes that look categorical: present on at least
-    MIN_COVERAGE of the products with 2..MAX_VALUES distinct string values."""
+    MIN_COVERAGE of the products, with 2..MAX_VALUES distinct string values that repeat (on
+    average at least twice, so per-product identifiers are left out)."""
     n = max(1, len(attributes))
     values: dict[str, Counter[str]] = {}
     for attrs in attributes:
@@ -41,7 +43,8 @@ def categorical_attributes(attributes: Sequence[Mapping[str, Any]]) -> dict[str,
     return {
         name: sorted(c)
         for name, c in sorted(values.items())
-        if sum(c.values()) >= MIN_COVERAGE * n and 2 <= len(c) <= MAX_VALUES
+        if sum(c.values()) >= MIN_COVERAGE * n
+        and 2 <= len(c) <= min(MAX_VALUES, sum(c.values()) / 2)
     }
 
 
@@ -75,6 +78,20 @@ class AttributeAgreement(nn.Module):
         self.register_buffer("text_map", torch.zeros(text_dim + 1, offset))
         self.register_buffer("image_map", torch.zeros(image_dim + 1, offset))
         self.weights = nn.Parameter(torch.zeros(types, 2 * len(self.names)))
+        self._row_cache: tuple[Sequence[Any], np.ndarray] | None = None
+
+    def row_codes(self, metas: Sequence[Any], rows: np.ndarray) -> torch.Tensor:
+        """codes() of catalog index rows (items with `.attributes`), cached: index rows are
+        append-only (a changed product gets a new row), so each row is looked up once instead of
+        on every search."""
+        cache = self._row_cache
+        if cache is None or cache[0] is not metas or len(cache[1]) < len(metas):
+            known = cache[1] if cache is not None and cache[0] is metas else None
+            start = 0 if known is None else len(known)
+            tail = self.codes([m.attributes for m in metas[start:]]).numpy()
+            cache = (metas, tail if known is None else np.concatenate([known, tail]))
+            self._row_cache = cache  # one reference swap: concurrent searches see either
+        return torch.from_numpy(cache[1][rows])
 
     @property
     def n_features(self) -> int:

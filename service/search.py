@@ -72,7 +72,7 @@ def candidates(
         has_image=torch.from_numpy(index.has_image(rows)),
         image=torch.from_numpy(index.vectors("image", rows)) if with_image else None,
         ptext=torch.from_numpy(index.vectors("ptext", rows)) if with_image else None,
-        codes=agree.codes([index.metas[r].attributes for r in rows]) if agree else None,
+        codes=agree.row_codes(index.metas, rows) if agree else None,
     )
 
 

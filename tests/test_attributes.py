@@ -1,0 +1,99 @@
+"""Attribute agreement: which attributes count as categories, ridge maps fitted on real catalog
+vectors read a query's category, and a head carrying them scores the same after a round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from learner.artifacts import load_head, save_head
+from learner.attributes import AttributeAgreement, categorical_attributes
+from learner.finetune import child_head
+from learner.head import QUERY_TYPES
+from service.index import CatalogIndex
+from service.search import candidates
+from storage.artifacts import current
+
+
+def test_only_categorical_attributes_are_kept():
+    rows = [
+        {"type": t, "sku": f"sku-{i}", "colour": ["", "red", "", "blue"][i % 4], "one": "-", "n": i}
+        for i, t in enumerate(["Shirts", "Watches"] * 10)
+    ]
+    vocab = categorical_attributes(rows)
+    # `sku` is one value per product (an identifier); `one` never varies; `colour` is on half
+    # the products (the minimum coverage); `n` is not a string
+    assert vocab == {"colour": ["blue", "red"], "type": ["Shirts", "Watches"]}
+    many = [{"code": f"c{i % 501}", "type": "a" if i % 2 else "b"} for i in range(2000)]
+    assert list(categorical_attributes(many)) == ["type"]  # 501 distinct values: too many
+
+
+@pytest.fixture(scope="module")
+def index(ingested) -> CatalogIndex:
+    build = current(ingested.settings.index_dir)
+    assert build is not None
+    return CatalogIndex.load(build)
+
+
+@pytest.fixture(scope="module")
+def agreeing_head(ingested, index):
+    boot, _ = load_head(ingested.settings.data_dir / "heads" / ingested.report.head_version)
+    return child_head(boot, index, rank=0, train_gate=False)
+
+
+def test_fitted_maps_read_each_products_category(agreeing_head, index):
+    agree: AttributeAgreement = agreeing_head.attributes
+    assert agree is not None and "articleType" in agree.names
+    rows = np.array(sorted(index.row_of.values()))
+    codes = agree.codes([index.metas[r].attributes for r in rows])
+    a = agree.names.index("articleType")
+    cols = sorted(agree.column[a].values())
+    for space, m in (("text", agree.text_map), ("image", agree.image_map)):
+        x = torch.from_numpy(index.vectors(space, rows))
+        predicted = (x @ m[:-1, cols] + m[-1, cols]).argmax(1) + cols[0]
+        accuracy = float((predicted == codes[:, a]).float().mean())
+        assert accuracy > 0.8, (space, accuracy)
+
+
+def test_a_text_query_agrees_with_products_of_the_category_it_names(
+    agreeing_head, index, embedder, ingested
+):
+    agree = agreeing_head.attributes
+    a = agree.names.index("articleType")
+    rows = np.array(sorted(index.row_of.values()))
+    kinds = [index.metas[r].attributes["articleType"] for r in rows]
+    target = max(set(kinds), key=kinds.count)
+    q = torch.from_numpy(embedder.text_encoder.encode([f"{target.lower()} for sale"])[0])
+    feats = agree.features(q, None, agree.codes([index.metas[r].attributes for r in rows]))
+    same = torch.tensor([k == target for k in kinds])
+    assert feats[same, a].mean() > feats[~same, a].mean() + 0.3
+    assert torch.all(feats[:, len(agree.names) :] == 0)  # no photo, no image half
+
+
+def test_the_weights_start_at_zero_and_survive_a_round_trip(agreeing_head, index, tmp_path):
+    c = candidates(index, np.arange(12), agreeing_head, with_image=True)
+    q = agreeing_head.query(torch.from_numpy(index.vectors("text", np.array([3]))[0]), None)
+    parent_like = agreeing_head.fuse(*agreeing_head.channel_sims(q, c), q.type_index)
+    torch.testing.assert_close(agreeing_head.score(q, c), parent_like)  # zero weights
+    with torch.no_grad():
+        agreeing_head.attributes.weights[QUERY_TYPES.index("text")].uniform_(0.5, 1.5)
+    version = save_head(tmp_path, agreeing_head, {"parent": "test"})
+    loaded, card = load_head(tmp_path / version)
+    assert card["config"]["attributes"] == agreeing_head.config.attributes
+    torch.testing.assert_close(loaded.score(q, c), agreeing_head.score(q, c))
+    assert not torch.allclose(loaded.score(q, c), parent_like)
+
+
+def test_row_codes_follow_appended_rows(agreeing_head, index):
+    """The per-row cache extends when the catalog gains rows (an upsert appends one)."""
+    agree = agreeing_head.attributes
+    metas = list(index.metas)
+    rows = np.arange(len(metas))
+    expected = agree.codes([m.attributes for m in metas])
+    assert torch.equal(agree.row_codes(metas, rows), expected)
+    changed = {**metas[0].attributes, "articleType": metas[-1].attributes["articleType"]}
+    metas.append(type(metas[0])("new", "new", changed, None))
+    new_row = agree.row_codes(metas, np.array([len(metas) - 1]))
+    assert torch.equal(new_row, agree.codes([changed]))
+    assert not torch.equal(new_row, expected[:1])
