@@ -7,7 +7,9 @@ POST /v1/models/train; then a fixed set of evaluation shoppers (the same seeds f
 no feedback sent) measures NDCG@10 of what the service shows against the true grades.
 
 Variants: frozen (no refreshes), learner, learner without class weights, learner without
-position-bias correction. Also reports each refresh's wall time and peak RSS of the server.
+position-bias correction, and LightGBM LambdaMART trained offline on the frozen head's logs with
+the same features (`benchmarks.lambdamart`). Also reports each refresh's wall time and peak RSS
+of the server.
 Queries and shoppers are synthetic.
 Usage: python -m benchmarks.learning_curve [--data-dir DIR] [--steps 0,1000,5000,20000]
 """
@@ -34,7 +36,10 @@ from benchmarks.common import (
     require_shared,
     write_json,
 )
+from benchmarks.lambdamart import LambdaMart
 from benchmarks.latency import rss_mb, start_server
+from service.config import Settings
+from service.runtime import make_embedder
 from service.simulator import Simulator
 from storage.artifacts import current, read_manifest
 
@@ -43,6 +48,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "learner": {},
     "no-class-weights": {"FUSIONRANK_LEARNER_CLASS_WEIGHTS": "false"},
     "no-ips": {"FUSIONRANK_LEARNER_IPS": "false"},
+    "lambdamart": {},  # the frozen head serves; LightGBM trains offline on its logs
 }
 EVAL_SEED = 990
 
@@ -111,11 +117,25 @@ def run_variant(
             else:
                 os.environ[k] = v
     rows: list[dict[str, Any]] = []
+    ltr = None
+    if name == "lambdamart":
+        ltr = LambdaMart(data_dir, make_embedder(Settings(data_dir=data_dir), serving=True))
     try:
         done = 0
         trainer = Simulator(url, CATALOG)
         for step in steps:
             row: dict[str, Any] = {"variant": name, "sessions": step}
+            if step > done and ltr is not None:
+                trainer.run(step - done, seed=1000 + step, concurrency=4, progress=True)
+                done = step
+                time.sleep(2)  # the impression writer flushes every 200 ms
+                started = time.perf_counter()
+                row |= ltr.train(tmp / "fusionrank.db")
+                row["train_seconds"] = round(time.perf_counter() - started, 2)
+                row["ndcg@10"] = ltr.evaluate(CATALOG, eval_sessions, EVAL_SEED)
+                rows.append(row)
+                print(name, row, flush=True)
+                continue
             if step > done and name != "frozen":
                 trainer.run(step - done, seed=1000 + step, concurrency=4, progress=True)
                 done = step
@@ -175,10 +195,15 @@ def main() -> None:
     frozen = {r["sessions"]: r["ndcg@10"]["all"] for r in rows if r["variant"] == "frozen"}
     last = steps[-1]
     learner = next((r for r in rows if r["variant"] == "learner" and r["sessions"] == last), None)
+    ltr = next((r for r in rows if r["variant"] == "lambdamart" and r["sessions"] == last), None)
     targets = {}
     if learner and last in frozen:
         targets[f"learner >= 1.25x frozen NDCG@10 after {last} sessions"] = (
             learner["ndcg@10"]["all"] >= 1.25 * frozen[last]
+        )
+    if learner and ltr:
+        targets[f"learner >= LambdaMART NDCG@10 after {last} sessions"] = (
+            learner["ndcg@10"]["all"] >= ltr["ndcg@10"]["all"] - 0.005
         )
     print_targets(targets)
     print(f"wrote {write_json('learning_curve', {'rows': rows, 'targets': targets})}")
