@@ -1,8 +1,9 @@
 """Incremental fine-tuning of the scoring part of the head from logged searches and feedback.
 
-Only the gate and the residual interaction term learn; the projections (and so the FAISS spaces)
-and the frozen encoders never change, and nothing is re-embedded: query vectors come from the
-log, product vectors from the index. Each search contributes its shown products:
+Only the scoring part learns: the per-type attribute-agreement weights, the residual interaction
+term and (optionally) the gate. The projections (and so the FAISS spaces) and the frozen encoders
+never change, and nothing is re-embedded: query vectors come from the log, product vectors and
+attributes from the index. Each search contributes its shown products:
 
 - ranking loss: listwise softmax cross-entropy over what the search showed, each engaged product
   weighted by its class weight (inverse frequency of its grade in the window, so a rare purchase

@@ -4,8 +4,10 @@ Two projections map frozen text (384-d) and image (1280-d) features into one D-d
 contrastively on the catalog's own (image, title) pairs. A query and a candidate meet in five
 similarity channels; a per-query-type softmax gate over the channels that exist for that pair
 (a product may lack an image) fuses their calibrated scores. The projections define the FAISS
-spaces; the gate and calibration are the scoring part the feedback learner fine-tunes and swaps
-without touching the index or re-embedding anything.
+spaces. The scoring part, which the feedback learner fine-tunes and swaps without touching the
+index or re-embedding anything, is the gate plus two residuals that start at zero: an
+interaction term over query and product features, and attribute agreement
+(`learner.attributes`).
 """
 
 from __future__ import annotations
