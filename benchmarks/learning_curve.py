@@ -102,8 +102,6 @@ def run_variant(
         "FUSIONRANK_LEARNER_INTERVAL_MINUTES": "100000",
         "FUSIONRANK_LEARNER_MIN_NEW_EVENTS": "1000000000",
         "FUSIONRANK_LEARNER_SETTLE_SECONDS": "0",
-        "FUSIONRANK_LEARNER_MIN_ENGAGED": "50",
-        "FUSIONRANK_LEARNER_MIN_HOLDOUT_ENGAGED": "50",
         **VARIANTS[name],
     }
     saved = {k: os.environ.get(k) for k in env}

@@ -57,10 +57,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RefreshConfig:
     event_grades: dict[str, int]
-    settle: timedelta = timedelta(seconds=60)
+    settle: timedelta = timedelta(seconds=5)
     holdout_fraction: float = 0.2
-    min_new_engaged: int = 200
-    min_holdout_engaged: int = 100  # per query type, to judge that type at all
+    min_new_engaged: int = 100
+    min_holdout_engaged: int = 50  # per query type, to judge that type at all
     replay: int = 20_000
     max_window: int = 200_000
     margin: float = 0.002

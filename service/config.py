@@ -64,14 +64,17 @@ class Settings(BaseSettings):
         2000, ge=1, description="...or as soon as this many new events have arrived."
     )
     learner_min_engaged: int = Field(
-        200, ge=1, description="Engaged searches a refresh needs, or it is skipped."
+        100, ge=1, description="Engaged searches a refresh needs, or it is skipped."
     )
     learner_settle_seconds: float = Field(
-        60, ge=0, description="Searches younger than this are left for the next refresh."
+        5,
+        ge=0,
+        description="Searches younger than this are left for the next refresh (their late "
+        "events still reach training through the replay sample).",
     )
     learner_holdout_fraction: float = Field(0.2, gt=0, lt=1)
     learner_min_holdout_engaged: int = Field(
-        100, ge=1, description="Engaged holdout searches a query type needs to be judged."
+        50, ge=1, description="Engaged holdout searches a query type needs to be judged."
     )
     learner_replay: int = Field(20_000, ge=0, description="Older engaged searches replayed.")
     learner_max_window: int = Field(200_000, ge=100, description="Newest searches per refresh.")
