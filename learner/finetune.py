@@ -329,30 +329,41 @@ def train(
 
 
 # ---- evaluation ------------------------------------------------------------------------------
-def fit_calibration(
-    head: FusionHead, f: Features, bias: PositionBias, min_grade: int, steps: int = 200
-) -> tuple[float, float]:
-    """(a, b) of P(grade >= min_grade | shown at k) = examination(k) * sigmoid(a * s + b)."""
-    b = f.batch
-    with torch.no_grad():
-        s = scores(head, f, b)
-    ex = inverse_propensity(b.positions, bias, float("inf"), True).reciprocal()
-    y = ((b.grades >= min_grade) & b.valid).float()
-    sv, ev, yv = s[b.valid], ex[b.valid], y[b.valid]
+def _fit_ab(s: torch.Tensor, ex: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[float, float]:
     a = torch.tensor(1.0, requires_grad=True)
     c = torch.tensor(-2.0, requires_grad=True)
     opt = torch.optim.LBFGS([a, c], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        p = (ev * torch.sigmoid(a * sv + c)).clamp(1e-6, 1 - 1e-6)
-        loss = F.binary_cross_entropy(p, yv)
+        p = (ex * torch.sigmoid(a * s + c)).clamp(1e-6, 1 - 1e-6)
+        loss = F.binary_cross_entropy(p, y)
         loss.backward()
         return loss
 
-    if len(yv):
+    if len(y):
         opt.step(closure)
     return float(a.detach()), float(c.detach())
+
+
+def fit_calibration(
+    head: FusionHead, f: Features, bias: PositionBias, min_grade: int, steps: int = 200
+) -> dict[str, tuple[float, float]]:
+    """Per query type, (a, b) of P(grade >= min_grade | shown at k) = examination(k) *
+    sigmoid(a * s + b). Per type because the types' scores spread differently (a residual that
+    sharpens composed queries would otherwise be judged against a text-dominated fit); a type
+    without training searches gets the fit over all of them."""
+    b = f.batch
+    with torch.no_grad():
+        s = scores(head, f, b)
+    ex = inverse_propensity(b.positions, bias, float("inf"), True).reciprocal()
+    y = ((b.grades >= min_grade) & b.valid).float()
+    overall = _fit_ab(s[b.valid], ex[b.valid], y[b.valid], steps)
+    out: dict[str, tuple[float, float]] = {}
+    for i, t in enumerate(QUERY_TYPES):
+        sel = b.valid & (b.qtype == i)[:, None]
+        out[t] = _fit_ab(s[sel], ex[sel], y[sel], steps) if sel.any() else overall
+    return out
 
 
 def _dcg_per_search(
@@ -396,7 +407,7 @@ def evaluate(
     bias: PositionBias,
     *,
     clip: float,
-    calibration: dict[str, tuple[float, float]],
+    calibration: dict[str, dict[str, tuple[float, float]]],
     event_levels: dict[str, int],
 ) -> dict[str, dict[str, float]]:
     """Per query type (and "all"): IPS-weighted NDCG@10 of re-ranking what was shown, over
@@ -409,8 +420,9 @@ def evaluate(
     ex = inverse_propensity(b.positions, bias, float("inf"), True).reciprocal()
     ll: dict[str, torch.Tensor] = {}
     for name, level in event_levels.items():
-        a, c = calibration[name]
-        p = (ex * torch.sigmoid(a * s.masked_fill(~b.valid, 0.0) + c)).clamp(1e-6, 1 - 1e-6)
+        ab = torch.tensor([calibration[name][t] for t in QUERY_TYPES])[b.qtype]  # (B, 2)
+        logit = ab[:, :1] * s.masked_fill(~b.valid, 0.0) + ab[:, 1:]
+        p = (ex * torch.sigmoid(logit)).clamp(1e-6, 1 - 1e-6)
         y = (b.grades >= level).float()
         per = F.binary_cross_entropy(p, y, reduction="none") * b.valid
         ll[name] = per.sum(1) / b.valid.sum(1).clamp(min=1)

@@ -157,7 +157,7 @@ def run_refresh(
     event_levels = {"click": 1, "purchase": levels}
     clip = config.train.ips_clip
 
-    def judge(head: FusionHead) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
+    def judge(head: FusionHead) -> tuple[dict[str, Any], dict[str, dict[str, tuple[float, float]]]]:
         cal = {n: fit_calibration(head, f_train, bias, lvl) for n, lvl in event_levels.items()}
         return evaluate(
             head, f_hold, bias, clip=clip, calibration=cal, event_levels=event_levels
