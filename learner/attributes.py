@@ -11,8 +11,9 @@ catalog knows every product's attributes, so the head reads them off the query i
 - how much each feature counts is learned per query type from feedback, starting at zero, so
   shoppers decide which attributes matter (gender for a photo, colour for "this but red").
 
-The maps are fitted once, when a head without them is first fine-tuned, and then inherited
-unchanged, like the projections: only the per-type weights learn.
+The maps are fitted when a head without them is fine-tuned (until a candidate with them is
+promoted, each refresh fits them afresh, in seconds) and are then inherited unchanged, like the
+projections: only the per-type weights learn.
 """
 
 from __future__ import annotations

@@ -45,6 +45,8 @@ class ProductVectors(Protocol):
     @property
     def metas(self) -> Sequence[HasAttributes]: ...
 
+    def alive_rows(self) -> np.ndarray: ...
+
     def vectors(self, space: str, rows: np.ndarray) -> np.ndarray: ...
 
     def has_image(self, rows: np.ndarray) -> np.ndarray: ...
@@ -223,9 +225,10 @@ def child_head(
     `index` (the one time they are; children inherit them)."""
     cfg = parent.config
     vocab = cfg.attributes
+    rows = index.alive_rows() if vocab is None else None
+    attributes = [index.metas[int(r)].attributes for r in rows] if rows is not None else []
     if vocab is None:
-        alive = sorted(index.row_of.values())
-        vocab = categorical_attributes([index.metas[r].attributes for r in alive]) or None
+        vocab = categorical_attributes(attributes) or None
     child = FusionHead(
         HeadConfig(
             **{
@@ -238,13 +241,12 @@ def child_head(
     )
     missing, unexpected = child.load_state_dict(parent.state_dict(), strict=False)
     assert not unexpected and all(k.startswith(("interaction.", "attributes.")) for k in missing)
-    if parent.attributes is None and child.attributes is not None:
-        rows = np.array(sorted(index.row_of.values()), dtype=np.int64)
+    if rows is not None and child.attributes is not None:
         child.attributes.fit(
             torch.from_numpy(index.vectors("text", rows)),
             torch.from_numpy(index.vectors("image", rows)),
             torch.from_numpy(index.has_image(rows)),
-            [index.metas[int(r)].attributes for r in rows],
+            attributes,
         )
     for p in child.parameters():
         p.requires_grad_(False)

@@ -149,6 +149,7 @@ def run_refresh(
             s, _keys(window + replay, "image"), encoders.image_id, encoders.image_dim
         )
     tc = config.train
+    torch.manual_seed(tc.seed)  # a bilinear residual starts from random query weights
     candidate = child_head(parent, index, tc.rank, train_gate=tc.train_gate)
     f_train, _ = build_features(candidate, train_searches, tv, iv, index)
     f_hold, _ = build_features(candidate, holdout, tv, iv, index)

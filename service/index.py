@@ -106,6 +106,11 @@ class CatalogIndex:
     def n_rows(self) -> int:
         return self._n
 
+    def alive_rows(self) -> np.ndarray:
+        """The rows of the products in the catalog now (a consistent snapshot)."""
+        with self._lock:
+            return np.flatnonzero(self._alive[: self._n])
+
     def vectors(self, space: str, rows: np.ndarray) -> np.ndarray:
         return self._vecs[space][rows]
 

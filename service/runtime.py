@@ -18,7 +18,7 @@ from service.encoders import load_image_encoder, load_text_encoder
 from service.errors import FusionrankError
 from service.impressions import ImpressionLogger
 from service.index import CatalogIndex
-from service.learning import Learner, ModelWatcher, load_active_head
+from service.learning import Learner, ModelWatcher, load_active_head, warm
 from service.online_metrics import OnlineMetrics
 from service.products import CatalogWriter
 from service.search import ActiveHead, Searcher
@@ -132,6 +132,7 @@ def _load_catalog(rt: Runtime) -> None:
         concurrency=settings.search_concurrency or os.cpu_count() or 1,
         explore_rate=settings.explore_rate,
     )
+    warm(active, rt.searcher)  # e.g. a head's per-row attribute codes, before the first shopper
     rt.writer = CatalogWriter(
         sessions=rt.sessions,
         embedder=rt.embedder,

@@ -3,6 +3,8 @@ vectors read a query's category, and a head carrying them scores the same after 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -72,6 +74,7 @@ def test_a_text_query_agrees_with_products_of_the_category_it_names(
 
 
 def test_the_weights_start_at_zero_and_survive_a_round_trip(agreeing_head, index, tmp_path):
+    agreeing_head = copy.deepcopy(agreeing_head)  # the module's head stays untrained
     c = candidates(index, np.arange(12), agreeing_head, with_image=True)
     q = agreeing_head.query(torch.from_numpy(index.vectors("text", np.array([3]))[0]), None)
     parent_like = agreeing_head.fuse(*agreeing_head.channel_sims(q, c), q.type_index)
@@ -92,7 +95,10 @@ def test_row_codes_follow_appended_rows(agreeing_head, index):
     rows = np.arange(len(metas))
     expected = agree.codes([m.attributes for m in metas])
     assert torch.equal(agree.row_codes(metas, rows), expected)
-    changed = {**metas[0].attributes, "articleType": metas[-1].attributes["articleType"]}
+    other = next(
+        m for m in metas if m.attributes["articleType"] != metas[0].attributes["articleType"]
+    )
+    changed = {**metas[0].attributes, "articleType": other.attributes["articleType"]}
     metas.append(type(metas[0])("new", "new", changed, None))
     new_row = agree.row_codes(metas, np.array([len(metas) - 1]))
     assert torch.equal(new_row, agree.codes([changed]))
