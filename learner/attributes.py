@@ -18,6 +18,7 @@ projections: only the per-type weights learn.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,6 +30,9 @@ from torch import nn
 MIN_COVERAGE = 0.5  # share of products that must have the attribute
 MAX_VALUES = 500  # more distinct values than this is an identifier, not a category
 RIDGE = 1.0
+# (catalog, vocabulary) -> (catalog, codes of its rows): see AttributeAgreement.row_codes. One
+# entry per catalog and vocabulary in service, so it stays as small as the catalog itself.
+_ROW_CODES: dict[tuple[int, tuple[Any, ...]], tuple[Sequence[Any], np.ndarray]] = {}
 
 
 def categorical_attributes(attributes: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
@@ -79,20 +83,26 @@ class AttributeAgreement(nn.Module):
         self.register_buffer("text_map", torch.zeros(text_dim + 1, offset))
         self.register_buffer("image_map", torch.zeros(image_dim + 1, offset))
         self.weights = nn.Parameter(torch.zeros(types, 2 * len(self.names)))
-        self._row_cache: tuple[Sequence[Any], np.ndarray] | None = None
+        self.vocab_key = tuple((name, tuple(vocab[name])) for name in self.names)
 
     def row_codes(self, metas: Sequence[Any], rows: np.ndarray) -> torch.Tensor:
         """codes() of catalog index rows (items with `.attributes`), cached: index rows are
-        append-only (a changed product gets a new row), so each row is looked up once instead of
-        on every search."""
-        cache = self._row_cache
-        if cache is None or cache[0] is not metas or len(cache[1]) < len(metas):
-            known = cache[1] if cache is not None and cache[0] is metas else None
-            start = 0 if known is None else len(known)
-            tail = self.codes([m.attributes for m in metas[start:]]).numpy()
-            cache = (metas, tail if known is None else np.concatenate([known, tail]))
-            self._row_cache = cache  # one reference swap: concurrent searches see either
-        return torch.from_numpy(cache[1][rows])
+        append-only (a changed product gets a new row), so each row is looked up once, and the
+        cache is shared by every head with the same vocabulary (hot swaps between versions of
+        one lineage reuse it). A cold build yields the interpreter between chunks, so that
+        searches served meanwhile are not stalled behind it."""
+        key = (id(metas), self.vocab_key)
+        known = _ROW_CODES.get(key)
+        if known is None or known[0] is not metas or len(known[1]) < len(metas):
+            done = known[1] if known is not None and known[0] is metas else None
+            parts = [] if done is None else [done]
+            for start in range(0 if done is None else len(done), len(metas), 2048):
+                chunk = metas[start : start + 2048]
+                parts.append(self.codes([m.attributes for m in chunk]).numpy())
+                time.sleep(0)
+            known = (metas, np.concatenate(parts) if parts else np.zeros((0, len(self.names))))
+            _ROW_CODES[key] = known  # one reference swap: concurrent searches see either
+        return torch.from_numpy(known[1][rows])
 
     @property
     def n_features(self) -> int:
