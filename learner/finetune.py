@@ -133,7 +133,7 @@ def build_features(
     has_img = torch.from_numpy(index.has_image(uniq)) if n else torch.zeros(0, dtype=torch.bool)
     products = torch.cat([ptext_raw, p["pimage"]], dim=-1)
     agree = head.attributes
-    codes = agree.codes([index.metas[int(r)].attributes for r in uniq]) if agree else None
+    codes = agree.row_codes(index.metas, uniq) if agree is not None else None
 
     b = Batch(
         qtype=torch.zeros(n, dtype=torch.long),
@@ -224,10 +224,10 @@ def child_head(
     interaction of `rank`, and attribute agreement, whose maps are fitted on the catalog in
     `index` (the one time they are; children inherit them)."""
     cfg = parent.config
-    vocab = cfg.attributes
-    rows = index.alive_rows() if vocab is None else None
-    attributes = [index.metas[int(r)].attributes for r in rows] if rows is not None else []
+    vocab, rows, attributes = cfg.attributes, None, []
     if vocab is None:
+        rows = index.alive_rows()
+        attributes = [index.metas[int(r)].attributes for r in rows]
         vocab = categorical_attributes(attributes) or None
     child = FusionHead(
         HeadConfig(

@@ -204,14 +204,9 @@ class FusionHead(nn.Module):
         sims, mask = self.channel_sims(q, c)
         out = self.fuse(sims, mask, q.type_index)
         if self.interaction is not None:
-            out = (
-                out
-                + self.interaction(
-                    query_features(q, self.config)[None],
-                    product_features(c)[None],
-                    torch.tensor([q.type_index]),
-                )[0]
-            )
+            q_feat, c_feat = query_features(q, self.config), product_features(c)
+            residual = self.interaction(q_feat[None], c_feat[None], torch.tensor([q.type_index]))
+            out = out + residual[0]
         if self.attributes is not None:
             assert c.codes is not None, "a head with attribute agreement needs c.codes"
             feats = self.attributes.features(q.text, q.image, c.codes)
