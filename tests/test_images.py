@@ -118,3 +118,22 @@ def test_base64_longer_than_the_limit_is_too_large(jpeg):
     b64 = base64.b64encode(jpeg).decode()
     with pytest.raises(PayloadTooLarge):
         decode_base64(b64, len(jpeg) // 2)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_but_not_below_min_side():
+    """A phone photo is decoded no larger than the encoder needs (JPEG DCT scaling), keeps both
+    sides >= min_side and the picture itself; the pixel limit still reads the declared size."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    big = Image.fromarray(small).resize((1600, 1200), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=95)
+    data = buf.getvalue()
+    img = decode_image(data, **LIMITS, min_side=112)
+    assert img.size == (200, 150)  # 1/8 scale: the smallest that keeps both sides >= 112
+    full = decode_image(data, **LIMITS).resize(img.size, Image.Resampling.BOX)
+    diff = np.abs(np.asarray(img, np.int16) - np.asarray(full, np.int16)).mean()
+    assert diff < 6, diff
+    assert decode_image(data, **LIMITS, min_side=400).size == (800, 600)  # 1/2 scale
+    with pytest.raises(PayloadTooLarge):
+        decode_image(data, max_bytes=len(data), max_pixels=1_000_000, min_side=112)
