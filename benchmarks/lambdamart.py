@@ -24,7 +24,7 @@ from sqlalchemy.orm import sessionmaker
 from learner.artifacts import load_head
 from learner.dataset import load_query_vectors, load_searches
 from learner.finetune import build_features, child_head
-from learner.head import QUERY_TYPES, FusionHead, search_channels
+from learner.head import QUERY_TYPES, FusionHead, photo_features, search_channels
 from service.catalog import read_catalog
 from service.config import Settings
 from service.embedder import Embedder
@@ -67,8 +67,14 @@ class LambdaMart:
             te, ie = self.embedder.text_encoder, self.embedder.image_encoder
             tv = load_query_vectors(s, [x.text_key for x in logs if x.text_key], te.id, te.dim)
             iv = load_query_vectors(s, [x.image_key for x in logs if x.image_key], ie.id, ie.dim)
+            ce = self.embedder.colour_encoder
+            cv = (
+                load_query_vectors(s, [x.image_key for x in logs if x.image_key], ce.id, ce.dim)
+                if ce is not None
+                else {}
+            )
         engine.dispose()
-        f, _ = build_features(self.head, logs, tv, iv, self.index)
+        f, _ = build_features(self.head, logs, tv, iv, self.index, cv)
         b = f.batch
         xs, ys, groups = [], [], []
         for i in range(len(b)):
@@ -95,7 +101,7 @@ class LambdaMart:
         rows = read_catalog(catalog)
         relevance = Relevance([{"id": r.id, **r.attributes} for r in rows])
         shoppers = Shoppers(rows, {"text": 0.5, "image": 0.25, "composed": 0.25})
-        agree = self.head.attributes
+        agree, cfg = self.head.attributes, self.head.config
         assert agree is not None
         out: dict[str, list[float]] = defaultdict(list)
         for s in range(seed * 10_000_000, seed * 10_000_000 + sessions):
@@ -105,9 +111,11 @@ class LambdaMart:
             if intent.photo is not None:
                 photo = self.embedder.decode(intent.photo.read_bytes())
             qv = self.embedder.image_encoder.encode([photo])[0] if photo is not None else None
+            qc = self.embedder.colour(photo) if photo is not None else None
             q = self.head.query(
                 None if qt is None else torch.from_numpy(qt),
                 None if qv is None else torch.from_numpy(qv),
+                None if qc is None else torch.from_numpy(qc),
             )
             n = self.settings.candidates_per_channel
             found = [self.index.search(sp, v.numpy(), n, None)[0] for sp, v in search_channels(q)]
@@ -115,7 +123,9 @@ class LambdaMart:
             c = candidates(self.index, pool, self.head, with_image=q.image is not None)
             sims, mask = self.head.channel_sims(q, c)
             assert c.codes is not None
-            attr = agree.features(q.text, q.image, c.codes)
+            attr = agree.features(
+                q.text, photo_features(q.image, q.colour, cfg.colour_dim), c.codes
+            )
             x = _features(self.head, sims, mask, attr, q.type_index)
             top = pool[np.argsort(-self.model.predict(x), kind="stable")[:10]]
             g = relevance.grades(intent.target)

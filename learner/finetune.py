@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from learner.attributes import categorical_attributes
 from learner.dataset import LoggedSearch
-from learner.head import QUERY_TYPES, FusionHead, HeadConfig, Interaction
+from learner.head import QUERY_TYPES, FusionHead, HeadConfig, Interaction, photo_features
 from learner.position_bias import PositionBias
 
 
@@ -50,6 +50,8 @@ class ProductVectors(Protocol):
     def vectors(self, space: str, rows: np.ndarray) -> np.ndarray: ...
 
     def has_image(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def dim(self, space: str) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,11 @@ def build_features(
     text_vecs: dict[str, np.ndarray],
     image_vecs: dict[str, np.ndarray],
     index: ProductVectors,
+    colour_vecs: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Features, list[LoggedSearch]]:
     """Tensors for the searches whose query vectors and products are all still known (a deleted
-    product or a query logged before vectors were kept drops out). Returns them and the kept
-    searches, in the same order."""
+    product or a query logged before vectors were kept drops out; a photo logged without its
+    colour descriptor reads as colourless). Returns them and the kept searches, in order."""
     cfg = head.config
     kept: list[tuple[LoggedSearch, np.ndarray]] = []
     for s in searches:
@@ -152,8 +155,10 @@ def build_features(
             r = torch.tensor([local[int(x)] for x in shown])
             qt_np = text_vecs.get(s.text_key) if s.text_key else None
             qv_np = image_vecs.get(s.image_key) if s.image_key else None
+            qc_np = (colour_vecs or {}).get(s.image_key) if s.image_key else None
             qt = torch.tensor(qt_np) if qt_np is not None else None
             qv = torch.tensor(qv_np) if qv_np is not None else None
+            qc = torch.tensor(qc_np) if qc_np is not None else None
             pqt = head.project_text(qt) if qt is not None else None
             pqv = head.project_image(qv) if qv is not None else None
             img = has_img[r]
@@ -172,7 +177,8 @@ def build_features(
             b.grades[i, :m] = torch.from_numpy(s.grades)
             b.positions[i, :m] = torch.arange(1, m + 1)
             if agree is not None and codes is not None:
-                b.attr[i, :m] = agree.features(qt, qv, codes[r])
+                photo = photo_features(qv, qc, cfg.colour_dim)
+                b.attr[i, :m] = agree.features(qt, photo, codes[r])
     return Features(b, products), [s for s, _ in kept]
 
 
@@ -224,11 +230,12 @@ def child_head(
     interaction of `rank`, and attribute agreement, whose maps are fitted on the catalog in
     `index` (the one time they are; children inherit them)."""
     cfg = parent.config
-    vocab, rows, attributes = cfg.attributes, None, []
+    vocab, rows, attributes, colour_dim = cfg.attributes, None, [], cfg.colour_dim
     if vocab is None:
         rows = index.alive_rows()
         attributes = [index.metas[int(r)].attributes for r in rows]
         vocab = categorical_attributes(attributes) or None
+        colour_dim = index.dim("colour")
     child = FusionHead(
         HeadConfig(
             **{
@@ -236,15 +243,22 @@ def child_head(
                 "residual": True,
                 "interaction_rank": cfg.interaction_rank if cfg.residual else rank,
                 "attributes": vocab,
+                "colour_dim": colour_dim,
             }
         )
     )
     missing, unexpected = child.load_state_dict(parent.state_dict(), strict=False)
     assert not unexpected and all(k.startswith(("interaction.", "attributes.")) for k in missing)
     if rows is not None and child.attributes is not None:
+        photos = photo_features(
+            torch.from_numpy(index.vectors("image", rows)),
+            torch.from_numpy(index.vectors("colour", rows)),
+            colour_dim,
+        )
+        assert photos is not None
         child.attributes.fit(
             torch.from_numpy(index.vectors("text", rows)),
-            torch.from_numpy(index.vectors("image", rows)),
+            photos,
             torch.from_numpy(index.has_image(rows)),
             attributes,
         )

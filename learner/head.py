@@ -36,6 +36,7 @@ class HeadConfig:
     residual: bool = False  # the learned interaction term (absent in the bootstrap head)
     interaction_rank: int = 0  # rank of its bilinear part
     attributes: dict[str, list[str]] | None = None  # vocabulary of the attribute agreement
+    colour_dim: int = 0  # width of the photos' colour descriptor the attribute agreement reads
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +50,7 @@ class Query:
     image: torch.Tensor | None  # (image_dim,) normalised
     ptext: torch.Tensor | None = None  # (dim,) projected text, filled by FusionHead.query
     pimage: torch.Tensor | None = None  # (dim,) projected image
+    colour: torch.Tensor | None = None  # (colour_dim,) the photo's colour descriptor
 
     @property
     def type_index(self) -> int:
@@ -71,6 +73,18 @@ class Candidates:
     image: torch.Tensor | None = None  # (n, image_dim), zeros where missing
     ptext: torch.Tensor | None = None  # (n, dim)
     codes: torch.Tensor | None = None  # (n, A) long
+
+
+def photo_features(
+    image: torch.Tensor | None, colour: torch.Tensor | None, colour_dim: int
+) -> torch.Tensor | None:
+    """What the attribute agreement reads of a photo: its frozen vector, then its colour
+    descriptor (zeros where it was not logged). One photo (d,) or a batch (n, d)."""
+    if image is None or colour_dim == 0:
+        return image
+    if colour is None:
+        colour = torch.zeros(*image.shape[:-1], colour_dim)
+    return torch.cat([image, colour], dim=-1)
 
 
 def search_channels(q: Query) -> list[tuple[str, torch.Tensor]]:
@@ -148,7 +162,10 @@ class FusionHead(nn.Module):
         self.interaction = Interaction(config) if config.residual else None
         self.attributes = (
             AttributeAgreement(
-                config.attributes, config.text_dim, config.image_dim, len(QUERY_TYPES)
+                config.attributes,
+                config.text_dim,
+                config.image_dim + config.colour_dim,
+                len(QUERY_TYPES),
             )
             if config.attributes
             else None
@@ -160,13 +177,19 @@ class FusionHead(nn.Module):
     def project_image(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_proj(x), dim=-1)
 
-    def query(self, text: torch.Tensor | None, image: torch.Tensor | None) -> Query:
+    def query(
+        self,
+        text: torch.Tensor | None,
+        image: torch.Tensor | None,
+        colour: torch.Tensor | None = None,
+    ) -> Query:
         """A query with its projections into the shared space."""
         return Query(
             text,
             image,
             None if text is None else self.project_text(text),
             None if image is None else self.project_image(image),
+            colour,
         )
 
     def channel_sims(self, q: Query, c: Candidates) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,7 +232,8 @@ class FusionHead(nn.Module):
             out = out + residual[0]
         if self.attributes is not None:
             assert c.codes is not None, "a head with attribute agreement needs c.codes"
-            feats = self.attributes.features(q.text, q.image, c.codes)
+            photo = photo_features(q.image, q.colour, self.config.colour_dim)
+            feats = self.attributes.features(q.text, photo, c.codes)
             out = out + self.attributes.score(feats, q.type_index)
         return out
 

@@ -74,6 +74,8 @@ class Encoders:
     text_dim: int
     image_id: str
     image_dim: int
+    colour_id: str | None = None  # the photos' colour descriptor, if one is logged
+    colour_dim: int = 0
 
 
 def bias_of(card: dict[str, Any]) -> PositionBias:
@@ -148,11 +150,18 @@ def run_refresh(
         iv = load_query_vectors(
             s, _keys(window + replay, "image"), encoders.image_id, encoders.image_dim
         )
+        cv = (
+            load_query_vectors(
+                s, _keys(window + replay, "image"), encoders.colour_id, encoders.colour_dim
+            )
+            if encoders.colour_id
+            else {}
+        )
     tc = config.train
     torch.manual_seed(tc.seed)  # a bilinear residual starts from random query weights
     candidate = child_head(parent, index, tc.rank, train_gate=tc.train_gate)
-    f_train, _ = build_features(candidate, train_searches, tv, iv, index)
-    f_hold, _ = build_features(candidate, holdout, tv, iv, index)
+    f_train, _ = build_features(candidate, train_searches, tv, iv, index, cv)
+    f_hold, _ = build_features(candidate, holdout, tv, iv, index, cv)
     levels = max(config.event_grades.values())
     candidate, info = train(candidate, f_train, bias, tc, levels=levels, progress=progress)
     event_levels = {"click": 1, "purchase": levels}

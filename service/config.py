@@ -19,6 +19,11 @@ class Settings(BaseSettings):
         "efficientnet-lite0", description="Registered name or 'module:factory'."
     )
     image_size: int = Field(112, ge=32, le=512, description="Encoder input side in pixels.")
+    colour_encoder: str = Field(
+        "rgb-hist",
+        description="Colour descriptor of images for attribute agreement: 'rgb-hist', 'none' "
+        "or 'module:factory'.",
+    )
     encode_batch_size: int = Field(64, ge=1, le=1024)
     torch_threads: int = Field(
         0, ge=0, description="0 = all cores for ingest, 1 per query (one query per core) serving."

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -16,6 +17,13 @@ from service.errors import FusionrankError
 from service.images import decode_image
 
 
+class ImageVectors(NamedTuple):
+    vectors: np.ndarray  # (n, image dim), zeros where there is no readable image
+    colours: np.ndarray  # (n, colour dim), likewise; colour dim 0 without a colour encoder
+    keys: list[str | None]  # content sha256 per image, None where there is no readable image
+    cache_hits: int
+
+
 class Embedder:
     def __init__(
         self,
@@ -23,13 +31,20 @@ class Embedder:
         image_encoder: ImageEncoder,
         cache_dir: Path,
         *,
+        colour_encoder: ImageEncoder | None = None,
         batch_size: int = 64,
         max_image_bytes: int = 8 << 20,
         max_image_pixels: int = 40_000_000,
     ) -> None:
         self.text_encoder, self.image_encoder = text_encoder, image_encoder
+        self.colour_encoder = colour_encoder
         self.text_cache = EmbeddingCache(cache_dir, text_encoder.id, text_encoder.dim)
         self.image_cache = EmbeddingCache(cache_dir, image_encoder.id, image_encoder.dim)
+        self.colour_cache = (
+            EmbeddingCache(cache_dir, colour_encoder.id, colour_encoder.dim)
+            if colour_encoder is not None
+            else None
+        )
         self.batch_size = batch_size
         self.max_image_bytes, self.max_image_pixels = max_image_bytes, max_image_pixels
 
@@ -65,14 +80,13 @@ class Embedder:
         *,
         progress: bool = False,
         use_cache: bool = True,
-    ) -> tuple[np.ndarray, list[str | None], int]:
-        """Vectors for images given as byte loaders (None = no image).
-
-        Returns (vectors, content sha256 per image, cache hits). An unreadable or undecodable image
-        gives a zero row and no hash: the product stays searchable by its text.
-        """
+    ) -> ImageVectors:
+        """Vectors (and colour descriptors) for images given as byte loaders (None = no image).
+        An unreadable or undecodable image gives zero rows and no key: the product stays
+        searchable by its text."""
         n = len(load)
         out = np.zeros((n, self.image_encoder.dim), np.float32)
+        colours = np.zeros((n, self.colour_dim), np.float32)
         ok = np.zeros(n, bool)
         hits = 0
         all_keys: list[str | None] = [None] * n
@@ -84,26 +98,54 @@ class Embedder:
                 keys = {i: content_key(b) for i, b in zip(idx, loaded, strict=True) if b}
                 for i, key in keys.items():
                     all_keys[i] = key
-                pending = []
+                # each part comes from the cache where it can: a cache filled before a colour
+                # encoder was configured only needs the (cheap) colour computed
+                need_vec, need_col = set(), set()
                 for i, key in keys.items():
-                    cached = self.image_cache.get(key) if use_cache else None
-                    if cached is not None:
-                        out[i], ok[i] = cached, True
-                        hits += 1
+                    vec = self.image_cache.get(key) if use_cache else None
+                    col = self._cached_colour(key) if use_cache else None
+                    if vec is None:
+                        need_vec.add(i)
                     else:
-                        pending.append(i)
-                raw = dict(zip(idx, loaded, strict=True))
-                decoded = list(pool.map(self._try_decode, [raw[i] for i in pending]))
-                good = [(i, im) for i, im in zip(pending, decoded, strict=True) if im is not None]
-                if good:
-                    vecs = self.image_encoder.encode([im for _, im in good])
-                    rows = [i for i, _ in good]
-                    out[rows], ok[rows] = vecs, True
-                    if use_cache:
-                        self.image_cache.put_many([keys[i] for i in rows], vecs)
+                        out[i] = vec
+                    if col is None:
+                        need_col.add(i)
+                    else:
+                        colours[i] = col
+                    ok[i] = vec is not None and col is not None
+                    hits += int(ok[i])
+                pending = sorted(need_vec | need_col)
+                decoded = list(pool.map(self._try_decode, [loaded[i - start] for i in pending]))
+                good = {i: im for i, im in zip(pending, decoded, strict=True) if im is not None}
+                for todo, encoder, cache, dest in (
+                    (need_vec, self.image_encoder, self.image_cache, out),
+                    (need_col, self.colour_encoder, self.colour_cache, colours),
+                ):
+                    rows = [i for i in sorted(todo) if i in good]
+                    if rows and encoder is not None and cache is not None:
+                        vecs = encoder.encode([good[i] for i in rows])
+                        dest[rows] = vecs
+                        if use_cache:
+                            cache.put_many([keys[i] for i in rows], vecs)
+                for i in good:
+                    ok[i] = True
                 bar.update(len(idx))
         bar.close()
-        return out, [k if good else None for k, good in zip(all_keys, ok, strict=True)], hits
+        keys_out = [k if good else None for k, good in zip(all_keys, ok, strict=True)]
+        return ImageVectors(out, colours, keys_out, hits)
+
+    @property
+    def colour_dim(self) -> int:
+        return self.colour_encoder.dim if self.colour_encoder is not None else 0
+
+    def colour(self, image: Image.Image) -> np.ndarray | None:
+        """A query photo's colour descriptor (None without a colour encoder)."""
+        return None if self.colour_encoder is None else self.colour_encoder.encode([image])[0]
+
+    def _cached_colour(self, key: str) -> np.ndarray | None:
+        if self.colour_cache is None:
+            return np.zeros(0, np.float32)
+        return self.colour_cache.get(key)
 
     @staticmethod
     def _fill_from_cache(cache: EmbeddingCache, keys: list[str], out: np.ndarray) -> list[int]:

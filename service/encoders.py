@@ -111,6 +111,41 @@ class EfficientNetLite0ImageEncoder:
         return _normalise(feats.numpy())
 
 
+class ColourHistogram:
+    """Which colours the product itself is: a joint RGB histogram (bins^3) of the pixels that are
+    not studio-white background, square-rooted so that dot products are Bhattacharyya overlaps.
+
+    ImageNet features barely keep colour (a linear map reads a catalog's baseColour from
+    EfficientNet vectors 55% of the time, 62% with this histogram beside them), yet a shopper's
+    photo says the colour they want. Deterministic and cheap (~0.1 ms per image), no weights.
+    """
+
+    WHITE = 225  # a pixel with every channel above this is background
+
+    def __init__(self, bins: int = 8, side: int = 32) -> None:
+        self.bins, self.side = bins, side
+        self.dim = bins**3
+        self.id = f"rgb-hist{bins}-fg@{side}"
+        self.input_size = side
+
+    def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
+        out = np.zeros((len(images), self.dim), np.float32)
+        for i, image in enumerate(images):
+            # sampled, not filtered: a blend of an edge with the white around it is no colour
+            # the product has
+            small = image.convert("RGB").resize((self.side, self.side), Image.Resampling.NEAREST)
+            px = np.asarray(small, dtype=np.int32).reshape(-1, 3)
+            fg = px[~(px > self.WHITE).all(axis=1)]
+            if len(fg) < 10:  # a white product on white: use every pixel
+                fg = px
+            q = (fg * self.bins) >> 8
+            hist = np.bincount(
+                (q[:, 0] * self.bins + q[:, 1]) * self.bins + q[:, 2], minlength=self.dim
+            )
+            out[i] = np.sqrt(hist / hist.sum())
+        return out
+
+
 def _load_factory(spec: str) -> Callable[[Settings], object]:
     module, _, attr = spec.partition(":")
     if not attr:
@@ -122,6 +157,14 @@ def load_text_encoder(settings: Settings) -> TextEncoder:
     if settings.text_encoder == "minilm":
         return MiniLMTextEncoder()
     return _load_factory(settings.text_encoder)(settings)  # type: ignore[return-value]
+
+
+def load_colour_encoder(settings: Settings) -> ImageEncoder | None:
+    if settings.colour_encoder == "none":
+        return None
+    if settings.colour_encoder == "rgb-hist":
+        return ColourHistogram()
+    return _load_factory(settings.colour_encoder)(settings)  # type: ignore[return-value]
 
 
 def load_image_encoder(settings: Settings) -> ImageEncoder:

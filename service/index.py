@@ -63,6 +63,7 @@ class CatalogIndex:
         ptext: np.ndarray,
         pimage: np.ndarray,
         metas: list[ProductMeta],
+        colour: np.ndarray | None = None,
         alive: np.ndarray | None = None,
         faiss_indices: dict[str, faiss.Index] | None = None,
         hnsw_m: int = 32,
@@ -71,8 +72,10 @@ class CatalogIndex:
         meta: dict[str, Any] | None = None,
     ) -> None:
         n = len(metas)
-        assert text.shape[0] == image.shape[0] == ptext.shape[0] == pimage.shape[0] == n
-        assert text.dtype == image.dtype == ptext.dtype == pimage.dtype == np.float32
+        if colour is None:  # a build from before colour descriptors, or none configured
+            colour = np.zeros((n, 0), np.float32)
+        arrays = (text, image, colour, ptext, pimage)
+        assert all(a.shape[0] == n and a.dtype == np.float32 for a in arrays)
         self._lock = threading.RLock()
         self.meta: dict[str, Any] = dict(meta or {})
         self.ef_search, self.exact_limit = ef_search, exact_limit
@@ -80,6 +83,7 @@ class CatalogIndex:
         self._vecs = {
             "text": _grow(text, n),
             "image": _grow(image, n),
+            "colour": _grow(colour, n),  # not searched: read by the attribute agreement
             "ptext": _grow(ptext, n),
             "pimage": _grow(pimage, n),
         }
@@ -110,6 +114,9 @@ class CatalogIndex:
         """The rows of the products in the catalog now (a consistent snapshot)."""
         with self._lock:
             return np.flatnonzero(self._alive[: self._n])
+
+    def dim(self, space: str) -> int:
+        return int(self._vecs[space].shape[1])
 
     def vectors(self, space: str, rows: np.ndarray) -> np.ndarray:
         return self._vecs[space][rows]
@@ -230,6 +237,8 @@ class CatalogIndex:
                 name: np.load(path / f"{name}.npy", allow_pickle=False)
                 for name in ("text", "image", "ptext", "pimage", "has_image", "alive")
             }
+            if "colour.npy" in manifest.get("files", {}):  # verified above
+                arrays["colour"] = np.load(path / "colour.npy", allow_pickle=False)
             metas = [ProductMeta(*m) for m in json.loads((path / "products.json").read_text())]
             indices = {s: faiss.read_index(str(path / f"{s}.faiss")) for s in SPACES}
         except (OSError, ValueError, RuntimeError) as e:
@@ -238,6 +247,7 @@ class CatalogIndex:
         return cls(
             text=arrays["text"],
             image=arrays["image"],
+            colour=arrays.get("colour"),
             has_image=arrays["has_image"],
             ptext=arrays["ptext"],
             pimage=arrays["pimage"],

@@ -71,7 +71,7 @@ def ingest_catalog(
     timings["text"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     loaders = [(_file_loader(r.image_path) if r.image_path else None) for r in rows]
-    image, image_hashes, image_hits = embedder.images(loaders, progress=progress)
+    image, colour, image_hashes, image_hits = embedder.images(loaders, progress=progress)
     has_image = np.array([h is not None for h in image_hashes], dtype=bool)
     timings["image"] = time.perf_counter() - t1
 
@@ -102,6 +102,8 @@ def ingest_catalog(
         head, rows, text, image, has_image, embedder, progress=progress, n=settings.gate_fit_queries
     )
     encoders = {"text": embedder.text_encoder.id, "image": embedder.image_encoder.id}
+    if embedder.colour_encoder is not None:
+        encoders["colour"] = embedder.colour_encoder.id
     card = {
         "parent": None,
         "kind": "bootstrap",
@@ -118,6 +120,7 @@ def ingest_catalog(
     index = CatalogIndex(
         text=text,
         image=image,
+        colour=colour,
         has_image=has_image,
         ptext=ptext,
         pimage=pimage,
@@ -131,7 +134,12 @@ def ingest_catalog(
             "head_version": version,
             "revision": revision,
             "attributes": attributes,
-            "dims": {"text": text.shape[1], "image": image.shape[1], "shared": settings.head_dim},
+            "dims": {
+                "text": text.shape[1],
+                "image": image.shape[1],
+                "colour": colour.shape[1],
+                "shared": settings.head_dim,
+            },
         },
     )
     remove_stale_temps(settings.index_dir)
@@ -183,8 +191,7 @@ def _fit_gate(
 
     def photos(idx: np.ndarray) -> np.ndarray:
         loaders = [_photo_loader(rows[i].image_path, rng) for i in idx]  # type: ignore[arg-type]
-        vecs, _, _ = embedder.images(loaders, progress=False, use_cache=False)
-        return vecs
+        return embedder.images(loaders, progress=False, use_cache=False).vectors
 
     pq = PseudoQueries(
         text_vecs=embedder.text_encoder.encode(phrases),

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.catalog import product_text
@@ -84,13 +85,21 @@ class CatalogWriter:
     def _apply(self, row: Product) -> None:
         text, _ = self.embedder.texts([product_text(row.title, row.attributes)])
         loader = (lambda p=row.image_path: Path(p).read_bytes()) if row.image_path else None
-        image, hashes, _ = self.embedder.images([loader])
+        image, colour, hashes, _ = self.embedder.images([loader])
         has_image = hashes[0] is not None
         ptext, pimage = project(self.head.head, text, image)
+        if colour.shape[1] != self.index.dim("colour"):  # a build from before colour: none
+            colour = np.zeros((1, self.index.dim("colour")), np.float32)
         meta = ProductMeta(
             row.id, row.title, dict(row.attributes), row.image_path if has_image else None
         )
-        vecs = {"text": text[0], "image": image[0], "ptext": ptext[0], "pimage": pimage[0]}
+        vecs = {
+            "text": text[0],
+            "image": image[0],
+            "colour": colour[0],
+            "ptext": ptext[0],
+            "pimage": pimage[0],
+        }
         self.index.upsert(meta, vecs, has_image)
         self.index.meta["revision"] = max(int(self.index.meta.get("revision", 0)), row.revision)
 

@@ -14,7 +14,7 @@ from learner.artifacts import load_head, register_bootstrap
 from learner.refresh import Encoders
 from service.config import Settings
 from service.embedder import Embedder
-from service.encoders import load_image_encoder, load_text_encoder
+from service.encoders import load_colour_encoder, load_image_encoder, load_text_encoder
 from service.errors import FusionrankError
 from service.impressions import ImpressionLogger
 from service.index import CatalogIndex
@@ -63,6 +63,7 @@ def make_embedder(settings: Settings, *, serving: bool = False) -> Embedder:
         load_text_encoder(settings),
         load_image_encoder(settings),
         settings.cache_dir,
+        colour_encoder=load_colour_encoder(settings),
         batch_size=settings.encode_batch_size,
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
@@ -157,12 +158,12 @@ def _start_learning(rt: Runtime, *, background: bool) -> None:
     rt.watcher = ModelWatcher(
         rt.sessions, searcher, settings.data_dir / "heads", settings.model_poll_seconds
     )
-    te, ie = rt.embedder.text_encoder, rt.embedder.image_encoder
+    te, ie, ce = rt.embedder.text_encoder, rt.embedder.image_encoder, rt.embedder.colour_encoder
     rt.learner = Learner(
         settings,
         rt.sessions,
         searcher.index,
-        Encoders(te.id, te.dim, ie.id, ie.dim),
+        Encoders(te.id, te.dim, ie.id, ie.dim, ce.id if ce else None, ce.dim if ce else 0),
         fallback_version=searcher.index.meta["head_version"],
     )
     if background:

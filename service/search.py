@@ -58,6 +58,7 @@ class SearchResult:
     explore: bool
     text_vector: np.ndarray | None  # the frozen query features, logged for the learner
     image_vector: np.ndarray | None
+    colour_vector: np.ndarray | None
 
 
 def candidates(
@@ -119,9 +120,11 @@ class Searcher:
         with self._encode_slots:
             qt = self.embedder.text_encoder.encode([sq.text])[0] if sq.text else None
             qv = self.embedder.image_encoder.encode([sq.image])[0] if sq.image else None
+        qc = self.embedder.colour(sq.image) if sq.image else None
         q = active.head.query(
             None if qt is None else torch.from_numpy(qt),
             None if qv is None else torch.from_numpy(qv),
+            None if qc is None else torch.from_numpy(qc),
         )
         allowed = self.index.filter_mask(filters) if filters else None
         n = max(self.per_channel, sq.k)
@@ -159,4 +162,5 @@ class Searcher:
             explore=explore,
             text_vector=qt,
             image_vector=qv,
+            colour_vector=qc,
         )

@@ -116,6 +116,7 @@ def embedder_for(settings: Settings, shared) -> Any:
         shared.text_encoder,
         shared.image_encoder,
         shared.text_cache.dir.parent,
+        colour_encoder=shared.colour_encoder,
         batch_size=settings.encode_batch_size,
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,

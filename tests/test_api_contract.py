@@ -92,10 +92,11 @@ def stored_impression(server, db, search_id: str) -> tuple[Impression, list[Impr
         time.sleep(0.05)
 
 
-def query_vector(db, key: str) -> np.ndarray:
+def query_vectors(db, key: str) -> dict[str, np.ndarray]:
+    """Encoder id -> the logged vector of the query content with this hash."""
     with db() as s:
-        row = s.scalars(select(QueryEmbedding).where(QueryEmbedding.key == key)).one()
-    return np.frombuffer(row.vector, dtype=np.float32)
+        rows = s.scalars(select(QueryEmbedding).where(QueryEmbedding.key == key)).all()
+    return {r.encoder: np.frombuffer(r.vector, dtype=np.float32) for r in rows}
 
 
 # ---- search ----------------------------------------------------------------------------------
@@ -262,7 +263,7 @@ def test_text_search_is_logged(server, client, db):
     assert [i.model_position for i in items] == [i.position for i in items]
     assert [i.propensity for i in items] == pytest.approx([1 / i.position for i in items])
     # the query's frozen vector is kept for the learner, keyed by the text's hash
-    text_vec = query_vector(db, hashlib.sha256(b"blue check shirt").hexdigest())
+    (text_vec,) = query_vectors(db, hashlib.sha256(b"blue check shirt").hexdigest()).values()
     expected = server.runtime.embedder.text_encoder.encode(["blue check shirt"])[0]
     assert text_vec.shape == (384,) and float(text_vec @ expected) > 0.999
 
@@ -280,8 +281,13 @@ def test_image_search_is_logged_by_hash_only(server, client, db):
     assert imp.query_text is None and imp.query_type == "image"
     assert imp.filters is None and imp.user_id is None
     assert [i.product_id for i in items] == [h["product_id"] for h in body["results"]]
-    # only its 1280-d vector is, under the same hash
-    assert query_vector(db, imp.image_sha256).shape == (1280,)
+    # only its 1280-d vector and its colour descriptor are, under the same hash
+    embedder = server.runtime.embedder
+    photo = embedder.decode(raw)
+    vecs = query_vectors(db, imp.image_sha256)
+    assert set(vecs) == {embedder.image_encoder.id, embedder.colour_encoder.id}
+    assert vecs[embedder.image_encoder.id].shape == (1280,)
+    assert np.allclose(vecs[embedder.colour_encoder.id], embedder.colour(photo))
     # the shopper's photo itself is not kept anywhere
     images_dir = server.settings.images_dir
     assert not images_dir.exists() or not any(images_dir.iterdir())

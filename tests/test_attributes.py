@@ -47,15 +47,21 @@ def agreeing_head(ingested, index):
 def test_fitted_maps_read_each_products_category(agreeing_head, index):
     agree: AttributeAgreement = agreeing_head.attributes
     assert agree is not None and "articleType" in agree.names
+    # the image side reads the photo's colour descriptor too
+    assert agreeing_head.config.colour_dim == index.dim("colour") > 0
+    assert agree.image_map.shape[0] == index.dim("image") + index.dim("colour") + 1
     rows = np.array(sorted(index.row_of.values()))
     codes = agree.codes([index.metas[r].attributes for r in rows])
     a = agree.names.index("articleType")
     cols = sorted(agree.column[a].values())
-    for space, m in (("text", agree.text_map), ("image", agree.image_map)):
-        x = torch.from_numpy(index.vectors(space, rows))
+    photos = torch.cat([torch.from_numpy(index.vectors(s, rows)) for s in ("image", "colour")], 1)
+    for x, m in (
+        (torch.from_numpy(index.vectors("text", rows)), agree.text_map),
+        (photos, agree.image_map),
+    ):
         predicted = (x @ m[:-1, cols] + m[-1, cols]).argmax(1) + cols[0]
         accuracy = float((predicted == codes[:, a]).float().mean())
-        assert accuracy > 0.8, (space, accuracy)
+        assert accuracy > 0.8, (m.shape, accuracy)
 
 
 def test_a_text_query_agrees_with_products_of_the_category_it_names(

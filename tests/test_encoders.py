@@ -79,3 +79,41 @@ def test_encoders_are_frozen(embedder, which):
 def test_encoder_ids_name_the_checkpoint(embedder):
     assert embedder.text_encoder.id == "all-MiniLM-L6-v2"
     assert embedder.image_encoder.id == "efficientnet-lite0@112"
+
+
+def _on_white(colour: tuple[int, int, int], box: tuple[int, int, int, int]) -> Image.Image:
+    img = Image.new("RGB", (60, 80), (255, 255, 255))
+    img.paste(colour, box)
+    return img
+
+
+def test_colour_histogram_describes_the_product_not_the_background(embedder):
+    enc = embedder.colour_encoder
+    red_small, red_big, blue = enc.encode(
+        [
+            _on_white((200, 20, 30), (15, 20, 45, 60)),
+            _on_white((200, 20, 30), (5, 5, 55, 75)),
+            _on_white((20, 30, 200), (5, 5, 55, 75)),
+        ]
+    )
+    assert red_small.shape == (enc.dim,) and red_small.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(red_small), 1.0, atol=1e-5)
+    # the white around a product does not count, so its size on the canvas does not matter
+    assert float(red_small @ red_big) > 0.95
+    assert float(red_big @ blue) < 0.05
+    white_shirt = enc.encode([Image.new("RGB", (60, 80), (250, 250, 250))])[0]
+    assert np.isfinite(white_shirt).all() and white_shirt.sum() > 0  # all-white: every pixel
+
+
+def test_colour_descriptors_group_real_products_by_colour(embedder, catalog_rows):
+    """Catalog photos of one baseColour are closer in colour than photos of two colours."""
+    by_colour: dict[str, list[str]] = {}
+    for r in catalog_rows:
+        by_colour.setdefault(r["baseColour"], []).append(r["image_path"])
+    a, b = sorted(by_colour, key=lambda c: -len(by_colour[c]))[:2]
+    enc = embedder.colour_encoder
+    va = enc.encode([Image.open(p) for p in by_colour[a]])
+    vb = enc.encode([Image.open(p) for p in by_colour[b]])
+    within = (np.mean(va @ va.T) + np.mean(vb @ vb.T)) / 2
+    across = float(np.mean(va @ vb.T))
+    assert within > across + 0.1, (a, b, within, across)

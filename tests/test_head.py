@@ -36,7 +36,7 @@ def features(embedder, catalog_rows, source_rows):
     text, _ = embedder.texts(
         [product_text(r["productDisplayName"], a) for r, a in zip(rows, attrs, strict=True)]
     )
-    image, hashes, _ = embedder.images(
+    image, _, hashes, _ = embedder.images(
         [(lambda p=r["image_path"]: Path(p).read_bytes()) for r in rows]
     )
     has_image = np.array([h is not None for h in hashes])

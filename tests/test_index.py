@@ -6,6 +6,7 @@ numbers. Real embeddings go through it in the ingest and API tests.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,7 @@ from storage.artifacts import CURRENT, current, read_manifest, remove_stale_temp
 from storage.errors import ArtifactError
 
 N = 2000
-DIMS = {"text": 16, "image": 24, "ptext": 8, "pimage": 8}
+DIMS = {"text": 16, "image": 24, "colour": 6, "ptext": 8, "pimage": 8}
 COLOURS = ["Red", "Blue", "Green", "Black", "White"]
 
 
@@ -43,6 +44,7 @@ def make_index(n: int = N, seed: int = 0, exact_limit: int = 20000) -> CatalogIn
     return CatalogIndex(
         text=vecs["text"],
         image=vecs["image"],
+        colour=vecs["colour"],
         has_image=np.ones(n, bool),
         ptext=vecs["ptext"],
         pimage=vecs["pimage"],
@@ -220,7 +222,7 @@ def test_save_and_load_round_trip_keeps_deletes_and_upserts(fresh, tmp_path):
     path = index.save(tmp_path, "b1")
     assert current(tmp_path) == path == tmp_path / "b1"
     manifest = read_manifest(path)
-    assert {f"{s}.npy" for s in ("text", "image", "ptext", "pimage")} <= set(manifest["files"])
+    assert {f"{s}.npy" for s in DIMS} <= set(manifest["files"])
     assert {f"{s}.faiss" for s in SPACES} <= set(manifest["files"])
     assert manifest["count"] == N - 1 and manifest["rows"] == N + 1
     loaded = CatalogIndex.load(path)
@@ -229,6 +231,26 @@ def test_save_and_load_round_trip_keeps_deletes_and_upserts(fresh, tmp_path):
     assert loaded.metas[loaded.row_of["p2"]].title == "replaced"
     assert loaded.meta["revision"] == 7
     assert snapshot(loaded) == snapshot(index)
+    rows = np.arange(N + 1)
+    for space in DIMS:
+        np.testing.assert_array_equal(loaded.vectors(space, rows), index.vectors(space, rows))
+
+
+def test_a_build_from_before_colour_descriptors_loads_without_them(tmp_path):
+    """Builds written before colour descriptors existed have no colour.npy: they load, with
+    zero-width colour rows (heads then fit their attribute maps without colour)."""
+    path = make_index(n=50).save(tmp_path, "b1")
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["files"]["colour.npy"]
+    (path / "colour.npy").unlink()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    loaded = CatalogIndex.load(path)
+    assert loaded.dim("colour") == 0 and loaded.vectors("colour", np.arange(50)).shape == (50, 0)
+    loaded.upsert(
+        ProductMeta("new", "new", {}, None),
+        {s: np.zeros(d if s != "colour" else 0, np.float32) for s, d in DIMS.items()},
+        False,
+    )
 
 
 def test_artifacts_are_immutable(tmp_path):

@@ -48,7 +48,12 @@ def broken_catalog(tmp_path, catalog_rows, source_rows) -> tuple[Path, list[dict
 
 def _fresh_embedder(shared, directory: Path) -> Embedder:
     """The loaded encoders with an empty cache of their own (so the first ingest embeds)."""
-    return Embedder(shared.text_encoder, shared.image_encoder, directory / "cache")
+    return Embedder(
+        shared.text_encoder,
+        shared.image_encoder,
+        directory / "cache",
+        colour_encoder=shared.colour_encoder,
+    )
 
 
 def test_ingest_counts_caches_and_stores(tmp_path, database_url, embedder, broken_catalog):

@@ -59,13 +59,19 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
 
     result = await run_in_threadpool(run)
     image_sha = content_key(image_bytes) if image_bytes is not None else None
-    vectors = []
-    if result.text_vector is not None and body.query:
-        encoder = searcher.embedder.text_encoder.id
-        vectors.append(QueryVector(content_key(body.query), encoder, result.text_vector.tobytes()))
-    if result.image_vector is not None and image_sha:
-        encoder = searcher.embedder.image_encoder.id
-        vectors.append(QueryVector(image_sha, encoder, result.image_vector.tobytes()))
+    vectors = []  # the frozen query features, so the learner never re-encodes a query
+    embedder = searcher.embedder
+    for key, encoder, vec in (
+        (
+            content_key(body.query) if body.query else None,
+            embedder.text_encoder,
+            result.text_vector,
+        ),
+        (image_sha, embedder.image_encoder, result.image_vector),
+        (image_sha, embedder.colour_encoder, result.colour_vector),
+    ):
+        if key and encoder is not None and vec is not None:
+            vectors.append(QueryVector(key, encoder.id, vec.tobytes()))
     rt.impressions.log(
         ImpressionIn(
             search_id=result.search_id,
