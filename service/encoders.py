@@ -126,7 +126,6 @@ class ColourHistogram:
         self.bins, self.side = bins, side
         self.dim = bins**3
         self.id = f"rgb-hist{bins}-fg@{side}"
-        self.input_size = side
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         out = np.zeros((len(images), self.dim), np.float32)
