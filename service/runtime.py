@@ -111,6 +111,10 @@ def _load_catalog(rt: Runtime) -> None:
     index = CatalogIndex.load(
         build, ef_search=settings.hnsw_ef_search, exact_limit=settings.exact_filter_limit
     )
+    mismatch = encoder_mismatch(index, rt.embedder)
+    if mismatch:
+        rt.not_ready_reason = mismatch
+        return
     heads = settings.data_dir / "heads"
     version = index.meta["head_version"]
     head, _card = load_head(heads / version)
@@ -149,6 +153,26 @@ def _load_catalog(rt: Runtime) -> None:
         len(index),
         version,
         applied,
+    )
+
+
+def encoder_mismatch(index: CatalogIndex, embedder: Embedder) -> str:
+    """Why queries encoded by `embedder` cannot be searched in `index` ('' if they can): vectors
+    of another model may even have the same width and would silently rank nonsense."""
+    built: dict[str, str] = index.meta.get("encoders") or {}
+    configured = {"text": embedder.text_encoder.id, "image": embedder.image_encoder.id}
+    if embedder.colour_encoder is not None and index.dim("colour"):
+        configured["colour"] = embedder.colour_encoder.id
+    wrong = [
+        f"{k} {built[k]!r} (configured: {v!r})"
+        for k, v in configured.items()
+        if k in built and built[k] != v
+    ]
+    if not wrong:
+        return ""
+    return (
+        f"the index was built with other encoders: {', '.join(wrong)}; "
+        "re-run `fusionrank ingest` or configure the encoders it was built with"
     )
 
 

@@ -205,3 +205,26 @@ def test_concurrent_searches_and_writes(tmp_path, ingested, embedder, backend):
                 assert rt.impressions.written >= 36
         finally:
             rt.close()
+
+
+def test_an_index_built_with_other_encoders_is_not_served(ingested, embedder, tmp_path):
+    """Vectors of another checkpoint (here the same network at another input size, so even the
+    width matches) would rank nonsense: the service refuses, and says what to do."""
+    from service.embedder import Embedder
+    from service.encoders import EfficientNetLite0ImageEncoder
+    from service.runtime import start_runtime
+
+    other = Embedder(
+        embedder.text_encoder,
+        EfficientNetLite0ImageEncoder(128),
+        tmp_path / "cache",
+        colour_encoder=embedder.colour_encoder,
+    )
+    rt = start_runtime(ingested.settings, other, background=False)
+    try:
+        assert rt.searcher is None
+        reason = rt.not_ready_reason
+        assert "efficientnet-lite0@112" in reason and "efficientnet-lite0@128" in reason
+        assert "fusionrank ingest" in reason
+    finally:
+        rt.close()
