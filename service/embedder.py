@@ -21,7 +21,7 @@ class ImageVectors(NamedTuple):
     vectors: np.ndarray  # (n, image dim), zeros where there is no readable image
     colours: np.ndarray  # (n, colour dim), likewise; colour dim 0 without a colour encoder
     keys: list[str | None]  # content sha256 per image, None where there is no readable image
-    cache_hits: int
+    cache_hits: int  # image vectors read from the cache (the costly part)
 
 
 class Embedder:
@@ -113,7 +113,7 @@ class Embedder:
                     else:
                         colours[i] = col
                     ok[i] = vec is not None and col is not None
-                    hits += int(ok[i])
+                    hits += int(vec is not None)
                 pending = sorted(need_vec | need_col)
                 decoded = list(pool.map(self._try_decode, [loaded[i - start] for i in pending]))
                 good = {i: im for i, im in zip(pending, decoded, strict=True) if im is not None}
