@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     learner_ips: bool = Field(
         True, description="Inverse-propensity weighting (off only to measure its effect)."
     )
+    learner_ips_clip: float = Field(
+        20.0, ge=1.0, description="Largest inverse-propensity weight (bias against variance)."
+    )
     promotion_margin: float = Field(0.002, ge=0, description="IPS-NDCG@10 gain to promote.")
     lease_seconds: float = Field(
         900, gt=0, description="Learner lease: a crashed learner's expires after this."

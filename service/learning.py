@@ -146,7 +146,11 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         replay=settings.learner_replay,
         max_window=settings.learner_max_window,
         margin=settings.promotion_margin,
-        train=TrainConfig(class_weights=settings.learner_class_weights, ips=settings.learner_ips),
+        train=TrainConfig(
+            class_weights=settings.learner_class_weights,
+            ips=settings.learner_ips,
+            ips_clip=settings.learner_ips_clip,
+        ),
     )
 
 
