@@ -22,13 +22,15 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
 from learner.artifacts import load_head
-from learner.dataset import load_query_vectors, load_searches
+from learner.dataset import load_searches
 from learner.finetune import build_features, child_head
 from learner.head import QUERY_TYPES, FusionHead, photo_features, search_channels
+from learner.refresh import logged_query_vectors
 from service.catalog import read_catalog
 from service.config import Settings
 from service.embedder import Embedder
 from service.index import CatalogIndex
+from service.runtime import encoders_of
 from service.search import candidates
 from service.simulator import Relevance, Shoppers, ndcg_at_10
 from storage.artifacts import current
@@ -64,15 +66,7 @@ class LambdaMart:
         engine = create_engine(f"sqlite:///{database}")
         with sessionmaker(engine)() as s:
             logs = load_searches(s, grades=grades, with_events_only=True)
-            te, ie = self.embedder.text_encoder, self.embedder.image_encoder
-            tv = load_query_vectors(s, [x.text_key for x in logs if x.text_key], te.id, te.dim)
-            iv = load_query_vectors(s, [x.image_key for x in logs if x.image_key], ie.id, ie.dim)
-            ce = self.embedder.colour_encoder
-            cv = (
-                load_query_vectors(s, [x.image_key for x in logs if x.image_key], ce.id, ce.dim)
-                if ce is not None
-                else {}
-            )
+            tv, iv, cv = logged_query_vectors(s, logs, encoders_of(self.embedder))
         engine.dispose()
         f, _ = build_features(self.head, logs, tv, iv, self.index, cv)
         b = f.batch

@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -144,19 +145,7 @@ def run_refresh(
     train_searches, holdout = replay + window[:split], window[split:]
     bias, bias_stats = estimate(train_searches + holdout, prior_eta=bias_of(parent_card).eta)
     with sessions() as s:
-        tv = load_query_vectors(
-            s, _keys(window + replay, "text"), encoders.text_id, encoders.text_dim
-        )
-        iv = load_query_vectors(
-            s, _keys(window + replay, "image"), encoders.image_id, encoders.image_dim
-        )
-        cv = (
-            load_query_vectors(
-                s, _keys(window + replay, "image"), encoders.colour_id, encoders.colour_dim
-            )
-            if encoders.colour_id
-            else {}
-        )
+        tv, iv, cv = logged_query_vectors(s, window + replay, encoders)
     tc = config.train
     torch.manual_seed(tc.seed)  # a bilinear residual starts from random query weights
     candidate = child_head(parent, index, tc.rank, train_gate=tc.train_gate)
@@ -260,9 +249,19 @@ def run_refresh(
     )
 
 
-def _keys(searches: list[LoggedSearch], kind: str) -> list[str]:
-    keys = (x.text_key if kind == "text" else x.image_key for x in searches)
-    return [k for k in keys if k]
+def logged_query_vectors(
+    session: Session, searches: list[LoggedSearch], encoders: Encoders
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The searches' frozen query vectors as logged: text, image and colour (by content key)."""
+    texts = [x.text_key for x in searches if x.text_key]
+    images = [x.image_key for x in searches if x.image_key]
+    return (
+        load_query_vectors(session, texts, encoders.text_id, encoders.text_dim),
+        load_query_vectors(session, images, encoders.image_id, encoders.image_dim),
+        load_query_vectors(session, images, encoders.colour_id, encoders.colour_dim)
+        if encoders.colour_id
+        else {},
+    )
 
 
 def _finish(

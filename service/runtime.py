@@ -156,6 +156,12 @@ def _load_catalog(rt: Runtime) -> None:
     )
 
 
+def encoders_of(embedder: Embedder) -> Encoders:
+    """Which logged query vectors the learner reads: those of the embedder's encoders."""
+    te, ie, ce = embedder.text_encoder, embedder.image_encoder, embedder.colour_encoder
+    return Encoders(te.id, te.dim, ie.id, ie.dim, ce.id if ce else None, ce.dim if ce else 0)
+
+
 def encoder_mismatch(index: CatalogIndex, embedder: Embedder) -> str:
     """Why queries encoded by `embedder` cannot be searched in `index` ('' if they can): vectors
     of another model may even have the same width and would silently rank nonsense."""
@@ -182,12 +188,11 @@ def _start_learning(rt: Runtime, *, background: bool) -> None:
     rt.watcher = ModelWatcher(
         rt.sessions, searcher, settings.data_dir / "heads", settings.model_poll_seconds
     )
-    te, ie, ce = rt.embedder.text_encoder, rt.embedder.image_encoder, rt.embedder.colour_encoder
     rt.learner = Learner(
         settings,
         rt.sessions,
         searcher.index,
-        Encoders(te.id, te.dim, ie.id, ie.dim, ce.id if ce else None, ce.dim if ce else 0),
+        encoders_of(rt.embedder),
         fallback_version=searcher.index.meta["head_version"],
     )
     if background:
