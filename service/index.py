@@ -34,7 +34,10 @@ class ProductMeta:
 
 
 def _hnsw(dim: int, m: int) -> faiss.Index:
-    index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+    """HNSW over half-precision copies: the graph walk reads half the bytes (two channels 0.78
+    against 0.94 ms after an encoder call has evicted the cache) at the same recall@100 (0.962);
+    candidates are scored by the head on the float32 vectors anyway."""
+    index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = 80
     return index
 
@@ -140,7 +143,8 @@ class CatalogIndex:
             return mask
 
     def search(self, space: str, query: np.ndarray, n: int, allowed: np.ndarray | None = None):
-        """Top-n rows by inner product in `space` among alive (and allowed) rows: (rows, sims)."""
+        """Top-n rows by inner product in `space` among alive (and allowed) rows: (rows, sims).
+        Off the exact path the sims are those of the half-precision HNSW copy (within ~1e-3)."""
         assert query.ndim == 1 and query.dtype == np.float32
         with self._lock:
             total = self._n

@@ -1,4 +1,7 @@
-"""Route dependencies as Annotated aliases; tests swap them via app.dependency_overrides."""
+"""Route dependencies as Annotated aliases; tests swap them via app.dependency_overrides.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in the thread pool, and two
+thread hops per search cost ~0.3 ms for a dictionary lookup."""
 
 from __future__ import annotations
 
@@ -12,20 +15,20 @@ from service.runtime import Runtime
 from service.search import Searcher
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_searcher(rt: RuntimeDep) -> Searcher:
+async def get_searcher(rt: RuntimeDep) -> Searcher:
     if rt.searcher is None:
         raise NotReady(rt.not_ready_reason or "the index is not loaded")
     return rt.searcher
 
 
-def get_writer(rt: RuntimeDep) -> CatalogWriter:
+async def get_writer(rt: RuntimeDep) -> CatalogWriter:
     if rt.writer is None:
         raise NotReady(rt.not_ready_reason or "the index is not loaded")
     return rt.writer
