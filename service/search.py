@@ -54,7 +54,8 @@ class SearchResult:
     model_version: str
     query_type: str
     hits: list[Hit]
-    latency_ms: float
+    latency_ms: float  # the whole search, encoders included
+    encode_ms: float  # the frozen encoders alone (the floor a search cannot beat)
     explore: bool
     text_vector: np.ndarray | None  # the frozen query features, logged for the learner
     image_vector: np.ndarray | None
@@ -118,8 +119,10 @@ class Searcher:
         active = self.active  # one read: a swap mid-request cannot mix two heads
         filters = self.normalise_filters(sq.filters)
         with self._encode_slots:
+            encode_start = time.perf_counter()
             qt = self.embedder.text_encoder.encode([sq.text])[0] if sq.text else None
             qv = self.embedder.image_encoder.encode([sq.image])[0] if sq.image else None
+            encode_ms = (time.perf_counter() - encode_start) * 1000
         qc = self.embedder.colour(sq.image) if sq.image else None
         q = active.head.query(
             None if qt is None else torch.from_numpy(qt),
@@ -159,6 +162,7 @@ class Searcher:
             query_type=QUERY_TYPES[q.type_index],
             hits=hits,
             latency_ms=(time.perf_counter() - started) * 1000,
+            encode_ms=encode_ms,
             explore=explore,
             text_vector=qt,
             image_vector=qv,

@@ -120,6 +120,14 @@ def test_text_search_contract(server, client):
     assert img.content == Path(target["image_path"]).read_bytes()
 
 
+def test_search_reports_where_its_time_went(client):
+    r = client.post("/v1/search", json={"query": "red dress", "k": 5})
+    assert r.status_code == 200
+    timing = dict(part.split(";dur=") for part in r.headers["server-timing"].split(", "))
+    encode, search, route = (float(timing[k]) for k in ("encode", "search", "route"))
+    assert 0 < encode <= search <= route
+
+
 def test_default_k_is_20(client):
     r = client.post("/v1/search", json={"query": "watch"})
     assert r.status_code == 200
