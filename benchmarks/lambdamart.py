@@ -3,10 +3,11 @@
 Trained offline on a database the frozen head served (search, click, buy through the real API),
 with the features our learner sees: the five frozen similarity channels (missing ones as NaN),
 the bootstrap head's fused score, the attribute-agreement features (maps fitted on the catalog
-exactly as a refresh fits them), whether the product has an image, and the query type. Labels
-are the logged grades (0 skip .. 3 purchase), one group per engaged search. It is evaluated on
-the same evaluation shoppers as the served variants, re-ranking the same FAISS candidate pool
-the service would (in process: LightGBM is not something the service can serve).
+exactly as a refresh fits them, and the photo's neighbours' votes), whether the product has an
+image, and the query type. Labels are the logged grades (0 skip .. 3 purchase), one group per
+engaged search. It is evaluated on the same evaluation shoppers as the served variants,
+re-ranking the same FAISS candidate pool the service would (in process: LightGBM is not
+something the service can serve).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
 from learner.artifacts import load_head
+from learner.attributes import photo_votes
 from learner.dataset import load_searches
 from learner.finetune import build_features, child_head
 from learner.head import QUERY_TYPES, FusionHead, photo_features, search_channels
@@ -117,8 +119,10 @@ class LambdaMart:
             c = candidates(self.index, pool, self.head, with_image=q.image is not None)
             sims, mask = self.head.channel_sims(q, c)
             assert c.codes is not None
+            if qv is not None and q.pimage is not None:
+                q.votes = photo_votes(agree, self.index, qv, q.pimage.numpy())
             attr = agree.features(
-                q.text, photo_features(q.image, q.colour, cfg.colour_dim), c.codes
+                q.text, photo_features(q.image, q.colour, cfg.colour_dim), c.codes, q.votes
             )
             x = _features(self.head, sims, mask, attr, q.type_index)
             top = pool[np.argsort(-self.model.predict(x), kind="stable")[:10]]

@@ -8,6 +8,12 @@ catalog knows every product's attributes, so the head reads them off the query i
   every value of every categorical attribute for a query (text from its words, image from its
   photo);
 - a candidate's feature per (modality, attribute) is the score of the value it actually has;
+- a photo also asks through its nearest catalog products: their attribute values, weighted by a
+  sharp softmax over their image cosines, vote on what it shows (a linear map reads a photo's
+  colour and gender poorly; a near-duplicate in the catalog knows them, and several close
+  neighbours mostly agree). Offline, with weights fitted to true grades on 150 photo queries and
+  scored on 150 others: image NDCG@10 0.610 frozen, 0.621 with the maps, 0.834 with the votes;
+  composed ("this but red") 0.680 with the maps, 0.852 with both;
 - how much each feature counts is learned per query type from feedback, starting at zero, so
   shoppers decide which attributes matter (gender for a photo, colour for "this but red").
 
@@ -21,7 +27,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,6 +36,9 @@ from torch import nn
 MIN_COVERAGE = 0.5  # share of products that must have the attribute
 MAX_VALUES = 500  # more distinct values than this is an identifier, not a category
 RIDGE = 1.0
+NEIGHBOURS = 10  # a photo's nearest catalog products that vote on its attributes...
+NEIGHBOUR_POOL = 100  # ...re-ranked by frozen image cosine from this many projected-space hits
+NEIGHBOUR_TEMPERATURE = 0.02  # softmax over their cosines: a near-duplicate outvotes the rest
 # (catalog, vocabulary) -> (catalog, codes of its rows): see AttributeAgreement.row_codes. One
 # entry per catalog and vocabulary in service, so it stays as small as the catalog itself.
 _ROW_CODES: dict[tuple[int, tuple[Any, ...]], tuple[Sequence[Any], np.ndarray]] = {}
@@ -70,10 +79,17 @@ class AttributeAgreement(nn.Module):
     image_map: torch.Tensor
 
     def __init__(
-        self, vocab: Mapping[str, Sequence[str]], text_dim: int, image_dim: int, types: int
+        self,
+        vocab: Mapping[str, Sequence[str]],
+        text_dim: int,
+        image_dim: int,
+        types: int,
+        *,
+        neighbours: bool = False,
     ) -> None:
         super().__init__()
         self.names = list(vocab)
+        self.neighbours = neighbours  # a third block of features: the photo's neighbours' votes
         self.column: list[dict[str, int]] = []
         offset = 0
         for name in self.names:
@@ -82,7 +98,7 @@ class AttributeAgreement(nn.Module):
         self.classes = offset
         self.register_buffer("text_map", torch.zeros(text_dim + 1, offset))
         self.register_buffer("image_map", torch.zeros(image_dim + 1, offset))
-        self.weights = nn.Parameter(torch.zeros(types, 2 * len(self.names)))
+        self.weights = nn.Parameter(torch.zeros(types, self.n_features))
         self.vocab_key = tuple((name, tuple(vocab[name])) for name in self.names)
 
     def row_codes(self, metas: Sequence[Any], rows: np.ndarray) -> torch.Tensor:
@@ -106,7 +122,7 @@ class AttributeAgreement(nn.Module):
 
     @property
     def n_features(self) -> int:
-        return 2 * len(self.names)
+        return (3 if self.neighbours else 2) * len(self.names)
 
     def codes(self, attributes: Sequence[Mapping[str, Any]]) -> torch.Tensor:
         """(n, A) global value columns of each product's attributes, -1 where unknown."""
@@ -135,19 +151,37 @@ class AttributeAgreement(nn.Module):
             self.text_map.copy_(fit_ridge(text, codes, self.classes))
             self.image_map.copy_(fit_ridge(image[has_image], codes[has_image], self.classes))
 
+    def votes(self, codes: torch.Tensor, sims: torch.Tensor) -> torch.Tensor:
+        """(classes,): how strongly a photo's neighbours (their codes (k, A) and image cosines
+        (k,)) vote for each attribute value."""
+        w = torch.softmax(sims / NEIGHBOUR_TEMPERATURE, dim=0)
+        out = torch.zeros(self.classes)
+        known = codes >= 0
+        out.index_add_(0, codes[known], w[:, None].expand_as(codes)[known])
+        return out
+
     def features(
-        self, text: torch.Tensor | None, image: torch.Tensor | None, codes: torch.Tensor
+        self,
+        text: torch.Tensor | None,
+        image: torch.Tensor | None,
+        codes: torch.Tensor,
+        votes: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(n, 2A): the query's score for each candidate's value of each attribute, text half
-        then image half; zeros for an absent modality or an unknown value."""
+        """(n, F): the query's score for each candidate's value of each attribute: from its text,
+        from its photo, and (with neighbours) its photo's neighbours' votes; zeros for an absent
+        modality or an unknown value."""
         out = torch.zeros(codes.shape[0], self.n_features)
         known = codes >= 0
         a = len(self.names)
-        for half, (vec, m) in enumerate(((text, self.text_map), (image, self.image_map))):
-            if vec is None:
-                continue
-            s = vec @ m[:-1] + m[-1]
-            out[:, half * a : (half + 1) * a] = torch.where(known, s[codes.clamp(min=0)], 0.0)
+        blocks = [
+            None if text is None else text @ self.text_map[:-1] + self.text_map[-1],
+            None if image is None else image @ self.image_map[:-1] + self.image_map[-1],
+        ]
+        if self.neighbours:
+            blocks.append(votes)
+        for block, s in enumerate(blocks):
+            if s is not None:
+                out[:, block * a : (block + 1) * a] = torch.where(known, s[codes.clamp(min=0)], 0.0)
         return out
 
     def score(self, features: torch.Tensor, query_type: int | torch.Tensor) -> torch.Tensor:
@@ -156,3 +190,36 @@ class AttributeAgreement(nn.Module):
         if w.dim() == 2:
             w = w[:, None, :]
         return (features * w).sum(dim=-1)
+
+
+class SearchableVectors(Protocol):
+    """What the neighbour vote needs of the catalog index (service.index.CatalogIndex has it)."""
+
+    @property
+    def metas(self) -> Sequence[Any]: ...
+
+    def search(
+        self, space: str, query: np.ndarray, n: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def vectors(self, space: str, rows: np.ndarray) -> np.ndarray: ...
+
+
+def photo_votes(
+    agree: AttributeAgreement,
+    index: SearchableVectors,
+    image: np.ndarray,
+    pimage: np.ndarray,
+    pool: np.ndarray | None = None,
+) -> torch.Tensor:
+    """The votes of a photo's NEIGHBOURS nearest catalog products by frozen image cosine, found
+    among the NEIGHBOUR_POOL best of the projected-image HNSW (`pool`: those rows, when the
+    caller already searched for them). The same at serving and at training time."""
+    if pool is None:
+        pool = index.search("pimage", pimage, NEIGHBOUR_POOL)[0]
+    if not len(pool):
+        return torch.zeros(agree.classes)
+    sims = index.vectors("image", pool) @ image
+    top = np.argsort(-sims, kind="stable")[:NEIGHBOURS]
+    codes = agree.row_codes(index.metas, pool[top])
+    return agree.votes(codes, torch.from_numpy(np.ascontiguousarray(sims[top])))

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from learner.attributes import categorical_attributes
+from learner.attributes import categorical_attributes, photo_votes
 from learner.dataset import LoggedSearch
 from learner.head import QUERY_TYPES, FusionHead, HeadConfig, Interaction, photo_features
 from learner.position_bias import PositionBias
@@ -52,6 +52,10 @@ class ProductVectors(Protocol):
     def has_image(self, rows: np.ndarray) -> np.ndarray: ...
 
     def dim(self, space: str) -> int: ...
+
+    def search(
+        self, space: str, query: np.ndarray, n: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ def build_features(
     products = torch.cat([ptext_raw, p["pimage"]], dim=-1)
     agree = head.attributes
     codes = agree.row_codes(index.metas, uniq) if agree is not None else None
+    votes: dict[str, torch.Tensor] = {}  # per logged photo: one neighbour search each
 
     b = Batch(
         qtype=torch.zeros(n, dtype=torch.long),
@@ -178,7 +183,13 @@ def build_features(
             b.positions[i, :m] = torch.arange(1, m + 1)
             if agree is not None and codes is not None:
                 photo = photo_features(qv, qc, cfg.colour_dim)
-                b.attr[i, :m] = agree.features(qt, photo, codes[r])
+                vote = None
+                if agree.neighbours and s.image_key and qv_np is not None and pqv is not None:
+                    vote = votes.get(s.image_key)
+                    if vote is None:
+                        vote = photo_votes(agree, index, qv_np, pqv.numpy())
+                        votes[s.image_key] = vote
+                b.attr[i, :m] = agree.features(qt, photo, codes[r], vote)
     return Features(b, products), [s for s, _ in kept]
 
 
@@ -244,10 +255,15 @@ def child_head(
                 "interaction_rank": cfg.interaction_rank if cfg.residual else rank,
                 "attributes": vocab,
                 "colour_dim": colour_dim,
+                "neighbours": vocab is not None,
             }
         )
     )
-    missing, unexpected = child.load_state_dict(parent.state_dict(), strict=False)
+    state = parent.state_dict()
+    if child.attributes is not None and "attributes.weights" in state:
+        # a parent from before neighbour votes: its weights, and zero for the new block
+        state["attributes.weights"] = _widen(state["attributes.weights"], child.attributes.weights)
+    missing, unexpected = child.load_state_dict(state, strict=False)
     assert not unexpected and all(k.startswith(("interaction.", "attributes.")) for k in missing)
     if rows is not None and child.attributes is not None:
         photos = photo_features(
@@ -271,6 +287,13 @@ def child_head(
     if child.attributes is not None:
         child.attributes.weights.requires_grad_(True)
     return child
+
+
+def _widen(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`weights` in the leading columns of a zero tensor shaped like `like`."""
+    out = torch.zeros_like(like)
+    out[:, : weights.shape[1]] = weights
+    return out
 
 
 def train(
@@ -473,8 +496,9 @@ def merge_per_type(
                 continue
             merged.gate_logits[i] = parent.gate_logits[i]
             if merged.attributes is not None:
-                keep = parent.attributes.weights[i] if parent.attributes is not None else 0.0
-                merged.attributes.weights[i] = keep
+                keep = merged.attributes.weights[i].zero_()
+                if parent.attributes is not None:
+                    keep[: parent.attributes.n_features] = parent.attributes.weights[i]
             if isinstance(parent.interaction, Interaction):
                 for name in ("diag", "query_w", "product_w"):
                     getattr(merged.interaction, name)[i] = getattr(parent.interaction, name)[i]

@@ -37,6 +37,7 @@ class HeadConfig:
     interaction_rank: int = 0  # rank of its bilinear part
     attributes: dict[str, list[str]] | None = None  # vocabulary of the attribute agreement
     colour_dim: int = 0  # width of the photos' colour descriptor the attribute agreement reads
+    neighbours: bool = False  # whether the attribute agreement reads a photo's neighbours' votes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +52,7 @@ class Query:
     ptext: torch.Tensor | None = None  # (dim,) projected text, filled by FusionHead.query
     pimage: torch.Tensor | None = None  # (dim,) projected image
     colour: torch.Tensor | None = None  # (colour_dim,) the photo's colour descriptor
+    votes: torch.Tensor | None = None  # (classes,) its neighbours' votes (attributes.photo_votes)
 
     @property
     def type_index(self) -> int:
@@ -166,6 +168,7 @@ class FusionHead(nn.Module):
                 config.text_dim,
                 config.image_dim + config.colour_dim,
                 len(QUERY_TYPES),
+                neighbours=config.neighbours,
             )
             if config.attributes
             else None
@@ -233,7 +236,7 @@ class FusionHead(nn.Module):
         if self.attributes is not None:
             assert c.codes is not None, "a head with attribute agreement needs c.codes"
             photo = photo_features(q.image, q.colour, self.config.colour_dim)
-            feats = self.attributes.features(q.text, photo, c.codes)
+            feats = self.attributes.features(q.text, photo, c.codes, q.votes)
             out = out + self.attributes.score(feats, q.type_index)
         return out
 

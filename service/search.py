@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from learner.attributes import NEIGHBOUR_POOL, photo_votes
 from learner.head import QUERY_TYPES, Candidates, FusionHead, search_channels
 from learner.position_bias import PositionBias, explore_order
 from service.embedder import Embedder
@@ -131,10 +132,21 @@ class Searcher:
         )
         allowed = self.index.filter_mask(filters) if filters else None
         n = max(self.per_channel, sq.k)
-        found = [
-            self.index.search(space, vec.numpy(), n, allowed)[0]
-            for space, vec in search_channels(q)
-        ]
+        channels = search_channels(q)
+        found = [self.index.search(space, vec.numpy(), n, allowed)[0] for space, vec in channels]
+        agree = active.head.attributes
+        if agree is not None and agree.neighbours and qv is not None and q.pimage is not None:
+            # the unfiltered projected-image channel is the neighbour pool: no second search
+            pool = next(
+                (
+                    rows
+                    for (space, vec), rows in zip(channels, found, strict=True)
+                    if space == "pimage" and vec is q.pimage
+                ),
+                None,
+            )
+            reuse = pool is not None and allowed is None and n == NEIGHBOUR_POOL
+            q.votes = photo_votes(agree, self.index, qv, q.pimage.numpy(), pool if reuse else None)
         rows = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
         hits: list[Hit] = []
         explore = False

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from learner.artifacts import load_head, save_head
-from learner.attributes import AttributeAgreement, categorical_attributes
+from learner.attributes import AttributeAgreement, categorical_attributes, photo_votes
 from learner.finetune import child_head
-from learner.head import QUERY_TYPES
+from learner.head import QUERY_TYPES, FusionHead, HeadConfig
 from service.index import CatalogIndex
 from service.search import candidates
 from storage.artifacts import current
@@ -71,12 +71,56 @@ def test_a_text_query_agrees_with_products_of_the_category_it_names(
     a = agree.names.index("articleType")
     rows = np.array(sorted(index.row_of.values()))
     kinds = [index.metas[r].attributes["articleType"] for r in rows]
-    target = max(set(kinds), key=kinds.count)
+    target = max(sorted(set(kinds)), key=kinds.count)  # ties broken the same way every run
     q = torch.from_numpy(embedder.text_encoder.encode([f"{target.lower()} for sale"])[0])
     feats = agree.features(q, None, agree.codes([index.metas[r].attributes for r in rows]))
     same = torch.tensor([k == target for k in kinds])
     assert feats[same, a].mean() > feats[~same, a].mean() + 0.3
     assert torch.all(feats[:, len(agree.names) :] == 0)  # no photo, no image half
+
+
+def test_a_photos_neighbours_vote_for_what_it_shows(agreeing_head, index):
+    """A catalog product's own photo finds the product itself first (cosine 1): its values carry
+    the vote, and the third feature block reads the vote for each candidate's value."""
+    agree = agreeing_head.attributes
+    assert agree.neighbours and agree.n_features == 3 * len(agree.names)
+    a = agree.names.index("articleType")
+    rows = [r for r in sorted(index.row_of.values()) if index.has_image(np.array([r]))[0]][:20]
+    for r in rows:
+        image = index.vectors("image", np.array([r]))[0]
+        q = agreeing_head.query(None, torch.from_numpy(image))
+        votes = photo_votes(agree, index, image, q.pimage.numpy())
+        own = agree.codes([index.metas[r].attributes])[0]
+        assert float(votes[own[a]]) > 0.5
+        torch.testing.assert_close(votes[sorted(agree.column[a].values())].sum(), torch.tensor(1.0))
+        c = candidates(index, np.array([r]), agreeing_head, with_image=True)
+        feats = agree.features(None, None, c.codes, votes)
+        assert float(feats[0, 2 * len(agree.names) + a]) == float(votes[own[a]])
+
+
+def test_a_parent_without_neighbour_votes_keeps_its_weights(agreeing_head, index):
+    """A head promoted before neighbour votes existed: its child reads them with zero weight, so
+    it scores exactly like the parent until feedback moves the new weights."""
+    cfg = {**agreeing_head.config.to_dict(), "neighbours": False}
+    parent = FusionHead(HeadConfig(**cfg))
+    state = agreeing_head.state_dict()
+    state["attributes.weights"] = torch.rand(len(QUERY_TYPES), 2 * len(parent.attributes.names))
+    parent.load_state_dict(state)
+    child = child_head(parent, index, rank=0)
+    a2 = parent.attributes.n_features
+    torch.testing.assert_close(child.attributes.weights[:, :a2], parent.attributes.weights)
+    assert torch.all(child.attributes.weights[:, a2:] == 0)
+    rows = np.arange(30)
+    image = index.vectors("image", np.array([5]))[0]
+    for head in (parent, child):
+        q = head.query(None, torch.from_numpy(image))
+        if head.attributes.neighbours:
+            q.votes = photo_votes(head.attributes, index, image, q.pimage.numpy())
+        c = candidates(index, rows, head, with_image=True)
+        scored = head.score(q, c)
+        if head is parent:
+            expected = scored
+    torch.testing.assert_close(scored, expected)
 
 
 def test_the_weights_start_at_zero_and_survive_a_round_trip(agreeing_head, index, tmp_path):
