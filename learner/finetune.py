@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from learner.attributes import categorical_attributes, photo_votes
+from learner.attributes import SearchableVectors, categorical_attributes, photo_votes
 from learner.dataset import LoggedSearch
 from learner.head import QUERY_TYPES, FusionHead, HeadConfig, Interaction, photo_features
 from learner.position_bias import PositionBias
@@ -37,7 +37,7 @@ class HasAttributes(Protocol):
     def attributes(self) -> Mapping[str, Any]: ...
 
 
-class ProductVectors(Protocol):
+class ProductVectors(SearchableVectors, Protocol):
     """What the learner needs of the catalog index (service.index.CatalogIndex has it)."""
 
     row_of: dict[str, int]
@@ -47,15 +47,9 @@ class ProductVectors(Protocol):
 
     def alive_rows(self) -> np.ndarray: ...
 
-    def vectors(self, space: str, rows: np.ndarray) -> np.ndarray: ...
-
     def has_image(self, rows: np.ndarray) -> np.ndarray: ...
 
     def dim(self, space: str) -> int: ...
-
-    def search(
-        self, space: str, query: np.ndarray, n: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
