@@ -136,17 +136,14 @@ class Searcher:
         found = [self.index.search(space, vec.numpy(), n, allowed)[0] for space, vec in channels]
         agree = active.head.attributes
         if agree is not None and agree.neighbours and qv is not None and q.pimage is not None:
-            # the unfiltered projected-image channel is the neighbour pool: no second search
-            pool = next(
-                (
+            pool = None
+            if allowed is None and n == NEIGHBOUR_POOL:  # that channel found them: no 2nd search
+                pool = next(
                     rows
                     for (space, vec), rows in zip(channels, found, strict=True)
                     if space == "pimage" and vec is q.pimage
-                ),
-                None,
-            )
-            reuse = pool is not None and allowed is None and n == NEIGHBOUR_POOL
-            q.votes = photo_votes(agree, self.index, qv, q.pimage.numpy(), pool if reuse else None)
+                )
+            q.votes = photo_votes(agree, self.index, qv, q.pimage.numpy(), pool)
         rows = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
         hits: list[Hit] = []
         explore = False

@@ -112,15 +112,14 @@ def test_a_parent_without_neighbour_votes_keeps_its_weights(agreeing_head, index
     assert torch.all(child.attributes.weights[:, a2:] == 0)
     rows = np.arange(30)
     image = index.vectors("image", np.array([5]))[0]
-    for head in (parent, child):
+
+    def score(head: FusionHead) -> torch.Tensor:
         q = head.query(None, torch.from_numpy(image))
         if head.attributes.neighbours:
             q.votes = photo_votes(head.attributes, index, image, q.pimage.numpy())
-        c = candidates(index, rows, head, with_image=True)
-        scored = head.score(q, c)
-        if head is parent:
-            expected = scored
-    torch.testing.assert_close(scored, expected)
+        return head.score(q, candidates(index, rows, head, with_image=True))
+
+    torch.testing.assert_close(score(child), score(parent))
 
 
 def test_the_weights_start_at_zero_and_survive_a_round_trip(agreeing_head, index, tmp_path):
