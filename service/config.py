@@ -26,7 +26,10 @@ class Settings(BaseSettings):
     )
     encode_batch_size: int = Field(64, ge=1, le=1024)
     torch_threads: int = Field(
-        0, ge=0, description="0 = all cores for ingest, 1 per query (one query per core) serving."
+        0,
+        ge=0,
+        description="0 = all cores for ingest; serving: all cores for a query encoded "
+        "alone, one each for queries encoded at once. N = always N.",
     )
     search_concurrency: int = Field(
         0, ge=0, description="Queries encoded at once; 0 = one per CPU core."

@@ -53,9 +53,9 @@ class Runtime:
 
 
 def make_embedder(settings: Settings, *, serving: bool = False) -> Embedder:
-    """A single query is too small to split across cores: serving runs one thread per query and
-    one query per core (94 against 70 text searches/s at concurrency 4, same p50), while ingest
-    batches use every core."""
+    """Ingest batches use every core. Serving starts at one thread; each search then claims its
+    own (service.search.EncodeThreads): every core alone, one beside other searches (one thread
+    per query was 94 against 70 text searches/s at concurrency 4)."""
     threads = settings.torch_threads or (1 if serving else 0)
     if threads:
         torch.set_num_threads(threads)
@@ -135,6 +135,7 @@ def _load_catalog(rt: Runtime) -> None:
         active,
         per_channel=settings.candidates_per_channel,
         concurrency=settings.search_concurrency or os.cpu_count() or 1,
+        threads=settings.torch_threads,
         explore_rate=settings.explore_rate,
     )
     warm(active, rt.searcher)  # e.g. a head's per-row attribute codes, before the first shopper

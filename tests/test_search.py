@@ -228,3 +228,35 @@ def test_an_index_built_with_other_encoders_is_not_served(ingested, embedder, tm
         assert "fusionrank ingest" in reason
     finally:
         rt.close()
+
+
+def test_a_lone_query_encodes_on_every_core_and_concurrent_ones_on_one_each():
+    import torch
+
+    from service.search import EncodeThreads
+
+    before = torch.get_num_threads()
+    seen: dict[str, int] = {}
+    budget = EncodeThreads(2)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def first() -> None:
+        with budget.claim():
+            seen["first"] = torch.get_num_threads()
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert inside.wait(5)
+    with budget.claim():  # while the first still encodes
+        seen["second"] = torch.get_num_threads()
+    release.set()
+    t.join()
+    with budget.claim():  # alone again
+        seen["third"] = torch.get_num_threads()
+    with EncodeThreads(3, fixed=True).claim():
+        seen["fixed"] = torch.get_num_threads()
+    torch.set_num_threads(before)
+    assert seen == {"first": 2, "second": 1, "third": 2, "fixed": 3}
