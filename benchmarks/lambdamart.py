@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from service.embedder import Embedder
 from service.index import CatalogIndex
 from service.runtime import encoders_of
 from service.search import candidates
-from service.simulator import Relevance, Shoppers, ndcg_at_10
+from service.simulator import DEFAULT_MIX, Relevance, Shoppers, ndcg_at_10
 from storage.artifacts import current
 
 
@@ -92,11 +93,13 @@ class LambdaMart:
         return {"searches": len(groups), "rows": int(sum(groups))}
 
     @torch.inference_mode()
-    def evaluate(self, catalog: Path, sessions: int, seed: int) -> dict[str, float]:
+    def evaluate(
+        self, catalog: Path, sessions: int, seed: int, photos: Mapping[str, Path] | None = None
+    ) -> dict[str, float]:
         """NDCG@10 against true grades for the simulator's evaluation shoppers (same seeds)."""
         rows = read_catalog(catalog)
         relevance = Relevance([{"id": r.id, **r.attributes} for r in rows])
-        shoppers = Shoppers(rows, {"text": 0.5, "image": 0.25, "composed": 0.25})
+        shoppers = Shoppers(rows, DEFAULT_MIX, photos)
         agree, cfg = self.head.attributes, self.head.config
         assert agree is not None
         out: dict[str, list[float]] = defaultdict(list)

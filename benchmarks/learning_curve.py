@@ -22,6 +22,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import numpy as np
 from benchmarks.common import (
     CATALOG,
     DEFAULT_DATA_DIR,
+    PHOTOS,
     ensure_index,
     print_targets,
     require_shared,
@@ -40,7 +42,7 @@ from benchmarks.lambdamart import LambdaMart
 from benchmarks.latency import rss_mb, start_server
 from service.config import Settings
 from service.runtime import make_embedder
-from service.simulator import Simulator
+from service.simulator import Simulator, read_photos
 from storage.artifacts import current, read_manifest
 
 VARIANTS: dict[str, dict[str, str]] = {
@@ -66,8 +68,8 @@ def refresh(url: str, timeout: float = 1800) -> dict[str, Any]:
             time.sleep(1)
 
 
-def evaluate(url: str, sessions: int) -> dict[str, float]:
-    sim = Simulator(url, CATALOG, send_feedback=False)
+def evaluate(url: str, sessions: int, photos: Mapping[str, Path] | None) -> dict[str, float]:
+    sim = Simulator(url, CATALOG, photos=photos, send_feedback=False)
     report = sim.run(sessions, seed=EVAL_SEED, concurrency=2, progress=False)
     out = {k: v["ndcg@10"] for k, v in report.by_kind.items()}
     out["all"] = float(np.mean(list(out.values())))
@@ -88,7 +90,11 @@ def fresh_database(src: Path, dst: Path, head_version: str) -> None:
 
 
 def run_variant(
-    name: str, data_dir: Path, steps: list[int], eval_sessions: int
+    name: str,
+    data_dir: Path,
+    steps: list[int],
+    eval_sessions: int,
+    photos: Mapping[str, Path] | None,
 ) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix=f"fr-curve-{name}-"))
     build = current(data_dir / "index")
@@ -120,7 +126,7 @@ def run_variant(
         ltr = LambdaMart(data_dir, make_embedder(Settings(data_dir=data_dir), serving=True))
     try:
         done = 0
-        trainer = Simulator(url, CATALOG)
+        trainer = Simulator(url, CATALOG, photos=photos)
         for step in steps:
             row: dict[str, Any] = {"variant": name, "sessions": step}
             if step > done and ltr is not None:
@@ -130,7 +136,7 @@ def run_variant(
                 started = time.perf_counter()
                 row |= ltr.train(tmp / "fusionrank.db")
                 row["train_seconds"] = round(time.perf_counter() - started, 2)
-                row["ndcg@10"] = ltr.evaluate(CATALOG, eval_sessions, EVAL_SEED)
+                row["ndcg@10"] = ltr.evaluate(CATALOG, eval_sessions, EVAL_SEED, photos)
                 rows.append(row)
                 print(name, row, flush=True)
                 continue
@@ -148,7 +154,7 @@ def run_variant(
                     "server_rss_mb": max(rss_before, rss_mb(proc.pid)),
                     "reason": detail.get("reason"),
                 }
-            row["ndcg@10"] = evaluate(url, eval_sessions)
+            row["ndcg@10"] = evaluate(url, eval_sessions, photos)
             rows.append(row)
             print(name, row, flush=True)
             if name == "frozen":  # nothing changes without refreshes
@@ -169,14 +175,22 @@ def main() -> None:
     ap.add_argument("--steps", default="0,1000,5000,20000", help="cumulative training sessions")
     ap.add_argument("--eval-sessions", type=int, default=400)
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument(
+        "--photos",
+        default="fashion224",
+        choices=("fashion224", "catalog"),
+        help="what photo shoppers send: 224 px photos of catalog products (fashion224), or the "
+        "catalog's own thumbnails (exact duplicates of indexed images)",
+    )
     args = ap.parse_args()
     require_shared()
     ensure_index(args.data_dir)
     steps = [int(s) for s in args.steps.split(",")]
+    photos = read_photos(PHOTOS / "catalog_224.csv") if args.photos == "fashion224" else None
     rows = [
         r
         for name in args.variants.split(",")
-        for r in run_variant(name, args.data_dir, steps, args.eval_sessions)
+        for r in run_variant(name, args.data_dir, steps, args.eval_sessions, photos)
     ]
     kinds = ("text", "image", "composed", "all")
     print(f"\nNDCG@10 against true grades ({args.eval_sessions} evaluation shoppers)")
@@ -204,7 +218,8 @@ def main() -> None:
             learner["ndcg@10"]["all"] >= ltr["ndcg@10"]["all"] - 0.005
         )
     print_targets(targets)
-    print(f"wrote {write_json('learning_curve', {'rows': rows, 'targets': targets})}")
+    payload = {"photos": args.photos, "rows": rows, "targets": targets}
+    print(f"wrote {write_json('learning_curve', payload)}")
     print(f"wrote {plot(rows, kinds, Path(__file__).with_name('learning_curve.png'))}")
 
 

@@ -151,15 +151,6 @@ class AttributeAgreement(nn.Module):
             self.text_map.copy_(fit_ridge(text, codes, self.classes))
             self.image_map.copy_(fit_ridge(image[has_image], codes[has_image], self.classes))
 
-    def votes(self, codes: torch.Tensor, sims: torch.Tensor) -> torch.Tensor:
-        """(classes,): how strongly a photo's neighbours (their codes (k, A) and image cosines
-        (k,)) vote for each attribute value."""
-        w = torch.softmax(sims / NEIGHBOUR_TEMPERATURE, dim=0)
-        out = torch.zeros(self.classes)
-        known = codes >= 0
-        out.index_add_(0, codes[known], w[:, None].expand_as(codes)[known])
-        return out
-
     def features(
         self,
         text: torch.Tensor | None,
@@ -170,18 +161,32 @@ class AttributeAgreement(nn.Module):
         """(n, F): the query's score for each candidate's value of each attribute: from its text,
         from its photo, and (with neighbours) its photo's neighbours' votes; zeros for an absent
         modality or an unknown value."""
-        out = torch.zeros(codes.shape[0], self.n_features)
-        known = codes >= 0
-        a = len(self.names)
-        blocks = [
+        return self.features_of(self.asks(text, image, votes), codes)
+
+    def asks(
+        self, text: torch.Tensor | None, image: torch.Tensor | None, votes: torch.Tensor | None
+    ) -> list[torch.Tensor | None]:
+        """How strongly a query (d,) or a batch of them (B, d) asks for every attribute value,
+        per source (text map, photo map, neighbours' votes): (classes,) or (B, classes) each,
+        None for an absent source."""
+        out = [
             None if text is None else text @ self.text_map[:-1] + self.text_map[-1],
             None if image is None else image @ self.image_map[:-1] + self.image_map[-1],
         ]
-        if self.neighbours:
-            blocks.append(votes)
-        for block, s in enumerate(blocks):
+        return [*out, votes] if self.neighbours else out
+
+    def features_of(self, asks: Sequence[torch.Tensor | None], codes: torch.Tensor) -> torch.Tensor:
+        """Features from asks(): codes (n, A) with asks (classes,) gives (n, F); codes (B, n, A)
+        with asks (B, classes) gives (B, n, F)."""
+        out = torch.zeros(*codes.shape[:-1], self.n_features)
+        known, at = codes >= 0, codes.clamp(min=0)
+        a = len(self.names)
+        for block, s in enumerate(asks):
             if s is not None:
-                out[:, block * a : (block + 1) * a] = torch.where(known, s[codes.clamp(min=0)], 0.0)
+                wide = s.unsqueeze(-2).expand(*codes.shape[:-1], s.shape[-1])
+                out[..., block * a : (block + 1) * a] = torch.where(
+                    known, torch.gather(wide, -1, at), 0.0
+                )
         return out
 
     def score(self, features: torch.Tensor, query_type: int | torch.Tensor) -> torch.Tensor:
@@ -202,6 +207,8 @@ class SearchableVectors(Protocol):
         self, space: str, query: np.ndarray, n: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def search_many(self, space: str, queries: np.ndarray, n: int) -> list[np.ndarray]: ...
+
     def vectors(self, space: str, rows: np.ndarray) -> np.ndarray: ...
 
 
@@ -217,9 +224,44 @@ def photo_votes(
     caller already searched for them). The same at serving and at training time."""
     if pool is None:
         pool = index.search("pimage", pimage, NEIGHBOUR_POOL)[0]
-    if not len(pool):
-        return torch.zeros(agree.classes)
-    sims = index.vectors("image", pool) @ image
-    top = np.argsort(-sims, kind="stable")[:NEIGHBOURS]
-    codes = agree.row_codes(index.metas, pool[top])
-    return agree.votes(codes, torch.from_numpy(np.ascontiguousarray(sims[top])))
+    return pooled_votes(agree, index, image[None], [pool])[0]
+
+
+def many_photo_votes(
+    agree: AttributeAgreement, index: SearchableVectors, images: np.ndarray, pimages: np.ndarray
+) -> torch.Tensor:
+    """photo_votes() of many photos (P, classes), with batched neighbour searches: the learner
+    asks this for every logged photo."""
+    out = torch.zeros(len(images), agree.classes)
+    for start in range(0, len(images), 256):
+        end = start + 256
+        pools = index.search_many("pimage", pimages[start:end], NEIGHBOUR_POOL)
+        out[start:end] = pooled_votes(agree, index, images[start:end], pools)
+    return out
+
+
+def pooled_votes(
+    agree: AttributeAgreement,
+    index: SearchableVectors,
+    images: np.ndarray,
+    pools: Sequence[np.ndarray],
+) -> torch.Tensor:
+    """(P, classes) votes of each photo's NEIGHBOURS nearest rows by image cosine among its pool
+    (a photo with an empty pool has no votes)."""
+    width = max((len(p) for p in pools), default=0)
+    out = torch.zeros(len(pools), agree.classes)
+    if width == 0:
+        return out
+    rows = np.zeros((len(pools), width), np.int64)
+    sims = np.full((len(pools), width), -np.inf, np.float32)
+    for i, (pool, image) in enumerate(zip(pools, images, strict=True)):
+        rows[i, : len(pool)] = pool
+        sims[i, : len(pool)] = index.vectors("image", pool) @ image
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :NEIGHBOURS]
+    top_sims = torch.from_numpy(np.take_along_axis(sims, top, axis=1))
+    w = torch.softmax(top_sims / NEIGHBOUR_TEMPERATURE, dim=1).nan_to_num(0.0)  # (P, k)
+    codes = agree.row_codes(index.metas, np.take_along_axis(rows, top, axis=1).reshape(-1))
+    codes = codes.reshape(len(pools), top.shape[1], -1)  # (P, k, A)
+    weight = torch.where(codes >= 0, w[:, :, None], 0.0).reshape(len(pools), -1)
+    out.scatter_add_(1, codes.clamp(min=0).reshape(len(pools), -1), weight)
+    return out

@@ -26,9 +26,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from learner.attributes import SearchableVectors, categorical_attributes, photo_votes
+from learner.attributes import SearchableVectors, categorical_attributes, many_photo_votes
 from learner.dataset import LoggedSearch
-from learner.head import QUERY_TYPES, FusionHead, HeadConfig, Interaction, photo_features
+from learner.head import (
+    CHANNELS,
+    QUERY_TYPES,
+    FusionHead,
+    HeadConfig,
+    Interaction,
+    photo_features,
+)
 from learner.position_bias import PositionBias
 
 
@@ -102,14 +109,17 @@ class Features:
 def build_features(
     head: FusionHead,
     searches: Sequence[LoggedSearch],
-    text_vecs: dict[str, np.ndarray],
-    image_vecs: dict[str, np.ndarray],
+    text_vecs: Mapping[str, np.ndarray],
+    image_vecs: Mapping[str, np.ndarray],
     index: ProductVectors,
     colour_vecs: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Features, list[LoggedSearch]]:
     """Tensors for the searches whose query vectors and products are all still known (a deleted
     product or a query logged before vectors were kept drops out; a photo logged without its
-    colour descriptor reads as colourless). Returns them and the kept searches, in order."""
+    colour descriptor reads as colourless). Returns them and the kept searches, in order.
+
+    The same features FusionHead.score computes for one search at serving time (tested), built
+    for all searches at once: a refresh reads 100k shown products."""
     cfg = head.config
     kept: list[tuple[LoggedSearch, np.ndarray]] = []
     for s in searches:
@@ -123,68 +133,94 @@ def build_features(
         kept.append((s, np.array(found, dtype=np.int64)))
     n, k_max = len(kept), max((len(r) for _, r in kept), default=1)
     uniq = np.unique(np.concatenate([r for _, r in kept])) if kept else np.zeros(0, np.int64)
-    local = {int(r): i for i, r in enumerate(uniq)}
-    ptext_raw = torch.from_numpy(index.vectors("text", uniq)) if n else torch.zeros(0, cfg.text_dim)
-    p = {
+    product = {
         space: torch.from_numpy(index.vectors(space, uniq))
-        if n
-        else torch.zeros(0, cfg.image_dim if space == "image" else cfg.dim)
-        for space in ("image", "ptext", "pimage")
+        for space in ("text", "image", "ptext", "pimage")
     }
-    has_img = torch.from_numpy(index.has_image(uniq)) if n else torch.zeros(0, dtype=torch.bool)
-    products = torch.cat([ptext_raw, p["pimage"]], dim=-1)
+    has_img = torch.from_numpy(index.has_image(uniq))
     agree = head.attributes
-    codes = agree.row_codes(index.metas, uniq) if agree is not None else None
-    votes: dict[str, torch.Tensor] = {}  # per logged photo: one neighbour search each
 
+    rows = np.zeros((n, k_max), np.int64)
+    valid = np.zeros((n, k_max), bool)
+    grades = np.zeros((n, k_max), np.int64)
+    for i, (s, shown) in enumerate(kept):
+        rows[i, : len(shown)] = np.searchsorted(uniq, shown)
+        valid[i, : len(shown)] = True
+        grades[i, : len(shown)] = s.grades
+    qtype = torch.tensor([s.query_type for s, _ in kept], dtype=torch.long)
+    has_t = torch.tensor([bool(s.text_key) for s, _ in kept], dtype=torch.bool)
+    has_v = torch.tensor([bool(s.image_key) for s, _ in kept], dtype=torch.bool)
+    qt = _stack([text_vecs[s.text_key] if s.text_key else None for s, _ in kept], cfg.text_dim)
+    qv = _stack([image_vecs[s.image_key] if s.image_key else None for s, _ in kept], cfg.image_dim)
+    colours = colour_vecs or {}
+    qc = _stack(
+        [colours.get(s.image_key) if s.image_key else None for s, _ in kept], cfg.colour_dim
+    )
     b = Batch(
-        qtype=torch.zeros(n, dtype=torch.long),
+        qtype=qtype,
         q_feat=torch.zeros(n, cfg.text_dim + cfg.dim),
-        rows=torch.zeros(n, k_max, dtype=torch.long),
-        valid=torch.zeros(n, k_max, dtype=torch.bool),
-        sims=torch.zeros(n, k_max, 5),
-        mask=torch.zeros(n, k_max, 5, dtype=torch.bool),
-        grades=torch.zeros(n, k_max, dtype=torch.long),
-        positions=torch.ones(n, k_max, dtype=torch.long),
+        rows=torch.from_numpy(rows),
+        valid=torch.from_numpy(valid),
+        sims=torch.zeros(n, k_max, len(CHANNELS)),
+        mask=torch.zeros(n, k_max, len(CHANNELS), dtype=torch.bool),
+        grades=torch.from_numpy(grades),
+        positions=torch.where(torch.from_numpy(valid), torch.arange(1, k_max + 1), 1),
         attr=torch.zeros(n, k_max, agree.n_features if agree else 0),
     )
     with torch.no_grad():
-        for i, (s, shown) in enumerate(kept):
-            m = len(shown)
-            r = torch.tensor([local[int(x)] for x in shown])
-            qt_np = text_vecs.get(s.text_key) if s.text_key else None
-            qv_np = image_vecs.get(s.image_key) if s.image_key else None
-            qc_np = (colour_vecs or {}).get(s.image_key) if s.image_key else None
-            qt = torch.tensor(qt_np) if qt_np is not None else None
-            qv = torch.tensor(qv_np) if qv_np is not None else None
-            qc = torch.tensor(qc_np) if qc_np is not None else None
-            pqt = head.project_text(qt) if qt is not None else None
-            pqv = head.project_image(qv) if qv is not None else None
-            img = has_img[r]
-            if qt is not None and pqt is not None:
-                b.sims[i, :m, 0], b.mask[i, :m, 0] = ptext_raw[r] @ qt, True
-                b.sims[i, :m, 1], b.mask[i, :m, 1] = p["pimage"][r] @ pqt, img
-                b.q_feat[i, : cfg.text_dim] = qt
-            if qv is not None and pqv is not None:
-                b.sims[i, :m, 2], b.mask[i, :m, 2] = p["image"][r] @ qv, img
-                b.sims[i, :m, 3], b.mask[i, :m, 3] = p["pimage"][r] @ pqv, img
-                b.sims[i, :m, 4], b.mask[i, :m, 4] = p["ptext"][r] @ pqv, True
-                b.q_feat[i, cfg.text_dim :] = pqv
-            b.qtype[i] = s.query_type
-            b.rows[i, :m] = r
-            b.valid[i, :m] = True
-            b.grades[i, :m] = torch.from_numpy(s.grades)
-            b.positions[i, :m] = torch.arange(1, m + 1)
-            if agree is not None and codes is not None:
-                photo = photo_features(qv, qc, cfg.colour_dim)
-                vote = None
-                if agree.neighbours and s.image_key and qv_np is not None and pqv is not None:
-                    vote = votes.get(s.image_key)
-                    if vote is None:
-                        vote = photo_votes(agree, index, qv_np, pqv.numpy())
-                        votes[s.image_key] = vote
-                b.attr[i, :m] = agree.features(qt, photo, codes[r], vote)
-    return Features(b, products), [s for s, _ in kept]
+        pqt = head.project_text(qt) * has_t[:, None]
+        pqv = head.project_image(qv) * has_v[:, None]
+        b.q_feat[:, : cfg.text_dim], b.q_feat[:, cfg.text_dim :] = qt, pqv
+        votes = None
+        if agree is not None and agree.neighbours:  # one neighbour search per distinct photo
+            first: dict[str, int] = {}
+            for i, (s, _) in enumerate(kept):
+                if s.image_key:
+                    first.setdefault(s.image_key, i)
+            at = list(first.values())
+            by_photo = many_photo_votes(agree, index, qv[at].numpy(), pqv[at].numpy())
+            slot = {key: j for j, key in enumerate(first)}
+            votes = torch.zeros(n, agree.classes)
+            for i, (s, _) in enumerate(kept):
+                if s.image_key:
+                    votes[i] = by_photo[slot[s.image_key]]
+        for lo in range(0, n, 1024):  # product vectors gathered per chunk of searches
+            sl = slice(lo, lo + 1024)
+            r, ok = b.rows[sl], b.valid[sl]
+            img = has_img[r] & ok
+            t, v = has_t[sl, None] & ok, has_v[sl, None] & ok
+            channels = (  # (sims, mask) in CHANNELS order, as FusionHead.channel_sims
+                (torch.einsum("bkd,bd->bk", product["text"][r], qt[sl]), t),
+                (torch.einsum("bkd,bd->bk", product["pimage"][r], pqt[sl]), t & img),
+                (torch.einsum("bkd,bd->bk", product["image"][r], qv[sl]), v & img),
+                (torch.einsum("bkd,bd->bk", product["pimage"][r], pqv[sl]), v & img),
+                (torch.einsum("bkd,bd->bk", product["ptext"][r], pqv[sl]), v),
+            )
+            for c, (sim, m) in enumerate(channels):
+                b.sims[sl, :, c], b.mask[sl, :, c] = sim * m, m
+            if agree is not None:
+                photo = photo_features(qv[sl], qc[sl], cfg.colour_dim)
+                asks = agree.asks(qt[sl], photo, None if votes is None else votes[sl])
+                present = [has_t[sl], has_v[sl], has_v[sl]]
+                asks = [
+                    None if a is None else a * p[:, None]
+                    for a, p in zip(asks, present, strict=False)
+                ]
+                codes = agree.row_codes(index.metas, uniq[r.numpy()].reshape(-1))
+                feats = agree.features_of(asks, codes.reshape(*r.shape, -1))
+                b.attr[sl] = feats * ok[:, :, None]
+    return Features(b, torch.cat([product["text"], product["pimage"]], dim=-1)), [
+        s for s, _ in kept
+    ]
+
+
+def _stack(vectors: Sequence[np.ndarray | None], dim: int) -> torch.Tensor:
+    """(n, dim) rows of the given vectors, zeros where there is none."""
+    out = np.zeros((len(vectors), dim), np.float32)
+    for i, v in enumerate(vectors):
+        if v is not None:
+            out[i] = v
+    return torch.from_numpy(out)
 
 
 def scores(head: FusionHead, f: Features, b: Batch) -> torch.Tensor:

@@ -168,18 +168,27 @@ def simulate(
         float, typer.Option(min=0.0, help="Position bias: position k is examined w.p. k^-eta.")
     ] = 1.0,
     k: Annotated[int, typer.Option(min=1, max=100, help="Results per search.")] = 20,
+    photos: Annotated[
+        Path | None,
+        typer.Option(
+            help="A catalog-format CSV of shopper photos of catalog products (e.g. "
+            "fashion224/catalog_224.csv); photo shoppers send those instead of the catalog's "
+            "own images."
+        ),
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the report here.")
     ] = None,
 ) -> None:
     """Drive a running service with simulated shoppers (search, then click, add to cart, buy)
     and report the NDCG@10 of what it showed against the catalog's true grades."""
-    from service.simulator import Simulator
+    from service.simulator import Simulator, read_photos
 
-    if not catalog.is_file():
-        typer.secho(f"error: catalog {catalog} does not exist", fg="red", err=True)
-        raise typer.Exit(2)
-    sim = Simulator(url, catalog, eta=eta, k=k)
+    for path in (catalog, photos):
+        if path is not None and not path.is_file():
+            typer.secho(f"error: {path} does not exist", fg="red", err=True)
+            raise typer.Exit(2)
+    sim = Simulator(url, catalog, eta=eta, k=k, photos=read_photos(photos) if photos else None)
     try:
         report = sim.run(sessions, seed=seed, concurrency=concurrency)
     except httpx.TransportError as e:

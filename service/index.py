@@ -9,6 +9,7 @@ filtered search returns k results whenever k products match.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,29 @@ class CatalogIndex:
             if len(rows) < min(n, count):
                 return self._exact(space, query, n, np.flatnonzero(mask))
             return rows, sims
+
+    def search_many(self, space: str, queries: np.ndarray, n: int) -> list[np.ndarray]:
+        """search() for many queries among the alive rows: the rows each one finds, best first.
+        For the learner, which asks once per logged photo: FAISS walks a chunk of queries on every
+        core per call, and the lock is released between chunks so that searches served
+        meanwhile wait for one chunk at most."""
+        assert queries.ndim == 2 and queries.dtype == np.float32
+        out: list[np.ndarray] = []
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, n))  # type: ignore[attr-defined]
+        for start in range(0, len(queries), 64):
+            chunk = queries[start : start + 64]
+            with self._lock:
+                if len(self.row_of) != self._n:  # dead rows: the exact, filtered path
+                    out += [self.search(space, q, n)[0] for q in chunk]
+                    continue
+                faiss.omp_set_num_threads(os.cpu_count() or 1)
+                try:
+                    _, rows = self._faiss[space].search(chunk, n, params=params)
+                finally:
+                    faiss.omp_set_num_threads(1)
+                    _thread_state.faiss_single = True
+            out += [r[r >= 0] for r in rows]
+        return out
 
     def _faiss_search(self, space: str, q: np.ndarray, n: int, mask: np.ndarray | None):
         _single_threaded_faiss()

@@ -20,9 +20,9 @@ import contextlib
 import random
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -48,6 +48,7 @@ COMPOSED_TEMPLATES = ("in {colour}", "this but {colour}", "{colour} version", "s
 CLICK = (0.03, 0.15, 0.45, 0.85)  # P(click | examined, grade)
 CART = (0.0, 0.05, 0.2, 0.45)  # P(add_to_cart | click, grade)
 BUY = (0.0, 0.1, 0.3, 0.6)  # P(purchase | add_to_cart, grade)
+DEFAULT_MIX = {"text": 0.5, "image": 0.25, "composed": 0.25}
 
 
 class Relevance:
@@ -110,11 +111,28 @@ class SimulationReport:
         }
 
 
-class Shoppers:
-    """Draws intents from the catalog: what exists is what shoppers ask for."""
+def read_photos(csv_path: Path) -> dict[str, Path]:
+    """Product id -> a shopper's photo of it, from a catalog-format CSV (image paths relative to
+    its folder), such as fashion224/catalog_224.csv: 224 px photos of catalog products."""
+    return {r.id: r.image_path for r in read_catalog(csv_path) if r.image_path}
 
-    def __init__(self, rows: Sequence[CatalogRow], mix: dict[str, float]) -> None:
+
+class Shoppers:
+    """Draws intents from the catalog: what exists is what shoppers ask for.
+
+    A photo shopper photographs a catalog product: with `photos` (id -> photo), one of those
+    photos, which is not the catalog's own image; without, the product's catalog image itself,
+    an exact duplicate the service finds by near-duplicate lookup."""
+
+    def __init__(
+        self,
+        rows: Sequence[CatalogRow],
+        mix: dict[str, float],
+        photos: Mapping[str, Path] | None = None,
+    ) -> None:
         self.rows = [r for r in rows if r.attributes.get("articleType")]
+        if photos is not None:
+            self.rows = [replace(r, image_path=photos.get(r.id)) for r in self.rows]
         self.with_photo = [r for r in self.rows if r.image_path and r.image_path.is_file()]
         self.mix = mix
         colours: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -176,13 +194,14 @@ class Simulator:
         eta: float = 1.0,
         k: int = 20,
         mix: dict[str, float] | None = None,
+        photos: Mapping[str, Path] | None = None,
         timeout: float = 60.0,
         send_feedback: bool = True,
     ) -> None:
         self.url = url.rstrip("/")
         rows = read_catalog(catalog)
         self.relevance = Relevance([{"id": r.id, **r.attributes} for r in rows])
-        self.shoppers = Shoppers(rows, mix or {"text": 0.5, "image": 0.25, "composed": 0.25})
+        self.shoppers = Shoppers(rows, mix or DEFAULT_MIX, photos)
         self.eta, self.k, self.timeout = eta, k, timeout
         self.send_feedback = send_feedback
         self._local = threading.local()

@@ -11,11 +11,13 @@ import torch
 
 from learner.artifacts import load_head, save_head
 from learner.attributes import AttributeAgreement, categorical_attributes, photo_votes
-from learner.finetune import child_head
+from learner.dataset import LoggedSearch
+from learner.finetune import build_features, child_head, scores
 from learner.head import QUERY_TYPES, FusionHead, HeadConfig
 from service.index import CatalogIndex
 from service.search import candidates
 from storage.artifacts import current
+from storage.models import utcnow
 
 
 def test_only_categorical_attributes_are_kept():
@@ -152,3 +154,59 @@ def test_row_codes_follow_appended_rows(agreeing_head, index):
     new_row = agree.row_codes(metas, np.array([len(metas) - 1]))
     assert torch.equal(new_row, agree.codes([changed]))
     assert not torch.equal(new_row, expected[:1])
+
+
+def test_training_features_score_every_logged_search_as_serving_did(agreeing_head, index):
+    """build_features() is the batched form of what one search computes: with every learned
+    weight non-zero, each logged search's shown products get the scores FusionHead.score gives
+    them at serving time, for text, image and composed queries (neighbour votes included)."""
+    head = copy.deepcopy(agreeing_head)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in head.named_parameters():
+            if name.startswith(("attributes.", "interaction.")):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    rng = np.random.default_rng(0)
+    rows = np.array(sorted(index.row_of.values()))
+    with_photo = rows[index.has_image(rows)]
+    text_vecs, image_vecs, colour_vecs, searches = {}, {}, {}, []
+    for i, kind in enumerate(QUERY_TYPES * 4):
+        row = int(rng.choice(with_photo))
+        text_key = image_key = None
+        if kind != "image":
+            text_key = f"text-{i}"
+            text_vecs[text_key] = index.vectors("text", np.array([row]))[0]
+        if kind != "text":
+            image_key = f"photo-{i % 6}"  # photos repeat across searches, as they do in logs
+            image_vecs[image_key] = index.vectors("image", np.array([row]))[0]
+            colour_vecs[image_key] = index.vectors("colour", np.array([row]))[0]
+        shown = rng.choice(rows, size=int(rng.integers(3, 21)), replace=False)
+        searches.append(
+            LoggedSearch(
+                search_id=f"s{i}",
+                created_at=utcnow(),
+                query_type=QUERY_TYPES.index(kind),
+                text_key=text_key,
+                image_key=image_key,
+                explore=False,
+                product_ids=tuple(index.metas[r].id for r in shown),
+                model_positions=np.arange(1, len(shown) + 1),
+                propensities=np.ones(len(shown)),
+                grades=rng.integers(0, 4, len(shown)),
+            )
+        )
+    f, kept = build_features(head, searches, text_vecs, image_vecs, index, colour_vecs)
+    assert kept == searches
+    got = scores(head, f, f.batch)
+    for i, s in enumerate(searches):
+        qt = torch.from_numpy(text_vecs[s.text_key]) if s.text_key else None
+        qv = image_vecs[s.image_key] if s.image_key else None
+        qc = torch.from_numpy(colour_vecs[s.image_key]) if s.image_key else None
+        q = head.query(qt, None if qv is None else torch.from_numpy(qv), qc)
+        if qv is not None:
+            q.votes = photo_votes(head.attributes, index, qv, q.pimage.numpy())
+        shown = np.array([index.row_of[p] for p in s.product_ids])
+        want = head.score(q, candidates(index, shown, head, with_image=qv is not None))
+        torch.testing.assert_close(got[i, : len(shown)], want, rtol=1e-4, atol=1e-4)
+        assert torch.isinf(got[i, len(shown) :]).all()
+        assert torch.equal(f.batch.grades[i, : len(shown)], torch.from_numpy(s.grades))
