@@ -98,6 +98,11 @@ def run_refresh(
 ) -> dict[str, Any]:
     """Train, judge and register one candidate. Returns the run's detail (also stored)."""
     started = time.perf_counter()
+    phases: dict[str, float] = {}  # where a refresh's time goes, in its detail
+
+    def lap(name: str) -> None:
+        phases[name] = round(time.perf_counter() - started - sum(phases.values()), 2)
+
     now = utcnow()
     cutoff = now - config.settle
     with sessions() as s:
@@ -119,7 +124,9 @@ def run_refresh(
             else []
         )
     engaged = sum(bool(x.grades.any()) for x in window)
+    lap("load_searches")
     detail: dict[str, Any] = {
+        "phase_seconds": phases,
         "parent": parent_version,
         "window": {"start": start.isoformat() if start else None, "end": cutoff.isoformat()},
         "window_searches": len(window),
@@ -146,13 +153,17 @@ def run_refresh(
     bias, bias_stats = estimate(train_searches + holdout, prior_eta=bias_of(parent_card).eta)
     with sessions() as s:
         tv, iv, cv = logged_query_vectors(s, window + replay, encoders)
+    lap("load_vectors")
     tc = config.train
     torch.manual_seed(tc.seed)  # a bilinear residual starts from random query weights
     candidate = child_head(parent, index, tc.rank, train_gate=tc.train_gate)
+    lap("child_head")  # the first refresh also fits the attribute maps here
     f_train, _ = build_features(candidate, train_searches, tv, iv, index, cv)
     f_hold, _ = build_features(candidate, holdout, tv, iv, index, cv)
+    lap("features")
     levels = max(config.event_grades.values())
     candidate, info = train(candidate, f_train, bias, tc, levels=levels, progress=progress)
+    lap("train")
     event_levels = {"click": 1, "purchase": levels}
     clip = config.train.ips_clip
 
@@ -186,6 +197,7 @@ def run_refresh(
             accept[t], reasons[t] = True, "better on the holdout"
     final = merge_per_type(candidate, parent, accept)
     final_m, calibration = judge(final)
+    lap("judge")
     promoted = any(accept.values()) and all(
         final_m[t]["ips_ndcg@10"] >= parent_m[t]["ips_ndcg@10"] - 1e-9
         for t in QUERY_TYPES

@@ -71,6 +71,9 @@ def test_a_refresh_registers_a_gated_candidate(loop, client, refreshed):
     assert refreshed["status"] == "succeeded", refreshed
     detail = refreshed["detail"]
     assert detail["window_engaged"] >= 20 and detail["seconds"] > 0
+    phases = detail["phase_seconds"]  # where the time went, for operators
+    assert {"load_searches", "features", "train", "judge"} <= set(phases)
+    assert sum(phases.values()) <= detail["seconds"] + 0.05
     cand = refreshed["candidate"]
     models = client.get("/v1/models").json()
     row = next(v for v in models["versions"] if v["version"] == cand)
