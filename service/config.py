@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     learner_min_new_events: int = Field(
         2000, ge=1, description="...or as soon as this many new events have arrived."
     )
+    learner_refresh_on_drift: bool = Field(
+        True, description="...or when ADWIN sees the click-through rate of a version shift."
+    )
     learner_min_engaged: int = Field(
         100, ge=1, description="Engaged searches a refresh needs, or it is skipped."
     )

@@ -200,4 +200,5 @@ def _start_learning(rt: Runtime, *, background: bool) -> None:
         rt.watcher.start()
         if settings.learner_in_process:
             rt.learner.start_scheduler()
-            rt.metrics.on_drift = rt.learner.on_drift
+            if settings.learner_refresh_on_drift:
+                rt.metrics.on_drift = rt.learner.on_drift
