@@ -65,11 +65,13 @@ def categorical_attributes(attributes: Sequence[Mapping[str, Any]]) -> dict[str,
 def fit_ridge(x: torch.Tensor, codes: torch.Tensor, classes: int) -> torch.Tensor:
     """(d + 1, classes) least-squares map from vectors (with a bias) to one-hot attribute
     columns; codes (n, A) hold global column indices, -1 where a product lacks the attribute."""
-    x1 = torch.cat([x, torch.ones(len(x), 1)], dim=1).double()
-    targets = torch.zeros(len(x), classes + 1, dtype=torch.float64)
+    x1 = torch.cat([x, torch.ones(len(x), 1)], dim=1)
+    targets = torch.zeros(len(x), classes + 1)
     targets.scatter_(1, torch.where(codes < 0, classes, codes), 1.0)
-    gram = x1.T @ x1 + RIDGE * torch.eye(x1.shape[1], dtype=torch.float64)
-    return torch.linalg.solve(gram, x1.T @ targets[:, :classes]).float()
+    # products in float32 (44k x 1793 image-side rows: 2.7 s against 4.8 s in float64, weights
+    # within 2e-4), the solve in float64
+    gram = (x1.T @ x1).double() + RIDGE * torch.eye(x1.shape[1], dtype=torch.float64)
+    return torch.linalg.solve(gram, (x1.T @ targets[:, :classes]).double()).float()
 
 
 class AttributeAgreement(nn.Module):

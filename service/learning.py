@@ -276,6 +276,9 @@ class Learner:
             if not claim_run(self.sessions, run_id):
                 return None
             self._last_trigger = utcnow()
+            # Serving sets torch (and so MKL's process-wide) threads per search; a refresh's
+            # matrix work wants every core (the catalog's ridge fits ran 2.5x slower on one).
+            torch.set_num_threads(self.settings.torch_threads or os.cpu_count() or 1)
             return run_refresh(
                 sessions=self.sessions,
                 index=self.index,
