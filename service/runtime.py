@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,10 @@ class Runtime:
     embedder: Embedder
     impressions: ImpressionLogger
     metrics: OnlineMetrics
+    # Searches run here, as many at once as there are encode slots: a dedicated pool hands off
+    # faster than the shared anyio one (text p50 -0.2 ms) and queues the rest instead of
+    # parking dozens of threads on the encode semaphore (c4 106 against 88 searches/s).
+    search_pool: ThreadPoolExecutor
     searcher: Searcher | None = None
     writer: CatalogWriter | None = None
     watcher: ModelWatcher | None = None
@@ -48,8 +53,13 @@ class Runtime:
             self.watcher.stop()
         if self.learner is not None:
             self.learner.close()
+        self.search_pool.shutdown(wait=True)
         self.impressions.close()
         self.engine.dispose()
+
+
+def search_concurrency(settings: Settings) -> int:
+    return settings.search_concurrency or os.cpu_count() or 1
 
 
 def make_embedder(settings: Settings, *, serving: bool = False) -> Embedder:
@@ -88,6 +98,7 @@ def start_runtime(
             purchase_type=max(settings.event_grades, key=settings.event_grades.__getitem__),
             settle_seconds=settings.metrics_settle_seconds,
         ),
+        search_pool=ThreadPoolExecutor(search_concurrency(settings), thread_name_prefix="search"),
     )
     try:
         _load_catalog(rt)
@@ -134,7 +145,7 @@ def _load_catalog(rt: Runtime) -> None:
         index,
         active,
         per_channel=settings.candidates_per_channel,
-        concurrency=settings.search_concurrency or os.cpu_count() or 1,
+        concurrency=search_concurrency(settings),
         threads=settings.torch_threads,
         explore_rate=settings.explore_rate,
     )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from service.api.body import json_and_multipart, parse_body
 from service.api.deps import RuntimeDep, SearcherDep
@@ -71,7 +71,7 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
             )
         )
 
-    result = await run_in_threadpool(run)
+    result = await asyncio.get_running_loop().run_in_executor(rt.search_pool, run)
     image_sha = content_key(image_bytes) if image_bytes is not None else None
     vectors = []  # the frozen query features, so the learner never re-encodes a query
     embedder = searcher.embedder
