@@ -183,6 +183,9 @@ def main() -> None:
         help="what photo shoppers send: 224 px photos of catalog products (fashion224), or the "
         "catalog's own thumbnails (exact duplicates of indexed images)",
     )
+    ap.add_argument(
+        "--name", default="learning_curve", help="results/NAME.json and NAME.png in benchmarks/"
+    )
     args = ap.parse_args()
     require_shared()
     ensure_index(args.data_dir)
@@ -219,9 +222,9 @@ def main() -> None:
             learner["ndcg@10"]["all"] >= ltr["ndcg@10"]["all"] - 0.005
         )
     print_targets(targets)
-    payload = {"photos": args.photos, "rows": rows, "targets": targets}
-    print(f"wrote {write_json('learning_curve', payload)}")
-    print(f"wrote {plot(rows, kinds, Path(__file__).with_name('learning_curve.png'))}")
+    payload = {"photos": args.photos, "data_dir": str(args.data_dir), "rows": rows}
+    print(f"wrote {write_json(args.name, {**payload, 'targets': targets})}")
+    print(f"wrote {plot(rows, kinds, Path(__file__).with_name(f'{args.name}.png'))}")
 
 
 def plot(rows: list[dict[str, Any]], kinds: tuple[str, ...], path: Path) -> Path:
