@@ -20,6 +20,7 @@ import socket
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from learner.finetune import ProductVectors, TrainConfig
 from learner.head import Query
 from learner.refresh import Encoders, RefreshConfig, bias_of, run_refresh
 from service.config import Settings
-from service.search import ActiveHead, Searcher, candidates
+from service.search import ActiveHead, EncodeThreads, Searcher, candidates
 from storage.errors import FusionrankError
 from storage.models import TrainingRun
 from storage.registry import (
@@ -162,9 +163,13 @@ class Learner:
         index: ProductVectors,
         encoders: Encoders,
         fallback_version: str,
+        serving: EncodeThreads | None = None,
     ) -> None:
+        """`serving`: the cores of searches served by this same process, which a refresh
+        shares with them (None: a learner process of its own, which uses every core)."""
         self.settings, self.sessions, self.index = settings, sessions, index
         self.encoders, self.fallback_version = encoders, fallback_version
+        self.serving = serving
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="learner")
         self._scheduler: BackgroundScheduler | None = None
@@ -276,18 +281,20 @@ class Learner:
             if not claim_run(self.sessions, run_id):
                 return None
             self._last_trigger = utcnow()
-            # Serving sets torch (and so MKL's process-wide) threads per search; a refresh's
-            # matrix work wants every core (the catalog's ridge fits ran 2.5x slower on one).
-            torch.set_num_threads(self.settings.torch_threads or os.cpu_count() or 1)
-            return run_refresh(
-                sessions=self.sessions,
-                index=self.index,
-                heads_dir=self.settings.data_dir / "heads",
-                encoders=self.encoders,
-                config=refresh_config(self.settings),
-                run_id=run_id,
-                fallback_version=self.fallback_version,
-            )
+            with self.serving.reserve() if self.serving else nullcontext(None) as shared:
+                # Serving sets torch (and so MKL's process-wide) threads per search; a learner
+                # of its own wants every core (its catalog ridge fits ran 2.5x slower on one),
+                # one beside searches gets the cores it reserved from them.
+                torch.set_num_threads(shared or self.settings.torch_threads or os.cpu_count() or 1)
+                return run_refresh(
+                    sessions=self.sessions,
+                    index=self.index,
+                    heads_dir=self.settings.data_dir / "heads",
+                    encoders=self.encoders,
+                    config=refresh_config(self.settings),
+                    run_id=run_id,
+                    fallback_version=self.fallback_version,
+                )
         except Exception as e:
             log.exception("refresh run %d failed", run_id)
             update_run(

@@ -206,6 +206,7 @@ def _start_learning(rt: Runtime, *, background: bool) -> None:
         searcher.index,
         encoders_of(rt.embedder),
         fallback_version=searcher.index.meta["head_version"],
+        serving=searcher.cores if settings.learner_in_process else None,
     )
     if background:
         rt.watcher.start()

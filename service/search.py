@@ -82,29 +82,47 @@ def candidates(
 
 
 class EncodeThreads:
-    """torch threads for one query's encoders: every core while it is the only query encoding
-    (text 11.6 -> 9.8 ms, image 14.4 -> 11.9 ms on 2 cores), one core each while several are,
-    so that concurrent queries run side by side instead of fighting over one team. torch's
-    thread count is per OS thread, so each search sets its own. `fixed` keeps a configured
-    count."""
+    """torch threads for one query's encoders: every free core while it is the only query
+    encoding (text 11.6 -> 9.8 ms, image 14.4 -> 11.9 ms on 2 cores), one core each while several
+    are, so that concurrent queries run side by side instead of fighting over one team. torch's
+    thread count is per OS thread, so each search sets its own. `fixed` keeps a configured count.
+
+    Background work in the same process (a refresh) reserves cores first: an OpenMP team with
+    more threads than there are free cores waits at every barrier for a thread the scheduler
+    has parked, and a search runs several times slower."""
 
     def __init__(self, cores: int, *, fixed: bool = False) -> None:
         self._cores = max(1, cores)
         self._fixed = fixed
         self._busy = 0
+        self._reserved = 0
         self._lock = threading.Lock()
 
     @contextmanager
     def claim(self) -> Iterator[int]:
         with self._lock:
             self._busy += 1
-            n = self._cores if self._fixed or self._busy == 1 else 1
+            free = max(1, self._cores - self._reserved)
+            n = self._cores if self._fixed else (free if self._busy == 1 else 1)
         torch.set_num_threads(n)
         try:
             yield n
         finally:
             with self._lock:
                 self._busy -= 1
+
+    @contextmanager
+    def reserve(self, share: float = 0.5) -> Iterator[int]:
+        """Set aside `share` of the cores (at least one, never all) for background work while
+        searches are served; yields how many threads that work should use."""
+        n = max(1, min(self._cores - 1, round(self._cores * share)))
+        with self._lock:
+            self._reserved += n
+        try:
+            yield n
+        finally:
+            with self._lock:
+                self._reserved -= n
 
 
 class Searcher:
@@ -128,7 +146,7 @@ class Searcher:
         self._rng = rng or random.Random()
         # More encodes at once than torch has cores for only makes every one of them slower.
         self._encode_slots = threading.BoundedSemaphore(concurrency)
-        self._cores = EncodeThreads(threads or concurrency, fixed=threads > 0)
+        self.cores = EncodeThreads(threads or concurrency, fixed=threads > 0)
 
     def normalise_filters(self, filters: dict[str, Any]) -> dict[str, list[str]]:
         known = self.index.attribute_names()
@@ -149,7 +167,7 @@ class Searcher:
         started = time.perf_counter()
         active = self.active  # one read: a swap mid-request cannot mix two heads
         filters = self.normalise_filters(sq.filters)
-        with self._encode_slots, self._cores.claim():
+        with self._encode_slots, self.cores.claim():
             encode_start = time.perf_counter()
             qt = self.embedder.text_encoder.encode([sq.text])[0] if sq.text else None
             qv = self.embedder.image_encoder.encode([sq.image])[0] if sq.image else None

@@ -256,7 +256,23 @@ def test_a_lone_query_encodes_on_every_core_and_concurrent_ones_on_one_each():
     t.join()
     with budget.claim():  # alone again
         seen["third"] = torch.get_num_threads()
+    with budget.reserve() as background, budget.claim():  # an in-process refresh runs
+        seen["background"], seen["beside"] = background, torch.get_num_threads()
+    with budget.claim():  # the refresh is done
+        seen["after"] = torch.get_num_threads()
+    with EncodeThreads(4).reserve(0.5) as half, EncodeThreads(1).reserve() as alone:
+        seen["half of 4"], seen["one core"] = half, alone
     with EncodeThreads(3, fixed=True).claim():
         seen["fixed"] = torch.get_num_threads()
     torch.set_num_threads(before)
-    assert seen == {"first": 2, "second": 1, "third": 2, "fixed": 3}
+    assert seen == {
+        "first": 2,
+        "second": 1,
+        "third": 2,
+        "background": 1,
+        "beside": 1,
+        "after": 2,
+        "half of 4": 2,
+        "one core": 1,
+        "fixed": 3,
+    }

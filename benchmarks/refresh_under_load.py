@@ -1,0 +1,126 @@
+"""Searches while the in-process learner refreshes: the single-process default trains on the
+same two cores that serve. A real `fusionrank serve` on the full catalog, with a copy of a
+database of logged traffic (fill one with `fusionrank simulate`); shoppers search by text and
+photo one after another, a refresh is started through POST /v1/models/train, and the latencies
+of searches issued while it ran are set against those before it.
+Usage: python -m benchmarks.refresh_under_load --database DB.sqlite [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks.common import DEFAULT_DATA_DIR, ensure_index, load_rows, make_queries, write_json
+from benchmarks.latency import start_server
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--database", type=Path, required=True, help="SQLite file with logged traffic")
+    ap.add_argument("--steady-seconds", type=float, default=20)
+    args = ap.parse_args()
+    ensure_index(args.data_dir)
+    tmp = Path(tempfile.mkdtemp(prefix="fr-refresh-load-"))
+    shutil.copy(args.database, tmp / "fusionrank.db")
+    env = {
+        "FUSIONRANK_DATABASE_URL": f"sqlite:///{tmp / 'fusionrank.db'}",
+        "FUSIONRANK_LEARNER_IN_PROCESS": "true",
+        "FUSIONRANK_LEARNER_INTERVAL_MINUTES": "100000",
+        "FUSIONRANK_LEARNER_MIN_NEW_EVENTS": "1000000000",
+        "FUSIONRANK_LEARNER_REFRESH_ON_DRIFT": "false",
+        "FUSIONRANK_LEARNER_SETTLE_SECONDS": "0",
+    }
+    os.environ.update(env)
+    try:
+        proc, url = start_server(args.data_dir)
+    finally:
+        for k in env:
+            del os.environ[k]
+    queries = make_queries(load_rows(), 150, seed=3)
+    bodies: list[tuple[str, dict[str, Any]]] = []
+    for q in queries:
+        if q.kind == "text":
+            bodies.append(("text", {"query": q.text, "k": 20}))
+        elif q.kind == "image" and q.photo:
+            bodies.append(("image", {"image": base64.b64encode(q.photo.read_bytes()).decode()}))
+    records: list[tuple[float, str, float, bool]] = []  # (start, kind, latency, ok)
+    stop = threading.Event()
+
+    def shopper() -> None:
+        with httpx.Client(base_url=url, timeout=120) as c:
+            n = 0
+            while not stop.is_set():
+                kind, body = bodies[n % len(bodies)]
+                t0 = time.monotonic()
+                r = c.post("/v1/search", json=body)
+                records.append((t0, kind, time.monotonic() - t0, r.status_code == 200))
+                n += 1
+
+    worker = threading.Thread(target=shopper)
+    try:
+        worker.start()
+        time.sleep(args.steady_seconds)
+        with httpx.Client(base_url=url, timeout=60) as admin:
+            started = time.monotonic()
+            run_id = admin.post("/v1/models/train").json()["run_id"]
+            while (run := admin.get(f"/v1/models/runs/{run_id}").json())["status"] in (
+                "queued",
+                "running",
+            ):
+                time.sleep(0.5)
+            finished = time.monotonic()
+        time.sleep(3)
+    finally:
+        stop.set()
+        worker.join()
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    detail = run.get("detail") or {}
+
+    def pct(kind: str, during: bool) -> dict[str, float]:
+        xs = [
+            lat * 1000
+            for t0, k, lat, _ in records
+            if k == kind and (started <= t0 < finished) == during and t0 < finished + 3
+        ]
+        return {
+            "n": len(xs),
+            "p50": float(np.median(xs)) if xs else float("nan"),
+            "p99": float(np.percentile(xs, 99)) if xs else float("nan"),
+        }
+
+    res = {
+        kind: {"steady": pct(kind, False), "refresh": pct(kind, True)} for kind in ("text", "image")
+    }
+    failed = sum(not ok for *_, ok in records)
+    print(
+        f"\nsearches while a refresh runs in the serving process ({run['status']}, "
+        f"{detail.get('seconds')} s refresh, {detail.get('window_searches')} searches)"
+    )
+    print(f"{'search':8} {'phase':8} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for kind, phases in res.items():
+        for phase, r in phases.items():
+            print(f"{kind:8} {phase:8} {r['n']:9d} {r['p50']:8.2f} {r['p99']:8.2f}")
+    print(f"failed requests: {failed} of {len(records)}")
+    print(f"refresh phases (s): {detail.get('phase_seconds')}")
+    payload = {"results": res, "failed": failed, "refresh": detail, "wall_s": finished - started}
+    print(f"wrote {write_json('refresh_under_load', payload)}")
+
+
+if __name__ == "__main__":
+    main()
