@@ -43,6 +43,7 @@ bench: ## Run every benchmark on the full catalog (results in benchmarks/results
 	$(PYTHON) -m benchmarks.latency
 	$(PYTHON) -m benchmarks.feedback
 	$(PYTHON) -m benchmarks.hot_swap
+	$(PYTHON) -m benchmarks.refresh_under_load
 	$(PYTHON) -m benchmarks.learning_curve
 
 lint: ## ruff lint + format check

@@ -1,9 +1,10 @@
 """Searches while the in-process learner refreshes: the single-process default trains on the
 same two cores that serve. A real `fusionrank serve` on the full catalog, with a copy of a
-database of logged traffic (fill one with `fusionrank simulate`); shoppers search by text and
-photo one after another, a refresh is started through POST /v1/models/train, and the latencies
-of searches issued while it ran are set against those before it.
-Usage: python -m benchmarks.refresh_under_load --database DB.sqlite [--data-dir DIR]
+database of logged traffic (or, without one, --sessions simulated shoppers sent first through
+the API); shoppers search by text and photo one after another, a refresh is started through
+POST /v1/models/train, and the latencies of searches issued while it ran are set against those
+before and after it. Queries and shoppers are synthetic.
+Usage: python -m benchmarks.refresh_under_load [--data-dir DIR] [--database DB.sqlite]
 """
 
 from __future__ import annotations
@@ -21,8 +22,19 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.common import DEFAULT_DATA_DIR, ensure_index, load_rows, make_queries, write_json
+from benchmarks.common import (
+    CATALOG,
+    DEFAULT_DATA_DIR,
+    PHOTOS,
+    ensure_index,
+    load_rows,
+    make_queries,
+    write_json,
+)
 from benchmarks.latency import start_server
+from benchmarks.learning_curve import fresh_database
+from service.simulator import Simulator, read_photos
+from storage.artifacts import current, read_manifest
 
 
 def main() -> None:
@@ -30,12 +42,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    ap.add_argument("--database", type=Path, required=True, help="SQLite file with logged traffic")
+    ap.add_argument("--database", type=Path, help="SQLite file with traffic (copied)")
+    ap.add_argument("--sessions", type=int, default=5000, help="shoppers to simulate first")
     ap.add_argument("--steady-seconds", type=float, default=20)
     args = ap.parse_args()
     ensure_index(args.data_dir)
     tmp = Path(tempfile.mkdtemp(prefix="fr-refresh-load-"))
-    shutil.copy(args.database, tmp / "fusionrank.db")
+    if args.database:
+        shutil.copy(args.database, tmp / "fusionrank.db")
+    else:
+        build = current(args.data_dir / "index")
+        assert build is not None
+        head = read_manifest(build)["head_version"]
+        fresh_database(args.data_dir / "fusionrank.db", tmp / "fusionrank.db", head)
     env = {
         "FUSIONRANK_DATABASE_URL": f"sqlite:///{tmp / 'fusionrank.db'}",
         "FUSIONRANK_LEARNER_IN_PROCESS": "true",
@@ -50,6 +69,8 @@ def main() -> None:
     finally:
         for k in env:
             del os.environ[k]
+    if not args.database:
+        Simulator(url, CATALOG, photos=read_photos(PHOTOS / "catalog_224.csv")).run(args.sessions)
     queries = make_queries(load_rows(), 150, seed=3)
     bodies: list[tuple[str, dict[str, Any]]] = []
     for q in queries:
