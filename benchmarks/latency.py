@@ -127,11 +127,15 @@ class Floor:
         return [float(x) for x in json.loads(self._read())]
 
     def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.write("\n")
-            self.proc.stdin.close()
-        self.proc.wait(60)
-        os.unlink(self._spec)
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.write("\n")
+                self.proc.stdin.close()
+            self.proc.wait(60)
+        except (OSError, subprocess.TimeoutExpired):  # it died or hangs: do not hide why
+            self.proc.kill()
+        finally:
+            os.unlink(self._spec)
 
 
 def post(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, dict[str, float]]:
@@ -279,23 +283,25 @@ def main() -> None:
             "composed": [[q.text, str(q.photo)] for q in queries if q.kind == "composed"],
         }
     )
-    proc, url = start_server(args.data_dir)
     try:
-        rss_idle = rss_mb(proc.pid)
-        runs: dict[str, list[dict[str, float]]] = {}
-        sequential(url, bodies["text"][:20] + bodies["image"][:10])  # warm-up
-        for _ in range(args.repeats):
-            for kind in ("text", "image", "composed"):
-                runs.setdefault(kind, []).append(sequential(url, bodies[kind], (floor, kind)))
-            runs.setdefault("photo12mp", []).append(sequential(url, bodies["photo12mp"] * 2))
-            for c in (1, 4, 8):
-                runs.setdefault(f"c{c}", []).append(
-                    throughput(url, bodies["text"], c, args.seconds)
-                )
-        rss_loaded = rss_mb(proc.pid)
+        proc, url = start_server(args.data_dir)
+        try:
+            rss_idle = rss_mb(proc.pid)
+            runs: dict[str, list[dict[str, float]]] = {}
+            sequential(url, bodies["text"][:20] + bodies["image"][:10])  # warm-up
+            for _ in range(args.repeats):
+                for kind in ("text", "image", "composed"):
+                    runs.setdefault(kind, []).append(sequential(url, bodies[kind], (floor, kind)))
+                runs.setdefault("photo12mp", []).append(sequential(url, bodies["photo12mp"] * 2))
+                for c in (1, 4, 8):
+                    runs.setdefault(f"c{c}", []).append(
+                        throughput(url, bodies["text"], c, args.seconds)
+                    )
+            rss_loaded = rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(30)
     finally:
-        proc.terminate()
-        proc.wait(30)
         floor.close()
     res = {k: median_of(v) for k, v in runs.items()}
     ingest = ingest_throughput(args.ingest_limit)

@@ -29,6 +29,7 @@ from benchmarks.common import (
     ensure_index,
     load_rows,
     make_queries,
+    require_shared,
     write_json,
 )
 from benchmarks.latency import start_server
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=5000, help="shoppers to simulate first")
     ap.add_argument("--steady-seconds", type=float, default=20)
     args = ap.parse_args()
+    require_shared()
     ensure_index(args.data_dir)
     tmp = Path(tempfile.mkdtemp(prefix="fr-refresh-load-"))
     if args.database:
@@ -63,21 +65,20 @@ def main() -> None:
         "FUSIONRANK_LEARNER_REFRESH_ON_DRIFT": "false",
         "FUSIONRANK_LEARNER_SETTLE_SECONDS": "0",
     }
-    os.environ.update(env)
-    try:
-        proc, url = start_server(args.data_dir)
-    finally:
-        for k in env:
-            del os.environ[k]
-    if not args.database:
-        Simulator(url, CATALOG, photos=read_photos(PHOTOS / "catalog_224.csv")).run(args.sessions)
     queries = make_queries(load_rows(), 150, seed=3)
     bodies: list[tuple[str, dict[str, Any]]] = []
     for q in queries:
         if q.kind == "text":
             bodies.append(("text", {"query": q.text, "k": 20}))
         elif q.kind == "image" and q.photo:
-            bodies.append(("image", {"image": base64.b64encode(q.photo.read_bytes()).decode()}))
+            photo = base64.b64encode(q.photo.read_bytes()).decode()
+            bodies.append(("image", {"image": photo, "k": 20}))
+    os.environ.update(env)
+    try:
+        proc, url = start_server(args.data_dir)
+    finally:
+        for k in env:
+            del os.environ[k]
     records: list[tuple[float, str, float, bool]] = []  # (start, kind, latency, ok)
     stop = threading.Event()
 
@@ -93,6 +94,9 @@ def main() -> None:
 
     worker = threading.Thread(target=shopper)
     try:
+        if not args.database:
+            photos = read_photos(PHOTOS / "catalog_224.csv")
+            Simulator(url, CATALOG, photos=photos).run(args.sessions)
         worker.start()
         time.sleep(args.steady_seconds)
         with httpx.Client(base_url=url, timeout=60) as admin:
@@ -102,6 +106,8 @@ def main() -> None:
                 "queued",
                 "running",
             ):
+                if time.monotonic() - started > 1800:
+                    raise SystemExit(f"refresh {run_id} did not finish in 30 minutes")
                 time.sleep(0.5)
             finished = time.monotonic()
         time.sleep(3)

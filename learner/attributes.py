@@ -209,7 +209,9 @@ class SearchableVectors(Protocol):
         self, space: str, query: np.ndarray, n: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def search_many(self, space: str, queries: np.ndarray, n: int) -> list[np.ndarray]: ...
+    def search_many(
+        self, space: str, queries: np.ndarray, n: int, *, threads: int = 1
+    ) -> list[np.ndarray]: ...
 
     def vectors(self, space: str, rows: np.ndarray) -> np.ndarray: ...
 
@@ -232,12 +234,14 @@ def photo_votes(
 def many_photo_votes(
     agree: AttributeAgreement, index: SearchableVectors, images: np.ndarray, pimages: np.ndarray
 ) -> torch.Tensor:
-    """photo_votes() of many photos (P, classes), with batched neighbour searches: the learner
-    asks this for every logged photo."""
+    """photo_votes() of many photos (P, classes), with batched neighbour searches on as many
+    threads as torch has here: the learner asks this for every logged photo."""
     out = torch.zeros(len(images), agree.classes)
     for start in range(0, len(images), 256):
         end = start + 256
-        pools = index.search_many("pimage", pimages[start:end], NEIGHBOUR_POOL)
+        pools = index.search_many(
+            "pimage", pimages[start:end], NEIGHBOUR_POOL, threads=torch.get_num_threads()
+        )
         out[start:end] = pooled_votes(agree, index, images[start:end], pools)
     return out
 

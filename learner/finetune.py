@@ -152,7 +152,7 @@ def build_features(
     has_v = torch.tensor([bool(s.image_key) for s, _ in kept], dtype=torch.bool)
     qt = _stack([text_vecs[s.text_key] if s.text_key else None for s, _ in kept], cfg.text_dim)
     qv = _stack([image_vecs[s.image_key] if s.image_key else None for s, _ in kept], cfg.image_dim)
-    colours = colour_vecs or {}
+    colours = (colour_vecs or {}) if cfg.colour_dim else {}  # a head without colour ignores it
     qc = _stack(
         [colours.get(s.image_key) if s.image_key else None for s, _ in kept], cfg.colour_dim
     )
@@ -201,10 +201,10 @@ def build_features(
             if agree is not None:
                 photo = photo_features(qv[sl], qc[sl], cfg.colour_dim)
                 asks = agree.asks(qt[sl], photo, None if votes is None else votes[sl])
-                present = [has_t[sl], has_v[sl], has_v[sl]]
+                present = [has_t[sl], has_v[sl], has_v[sl]][: len(asks)]
                 asks = [
                     None if a is None else a * p[:, None]
-                    for a, p in zip(asks, present, strict=False)
+                    for a, p in zip(asks, present, strict=True)
                 ]
                 codes = agree.row_codes(index.metas, uniq[r.numpy()].reshape(-1))
                 feats = agree.features_of(asks, codes.reshape(*r.shape, -1))

@@ -151,6 +151,7 @@ def run_refresh(
     split = len(window) - max(1, math.ceil(len(window) * config.holdout_fraction))
     train_searches, holdout = replay + window[:split], window[split:]
     bias, bias_stats = estimate(train_searches + holdout, prior_eta=bias_of(parent_card).eta)
+    lap("heads_and_bias")
     with sessions() as s:
         tv, iv, cv = logged_query_vectors(s, window + replay, encoders)
     lap("load_vectors")

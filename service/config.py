@@ -28,8 +28,9 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0,
         ge=0,
-        description="0 = all cores for ingest; serving: all cores for a query encoded "
-        "alone, one each for queries encoded at once. N = always N.",
+        description="0 = all cores for ingest; serving: every free core for a query encoded "
+        "alone, one each for queries encoded at once, half of them for an in-process refresh. "
+        "N = always N.",
     )
     search_concurrency: int = Field(
         0, ge=0, description="Queries encoded at once; 0 = one per CPU core."

@@ -9,7 +9,6 @@ filtered search returns k results whenever k products match.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,27 +162,39 @@ class CatalogIndex:
                 return self._exact(space, query, n, np.flatnonzero(mask))
             return rows, sims
 
-    def search_many(self, space: str, queries: np.ndarray, n: int) -> list[np.ndarray]:
+    def search_many(
+        self, space: str, queries: np.ndarray, n: int, *, threads: int = 1
+    ) -> list[np.ndarray]:
         """search() for many queries among the alive rows: the rows each one finds, best first.
-        For the learner, which asks once per logged photo: FAISS walks a chunk of queries on every
-        core per call, and the lock is released between chunks so that searches served
-        meanwhile wait for one chunk at most."""
+        For the learner, which asks once per logged photo: FAISS walks a chunk of queries on
+        `threads` cores per call, and the lock is released between chunks so that searches
+        served meanwhile wait for one chunk at most."""
         assert queries.ndim == 2 and queries.dtype == np.float32
         out: list[np.ndarray] = []
-        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, n))  # type: ignore[attr-defined]
         for start in range(0, len(queries), 64):
             chunk = queries[start : start + 64]
             with self._lock:
-                if len(self.row_of) != self._n:  # dead rows: the exact, filtered path
+                total = self._n
+                mask = None if len(self.row_of) == total else self._alive[:total]
+                count = total if mask is None else int(mask.sum())
+                if count <= self.exact_limit and mask is not None:  # few alive rows: exact
                     out += [self.search(space, q, n)[0] for q in chunk]
                     continue
-                faiss.omp_set_num_threads(os.cpu_count() or 1)
+                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, n))  # type: ignore[attr-defined]
+                if mask is not None:  # deleted or replaced products are skipped in the walk
+                    bitmap = np.packbits(mask, bitorder="little")
+                    params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+                faiss.omp_set_num_threads(threads)
                 try:
                     _, rows = self._faiss[space].search(chunk, n, params=params)
                 finally:
                     faiss.omp_set_num_threads(1)
                     _thread_state.faiss_single = True
-            out += [r[r >= 0] for r in rows]
+                for q, r in zip(chunk, rows, strict=True):
+                    found = r[r >= 0]  # a filtered walk can run short: the exact path then
+                    out.append(
+                        found if len(found) >= min(n, count) else self.search(space, q, n)[0]
+                    )
         return out
 
     def _faiss_search(self, space: str, q: np.ndarray, n: int, mask: np.ndarray | None):

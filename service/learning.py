@@ -284,8 +284,9 @@ class Learner:
             with self.serving.reserve() if self.serving else nullcontext(None) as shared:
                 # Serving sets torch (and so MKL's process-wide) threads per search; a learner
                 # of its own wants every core (its catalog ridge fits ran 2.5x slower on one),
-                # one beside searches gets the cores it reserved from them.
-                torch.set_num_threads(shared or self.settings.torch_threads or os.cpu_count() or 1)
+                # one beside searches the cores it reserved from them; a configured count wins.
+                threads = self.settings.torch_threads or shared or os.cpu_count() or 1
+                torch.set_num_threads(threads)
                 return run_refresh(
                     sessions=self.sessions,
                     index=self.index,

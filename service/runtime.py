@@ -38,9 +38,10 @@ class Runtime:
     embedder: Embedder
     impressions: ImpressionLogger
     metrics: OnlineMetrics
-    # Searches run here, as many at once as there are encode slots: a dedicated pool hands off
-    # faster than the shared anyio one (text p50 -0.2 ms) and queues the rest instead of
-    # parking dozens of threads on the encode semaphore (c4 106 against 88 searches/s).
+    # Whole searches (decode, encoders, FAISS, scoring) run here, search_concurrency at once: a
+    # dedicated pool hands off faster than the shared anyio one (text p50 -0.2 ms) and queues
+    # the rest instead of parking dozens of threads on the encode slots (at concurrency 4: 106
+    # against 88 searches/s).
     search_pool: ThreadPoolExecutor
     searcher: Searcher | None = None
     writer: CatalogWriter | None = None
@@ -64,8 +65,8 @@ def search_concurrency(settings: Settings) -> int:
 
 def make_embedder(settings: Settings, *, serving: bool = False) -> Embedder:
     """Ingest batches use every core. Serving starts at one thread; each search then claims its
-    own (service.search.EncodeThreads): every core alone, one beside other searches (one thread
-    per query was 94 against 70 text searches/s at concurrency 4)."""
+    own (service.search.EncodeThreads): every free core alone, one beside other searches (one
+    thread per query was 94 against 70 text searches/s at concurrency 4)."""
     threads = settings.torch_threads or (1 if serving else 0)
     if threads:
         torch.set_num_threads(threads)

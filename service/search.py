@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -113,8 +114,9 @@ class EncodeThreads:
 
     @contextmanager
     def reserve(self, share: float = 0.5) -> Iterator[int]:
-        """Set aside `share` of the cores (at least one, never all) for background work while
-        searches are served; yields how many threads that work should use."""
+        """Set aside `share` of the cores for background work while searches are served (at
+        least one, and one is always left to searches unless there is only one); yields how
+        many threads that work should use."""
         n = max(1, min(self._cores - 1, round(self._cores * share)))
         with self._lock:
             self._reserved += n
@@ -146,7 +148,7 @@ class Searcher:
         self._rng = rng or random.Random()
         # More encodes at once than torch has cores for only makes every one of them slower.
         self._encode_slots = threading.BoundedSemaphore(concurrency)
-        self.cores = EncodeThreads(threads or concurrency, fixed=threads > 0)
+        self.cores = EncodeThreads(threads or os.cpu_count() or 1, fixed=threads > 0)
 
     def normalise_filters(self, filters: dict[str, Any]) -> dict[str, list[str]]:
         known = self.index.attribute_names()

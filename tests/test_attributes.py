@@ -210,3 +210,27 @@ def test_training_features_score_every_logged_search_as_serving_did(agreeing_hea
         torch.testing.assert_close(got[i, : len(shown)], want, rtol=1e-4, atol=1e-4)
         assert torch.isinf(got[i, len(shown) :]).all()
         assert torch.equal(f.batch.grades[i, : len(shown)], torch.from_numpy(s.grades))
+
+
+def test_a_head_without_colour_ignores_logged_colour_descriptors(ingested, index):
+    """A head fitted before colour descriptors (colour_dim 0) trains on photos whose colour was
+    logged anyway (a colour encoder configured on an older build)."""
+    boot, _ = load_head(ingested.settings.data_dir / "heads" / ingested.report.head_version)
+    assert boot.config.colour_dim == 0
+    row = int(np.flatnonzero(index.has_image(np.arange(index.n_rows)))[0])
+    shown = np.array(sorted(index.row_of.values())[:5])
+    search = LoggedSearch(
+        search_id="s",
+        created_at=utcnow(),
+        query_type=QUERY_TYPES.index("image"),
+        text_key=None,
+        image_key="photo",
+        explore=False,
+        product_ids=tuple(index.metas[r].id for r in shown),
+        model_positions=np.arange(1, 6),
+        propensities=np.ones(5),
+        grades=np.array([0, 1, 0, 0, 0]),
+    )
+    image = {"photo": index.vectors("image", np.array([row]))[0]}
+    f, kept = build_features(boot, [search], {}, image, index, {"photo": np.ones(512, "f4")})
+    assert kept == [search] and torch.isfinite(scores(boot, f, f.batch)).all()

@@ -172,6 +172,27 @@ def test_deleted_rows_never_come_back(fresh, exact_limit):
                 assert len(rows) == min(30, allowed)
 
 
+@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "faiss-idselector"])
+def test_many_searches_at_once_find_what_each_search_finds(fresh, exact_limit):
+    """The learner's batched neighbour searches: the same rows as one search per query, before
+    and after products are deleted, on one thread or two."""
+    index = fresh(exact_limit)
+    qs = queries(8, "pimage", 150)  # more than one chunk
+
+    def each() -> list[np.ndarray]:
+        return [index.search("pimage", q, 25)[0] for q in qs]
+
+    for threads in (1, 2):
+        got = index.search_many("pimage", qs, 25, threads=threads)
+        assert all(np.array_equal(a, b) for a, b in zip(got, each(), strict=True))
+    gone = {f"p{i}" for i in range(0, N, 7)}
+    for pid in gone:
+        index.delete(pid)
+    got = index.search_many("pimage", qs, 25, threads=2)
+    assert all(np.array_equal(a, b) for a, b in zip(got, each(), strict=True))
+    assert all(len(r) == 25 and not set(ids(index, r)) & gone for r in got)
+
+
 def test_upsert_replaces_an_existing_id(fresh):
     index = fresh()
     old_row = index.row_of["p5"]
