@@ -33,7 +33,7 @@ class Settings(BaseSettings):
         "N = always N.",
     )
     search_concurrency: int = Field(
-        0, ge=0, description="Queries encoded at once; 0 = one per CPU core."
+        0, ge=0, description="Searches run at once (more wait in line); 0 = one per CPU core."
     )
 
     head_dim: int = Field(256, ge=16, le=2048, description="Width of the shared text/image space.")
