@@ -142,13 +142,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, float]:
     try:
         with database(backend, directory) as url:
             ids = seed_searches(url, args.searches)
-            import os
-
-            os.environ["FUSIONRANK_DATABASE_URL"] = url
-            try:
-                proc, base = start_server(directory / "data", ready_path="/healthz")
-            finally:
-                del os.environ["FUSIONRANK_DATABASE_URL"]
+            proc, base = start_server(
+                directory / "data", ready_path="/healthz", env={"FUSIONRANK_DATABASE_URL": url}
+            )
             try:
                 rates, sent = [], 0
                 for _ in range(args.repeats):

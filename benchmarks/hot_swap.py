@@ -9,7 +9,6 @@ Usage: python -m benchmarks.hot_swap [--data-dir DIR] [--seconds 40]
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import threading
@@ -65,19 +64,14 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     args = ap.parse_args()
     ensure_index(args.data_dir)
-    build = current(args.data_dir / "index")
-    assert build is not None
-    boot = read_manifest(build)["head_version"]
     tmp = Path(tempfile.mkdtemp(prefix="fr-swap-"))
     db_url = f"sqlite:///{tmp / 'fusionrank.db'}"
-    fresh_database(args.data_dir / "fusionrank.db", tmp / "fusionrank.db", boot)
+    boot = fresh_database(args.data_dir, tmp / "fusionrank.db")
     other = second_head(args.data_dir, db_url, boot)
-    os.environ["FUSIONRANK_DATABASE_URL"] = db_url
-    os.environ["FUSIONRANK_LEARNER_IN_PROCESS"] = "false"
-    try:
-        proc, url = start_server(args.data_dir)
-    finally:
-        del os.environ["FUSIONRANK_DATABASE_URL"], os.environ["FUSIONRANK_LEARNER_IN_PROCESS"]
+    proc, url = start_server(
+        args.data_dir,
+        env={"FUSIONRANK_DATABASE_URL": db_url, "FUSIONRANK_LEARNER_IN_PROCESS": "false"},
+    )
     texts = [q.text for q in make_queries(load_rows(), 300, seed=5) if q.kind == "text"]
     records: list[tuple[float, float, bool]] = []  # (start, latency, ok)
     swaps: list[float] = []

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,11 @@ def free_port() -> int:
 
 
 def start_server(
-    data_dir: Path, ready_path: str = "/readyz"
+    data_dir: Path, ready_path: str = "/readyz", env: Mapping[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """`fusionrank serve` on `data_dir`, with `env` on top of this process's environment."""
     port = free_port()
-    env = {**os.environ, "FUSIONRANK_DATA_DIR": str(data_dir)}
+    env = {**os.environ, **(env or {}), "FUSIONRANK_DATA_DIR": str(data_dir)}
     proc = subprocess.Popen(
         [
             sys.executable,

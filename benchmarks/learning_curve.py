@@ -17,7 +17,6 @@ Usage: python -m benchmarks.learning_curve [--data-dir DIR] [--steps 0,1000,5000
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sqlite3
 import tempfile
@@ -76,9 +75,23 @@ def evaluate(url: str, sessions: int, photos: Mapping[str, Path] | None) -> dict
     return out
 
 
-def fresh_database(src: Path, dst: Path, head_version: str) -> None:
-    """The catalog's products and the bootstrap head, without any logged traffic or learning."""
-    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+# The server runs the refreshes the benchmark asks for, and only those.
+REFRESH_ON_REQUEST = {
+    "FUSIONRANK_LEARNER_IN_PROCESS": "true",
+    "FUSIONRANK_LEARNER_INTERVAL_MINUTES": "100000",
+    "FUSIONRANK_LEARNER_MIN_NEW_EVENTS": "1000000000",
+    "FUSIONRANK_LEARNER_REFRESH_ON_DRIFT": "false",
+    "FUSIONRANK_LEARNER_SETTLE_SECONDS": "0",
+}
+
+
+def fresh_database(data_dir: Path, dst: Path) -> str:
+    """A copy of `data_dir`'s database with the catalog's products and the bootstrap head of its
+    index build, without any logged traffic or learning. Returns that head's version."""
+    build = current(data_dir / "index")
+    assert build is not None
+    head_version: str = read_manifest(build)["head_version"]
+    with sqlite3.connect(data_dir / "fusionrank.db") as a, sqlite3.connect(dst) as b:
         a.backup(b)
         for table in ("feedback_events", "impression_items", "impressions", "query_embeddings"):
             b.execute(f"DELETE FROM {table}")
@@ -87,6 +100,7 @@ def fresh_database(src: Path, dst: Path, head_version: str) -> None:
         b.execute("DELETE FROM model_versions WHERE status != 'bootstrap'")
     with sqlite3.connect(dst) as b:
         b.execute("VACUUM")
+    return head_version
 
 
 def run_variant(
@@ -97,30 +111,13 @@ def run_variant(
     photos: Mapping[str, Path] | None,
 ) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix=f"fr-curve-{name}-"))
-    build = current(data_dir / "index")
-    assert build is not None
-    head_version = read_manifest(build)["head_version"]
-    fresh_database(data_dir / "fusionrank.db", tmp / "fusionrank.db", head_version)
+    fresh_database(data_dir, tmp / "fusionrank.db")
     env = {
         "FUSIONRANK_DATABASE_URL": f"sqlite:///{tmp / 'fusionrank.db'}",
-        # The server runs the refreshes the benchmark asks for, and only those.
-        "FUSIONRANK_LEARNER_IN_PROCESS": "true",
-        "FUSIONRANK_LEARNER_INTERVAL_MINUTES": "100000",
-        "FUSIONRANK_LEARNER_MIN_NEW_EVENTS": "1000000000",
-        "FUSIONRANK_LEARNER_REFRESH_ON_DRIFT": "false",
-        "FUSIONRANK_LEARNER_SETTLE_SECONDS": "0",
+        **REFRESH_ON_REQUEST,
         **VARIANTS[name],
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        proc, url = start_server(data_dir)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    proc, url = start_server(data_dir, env=env)
     rows: list[dict[str, Any]] = []
     ltr = None
     if name == "lambdamart":

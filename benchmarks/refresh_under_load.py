@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import shutil
 import tempfile
 import threading
@@ -33,9 +32,8 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.latency import start_server
-from benchmarks.learning_curve import fresh_database
+from benchmarks.learning_curve import REFRESH_ON_REQUEST, fresh_database
 from service.simulator import Simulator, read_photos
-from storage.artifacts import current, read_manifest
 
 
 def main() -> None:
@@ -53,18 +51,7 @@ def main() -> None:
     if args.database:
         shutil.copy(args.database, tmp / "fusionrank.db")
     else:
-        build = current(args.data_dir / "index")
-        assert build is not None
-        head = read_manifest(build)["head_version"]
-        fresh_database(args.data_dir / "fusionrank.db", tmp / "fusionrank.db", head)
-    env = {
-        "FUSIONRANK_DATABASE_URL": f"sqlite:///{tmp / 'fusionrank.db'}",
-        "FUSIONRANK_LEARNER_IN_PROCESS": "true",
-        "FUSIONRANK_LEARNER_INTERVAL_MINUTES": "100000",
-        "FUSIONRANK_LEARNER_MIN_NEW_EVENTS": "1000000000",
-        "FUSIONRANK_LEARNER_REFRESH_ON_DRIFT": "false",
-        "FUSIONRANK_LEARNER_SETTLE_SECONDS": "0",
-    }
+        fresh_database(args.data_dir, tmp / "fusionrank.db")
     queries = make_queries(load_rows(), 150, seed=3)
     bodies: list[tuple[str, dict[str, Any]]] = []
     for q in queries:
@@ -73,12 +60,10 @@ def main() -> None:
         elif q.kind == "image" and q.photo:
             photo = base64.b64encode(q.photo.read_bytes()).decode()
             bodies.append(("image", {"image": photo, "k": 20}))
-    os.environ.update(env)
-    try:
-        proc, url = start_server(args.data_dir)
-    finally:
-        for k in env:
-            del os.environ[k]
+    db_url = f"sqlite:///{tmp / 'fusionrank.db'}"
+    proc, url = start_server(
+        args.data_dir, env={"FUSIONRANK_DATABASE_URL": db_url, **REFRESH_ON_REQUEST}
+    )
     records: list[tuple[float, str, float, bool]] = []  # (start, kind, latency, ok)
     stop = threading.Event()
 
