@@ -7,7 +7,11 @@ pure-Python response parsing added 0.8-1.6 ms per search, measured side by side,
 client's cost, not the service's. The server's own `Server-Timing` header splits each search
 into encoder, search and route time. Every timing is the median over --repeats runs (default 3).
 Queries are synthetic.
-Usage: python benchmarks/latency.py [--data-dir DIR] [--requests N] [--repeats 3]
+
+--busy-cores N runs N CPU-bound processes beside the server and the floor while they are
+measured: a `fusionrank learner` refreshing on the same machine, or a noisy neighbour, takes a
+core away like this (results in latency_busy.json, without the ingest part).
+Usage: python benchmarks/latency.py [--data-dir DIR] [--requests N] [--repeats 3] [--busy-cores N]
 """
 
 from __future__ import annotations
@@ -258,6 +262,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10, help="duration of each throughput run")
     ap.add_argument("--ingest-limit", type=int, default=3000, help="products for ingest throughput")
+    ap.add_argument("--busy-cores", type=int, default=0, help="CPU-bound processes beside it")
     args = ap.parse_args()
     require_shared()
     ensure_index(args.data_dir)
@@ -285,10 +290,15 @@ def main() -> None:
             "composed": [[q.text, str(q.photo)] for q in queries if q.kind == "composed"],
         }
     )
+    hogs: list[subprocess.Popen[bytes]] = []
     try:
         proc, url = start_server(args.data_dir)
         try:
             rss_idle = rss_mb(proc.pid)
+            hogs = [
+                subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(args.busy_cores)
+            ]
             runs: dict[str, list[dict[str, float]]] = {}
             sequential(url, bodies["text"][:20] + bodies["image"][:10])  # warm-up
             for _ in range(args.repeats):
@@ -304,11 +314,14 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
     finally:
+        for hog in hogs:
+            hog.kill()
         floor.close()
     res = {k: median_of(v) for k, v in runs.items()}
-    ingest = ingest_throughput(args.ingest_limit)
+    ingest = ingest_throughput(args.ingest_limit) if not args.busy_cores else {}
 
-    print(f"\nlatency through HTTP, 44k products, median of {args.repeats} runs (ms)")
+    busy = f", {args.busy_cores} core(s) kept busy beside it" if args.busy_cores else ""
+    print(f"\nlatency through HTTP, 44k products, median of {args.repeats} runs (ms){busy}")
     print(
         f"{'search':10} {'p50':>7} {'p95':>7} {'p99':>7} {'encoder':>8} {'p50/enc':>8}"
         f"   server: {'encode':>7} {'search':>7} {'route':>7}"
@@ -331,10 +344,11 @@ def main() -> None:
     for c in (1, 4, 8):
         r = res[f"c{c}"]
         print(f"{c:<12} {r['rps']:8.1f} {int(r['failed']):7}")
-    print(
-        f"\ningest ({args.ingest_limit} products): cold {ingest['cold_products_per_s']:.0f} "
-        f"products/s, cached {ingest['cached_products_per_s']:.0f} products/s"
-    )
+    if ingest:
+        print(
+            f"\ningest ({args.ingest_limit} products): cold {ingest['cold_products_per_s']:.0f} "
+            f"products/s, cached {ingest['cached_products_per_s']:.0f} products/s"
+        )
     print(f"service RSS: {rss_idle:.0f} MB after start, {rss_loaded:.0f} MB after the run")
     targets = {
         "text p50 <= 1.3x encoder": res["text"]["p50"] <= 1.3 * res["text"]["floor_ms"],
@@ -343,7 +357,7 @@ def main() -> None:
     }
     print_targets(targets)
     path = write_json(
-        "latency",
+        "latency_busy" if args.busy_cores else "latency",
         {
             "results": res,
             "ingest": ingest,
@@ -351,6 +365,7 @@ def main() -> None:
             "targets": targets,
             "repeats": args.repeats,
             "floor_threads": floor.threads,
+            "busy_cores": args.busy_cores,
         },
     )
     print(f"wrote {path}")

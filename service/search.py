@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+import statistics
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,11 +84,73 @@ def candidates(
     )
 
 
+class ThreadChoice:
+    """Whether a lone query encodes faster on every free core or on one, learned from its own
+    encode times. Two threads usually win (text 11.6 -> 9.8 ms, image 14.4 -> 11.9 ms on 2
+    cores), but when something else takes a core (a `fusionrank learner` beside the API, a noisy
+    neighbour) a two-thread team waits at every layer's barrier for the thread that was parked,
+    and one thread is 3-4x faster. So the choice follows the median of each arm's recent times
+    and now and then tries the other arm, so that a freed core is noticed: after `explore_every`
+    queries, then twice as long each time the best arm stayed the same (up to `max_every`), so
+    that a clearly slower arm costs under 1% of queries. State: a few short deques per query
+    type."""
+
+    def __init__(
+        self,
+        *,
+        window: int = 7,
+        explore_every: int = 16,
+        max_every: int = 256,
+        min_samples: int = 3,
+        margin: float = 0.85,
+    ) -> None:
+        self.margin = margin
+        self._window, self._min = window, min_samples
+        self._base, self._max = explore_every, max_every
+        self._times: dict[tuple[str, int], deque[float]] = {}
+        self._countdown: dict[tuple[str, int], int] = {}
+        self._every: dict[tuple[str, int], int] = {}
+        self._explored_best: dict[tuple[str, int], int] = {}
+
+    def choose(self, kind: str, free: int) -> int:
+        if free <= 1:
+            return 1
+        key = (kind, free)
+        best = self.best(kind, free)
+        left = self._countdown.get(key, self._base) - 1
+        if left > 0:
+            self._countdown[key] = left
+            return best
+        every = self._every.get(key, self._base)
+        every = min(every * 2, self._max) if self._explored_best.get(key) == best else self._base
+        self._every[key] = self._countdown[key] = every
+        self._explored_best[key] = best
+        return 1 if best == free else free
+
+    def best(self, kind: str, free: int) -> int:
+        medians = {
+            n: statistics.median(t)
+            for n in (free, 1)
+            if len(t := self._times.get((kind, n), ())) >= self._min
+        }
+        if len(medians) < 2:
+            return free  # the usual winner, until both arms have been measured
+        # one thread must win clearly: where the two are close, noise would flip the choice
+        return 1 if medians[1] < self.margin * medians[free] else free
+
+    def observe(self, kind: str, threads: int, ms: float) -> None:
+        self._times.setdefault((kind, threads), deque(maxlen=self._window)).append(ms)
+
+    def samples(self) -> dict[tuple[str, int], int]:
+        """How many recent times each (query type, threads) arm holds."""
+        return {arm: len(t) for arm, t in self._times.items()}
+
+
 class EncodeThreads:
-    """torch threads for one query's encoders: every free core while it is the only query
-    encoding (text 11.6 -> 9.8 ms, image 14.4 -> 11.9 ms on 2 cores), one core each while several
-    are, so that concurrent queries run side by side instead of fighting over one team. torch's
-    thread count is per OS thread, so each search sets its own. `fixed` keeps a configured count.
+    """torch threads for one query's encoders: the faster of every free core and one while it is
+    the only query encoding (ThreadChoice), one core each while several are, so that concurrent
+    queries run side by side instead of fighting over one team. torch's thread count is per OS
+    thread, so each search sets its own. `fixed` keeps a configured count.
 
     Background work in the same process (a refresh) reserves cores first: an OpenMP team with
     more threads than there are free cores waits at every barrier for a thread the scheduler
@@ -97,20 +161,34 @@ class EncodeThreads:
         self._fixed = fixed
         self._busy = 0
         self._reserved = 0
+        self._changes = 0  # claims and reservations so far: did anything overlap an encode?
         self._lock = threading.Lock()
+        self.choice = ThreadChoice()
 
     @contextmanager
-    def claim(self) -> Iterator[int]:
+    def claim(self, kind: str = "") -> Iterator[int]:
+        """`kind` (the query type) keys the learned choice: text and image encoders differ."""
         with self._lock:
             self._busy += 1
+            self._changes += 1
+            alone, start = self._busy == 1 and not self._fixed, self._changes
             free = max(1, self._cores - self._reserved)
-            n = self._cores if self._fixed else (free if self._busy == 1 else 1)
+            if self._fixed:
+                n = self._cores
+            elif alone:
+                n = self.choice.choose(kind, free)
+            else:
+                n = 1
         torch.set_num_threads(n)
+        started = time.perf_counter()
         try:
             yield n
         finally:
+            ms = (time.perf_counter() - started) * 1000
             with self._lock:
                 self._busy -= 1
+                if alone and self._changes == start and free > 1:  # nothing shared the cores
+                    self.choice.observe(kind, n, ms)
 
     @contextmanager
     def reserve(self, share: float = 0.5) -> Iterator[int]:
@@ -120,11 +198,13 @@ class EncodeThreads:
         n = max(1, min(self._cores - 1, round(self._cores * share)))
         with self._lock:
             self._reserved += n
+            self._changes += 1
         try:
             yield n
         finally:
             with self._lock:
                 self._reserved -= n
+                self._changes += 1
 
 
 class Searcher:
@@ -169,7 +249,8 @@ class Searcher:
         started = time.perf_counter()
         active = self.active  # one read: a swap mid-request cannot mix two heads
         filters = self.normalise_filters(sq.filters)
-        with self._encode_slots, self.cores.claim():
+        kind = "composed" if sq.text and sq.image else "text" if sq.text else "image"
+        with self._encode_slots, self.cores.claim(kind):
             encode_start = time.perf_counter()
             qt = self.embedder.text_encoder.encode([sq.text])[0] if sq.text else None
             qv = self.embedder.image_encoder.encode([sq.image])[0] if sq.image else None

@@ -276,3 +276,49 @@ def test_a_lone_query_encodes_on_every_core_and_concurrent_ones_on_one_each():
         "one core": 1,
         "fixed": 3,
     }
+
+
+def test_a_lone_query_moves_to_one_thread_when_two_are_slower_and_back_when_they_recover():
+    from service.search import ThreadChoice
+
+    choice = ThreadChoice(window=5, explore_every=4, max_every=16, min_samples=3)
+    first = [choice.choose("text", 2) for _ in range(4)]
+    assert first == [2, 2, 2, 1]  # all cores until one thread has been measured too
+    for _ in range(3):
+        choice.observe("text", 2, 14.0)  # a host that parks one of the two threads
+        choice.observe("text", 1, 10.0)
+    assert choice.best("text", 2) == 1
+    assert choice.best("image", 2) == 2  # each query type learns its own
+    picks = [choice.choose("text", 2) for _ in range(8)]
+    assert picks == [1, 1, 1, 2, 1, 1, 1, 2]  # every 4th still tries two threads
+    picks = [choice.choose("text", 2) for _ in range(24)]
+    assert picks.count(2) == 2 and picks[7] == picks[23] == 2  # then every 8th, every 16th
+    for _ in range(3):
+        choice.observe("text", 2, 8.0)  # the host calmed down
+    assert choice.best("text", 2) == 2
+    assert choice.choose("text", 1) == 1
+
+
+def test_only_encodes_that_had_the_cores_to_themselves_teach_the_choice():
+    from service.search import EncodeThreads
+
+    budget = EncodeThreads(2)
+    with budget.claim("text"):
+        pass
+    inside, release = threading.Event(), threading.Event()
+
+    def overlapped() -> None:
+        with budget.claim("text"):
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=overlapped)
+    t.start()
+    assert inside.wait(5)
+    with budget.claim("text"):  # beside the other: one thread, and neither is timed
+        pass
+    release.set()
+    t.join()
+    with budget.reserve(), budget.claim("text"):  # one free core: nothing to choose
+        pass
+    assert budget.choice.samples() == {("text", 2): 1}
