@@ -253,6 +253,21 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
 
 
+def measure(
+    url: str, bodies: dict[str, list[bytes]], floor: Floor, repeats: int, seconds: float
+) -> dict[str, list[dict[str, float]]]:
+    """Each query type's latencies (beside the floor), then throughput, `repeats` times over."""
+    runs: dict[str, list[dict[str, float]]] = {}
+    sequential(url, bodies["text"][:20] + bodies["image"][:10])  # warm-up
+    for _ in range(repeats):
+        for kind in ("text", "image", "composed"):
+            runs.setdefault(kind, []).append(sequential(url, bodies[kind], (floor, kind)))
+        runs.setdefault("photo12mp", []).append(sequential(url, bodies["photo12mp"] * 2))
+        for c in (1, 4, 8):
+            runs.setdefault(f"c{c}", []).append(throughput(url, bodies["text"], c, seconds))
+    return runs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -283,40 +298,32 @@ def main() -> None:
         json.dumps({"k": 20, "image": phone_photo(p)}).encode() for p in photos[:20]
     ]
 
-    floor = Floor(
-        {
-            "text": [q.text for q in queries if q.kind == "text"],
-            "image": [str(q.photo) for q in queries if q.kind == "image"],
-            "composed": [[q.text, str(q.photo)] for q in queries if q.kind == "composed"],
-        }
-    )
-    hogs: list[subprocess.Popen[bytes]] = []
+    # before the floor picks its thread count: it must pick under the same load
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy_cores)
+    ]
     try:
-        proc, url = start_server(args.data_dir)
+        floor = Floor(
+            {
+                "text": [q.text for q in queries if q.kind == "text"],
+                "image": [str(q.photo) for q in queries if q.kind == "image"],
+                "composed": [[q.text, str(q.photo)] for q in queries if q.kind == "composed"],
+            }
+        )
         try:
-            rss_idle = rss_mb(proc.pid)
-            hogs = [
-                subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                for _ in range(args.busy_cores)
-            ]
-            runs: dict[str, list[dict[str, float]]] = {}
-            sequential(url, bodies["text"][:20] + bodies["image"][:10])  # warm-up
-            for _ in range(args.repeats):
-                for kind in ("text", "image", "composed"):
-                    runs.setdefault(kind, []).append(sequential(url, bodies[kind], (floor, kind)))
-                runs.setdefault("photo12mp", []).append(sequential(url, bodies["photo12mp"] * 2))
-                for c in (1, 4, 8):
-                    runs.setdefault(f"c{c}", []).append(
-                        throughput(url, bodies["text"], c, args.seconds)
-                    )
-            rss_loaded = rss_mb(proc.pid)
+            proc, url = start_server(args.data_dir)
+            try:
+                rss_idle = rss_mb(proc.pid)
+                runs = measure(url, bodies, floor, args.repeats, args.seconds)
+                rss_loaded = rss_mb(proc.pid)
+            finally:
+                proc.terminate()
+                proc.wait(30)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            floor.close()
     finally:
         for hog in hogs:
             hog.kill()
-        floor.close()
     res = {k: median_of(v) for k, v in runs.items()}
     ingest = ingest_throughput(args.ingest_limit) if not args.busy_cores else {}
 
