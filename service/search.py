@@ -89,7 +89,7 @@ class ThreadChoice:
     encode times. Two threads usually win (text 11.6 -> 9.8 ms, image 14.4 -> 11.9 ms on 2
     cores), but when something else takes a core (a `fusionrank learner` beside the API, a noisy
     neighbour) a two-thread team waits at every layer's barrier for the thread that was parked,
-    and one thread is 3-4x faster. So the choice follows the median of each arm's recent times
+    and one thread is 3-5x faster. So the choice follows the median of each arm's recent times
     and now and then tries the other arm, so that a freed core is noticed: after `explore_every`
     queries, then twice as long each time the best arm stayed the same (up to `max_every`), so
     that a clearly slower arm costs under 1% of queries. State: a few short deques per query
