@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -298,11 +299,10 @@ def main() -> None:
         json.dumps({"k": 20, "image": phone_photo(p)}).encode() for p in photos[:20]
     ]
 
-    # before the floor picks its thread count: it must pick under the same load
-    hogs = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy_cores)
-    ]
-    try:
+    with contextlib.ExitStack() as stack:
+        # before the floor picks its thread count: it must pick under the same load
+        for _ in range(args.busy_cores):
+            stack.callback(subprocess.Popen([sys.executable, "-c", "while True: pass"]).kill)
         floor = Floor(
             {
                 "text": [q.text for q in queries if q.kind == "text"],
@@ -310,20 +310,13 @@ def main() -> None:
                 "composed": [[q.text, str(q.photo)] for q in queries if q.kind == "composed"],
             }
         )
-        try:
-            proc, url = start_server(args.data_dir)
-            try:
-                rss_idle = rss_mb(proc.pid)
-                runs = measure(url, bodies, floor, args.repeats, args.seconds)
-                rss_loaded = rss_mb(proc.pid)
-            finally:
-                proc.terminate()
-                proc.wait(30)
-        finally:
-            floor.close()
-    finally:
-        for hog in hogs:
-            hog.kill()
+        stack.callback(floor.close)
+        proc, url = start_server(args.data_dir)
+        stack.callback(proc.wait, 30)
+        stack.callback(proc.terminate)
+        rss_idle = rss_mb(proc.pid)
+        runs = measure(url, bodies, floor, args.repeats, args.seconds)
+        rss_loaded = rss_mb(proc.pid)
     res = {k: median_of(v) for k, v in runs.items()}
     ingest = ingest_throughput(args.ingest_limit) if not args.busy_cores else {}
 
