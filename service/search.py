@@ -92,8 +92,10 @@ class ThreadChoice:
     and one thread is 3-5x faster. So the choice follows the median of each arm's recent times
     and now and then tries the other arm, so that a freed core is noticed: after `explore_every`
     queries, then twice as long each time the best arm stayed the same (up to `max_every`), so
-    that a clearly slower arm costs under 1% of queries. State: a few short deques per query
-    type."""
+    that a clearly slower arm costs under 1% of queries. Until the other arm has `min_samples`
+    times it is tried every `warmup` queries, so that a service started beside a busy core
+    moves to one thread within about a dozen queries rather than sixty. State: a few short
+    deques per query type."""
 
     def __init__(
         self,
@@ -101,12 +103,13 @@ class ThreadChoice:
         window: int = 7,
         explore_every: int = 16,
         max_every: int = 256,
+        warmup: int = 4,
         min_samples: int = 3,
         margin: float = 0.85,
     ) -> None:
         self.margin = margin
         self._window, self._min = window, min_samples
-        self._base, self._max = explore_every, max_every
+        self._base, self._max, self._warmup = explore_every, max_every, warmup
         self._times: dict[tuple[str, int], deque[float]] = {}
         self._countdown: dict[tuple[str, int], int] = {}
         self._every: dict[tuple[str, int], int] = {}
@@ -117,15 +120,20 @@ class ThreadChoice:
             return 1
         key = (kind, free)
         best = self.best(kind, free)
-        left = self._countdown.get(key, self._base) - 1
+        other = 1 if best == free else free
+        left = self._countdown.get(key, self._warmup) - 1
         if left > 0:
             self._countdown[key] = left
             return best
-        every = self._every.get(key, self._base)
-        every = min(every * 2, self._max) if self._explored_best.get(key) == best else self._base
-        self._every[key] = self._countdown[key] = every
+        if len(self._times.get((kind, other), ())) + 1 < self._min:
+            self._countdown[key] = self._warmup  # still measuring the other arm
+        else:
+            every = self._every.get(key, self._base)
+            same = self._explored_best.get(key) == best
+            every = min(every * 2, self._max) if same else self._base
+            self._every[key] = self._countdown[key] = every
         self._explored_best[key] = best
-        return 1 if best == free else free
+        return other
 
     def best(self, kind: str, free: int) -> int:
         medians = {

@@ -299,6 +299,19 @@ def test_a_lone_query_moves_to_one_thread_when_two_are_slower_and_back_when_they
     assert choice.choose("text", 1) == 1
 
 
+def test_a_service_started_beside_a_busy_core_moves_to_one_thread_within_a_dozen_queries():
+    from service.search import ThreadChoice
+
+    choice = ThreadChoice()  # the defaults the service runs with
+    picks = []
+    for _ in range(40):
+        n = choice.choose("image", 2)
+        picks.append(n)
+        choice.observe("image", n, 60.0 if n == 2 else 15.0)  # two threads wait on a parked one
+    assert picks[:12].count(1) == 3  # one thread measured every 4th query while it is new
+    assert 1 not in picks[:3] and picks[12:] == [1] * 28
+
+
 def test_only_encodes_that_had_the_cores_to_themselves_teach_the_choice():
     from service.search import EncodeThreads
 
