@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,10 +31,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or start_runtime(settings or Settings())
         app.state.runtime = rt
+        if runtime is None:
+            # The catalog is ~570k long-lived objects that a full collection walks in 320 ms,
+            # stalling every request in flight; frozen, the collector never scans them again.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
             if runtime is None:
+                gc.unfreeze()
                 rt.close()  # drains the impression queue: nothing acknowledged is lost
 
     app = FastAPI(
