@@ -131,6 +131,12 @@ def test_unknown_search_or_unshown_product_rejects_the_whole_batch(client, db, s
     ]
     assert body["detail"][1]["product_id"] == unshown
     assert stored(db, sid) == []  # the good event was not stored either
+    # a known search named only with products it did not show is still a known search
+    alone = client.post("/v1/feedback", json={**good, "product_id": unshown})
+    assert alone.status_code == 422
+    assert [p["problem"] for p in alone.json()["detail"]] == [
+        "this search did not show this product"
+    ]
 
 
 @pytest.mark.parametrize(
