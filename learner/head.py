@@ -27,6 +27,10 @@ CHANNELS = ("text_text", "text_image", "image_image", "image_pimage", "image_tex
 QUERY_TYPES = ("text", "image", "composed")
 
 
+def query_type(has_text: bool, has_image: bool) -> str:
+    return "composed" if has_text and has_image else "text" if has_text else "image"
+
+
 @dataclass(frozen=True)
 class HeadConfig:
     text_dim: int = 384
@@ -56,9 +60,7 @@ class Query:
 
     @property
     def type_index(self) -> int:
-        if self.text is not None and self.image is not None:
-            return QUERY_TYPES.index("composed")
-        return QUERY_TYPES.index("text" if self.text is not None else "image")
+        return QUERY_TYPES.index(query_type(self.text is not None, self.image is not None))
 
 
 @dataclass

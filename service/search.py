@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from learner.attributes import NEIGHBOUR_POOL, photo_votes
-from learner.head import QUERY_TYPES, Candidates, FusionHead, search_channels
+from learner.head import QUERY_TYPES, Candidates, FusionHead, query_type, search_channels
 from learner.position_bias import PositionBias, explore_order
 from service.embedder import Embedder
 from service.errors import BadRequest, UnknownFilter
@@ -257,7 +257,7 @@ class Searcher:
         started = time.perf_counter()
         active = self.active  # one read: a swap mid-request cannot mix two heads
         filters = self.normalise_filters(sq.filters)
-        kind = "composed" if sq.text and sq.image else "text" if sq.text else "image"
+        kind = query_type(bool(sq.text), sq.image is not None)
         with self._encode_slots, self.cores.claim(kind):
             encode_start = time.perf_counter()
             qt = self.embedder.text_encoder.encode([sq.text])[0] if sq.text else None
