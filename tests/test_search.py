@@ -203,6 +203,7 @@ def test_concurrent_searches_and_writes(tmp_path, ingested, embedder, backend):
                     assert rows[5]["id"] not in {h["product_id"] for h in r.json()["results"]}
                 rt.impressions.flush()
                 assert rt.impressions.written >= 36
+                assert rt.searches.inline >= 2  # the last two searches were alone
         finally:
             rt.close()
 
@@ -228,6 +229,36 @@ def test_an_index_built_with_other_encoders_is_not_served(ingested, embedder, tm
         assert "fusionrank ingest" in reason
     finally:
         rt.close()
+
+
+def test_a_lone_search_runs_on_the_event_loop_and_concurrent_ones_on_the_pool():
+    import asyncio
+    import time
+
+    from service.dispatch import SearchDispatcher
+
+    def where() -> str:
+        time.sleep(0.05)  # long enough for the others to be in flight
+        return threading.current_thread().name
+
+    async def scenario() -> tuple[str, list[str], float, str]:
+        searches = SearchDispatcher(3)
+        try:
+            lone = await searches.run(where)
+            started = time.perf_counter()
+            together = await asyncio.gather(*(searches.run(where) for _ in range(3)))
+            elapsed = time.perf_counter() - started
+            after = await searches.run(where)  # alone again
+            assert searches.inline == 2
+            return lone, together, elapsed, after
+        finally:
+            searches.shutdown()
+
+    loop_thread = threading.current_thread().name
+    lone, together, elapsed, after = asyncio.run(scenario())
+    assert lone == after == loop_thread
+    assert all(name.startswith("search") for name in together)
+    assert elapsed < 0.12  # side by side, not one after another (0.15 s)
 
 
 def test_a_lone_query_encodes_on_every_core_and_concurrent_ones_on_one_each():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -59,7 +58,7 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
     if body.image:
         image_bytes = decode_base64(body.image, limit)
 
-    def run() -> SearchResult:  # one thread hop for decoding and searching
+    def run() -> SearchResult:  # decoding and searching, on the loop or a search thread
         image = searcher.embedder.decode(image_bytes) if image_bytes is not None else None
         return searcher.search(
             SearchQuery(
@@ -71,7 +70,7 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
             )
         )
 
-    result = await asyncio.get_running_loop().run_in_executor(rt.search_pool, run)
+    result = await rt.searches.run(run)
     image_sha = content_key(image_bytes) if image_bytes is not None else None
     vectors = []  # the frozen query features, so the learner never re-encodes a query
     embedder = searcher.embedder
