@@ -151,6 +151,7 @@ def _load_catalog(rt: Runtime) -> None:
         explore_rate=settings.explore_rate,
     )
     warm(active, rt.searcher)  # e.g. a head's per-row attribute codes, before the first shopper
+    rt.searcher.warm_encoders()
     rt.writer = CatalogWriter(
         sessions=rt.sessions,
         embedder=rt.embedder,

@@ -94,8 +94,11 @@ class ThreadChoice:
     queries, then twice as long each time the best arm stayed the same (up to `max_every`), so
     that a clearly slower arm costs under 1% of queries. Until the other arm has `min_samples`
     times it is tried every `warmup` queries, so that a service started beside a busy core
-    moves to one thread within about a dozen queries rather than sixty. State: a few short
-    deques per query type."""
+    moves to one thread within about a dozen queries rather than sixty. A tried arm that beats
+    the chosen one's median is tried again every `warmup` queries: a burst of noise (a host
+    that stalls a core for a moment hurts two threads most) can leave the other arm's window
+    full of bad times, and at doubling intervals they would take hundreds of queries to age
+    out. State: a few short deques per query type."""
 
     def __init__(
         self,
@@ -146,8 +149,13 @@ class ThreadChoice:
         # one thread must win clearly: where the two are close, noise would flip the choice
         return 1 if medians[1] < self.margin * medians[free] else free
 
-    def observe(self, kind: str, threads: int, ms: float) -> None:
+    def observe(self, kind: str, threads: int, ms: float, free: int = 0) -> None:
+        """`free`: the cores `choose` chose between for this encode (0: not from `choose`)."""
+        chosen = self.best(kind, free) if free > 1 else threads
         self._times.setdefault((kind, threads), deque(maxlen=self._window)).append(ms)
+        if threads != chosen and ms < statistics.median(self._times.get((kind, chosen), [ms])):
+            self._countdown[(kind, free)] = self._warmup  # promising: try it again soon
+            self._every.pop((kind, free), None)
 
     def samples(self) -> dict[tuple[str, int], int]:
         """How many recent times each (query type, threads) arm holds."""
@@ -173,6 +181,10 @@ class EncodeThreads:
         self._lock = threading.Lock()
         self.choice = ThreadChoice()
 
+    def counts(self) -> list[int]:
+        """Every torch thread count an encode may be given."""
+        return [self._cores] if self._fixed else sorted({1, self._cores})
+
     @contextmanager
     def claim(self, kind: str = "") -> Iterator[int]:
         """`kind` (the query type) keys the learned choice: text and image encoders differ."""
@@ -196,7 +208,7 @@ class EncodeThreads:
             with self._lock:
                 self._busy -= 1
                 if alone and self._changes == start and free > 1:  # nothing shared the cores
-                    self.choice.observe(kind, n, ms)
+                    self.choice.observe(kind, n, ms, free)
 
     @contextmanager
     def reserve(self, share: float = 0.5) -> Iterator[int]:
@@ -237,6 +249,23 @@ class Searcher:
         # More encodes at once than torch has cores for only makes every one of them slower.
         self._encode_slots = threading.BoundedSemaphore(concurrency)
         self.cores = EncodeThreads(threads or os.cpu_count() or 1, fixed=threads > 0)
+
+    @torch.inference_mode()
+    def warm_encoders(self) -> None:
+        """Encode a throwaway text and image at every thread count a search may use, before the
+        first shopper: the first encodes at a thread count take 2-3x as long (55 and 72 ms
+        against 25 for a text and an image, measured), and the choice between counts must not
+        learn from them."""
+        blank = Image.new("RGB", (224, 224), "white")
+        before = torch.get_num_threads()
+        try:
+            for n in self.cores.counts():
+                torch.set_num_threads(n)
+                for _ in range(2):
+                    self.embedder.text_encoder.encode(["warm up"])
+                    self.embedder.image_encoder.encode([blank])
+        finally:
+            torch.set_num_threads(before)
 
     def normalise_filters(self, filters: dict[str, Any]) -> dict[str, list[str]]:
         known = self.index.attribute_names()

@@ -295,6 +295,7 @@ def test_a_lone_query_encodes_on_every_core_and_concurrent_ones_on_one_each():
         seen["half of 4"], seen["one core"] = half, alone
     with EncodeThreads(3, fixed=True).claim():
         seen["fixed"] = torch.get_num_threads()
+    assert budget.counts() == [1, 2] and EncodeThreads(3, fixed=True).counts() == [3]
     torch.set_num_threads(before)
     assert seen == {
         "first": 2,
@@ -341,6 +342,24 @@ def test_a_service_started_beside_a_busy_core_moves_to_one_thread_within_a_dozen
         choice.observe("image", n, 60.0 if n == 2 else 15.0)  # two threads wait on a parked one
     assert picks[:12].count(1) == 3  # one thread measured every 4th query while it is new
     assert 1 not in picks[:3] and picks[12:] == [1] * 28
+
+
+def test_a_burst_of_noise_does_not_keep_lone_queries_on_the_slower_thread_count():
+    from service.search import ThreadChoice
+
+    choice = ThreadChoice()  # the defaults the service runs with
+    picks = []
+    for i in range(200):
+        n = choice.choose("image", 2)
+        picks.append(n)
+        stalled = i < 30  # the host stalls a core now and then: two threads suffer
+        choice.observe("image", n, (80.0 if stalled else 25.0) if n == 2 else 30.0, 2)
+    assert picks[15:30].count(1) >= 13  # one thread while two were slower
+    # once a tried two-thread encode beats one thread, it is tried every 4th query until the
+    # burst has left its window (doubling intervals alone took until query 154)
+    back = next(i for i in range(30, 200) if picks[i : i + 10].count(2) >= 9)
+    assert back <= 60
+    assert picks[80:].count(2) >= 115
 
 
 def test_only_encodes_that_had_the_cores_to_themselves_teach_the_choice():
