@@ -39,8 +39,8 @@ class Runtime:
     impressions: ImpressionLogger
     metrics: OnlineMetrics
     # Whole searches (decode, encoders, FAISS, scoring): a lone one on the event loop, several
-    # on a dedicated pool, search_concurrency at once; it hands off faster than the shared anyio
-    # pool (text p50 -0.2 ms) and queues the rest instead of parking dozens of threads on the
+    # on a pool of search_concurrency threads. That pool hands off faster than anyio's shared
+    # one (text p50 -0.2 ms) and queues the rest instead of parking dozens of threads on the
     # encode slots (at concurrency 4: 106 against 88 searches/s).
     searches: SearchDispatcher
     searcher: Searcher | None = None

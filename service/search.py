@@ -94,11 +94,13 @@ class ThreadChoice:
     queries, then twice as long each time the best arm stayed the same (up to `max_every`), so
     that a clearly slower arm costs under 1% of queries. Until the other arm has `min_samples`
     times it is tried every `warmup` queries, so that a service started beside a busy core
-    moves to one thread within about a dozen queries rather than sixty. A tried arm that beats
-    the chosen one's median is tried again every `warmup` queries: a burst of noise (a host
-    that stalls a core for a moment hurts two threads most) can leave the other arm's window
-    full of bad times, and at doubling intervals they would take hundreds of queries to age
-    out. State: a few short deques per query type."""
+    moves to one thread within about a dozen queries rather than sixty. While one thread is
+    chosen, a tried all-core encode that beats it is tried again every `warmup` queries: a
+    burst of noise (a host that stalls a core for a moment hurts two threads most) can fill the
+    all-core window with bad times that doubling intervals would take hundreds of queries to
+    age out. The other way round stays slow on purpose: one thread tried more often on a noisy
+    machine cost image searches 3 ms at the median, side by side. State: a few short deques
+    per query type."""
 
     def __init__(
         self,
@@ -153,8 +155,8 @@ class ThreadChoice:
         """`free`: the cores `choose` chose between for this encode (0: not from `choose`)."""
         chosen = self.best(kind, free) if free > 1 else threads
         self._times.setdefault((kind, threads), deque(maxlen=self._window)).append(ms)
-        if threads != chosen and ms < statistics.median(self._times.get((kind, chosen), [ms])):
-            self._countdown[(kind, free)] = self._warmup  # promising: try it again soon
+        if threads == free != chosen and ms < statistics.median(self._times[(kind, chosen)]):
+            self._countdown[(kind, free)] = self._warmup  # every core is back: confirm it soon
             self._every.pop((kind, free), None)
 
     def samples(self) -> dict[tuple[str, int], int]:
