@@ -98,9 +98,9 @@ class ThreadChoice:
     chosen, a tried all-core encode that beats it is tried again every `warmup` queries: a
     burst of noise (a host that stalls a core for a moment hurts two threads most) can fill the
     all-core window with bad times that doubling intervals would take hundreds of queries to
-    age out. The other way round stays slow on purpose: one thread tried more often on a noisy
-    machine cost image searches 3 ms at the median, side by side. State: a few short deques
-    per query type."""
+    age out. The other way round stays slow on purpose: trying one thread more often on a
+    noisy host cost image encodes 3 ms at the median in a side-by-side run. State: a few short
+    deques per query type."""
 
     def __init__(
         self,
