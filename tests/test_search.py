@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import random
 import threading
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -91,6 +92,44 @@ def test_image_queries_in_other_formats_find_the_product(runtime, ingested, mode
     image = runtime.searcher.embedder.decode(buf.getvalue())
     hits = runtime.searcher.search(SearchQuery(image=image, k=3)).hits
     assert target["id"] in [h.product.id for h in hits], mode
+
+
+def test_a_lone_composed_query_runs_its_two_encoders_side_by_side(runtime, ingested):
+    import copy
+
+    import torch
+
+    real = runtime.searcher.embedder
+    calls: list[tuple[str, int]] = []
+
+    class NotingTextEncoder:  # the real encoder, noting which thread ran it on how many cores
+        id, dim = real.text_encoder.id, real.text_encoder.dim
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            calls.append((threading.current_thread().name, torch.get_num_threads()))
+            return real.text_encoder.encode(texts)
+
+    embedder = copy.copy(real)
+    embedder.text_encoder = NotingTextEncoder()
+    target = ingested.rows[12]
+    photo = Path(target["image_path"]).read_bytes()
+    query = SearchQuery(text="red", image=real.decode(photo), k=10)
+    found = {}
+    for threads in (2, 1):  # fixed counts: side by side, then one after the other
+        searcher = Searcher(
+            embedder,
+            runtime.searcher.index,
+            runtime.searcher.active,
+            per_channel=100,
+            threads=threads,
+        )
+        found[threads] = searcher.search(query)
+    assert calls[0][0].startswith("encode-text") and calls[0][1] == 1
+    assert calls[1][0] == threading.current_thread().name
+    side_by_side, one_after_other = found[2], found[1]
+    np.testing.assert_allclose(side_by_side.text_vector, one_after_other.text_vector, atol=1e-5)
+    np.testing.assert_allclose(side_by_side.image_vector, one_after_other.image_vector, atol=1e-5)
+    assert [h.product.id for h in side_by_side.hits] == [h.product.id for h in one_after_other.hits]
 
 
 @pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "faiss-idselector"])
