@@ -370,29 +370,30 @@ def test_a_lone_query_moves_to_one_thread_when_two_are_slower_and_back_when_they
     assert choice.choose("text", 1) == 1
 
 
-def test_a_service_started_beside_a_busy_core_moves_to_one_thread_within_a_dozen_queries():
+def lone_image_queries(count: int, encode_ms) -> list[int]:
+    """The thread counts ThreadChoice (with the service's defaults) picks for `count` lone image
+    queries on 2 cores, each taking `encode_ms(query number, threads)`."""
     from service.search import ThreadChoice
 
-    choice = ThreadChoice()  # the defaults the service runs with
+    choice = ThreadChoice()
     picks = []
-    for _ in range(40):
+    for i in range(count):
         n = choice.choose("image", 2)
         picks.append(n)
-        choice.observe("image", n, 60.0 if n == 2 else 15.0)  # two threads wait on a parked one
+        choice.observe("image", n, encode_ms(i, n), 2)
+    return picks
+
+
+def test_a_service_started_beside_a_busy_core_moves_to_one_thread_within_a_dozen_queries():
+    # two threads wait on a parked one
+    picks = lone_image_queries(40, lambda i, n: 60.0 if n == 2 else 15.0)
     assert picks[:12].count(1) == 3  # one thread measured every 4th query while it is new
     assert 1 not in picks[:3] and picks[12:] == [1] * 28
 
 
 def test_a_burst_of_noise_does_not_keep_lone_queries_on_the_slower_thread_count():
-    from service.search import ThreadChoice
-
-    choice = ThreadChoice()  # the defaults the service runs with
-    picks = []
-    for i in range(200):
-        n = choice.choose("image", 2)
-        picks.append(n)
-        stalled = i < 30  # the host stalls a core now and then: two threads suffer
-        choice.observe("image", n, (80.0 if stalled else 25.0) if n == 2 else 30.0, 2)
+    # the host stalls a core for the first 30 queries: two threads suffer
+    picks = lone_image_queries(200, lambda i, n: (80.0 if i < 30 else 25.0) if n == 2 else 30.0)
     assert picks[15:30].count(1) >= 13  # one thread while two were slower
     # once a tried two-thread encode beats one thread, it is tried every 4th query until the
     # burst has left its window (doubling intervals alone took until query 154)
