@@ -46,14 +46,31 @@ class ImpressionIn:
     vectors: tuple[QueryVector, ...] = ()
 
 
+_ITEM_COLUMNS = ("search_id", "position", "product_id", "score", "model_position", "propensity")
+
+
+def _executemany(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """INSERT rows of plain str/int/float values through the driver's own executemany:
+    SQLAlchemy's per-row parameter processing has nothing to convert for them."""
+    conn = session.connection()
+    quote = conn.dialect.identifier_preparer.quote
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(
+        f"INSERT INTO {quote(table)} ({', '.join(map(quote, columns))}) "
+        f"VALUES ({', '.join([mark] * len(columns))})",
+        rows,
+    )
+
+
 def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> None:
-    """Bulk insert: one executemany per table, whatever the batch size. Core inserts on the
-    tables, not the ORM's bulk path: the impression writer holds the GIL that searches need,
-    and the ORM's per-row bookkeeping cost 4.1 against 2.5 ms of CPU for 10 impressions."""
+    """Bulk insert: one executemany per table, whatever the batch size. The impression writer
+    holds the GIL that searches need, so this is lean: Core inserts, not the ORM's bulk path,
+    and the shown items (20 rows a search) go to the driver as plain tuples: 10 impressions
+    cost 2.3 ms of CPU against 4.3 ms through the ORM (SQLite, same minute)."""
     if not impressions:
         return
     session.connection().execute(
-        insert(Impression.__table__),
+        insert(Impression),
         [
             {
                 "search_id": i.search_id,
@@ -72,23 +89,16 @@ def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> Non
             for i in impressions
         ],
     )
-    rows = [
-        {
-            "search_id": i.search_id,
-            "position": pos,
-            "product_id": it.product_id,
-            "score": it.score,
-            "model_position": it.model_position,
-            "propensity": it.propensity,
-        }
+    items = [
+        (i.search_id, pos, it.product_id, it.score, it.model_position, it.propensity)
         for i in impressions
         for pos, it in enumerate(i.items, start=1)
     ]
-    if rows:
-        session.connection().execute(insert(ImpressionItem.__table__), rows)
+    if items:
+        _executemany(session, ImpressionItem.__tablename__, _ITEM_COLUMNS, items)
     vectors = {(v.key, v.encoder): v for i in impressions for v in i.vectors}
     if vectors:
         session.connection().execute(
-            insert_for(session)(QueryEmbedding.__table__).on_conflict_do_nothing(),
+            insert_for(session)(QueryEmbedding).on_conflict_do_nothing(),
             [{"key": k, "encoder": e, "vector": v.vector} for (k, e), v in vectors.items()],
         )
