@@ -180,7 +180,14 @@ class EncodeThreads:
 
     Background work in the same process (a refresh) reserves cores first: an OpenMP team with
     more threads than there are free cores waits at every barrier for a thread the scheduler
-    has parked, and a search runs several times slower."""
+    has parked, and a search runs several times slower.
+
+    Only one OS thread leads a team (`lead`): GNU OpenMP keeps a team of workers for every
+    thread that ever ran a region on several threads, and once it manages more threads than
+    there are cores, every team stops spinning between layers for the life of the process. One
+    lone search on a pool thread after a burst of concurrent ones was enough: lone text encodes
+    on the event loop went from 12.1 to 14.0 ms for good (measured in process, twice), and the
+    latency benchmark's runs after its throughput phase paid 2-3 ms a search."""
 
     def __init__(self, cores: int, *, fixed: bool = False) -> None:
         self._cores = max(1, cores)
@@ -188,8 +195,14 @@ class EncodeThreads:
         self._busy = 0
         self._reserved = 0
         self._changes = 0  # claims and reservations so far: did anything overlap an encode?
+        self._leader: int | None = None  # the thread whose lone encodes may use every core
         self._lock = threading.Lock()
         self.choice = ThreadChoice()
+
+    def lead(self) -> None:
+        """From now on, only the calling thread encodes on more than one core (unless `fixed`);
+        lone queries on any other thread use one. Until called, any thread may."""
+        self._leader = threading.get_ident()
 
     def counts(self) -> list[int]:
         """Every torch thread count an encode may be given."""
@@ -201,7 +214,8 @@ class EncodeThreads:
         with self._lock:
             self._busy += 1
             self._changes += 1
-            alone, start = self._busy == 1 and not self._fixed, self._changes
+            leads = self._leader in (None, threading.get_ident())
+            alone, start = self._busy == 1 and not self._fixed and leads, self._changes
             free = max(1, self._cores - self._reserved)
             if self._fixed:
                 n = self._cores
@@ -267,7 +281,9 @@ class Searcher:
         """Encode a throwaway text and image at every thread count a search may use, before the
         first shopper: the first encodes at a thread count take 2-3x as long (55 and 72 ms
         against 25 for a text and an image, measured), and the choice between counts must not
-        learn from them."""
+        learn from them. Call it on the thread that runs lone searches (the event loop): it
+        becomes the only one whose encodes use every core (EncodeThreads.lead)."""
+        self.cores.lead()
         blank = Image.new("RGB", (224, 224), "white")
         before = torch.get_num_threads()
         try:

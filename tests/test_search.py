@@ -349,6 +349,32 @@ def test_a_lone_query_encodes_on_every_core_and_concurrent_ones_on_one_each():
     }
 
 
+def test_only_the_leading_thread_encodes_a_lone_query_on_every_core():
+    """GNU OpenMP keeps a team per thread that ever led one; past one worker per core, every
+    team stops spinning for good. So a lone query on any thread but the leader uses one core."""
+    import torch
+
+    from service.search import EncodeThreads
+
+    before = torch.get_num_threads()
+    budget = EncodeThreads(2)
+    seen: dict[str, int] = {}
+
+    def elsewhere(label: str) -> None:
+        with budget.claim("text"):
+            seen[label] = torch.get_num_threads()
+
+    for label in ("before lead", "after lead"):
+        t = threading.Thread(target=elsewhere, args=(label,))
+        t.start()
+        t.join()
+        budget.lead()
+    with budget.claim("text"):
+        seen["leader"] = torch.get_num_threads()
+    torch.set_num_threads(before)
+    assert seen == {"before lead": 2, "after lead": 1, "leader": 2}
+
+
 def test_a_lone_query_moves_to_one_thread_when_two_are_slower_and_back_when_they_recover():
     from service.search import ThreadChoice
 
