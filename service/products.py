@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.catalog import product_text
@@ -83,6 +84,9 @@ class CatalogWriter:
         return len(rows)
 
     def _apply(self, row: Product) -> None:
+        # One thread, on whichever thread writes: a worker thread that encoded on every core
+        # would lead a second OpenMP team, and every search would pay (EncodeThreads.lead).
+        torch.set_num_threads(1)
         text, _ = self.embedder.texts([product_text(row.title, row.attributes)])
         loader = (lambda p=row.image_path: Path(p).read_bytes()) if row.image_path else None
         image, colour, hashes, _ = self.embedder.images([loader])
