@@ -62,7 +62,10 @@ class IncompatibleHead(FusionrankError):
 
 def load_active_head(heads_dir: Path, version: str, like: ActiveHead) -> ActiveHead:
     """Load and verify `version`; refuse it unless its projections are those of `like` (the
-    FAISS spaces in service were built with them)."""
+    FAISS spaces in service were built with them). On one thread: it runs on the watcher or a
+    worker thread, and copying weights there on every core would lead a second OpenMP team,
+    after which every search pays (service.search.EncodeThreads.lead)."""
+    torch.set_num_threads(1)
     head, card = load_head(heads_dir / version)
     if head.projection_digest() != like.head.projection_digest():
         raise IncompatibleHead(

@@ -65,8 +65,9 @@ def search_concurrency(settings: Settings) -> int:
 
 def make_embedder(settings: Settings, *, serving: bool = False) -> Embedder:
     """Ingest batches use every core. Serving starts at one thread; each search then claims its
-    own (service.search.EncodeThreads): every free core alone, one beside other searches (one
-    thread per query was 94 against 70 text searches/s at concurrency 4)."""
+    own (service.search.EncodeThreads): every free core alone on the event loop, one beside
+    other searches or elsewhere (one thread per query was 94 against 70 text searches/s at
+    concurrency 4)."""
     threads = settings.torch_threads or (1 if serving else 0)
     if threads:
         torch.set_num_threads(threads)

@@ -174,9 +174,10 @@ class ThreadChoice:
 
 class EncodeThreads:
     """torch threads for one query's encoders: the faster of every free core and one while it is
-    the only query encoding (ThreadChoice), one core each while several are, so that concurrent
-    queries run side by side instead of fighting over one team. torch's thread count is per OS
-    thread, so each search sets its own. `fixed` keeps a configured count.
+    the only query encoding on the leading thread (ThreadChoice; see `lead` below), one core each
+    while several are, so that concurrent queries run side by side instead of fighting over one
+    team. torch's thread count is per OS thread, so each search sets its own. `fixed` keeps a
+    configured count.
 
     Background work in the same process (a refresh) reserves cores first: an OpenMP team with
     more threads than there are free cores waits at every barrier for a thread the scheduler

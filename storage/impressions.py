@@ -54,7 +54,9 @@ def _executemany(session: Session, table: str, columns: tuple[str, ...], rows: l
     SQLAlchemy's per-row parameter processing has nothing to convert for them."""
     conn = session.connection()
     quote = conn.dialect.identifier_preparer.quote
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    style = conn.dialect.paramstyle
+    assert style in ("qmark", "format", "pyformat"), f"no positional marks for {style}"
+    mark = "?" if style == "qmark" else "%s"
     conn.exec_driver_sql(
         f"INSERT INTO {quote(table)} ({', '.join(map(quote, columns))}) "
         f"VALUES ({', '.join([mark] * len(columns))})",
