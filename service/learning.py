@@ -36,7 +36,7 @@ from learner.finetune import ProductVectors, TrainConfig
 from learner.head import Query
 from learner.refresh import Encoders, RefreshConfig, bias_of, run_refresh
 from service.config import Settings
-from service.search import ActiveHead, EncodeThreads, Searcher, candidates
+from service.search import ActiveHead, EncodeThreads, Searcher, candidates, off_the_leader
 from storage.errors import FusionrankError
 from storage.models import TrainingRun
 from storage.registry import (
@@ -62,10 +62,8 @@ class IncompatibleHead(FusionrankError):
 
 def load_active_head(heads_dir: Path, version: str, like: ActiveHead) -> ActiveHead:
     """Load and verify `version`; refuse it unless its projections are those of `like` (the
-    FAISS spaces in service were built with them). On one thread: it runs on the watcher or a
-    worker thread, and copying weights there on every core would lead a second OpenMP team,
-    after which every search pays (service.search.EncodeThreads.lead)."""
-    torch.set_num_threads(1)
+    FAISS spaces in service were built with them). Runs on the watcher or a worker thread."""
+    off_the_leader()
     head, card = load_head(heads_dir / version)
     if head.projection_digest() != like.head.projection_digest():
         raise IncompatibleHead(

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.catalog import product_text
@@ -21,7 +20,7 @@ from service.embedder import Embedder
 from service.embedding_cache import content_key
 from service.errors import NotFound
 from service.index import CatalogIndex, ProductMeta, project
-from service.search import ActiveHead
+from service.search import ActiveHead, off_the_leader
 from storage.db import transaction
 from storage.models import Product
 from storage.products import ProductIn, changed_since, delete_product, get_product, upsert_products
@@ -84,9 +83,7 @@ class CatalogWriter:
         return len(rows)
 
     def _apply(self, row: Product) -> None:
-        # One thread, on whichever thread writes: a worker thread that encoded on every core
-        # would lead a second OpenMP team, and every search would pay (EncodeThreads.lead).
-        torch.set_num_threads(1)
+        off_the_leader()
         text, _ = self.embedder.texts([product_text(row.title, row.attributes)])
         loader = (lambda p=row.image_path: Path(p).read_bytes()) if row.image_path else None
         image, colour, hashes, _ = self.embedder.images([loader])

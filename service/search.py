@@ -172,6 +172,14 @@ class ThreadChoice:
         return {arm: len(t) for arm, t in self._times.items()}
 
 
+def off_the_leader() -> None:
+    """One torch thread for the calling thread, for torch work off the event loop (catalog
+    writes, head loads): a thread that ran it on every core would lead a second OpenMP team,
+    after which every search pays (EncodeThreads.lead). New threads inherit the count the last
+    lone search set, so such work must set its own."""
+    torch.set_num_threads(1)
+
+
 class EncodeThreads:
     """torch threads for one query's encoders: the faster of every free core and one while it is
     the only query encoding on the leading thread (ThreadChoice; see `lead` below), one core each
