@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from service.simulator import PHRASINGS as SIMULATOR_PHRASINGS
+from service.simulator import Phrasings
 from service.simulator import Relevance as Grader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,38 +61,12 @@ GENDER_WORDS = {"Men": "men", "Women": "women", "Boys": "boys", "Girls": "girls"
 COMPOSED_TEMPLATES = ("in {colour}", "like this but {colour}", "{colour}", "same style, {colour}")
 
 
-@dataclass(frozen=True)
-class Phrasings:
-    text: tuple[str, ...]
-    composed: tuple[str, ...]
-    gender: dict[str, str]
-
-
-# "dev": the phrasings every result in the README was tuned and measured on. "heldout": wordings
-# that neither these benchmarks nor the click simulator (service.simulator) ever use, other
-# gender words included, to check that nothing was tuned to the dev wordings (shoppers and the
-# independent evaluation phrase things their own way).
+# "dev": the phrasings every result in the README was tuned and measured on; "heldout": the
+# simulator's held-out wordings, which neither these generators nor simulated shoppers use
+# otherwise, to check that nothing was tuned to the dev wordings.
 PHRASINGS = {
     "dev": Phrasings(TEXT_TEMPLATES, COMPOSED_TEMPLATES, GENDER_WORDS),
-    "heldout": Phrasings(
-        (
-            "show me {colour} {type}",
-            "{gender} {type} {colour} colour",
-            "buy {colour} {type} for {gender} online",
-            "{usage} wear: {type} for {gender}",
-            "a {colour} {type} please",
-            "need {type} for {gender} in {colour}",
-            "{colour} coloured {usage} {type}",
-        ),
-        (
-            "can I get this in {colour}?",
-            "{colour} one like this",
-            "similar but {colour} colour",
-            "want it in {colour}",
-            "this style in {colour} please",
-        ),
-        {"Men": "mens", "Women": "ladies", "Boys": "boys", "Girls": "girls"},
-    ),
+    "heldout": SIMULATOR_PHRASINGS["heldout"],
 }
 
 

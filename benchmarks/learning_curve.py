@@ -42,7 +42,7 @@ from benchmarks.lambdamart import LambdaMart
 from benchmarks.latency import rss_mb, start_server
 from service.config import Settings
 from service.runtime import make_embedder
-from service.simulator import Simulator, read_photos
+from service.simulator import PHRASINGS, Simulator, read_photos
 from storage.artifacts import current, read_manifest
 
 VARIANTS: dict[str, dict[str, str]] = {
@@ -69,8 +69,12 @@ def refresh(url: str, timeout: float = 1800) -> dict[str, Any]:
             time.sleep(1)
 
 
-def evaluate(url: str, sessions: int, photos: Mapping[str, Path] | None) -> dict[str, float]:
-    sim = Simulator(url, CATALOG, photos=photos, send_feedback=False)
+def evaluate(
+    url: str, sessions: int, photos: Mapping[str, Path] | None, phrasings: str = "train"
+) -> dict[str, float]:
+    sim = Simulator(
+        url, CATALOG, photos=photos, send_feedback=False, phrasings=PHRASINGS[phrasings]
+    )
     report = sim.run(sessions, seed=EVAL_SEED, concurrency=2, progress=False)
     out = {k: v["ndcg@10"] for k, v in report.by_kind.items()}
     out["all"] = float(np.mean(list(out.values())))
@@ -111,7 +115,10 @@ def run_variant(
     steps: list[int],
     eval_sessions: int,
     photos: Mapping[str, Path] | None,
+    heldout: bool = False,
 ) -> list[dict[str, Any]]:
+    """`heldout`: the evaluation shoppers also ask in wordings the training shoppers never use
+    (row key "ndcg@10_heldout"); LambdaMART is evaluated offline on the training wordings only."""
     tmp = Path(tempfile.mkdtemp(prefix=f"fr-curve-{name}-"))
     fresh_database(data_dir, tmp / "fusionrank.db")
     env = {
@@ -155,6 +162,8 @@ def run_variant(
                     "reason": detail.get("reason"),
                 }
             row["ndcg@10"] = evaluate(url, eval_sessions, photos)
+            if heldout:
+                row["ndcg@10_heldout"] = evaluate(url, eval_sessions, photos, "heldout")
             rows.append(row)
             print(name, row, flush=True)
             if name == "frozen":  # nothing changes without refreshes
@@ -183,6 +192,12 @@ def main() -> None:
         "catalog's own thumbnails (exact duplicates of indexed images)",
     )
     ap.add_argument(
+        "--heldout-phrasings",
+        action="store_true",
+        help="also evaluate with shoppers who word their queries in ways no training shopper "
+        "does (service.simulator.PHRASINGS)",
+    )
+    ap.add_argument(
         "--name", default="learning_curve", help="results/NAME.json and NAME.png in benchmarks/"
     )
     args = ap.parse_args()
@@ -193,9 +208,18 @@ def main() -> None:
     rows = [
         r
         for name in args.variants.split(",")
-        for r in run_variant(name, args.data_dir, steps, args.eval_sessions, photos)
+        for r in run_variant(
+            name, args.data_dir, steps, args.eval_sessions, photos, args.heldout_phrasings
+        )
     ]
     kinds = ("text", "image", "composed", "all")
+    if args.heldout_phrasings:
+        print(f"\nNDCG@10, evaluation shoppers with held-out wordings ({args.eval_sessions})")
+        print(f"{'variant':18} {'sessions':>8} " + " ".join(f"{k:>9}" for k in kinds))
+        for r in rows:
+            if "ndcg@10_heldout" in r:
+                cells = " ".join(f"{r['ndcg@10_heldout'].get(k, float('nan')):9.4f}" for k in kinds)
+                print(f"{r['variant']:18} {r['sessions']:8d} {cells}")
     print(f"\nNDCG@10 against true grades ({args.eval_sessions} evaluation shoppers)")
     print(f"{'variant':18} {'sessions':>8} " + " ".join(f"{k:>9}" for k in kinds) + "  refresh")
     for r in rows:

@@ -176,19 +176,36 @@ def simulate(
             "own images."
         ),
     ] = None,
+    phrasings: Annotated[
+        str,
+        typer.Option(
+            help="How shoppers word their queries: 'train' (the default wordings) or 'heldout' "
+            "(wordings no other simulated shopper uses, to check that learning carries over)."
+        ),
+    ] = "train",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the report here.")
     ] = None,
 ) -> None:
     """Drive a running service with simulated shoppers (search, then click, add to cart, buy)
     and report the NDCG@10 of what it showed against the catalog's true grades."""
-    from service.simulator import Simulator, read_photos
+    from service.simulator import PHRASINGS, Simulator, read_photos
 
     for path in (catalog, photos):
         if path is not None and not path.is_file():
             typer.secho(f"error: {path} does not exist", fg="red", err=True)
             raise typer.Exit(2)
-    sim = Simulator(url, catalog, eta=eta, k=k, photos=read_photos(photos) if photos else None)
+    if phrasings not in PHRASINGS:
+        typer.secho(f"error: --phrasings is one of {', '.join(PHRASINGS)}", fg="red", err=True)
+        raise typer.Exit(2)
+    sim = Simulator(
+        url,
+        catalog,
+        eta=eta,
+        k=k,
+        photos=read_photos(photos) if photos else None,
+        phrasings=PHRASINGS[phrasings],
+    )
     try:
         report = sim.run(sessions, seed=seed, concurrency=concurrency)
     except httpx.TransportError as e:

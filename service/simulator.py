@@ -45,6 +45,43 @@ TEXT_TEMPLATES = (
     "{type}",
 )
 COMPOSED_TEMPLATES = ("in {colour}", "this but {colour}", "{colour} version", "same in {colour}")
+
+
+@dataclass(frozen=True)
+class Phrasings:
+    """How shoppers word a need: text templates ({colour}, {type}, {gender}, {usage}), composed
+    templates ({colour}) and the word for each catalog gender."""
+
+    text: tuple[str, ...]
+    composed: tuple[str, ...]
+    gender: Mapping[str, str]
+
+
+# "train": what simulated shoppers say by default, so what the learner is trained on. "heldout":
+# wordings no simulated shopper and no benchmark query generator uses (other gender words too),
+# for evaluating whether what was learned carries over to shoppers who phrase things their own way.
+PHRASINGS = {
+    "train": Phrasings(TEXT_TEMPLATES, COMPOSED_TEMPLATES, GENDER_WORDS),
+    "heldout": Phrasings(
+        (
+            "show me {colour} {type}",
+            "{gender} {type} {colour} colour",
+            "buy {colour} {type} for {gender} online",
+            "{usage} wear: {type} for {gender}",
+            "a {colour} {type} please",
+            "need {type} for {gender} in {colour}",
+            "{colour} coloured {usage} {type}",
+        ),
+        (
+            "can I get this in {colour}?",
+            "{colour} one like this",
+            "similar but {colour} colour",
+            "want it in {colour}",
+            "this style in {colour} please",
+        ),
+        {"Men": "mens", "Women": "ladies", "Boys": "boys", "Girls": "girls"},
+    ),
+}
 CLICK = (0.03, 0.15, 0.45, 0.85)  # P(click | examined, grade)
 CART = (0.0, 0.05, 0.2, 0.45)  # P(add_to_cart | click, grade)
 BUY = (0.0, 0.1, 0.3, 0.6)  # P(purchase | add_to_cart, grade)
@@ -129,8 +166,10 @@ class Shoppers:
         rows: Sequence[CatalogRow],
         mix: dict[str, float],
         photos: Mapping[str, Path] | None = None,
+        phrasings: Phrasings = PHRASINGS["train"],
     ) -> None:
         self.rows = [r for r in rows if r.attributes.get("articleType")]
+        self.words = phrasings
         if photos is not None:
             self.rows = [replace(r, image_path=photos.get(r.id)) for r in self.rows]
         self.with_photo = [r for r in self.rows if r.image_path and r.image_path.is_file()]
@@ -160,16 +199,16 @@ class Shoppers:
         if not options:
             return Intent("image", target, None, anchor.image_path)
         colour = rng.choice(options)
-        text = rng.choice(COMPOSED_TEMPLATES).format(colour=colour.lower())
+        text = rng.choice(self.words.composed).format(colour=colour.lower())
         return Intent("composed", {**target, "baseColour": colour}, text, anchor.image_path)
 
     def _text(self, rng: random.Random) -> Intent:
         while True:
             a = rng.choice(self.rows).attributes
-            tpl = rng.choice(TEXT_TEMPLATES)
+            tpl = rng.choice(self.words.text)
             needs = {"colour": "baseColour", "gender": "gender", "usage": "usage"}
             if all(a.get(attr) for word, attr in needs.items() if f"{{{word}}}" in tpl) and (
-                "{gender}" not in tpl or a.get("gender") in GENDER_WORDS
+                "{gender}" not in tpl or a.get("gender") in self.words.gender
             ):
                 break
         target = {"articleType": a["articleType"]}
@@ -179,7 +218,7 @@ class Shoppers:
         text = tpl.format(
             colour=a.get("baseColour", "").lower(),
             type=a["articleType"].lower(),
-            gender=GENDER_WORDS.get(a.get("gender", ""), ""),
+            gender=self.words.gender.get(a.get("gender", ""), ""),
             usage=a.get("usage", "").lower(),
         )
         return Intent("text", target, text, None)
@@ -197,11 +236,12 @@ class Simulator:
         photos: Mapping[str, Path] | None = None,
         timeout: float = 60.0,
         send_feedback: bool = True,
+        phrasings: Phrasings = PHRASINGS["train"],
     ) -> None:
         self.url = url.rstrip("/")
         rows = read_catalog(catalog)
         self.relevance = Relevance([{"id": r.id, **r.attributes} for r in rows])
-        self.shoppers = Shoppers(rows, mix or DEFAULT_MIX, photos)
+        self.shoppers = Shoppers(rows, mix or DEFAULT_MIX, photos, phrasings)
         self.eta, self.k, self.timeout = eta, k, timeout
         self.send_feedback = send_feedback
         self._local = threading.local()

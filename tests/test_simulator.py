@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from service.catalog import read_catalog
-from service.simulator import Shoppers, read_photos
+from service.simulator import PHRASINGS, Shoppers, read_photos
 from tests.helpers import write_catalog
 
 
@@ -44,3 +44,35 @@ def test_photo_shoppers_send_their_own_photos_not_the_catalog_images(
     assert len(sent) >= 3  # the photographed products are all drawn, not one of them
     plain_photos = {plain.draw(random.Random(s)).photo for s in range(200)} - {None}
     assert plain_photos <= own_images and len(plain_photos) > 20
+
+
+def test_heldout_shoppers_never_word_a_need_as_training_shoppers_do(catalog_csv):
+    """The held-out wordings must stay disjoint from the training ones, or an evaluation with
+    them measures nothing new."""
+    rows = read_catalog(catalog_csv)
+    mix = {"text": 0.5, "image": 0.0, "composed": 0.5}
+    train, heldout = PHRASINGS["train"], PHRASINGS["heldout"]
+    assert not set(train.text) & set(heldout.text)
+    assert not set(train.composed) & set(heldout.composed)
+    shoppers = Shoppers(rows, mix, phrasings=heldout)
+    kinds: set[str] = set()
+    for seed in range(300):
+        intent = shoppers.draw(random.Random(seed))
+        kinds.add(intent.kind)
+        if intent.kind == "image":  # a composed need with no other colour on offer
+            continue
+        assert intent.text
+        templates = heldout.text if intent.kind == "text" else heldout.composed
+        assert any(_fills(t, intent.text) for t in templates), intent.text
+        if "gender" in intent.target and intent.kind == "text":
+            assert heldout.gender[intent.target["gender"]] in intent.text.split()
+    assert {"text", "composed"} <= kinds
+
+
+def _fills(template: str, text: str) -> bool:
+    """Whether `text` is `template` with its {placeholders} filled in."""
+    import re
+
+    parts = re.split(r"\{\w+\}", template)
+    pattern = ".+".join(re.escape(p) for p in parts)
+    return re.fullmatch(pattern, text) is not None
