@@ -247,7 +247,18 @@ def main() -> None:
     print_targets(targets)
     payload = {"photos": args.photos, "data_dir": str(args.data_dir), "rows": rows}
     print(f"wrote {write_json(args.name, {**payload, 'targets': targets})}")
-    print(f"wrote {plot(rows, kinds, Path(__file__).with_name(f'{args.name}.png'))}")
+    png = Path(__file__).with_name(f"{args.name}.png")
+    print(f"wrote {plot(with_heldout_curves(rows), kinds, png)}")
+
+
+def with_heldout_curves(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` plus one curve per variant for its held-out-wording evaluation, to plot."""
+    extra = [
+        {**r, "variant": f"{r['variant']} (held-out wordings)", "ndcg@10": r["ndcg@10_heldout"]}
+        for r in rows
+        if "ndcg@10_heldout" in r
+    ]
+    return rows + extra
 
 
 def plot(rows: list[dict[str, Any]], kinds: tuple[str, ...], path: Path) -> Path:
