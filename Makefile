@@ -41,6 +41,7 @@ test: install-dev ## Install with dev tools and run the test suite (needs Postgr
 bench: ## Run every benchmark on the full catalog (results in benchmarks/results/)
 	$(PYTHON) -m benchmarks.quality
 	$(PYTHON) -m benchmarks.latency
+	$(PYTHON) -m benchmarks.encoder_warmth
 	$(PYTHON) -m benchmarks.feedback
 	$(PYTHON) -m benchmarks.hot_swap
 	$(PYTHON) -m benchmarks.refresh_under_load
