@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -71,8 +72,6 @@ def test_heldout_shoppers_never_word_a_need_as_training_shoppers_do(catalog_csv)
 
 def _fills(template: str, text: str) -> bool:
     """Whether `text` is `template` with its {placeholders} filled in."""
-    import re
-
     parts = re.split(r"\{\w+\}", template)
     pattern = ".+".join(re.escape(p) for p in parts)
     return re.fullmatch(pattern, text) is not None
