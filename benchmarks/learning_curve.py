@@ -1,7 +1,7 @@
 """The learning curve through the real HTTP API on the full catalog.
 
 For each variant a real `fusionrank serve` runs on its own copy of the database (same index):
-simulated shoppers (`service.simulator`, position-based clicks with eta=1, purchases that depend
+simulated shoppers (`service.simulator`, position-based clicks with eta=1 (--eta), purchases that depend
 on relevance) search and send feedback; after each step a refresh is started through
 POST /v1/models/train; then a fixed set of evaluation shoppers (the same seeds for every variant,
 no feedback sent) measures NDCG@10 of what the service shows against the true grades.
@@ -116,6 +116,7 @@ def run_variant(
     eval_sessions: int,
     photos: Mapping[str, Path] | None,
     heldout: bool = False,
+    eta: float = 1.0,
 ) -> list[dict[str, Any]]:
     """`heldout`: the evaluation shoppers also ask in wordings the training shoppers never use
     (row key "ndcg@10_heldout"); LambdaMART is evaluated offline on the training wordings only."""
@@ -133,7 +134,7 @@ def run_variant(
         ltr = LambdaMart(data_dir, make_embedder(Settings(data_dir=data_dir), serving=True))
     try:
         done = 0
-        trainer = Simulator(url, CATALOG, photos=photos)
+        trainer = Simulator(url, CATALOG, photos=photos, eta=eta)
         for step in steps:
             row: dict[str, Any] = {"variant": name, "sessions": step}
             if step > done and ltr is not None:
@@ -192,6 +193,12 @@ def main() -> None:
         "catalog's own thumbnails (exact duplicates of indexed images)",
     )
     ap.add_argument(
+        "--eta",
+        type=float,
+        default=1.0,
+        help="position bias of the training shoppers: position k is examined w.p. k^-eta",
+    )
+    ap.add_argument(
         "--heldout-phrasings",
         action="store_true",
         help="also evaluate with shoppers who word their queries in ways no training shopper "
@@ -209,7 +216,7 @@ def main() -> None:
         r
         for name in args.variants.split(",")
         for r in run_variant(
-            name, args.data_dir, steps, args.eval_sessions, photos, args.heldout_phrasings
+            name, args.data_dir, steps, args.eval_sessions, photos, args.heldout_phrasings, args.eta
         )
     ]
     kinds = ("text", "image", "composed", "all")
@@ -245,7 +252,7 @@ def main() -> None:
             learner["ndcg@10"]["all"] >= ltr["ndcg@10"]["all"] - 0.005
         )
     print_targets(targets)
-    payload = {"photos": args.photos, "data_dir": str(args.data_dir), "rows": rows}
+    payload = {"photos": args.photos, "eta": args.eta, "data_dir": str(args.data_dir), "rows": rows}
     print(f"wrote {write_json(args.name, {**payload, 'targets': targets})}")
     png = Path(__file__).with_name(f"{args.name}.png")
     print(f"wrote {plot(with_heldout_curves(rows), kinds, png)}")
