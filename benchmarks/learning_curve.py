@@ -1,8 +1,8 @@
 """The learning curve through the real HTTP API on the full catalog.
 
 For each variant a real `fusionrank serve` runs on its own copy of the database (same index):
-simulated shoppers (`service.simulator`, position-based clicks with eta=1 (--eta), purchases that depend
-on relevance) search and send feedback; after each step a refresh is started through
+simulated shoppers (`service.simulator`, position-based clicks with eta=1 or --eta, purchases that
+depend on relevance) search and send feedback; after each step a refresh is started through
 POST /v1/models/train; then a fixed set of evaluation shoppers (the same seeds for every variant,
 no feedback sent) measures NDCG@10 of what the service shows against the true grades.
 
