@@ -51,6 +51,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "no-class-weights": {"FUSIONRANK_LEARNER_CLASS_WEIGHTS": "false"},
     "no-ips": {"FUSIONRANK_LEARNER_IPS": "false"},
     "ips-clip-5": {"FUSIONRANK_LEARNER_IPS_CLIP": "5"},  # less variance, less bias removed
+    "ips-clip-100": {"FUSIONRANK_LEARNER_IPS_CLIP": "100"},  # for steep position bias (--eta 2)
     "lambdamart": {},  # the frozen head serves; LightGBM trains offline on its logs
 }
 EVAL_SEED = 990
