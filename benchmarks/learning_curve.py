@@ -223,22 +223,9 @@ def main() -> None:
     kinds = ("text", "image", "composed", "all")
     if args.heldout_phrasings:
         print(f"\nNDCG@10, evaluation shoppers with held-out wordings ({args.eval_sessions})")
-        print(f"{'variant':18} {'sessions':>8} " + " ".join(f"{k:>9}" for k in kinds))
-        for r in rows:
-            if "ndcg@10_heldout" in r:
-                cells = " ".join(f"{r['ndcg@10_heldout'].get(k, float('nan')):9.4f}" for k in kinds)
-                print(f"{r['variant']:18} {r['sessions']:8d} {cells}")
+        print_table([r for r in rows if "ndcg@10_heldout" in r], kinds, "ndcg@10_heldout")
     print(f"\nNDCG@10 against true grades ({args.eval_sessions} evaluation shoppers)")
-    print(f"{'variant':18} {'sessions':>8} " + " ".join(f"{k:>9}" for k in kinds) + "  refresh")
-    for r in rows:
-        cells = " ".join(f"{r['ndcg@10'].get(k, float('nan')):9.4f}" for k in kinds)
-        ref = (
-            f"{r['refresh_status']}, promoted={r['promoted']}, {r['refresh_seconds']} s, "
-            f"{r['server_rss_mb']:.0f} MB"
-            if "refresh_status" in r
-            else ""
-        )
-        print(f"{r['variant']:18} {r['sessions']:8d} {cells}  {ref}")
+    print_table(rows, kinds, "ndcg@10", refresh=True)
     frozen = {r["sessions"]: r["ndcg@10"]["all"] for r in rows if r["variant"] == "frozen"}
     last = steps[-1]
     learner = next((r for r in rows if r["variant"] == "learner" and r["sessions"] == last), None)
@@ -257,6 +244,25 @@ def main() -> None:
     print(f"wrote {write_json(args.name, {**payload, 'targets': targets})}")
     png = Path(__file__).with_name(f"{args.name}.png")
     print(f"wrote {plot(with_heldout_curves(rows), kinds, png)}")
+
+
+def print_table(
+    rows: list[dict[str, Any]], kinds: tuple[str, ...], key: str, *, refresh: bool = False
+) -> None:
+    """One line per row: its `key` NDCG@10 per query type, and its refresh if `refresh`."""
+    head = f"{'variant':18} {'sessions':>8} " + " ".join(f"{k:>9}" for k in kinds)
+    print(head + ("  refresh" if refresh else ""))
+    for r in rows:
+        cells = " ".join(f"{r[key].get(k, float('nan')):9.4f}" for k in kinds)
+        line = f"{r['variant']:18} {r['sessions']:8d} {cells}"
+        if refresh:
+            line += "  " + (
+                f"{r['refresh_status']}, promoted={r['promoted']}, {r['refresh_seconds']} s, "
+                f"{r['server_rss_mb']:.0f} MB"
+                if "refresh_status" in r
+                else ""
+            )
+        print(line)
 
 
 def with_heldout_curves(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

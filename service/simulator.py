@@ -82,6 +82,7 @@ PHRASINGS = {
         {"Men": "mens", "Women": "ladies", "Boys": "boys", "Girls": "girls"},
     ),
 }
+
 CLICK = (0.03, 0.15, 0.45, 0.85)  # P(click | examined, grade)
 CART = (0.0, 0.05, 0.2, 0.45)  # P(add_to_cart | click, grade)
 BUY = (0.0, 0.1, 0.3, 0.6)  # P(purchase | add_to_cart, grade)
