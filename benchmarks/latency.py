@@ -1,6 +1,7 @@
 """Latency and throughput through HTTP against a real `fusionrank serve`, side by side with the
 bare encoder forward times of the same queries, alternated with the searches in blocks of 20
-(benchmarks.encoder_floor); plus ingest throughput and service RSS.
+(benchmarks.encoder_floor), and with the round trips of the same requests to an app that does
+nothing (benchmarks.http_floor); plus ingest throughput and service RSS.
 
 Requests go over keep-alive connections with the standard library's http.client: httpx's
 pure-Python response parsing added 0.8-1.6 ms per search, measured side by side, which is the
@@ -145,9 +146,12 @@ class Floor:
             os.unlink(self._spec)
 
 
+JSON = {"content-type": "application/json"}
+
+
 def post(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, dict[str, float]]:
     """One search over a keep-alive connection: status and the server's timings (ms)."""
-    conn.request("POST", "/v1/search", body=body, headers={"content-type": "application/json"})
+    conn.request("POST", "/v1/search", body=body, headers=JSON)
     r = conn.getresponse()
     r.read()
     timing = dict(p.split(";dur=") for p in (r.getheader("server-timing") or "").split(", ") if p)
@@ -160,13 +164,19 @@ def connect(url: str) -> http.client.HTTPConnection:
 
 
 def sequential(
-    url: str, bodies: list[bytes], floor: tuple[Floor, str] | None = None, block: int = 20
+    url: str,
+    bodies: list[bytes],
+    floor: tuple[Floor, str] | None = None,
+    http_floor: str | None = None,
+    block: int = 20,
 ) -> dict[str, float]:
     """Client round-trip percentiles and the medians of the server's own timings; with `floor`
     (and the queries' kind), blocks of `block` searches alternate with the bare encodes of the
-    same queries, whose median is `floor_ms`."""
+    same queries, whose median is `floor_ms`, and with `http_floor` (benchmarks.http_floor's
+    URL) with the same requests sent there, whose median round trip is `http_ms`."""
     conn = connect(url)
-    rtt, server, bare = [], [], []
+    bare_http = connect(http_floor) if http_floor else None
+    rtt, server, bare, http = [], [], [], []
     for start in range(0, len(bodies), block):
         for body in bodies[start : start + block]:
             t0 = time.perf_counter()
@@ -178,13 +188,40 @@ def sequential(
         if floor is not None:
             proc, kind = floor
             bare += proc.times(kind, list(range(start, min(start + block, len(bodies)))))
+        if bare_http is not None:
+            for body in bodies[start : start + block]:
+                t0 = time.perf_counter()
+                post(bare_http, body)
+                http.append((time.perf_counter() - t0) * 1000)
     conn.close()
     out = pct(rtt)
     for key in ("encode", "search", "route"):
         out[f"server_{key}"] = float(np.median([t[key] for t in server]))
     if bare:
         out["floor_ms"] = float(np.median(bare))
+    if bare_http is not None:
+        bare_http.close()
+        out["http_ms"] = float(np.median(http))
     return out
+
+
+def start_http_floor(body: bytes) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """benchmarks.http_floor answering with `body`; its process, URL and body file."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        f.write(body)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.http_floor", f.name, str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return proc, url, Path(f.name)
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the HTTP floor did not start in 20 s")
 
 
 def throughput(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
@@ -255,14 +292,21 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def measure(
-    url: str, bodies: dict[str, list[bytes]], floor: Floor, repeats: int, seconds: float
+    url: str,
+    bodies: dict[str, list[bytes]],
+    floor: Floor,
+    http_floor: str,
+    repeats: int,
+    seconds: float,
 ) -> dict[str, list[dict[str, float]]]:
-    """Each query type's latencies (beside the floor), then throughput, `repeats` times over."""
+    """Each query type's latencies (beside the floors), then throughput, `repeats` times over."""
     runs: dict[str, list[dict[str, float]]] = {}
     sequential(url, bodies["text"][:20] + bodies["image"][:10])  # warm-up
     for _ in range(repeats):
         for kind in ("text", "image", "composed"):
-            runs.setdefault(kind, []).append(sequential(url, bodies[kind], (floor, kind)))
+            runs.setdefault(kind, []).append(
+                sequential(url, bodies[kind], (floor, kind), http_floor)
+            )
         runs.setdefault("photo12mp", []).append(sequential(url, bodies["photo12mp"] * 2))
         for c in (1, 4, 8):
             runs.setdefault(f"c{c}", []).append(throughput(url, bodies["text"], c, seconds))
@@ -315,7 +359,15 @@ def main() -> None:
         stack.callback(proc.wait, 30)
         stack.callback(proc.terminate)
         rss_idle = rss_mb(proc.pid)
-        runs = measure(url, bodies, floor, args.repeats, args.seconds)
+        # the HTTP floor answers with a real search's bytes
+        with contextlib.closing(connect(url)) as conn:
+            conn.request("POST", "/v1/search", bodies["text"][0], JSON)
+            sample = conn.getresponse().read()
+        bare_http, http_url, body_file = start_http_floor(sample)
+        stack.callback(body_file.unlink)
+        stack.callback(bare_http.wait, 30)
+        stack.callback(bare_http.terminate)
+        runs = measure(url, bodies, floor, http_url, args.repeats, args.seconds)
         rss_loaded = rss_mb(proc.pid)
     res = {k: median_of(v) for k, v in runs.items()}
     ingest = ingest_throughput(args.ingest_limit) if not args.busy_cores else {}
@@ -324,21 +376,29 @@ def main() -> None:
     print(f"\nlatency through HTTP, 44k products, median of {args.repeats} runs (ms){busy}")
     print(
         f"{'search':10} {'p50':>7} {'p95':>7} {'p99':>7} {'encoder':>8} {'p50/enc':>8}"
-        f"   server: {'encode':>7} {'search':>7} {'route':>7}"
+        f" {'http':>6} {'rest':>6}   server: {'encode':>7} {'search':>7} {'route':>7}"
     )
     for kind in ("text", "image", "composed", "photo12mp"):
         r = res[kind]
         bare = r.get("floor_ms")
         vs = f"{bare:8.2f} {r['p50'] / bare:8.2f}" if bare else f"{'':8} {'':8}"
+        http = (
+            f"{r['http_ms']:6.2f} {r['p50'] - bare - r['http_ms']:6.2f}"
+            if bare and "http_ms" in r
+            else f"{'':6} {'':6}"
+        )
         print(
-            f"{kind:10} {r['p50']:7.2f} {r['p95']:7.2f} {r['p99']:7.2f} {vs}"
+            f"{kind:10} {r['p50']:7.2f} {r['p95']:7.2f} {r['p99']:7.2f} {vs} {http}"
             f"           {r['server_encode']:7.2f} {r['server_search']:7.2f}"
             f" {r['server_route']:7.2f}"
         )
     print(
         "(encoder: the bare encoders' median on the same queries, in their own process with "
-        f"{floor.threads} thread(s), alternated with the searches in blocks of 20;\n photo12mp: "
-        "image search with a 12 MP phone photo; server columns are medians)"
+        f"{floor.threads} thread(s), alternated with the searches in blocks of 20;\n http: the "
+        "same requests' round trip to a bare uvicorn app that does no work and answers with a "
+        "search's bytes\n (benchmarks.http_floor), alternated likewise; rest = p50 - encoder - "
+        "http, what the service itself adds;\n photo12mp: image search with a 12 MP phone photo; "
+        "server columns are medians)"
     )
     print(f"\n{'concurrency':12} {'req/s':>8} {'failed':>7}   (text search)")
     for c in (1, 4, 8):

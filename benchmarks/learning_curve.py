@@ -52,6 +52,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "no-ips": {"FUSIONRANK_LEARNER_IPS": "false"},
     "ips-clip-5": {"FUSIONRANK_LEARNER_IPS_CLIP": "5"},  # less variance, less bias removed
     "ips-clip-100": {"FUSIONRANK_LEARNER_IPS_CLIP": "100"},  # for steep position bias (--eta 2)
+    "pbm": {"FUSIONRANK_LEARNER_PBM_WEIGHT": "1"},  # also learns from skips (--eta 2)
     "lambdamart": {},  # the frozen head serves; LightGBM trains offline on its logs
 }
 EVAL_SEED = 990

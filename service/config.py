@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     learner_ips_clip: float = Field(
         20.0, ge=1.0, description="Largest inverse-propensity weight (bias against variance)."
     )
+    learner_pbm_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Weight of the examination-model loss, which also learns from searches "
+        "without an engagement (0: off).",
+    )
     promotion_margin: float = Field(0.002, ge=0, description="IPS-NDCG@10 gain to promote.")
     lease_seconds: float = Field(
         900, gt=0, description="Learner lease: a crashed learner's expires after this."

@@ -152,6 +152,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
             class_weights=settings.learner_class_weights,
             ips=settings.learner_ips,
             ips_clip=settings.learner_ips_clip,
+            pbm_weight=settings.learner_pbm_weight,
         ),
     )
 

@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from learner.finetune import Batch, Features, evaluate, fit_calibration, ips_ndcg
+from learner.finetune import (
+    Batch,
+    Features,
+    evaluate,
+    examination_loss,
+    fit_calibration,
+    inverse_propensity,
+    ips_ndcg,
+)
 from learner.head import QUERY_TYPES, FusionHead, HeadConfig
 from learner.position_bias import PositionBias
 
@@ -68,3 +76,25 @@ def test_log_loss_is_calibrated_per_query_type(head):
     assert cal["image"][0] == pytest.approx(2, rel=0.25)
     m = evaluate(head, f, bias, clip=20, calibration={"click": cal}, event_levels={"click": 1})
     assert math.isclose(m["text"]["click_logloss"], m["image"]["click_logloss"], rel_tol=0.1)
+
+
+def test_a_skip_where_it_was_surely_seen_teaches_more_than_one_hardly_seen():
+    """The examination loss: ten products, none engaged, scored alike. The one skipped at
+    position 1 (examined surely) is pushed down about 19 times as hard as the one at position 10
+    (examined a tenth of the time, eta = 1); a click pushes up whatever its position."""
+    bias = PositionBias.power(1.0, "test")
+    b = batch([[0.0] * 10], [[0] * 10], [0])
+    ex = inverse_propensity(b.positions, bias, math.inf, True).reciprocal()
+    ab = torch.tensor([[1.0, 0.0]] * len(QUERY_TYPES))
+    s = torch.zeros(1, 10, requires_grad=True)
+    examination_loss(s, b, ex, ab).backward()
+    assert s.grad is not None
+    g = s.grad[0]
+    assert (g > 0).all()  # every skip lowers its product's score
+    assert float(g[0] / g[9]) == pytest.approx(19, rel=0.05)
+    clicked = batch([[0.0] * 10], [[1] + [0] * 8 + [1]], [0])
+    s = torch.zeros(1, 10, requires_grad=True)
+    examination_loss(s, clicked, ex, ab).backward()
+    assert s.grad is not None
+    assert s.grad[0, 0] < 0 and s.grad[0, 9] < 0
+    assert float(s.grad[0, 0]) == pytest.approx(float(s.grad[0, 9]))  # no inverse weighting
