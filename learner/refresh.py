@@ -35,6 +35,7 @@ from learner.finetune import (
     child_head,
     evaluate,
     fit_calibration,
+    judging_clip,
     merge_per_type,
     train,
 )
@@ -166,7 +167,7 @@ def run_refresh(
     candidate, info = train(candidate, f_train, bias, tc, levels=levels, progress=progress)
     lap("train")
     event_levels = {"click": 1, "purchase": levels}
-    clip = config.train.ips_clip
+    clip = judging_clip(bias, config.train.ips_clip)
 
     def judge(head: FusionHead) -> tuple[dict[str, Any], dict[str, dict[str, tuple[float, float]]]]:
         cal = {n: fit_calibration(head, f_train, bias, lvl) for n, lvl in event_levels.items()}

@@ -15,6 +15,7 @@ from learner.finetune import (
     fit_calibration,
     inverse_propensity,
     ips_ndcg,
+    judging_clip,
 )
 from learner.head import QUERY_TYPES, FusionHead, HeadConfig
 from learner.position_bias import PositionBias
@@ -98,3 +99,10 @@ def test_a_skip_where_it_was_surely_seen_teaches_more_than_one_hardly_seen():
     assert s.grad is not None
     assert s.grad[0, 0] < 0 and s.grad[0, 9] < 0
     assert float(s.grad[0, 0]) == pytest.approx(float(s.grad[0, 9]))  # no inverse weighting
+
+
+def test_the_judging_clip_never_binds_within_the_top_ten():
+    """With eta = 1 a click at position 10 weighs 10, under the clip of 20, which stands; with
+    eta = 2 it weighs 100, and the judging clip rises to let it."""
+    assert judging_clip(PositionBias.power(1.0, "test"), 20) == pytest.approx(20)
+    assert judging_clip(PositionBias.power(2.0, "test"), 20) == pytest.approx(100)
