@@ -7,10 +7,10 @@ POST /v1/models/train; then a fixed set of evaluation shoppers (the same seeds f
 no feedback sent) measures NDCG@10 of what the service shows against the true grades.
 
 Variants: frozen (no refreshes), learner, learner without class weights, learner without
-position-bias correction, learner with inverse propensities clipped at 5 instead of 20, and
-LightGBM LambdaMART trained offline on the frozen head's logs with the same features
-(`benchmarks.lambdamart`). Also reports each refresh's wall time and peak RSS
-of the server.
+position-bias correction, learner with inverse propensities clipped at 5 or 100 instead of 20,
+learner without the examination loss, and LightGBM LambdaMART trained offline on the frozen
+head's logs with the same features (`benchmarks.lambdamart`). Also reports each refresh's wall
+time and peak RSS of the server.
 Queries and shoppers are synthetic.
 Usage: python -m benchmarks.learning_curve [--data-dir DIR] [--steps 0,1000,5000,20000]
 """
@@ -52,7 +52,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "no-ips": {"FUSIONRANK_LEARNER_IPS": "false"},
     "ips-clip-5": {"FUSIONRANK_LEARNER_IPS_CLIP": "5"},  # less variance, less bias removed
     "ips-clip-100": {"FUSIONRANK_LEARNER_IPS_CLIP": "100"},  # for steep position bias (--eta 2)
-    "pbm": {"FUSIONRANK_LEARNER_PBM_WEIGHT": "1"},  # also learns from skips (--eta 2)
+    "no-pbm": {"FUSIONRANK_LEARNER_PBM_WEIGHT": "0"},  # without the examination loss
     "lambdamart": {},  # the frozen head serves; LightGBM trains offline on its logs
 }
 EVAL_SEED = 990

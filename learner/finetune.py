@@ -9,8 +9,11 @@ attributes from the index. Each search contributes its shown products:
   weighted by its class weight (inverse frequency of its grade in the window, so a rare purchase
   counts for more than a common click) and by its clipped inverse examination propensity (so a
   click deep in the list counts for more than one at the top, undoing position bias);
-- the result is judged on a newer holdout by IPS-weighted NDCG@10 and by click/purchase log-loss
-  of a position-aware calibration, P(event | shown at k) = examination(k) * sigmoid(a * s + b).
+- examination loss (`pbm_weight`): every shown product, in searches with or without an
+  engagement, scored by the log-likelihood of the position-based click model, P(engaged | shown
+  at k) = examination(k) * sigmoid(a * s + b), so skips where the shopper surely looked teach too;
+- the result is judged on a newer holdout by IPS-weighted NDCG@10 (with a clip that never binds
+  in the top 10, `judging_clip`) and by click/purchase log-loss of that same calibration.
 """
 
 from __future__ import annotations
@@ -67,11 +70,10 @@ class TrainConfig:
     batch_size: int = 128
     weight_decay: float = 0.05
     ips_clip: float = 20.0  # largest inverse-propensity weight
-    # Weight of the examination-model loss (0: off): every shown product, engaged or not, is
-    # a Bernoulli with P(engaged | shown at k) = examination(k) * sigmoid(a * score + b), so a
-    # product skipped where it was surely seen says it is not relevant, one skipped where it was
-    # hardly seen says little, and no weight is ever inverted (see `examination_loss`).
-    pbm_weight: float = 0.0
+    # Weight of the examination loss (`examination_loss`; 0: off). Learning curve, NDCG@10 after
+    # 20k sessions against the frozen head: shoppers who look at fewer results (eta = 2) 1.19x
+    # without it, 1.28x with it (and the judging clip); eta = 1 shoppers 1.33x and 1.32x.
+    pbm_weight: float = 1.0
     class_weights: bool = True
     ips: bool = True
     # Measured on 5,000 simulated sessions (44k catalog), NDCG@10 against the true grades: the
@@ -386,7 +388,8 @@ def train(
     cw_map = class_weights(b.grades[train_idx], b.valid[train_idx], levels)
     cw = torch.tensor([cw_map[c] if config.class_weights else 1.0 for c in range(levels + 1)])
     ipw_all = inverse_propensity(b.positions, bias, config.ips_clip, config.ips)
-    ex_all = inverse_propensity(b.positions, bias, float("inf"), True).reciprocal()
+    # without position-bias correction (an ablation) every shown product counts as examined
+    ex_all = inverse_propensity(b.positions, bias, float("inf"), config.ips).reciprocal()
     agree = head.attributes.weights if head.attributes is not None else None
     params = [p for p in head.parameters() if p.requires_grad and p is not agree]
     groups: list[dict[str, Any]] = [{"params": params}]

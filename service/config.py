@@ -100,10 +100,10 @@ class Settings(BaseSettings):
         20.0, ge=1.0, description="Largest inverse-propensity weight (bias against variance)."
     )
     learner_pbm_weight: float = Field(
-        0.0,
+        1.0,
         ge=0.0,
-        description="Weight of the examination-model loss, which also learns from searches "
-        "without an engagement (0: off).",
+        description="Weight of the examination loss, which also learns from skips where the "
+        "shopper surely looked (0: off, only to measure its effect).",
     )
     promotion_margin: float = Field(0.002, ge=0, description="IPS-NDCG@10 gain to promote.")
     lease_seconds: float = Field(
