@@ -321,7 +321,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200, help="sequential requests per query type")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10, help="duration of each throughput run")
-    ap.add_argument("--ingest-limit", type=int, default=3000, help="products for ingest throughput")
+    ap.add_argument(
+        "--ingest-limit", type=int, default=3000, help="products for ingest throughput (0: skip it)"
+    )
     ap.add_argument("--busy-cores", type=int, default=0, help="CPU-bound processes beside it")
     args = ap.parse_args()
     require_shared()
@@ -370,7 +372,9 @@ def main() -> None:
         runs = measure(url, bodies, floor, http_url, args.repeats, args.seconds)
         rss_loaded = rss_mb(proc.pid)
     res = {k: median_of(v) for k, v in runs.items()}
-    ingest = ingest_throughput(args.ingest_limit) if not args.busy_cores else {}
+    ingest = (
+        ingest_throughput(args.ingest_limit) if args.ingest_limit and not args.busy_cores else {}
+    )
 
     busy = f", {args.busy_cores} core(s) kept busy beside it" if args.busy_cores else ""
     print(f"\nlatency through HTTP, 44k products, median of {args.repeats} runs (ms){busy}")
