@@ -252,14 +252,20 @@ def class_weights(grades: torch.Tensor, valid: torch.Tensor, levels: int) -> dic
     return {c: round(raw.get(c, top) / ref, 4) for c in range(levels + 1)}
 
 
-def inverse_propensity(
-    positions: torch.Tensor, bias: PositionBias, clip: float, enabled: bool
+def examination_at(
+    positions: torch.Tensor, bias: PositionBias, enabled: bool = True
 ) -> torch.Tensor:
+    """P(examined) at each 1-based position; every position examined when not `enabled`."""
     if not enabled:
         return torch.ones_like(positions, dtype=torch.float32)
     ex = torch.tensor(bias.examination, dtype=torch.float32)
-    p = ex[(positions - 1).clamp(max=len(ex) - 1)]
-    return (1.0 / p).clamp(max=clip)
+    return ex[(positions - 1).clamp(max=len(ex) - 1)]
+
+
+def inverse_propensity(
+    positions: torch.Tensor, bias: PositionBias, clip: float, enabled: bool
+) -> torch.Tensor:
+    return (1.0 / examination_at(positions, bias, enabled)).clamp(max=clip)
 
 
 def judging_clip(bias: PositionBias, clip: float, depth: int = 10) -> float:
@@ -294,10 +300,18 @@ def examination_loss(s: torch.Tensor, b: Batch, ex: torch.Tensor, ab: torch.Tens
     was not what they wanted. Examination enters as a factor, not as an inverse weight, so
     nothing is clipped and no rare click dominates (the position-based click model's own
     likelihood, as the holdout's log-loss judges it)."""
+    return event_nll(s, b, ex, ab).sum()
+
+
+def event_nll(
+    s: torch.Tensor, b: Batch, ex: torch.Tensor, ab: torch.Tensor, level: int = 1
+) -> torch.Tensor:
+    """(B, K) log-loss of P(grade >= level | shown at k) = ex(k) * sigmoid(a * s + b) per shown
+    product, with (a, b) per query type (`ab`: (types, 2)); zero where nothing was shown."""
     a, c = ab[b.qtype, :1], ab[b.qtype, 1:]
     p = (ex * torch.sigmoid(a * s.masked_fill(~b.valid, 0.0) + c)).clamp(1e-6, 1 - 1e-6)
-    y = ((b.grades > 0) & b.valid).float()
-    return (F.binary_cross_entropy(p, y, reduction="none") * b.valid).sum()
+    y = (b.grades >= level).float()
+    return F.binary_cross_entropy(p, y, reduction="none") * b.valid
 
 
 def child_head(
@@ -389,7 +403,7 @@ def train(
     cw = torch.tensor([cw_map[c] if config.class_weights else 1.0 for c in range(levels + 1)])
     ipw_all = inverse_propensity(b.positions, bias, config.ips_clip, config.ips)
     # without position-bias correction (an ablation) every shown product counts as examined
-    ex_all = inverse_propensity(b.positions, bias, float("inf"), config.ips).reciprocal()
+    ex_all = examination_at(b.positions, bias, config.ips)
     agree = head.attributes.weights if head.attributes is not None else None
     params = [p for p in head.parameters() if p.requires_grad and p is not agree]
     groups: list[dict[str, Any]] = [{"params": params}]
@@ -476,7 +490,7 @@ def fit_calibration(
     b = f.batch
     with torch.no_grad():
         s = scores(head, f, b)
-    ex = inverse_propensity(b.positions, bias, float("inf"), True).reciprocal()
+    ex = examination_at(b.positions, bias)
     y = ((b.grades >= min_grade) & b.valid).float()
     overall = _fit_ab(s[b.valid], ex[b.valid], y[b.valid], steps)
     out: dict[str, tuple[float, float]] = {}
@@ -537,14 +551,11 @@ def evaluate(
         s = scores(head, f, b)
     dcg, idcg = _dcg_per_search(s, b, bias, clip)
     has_pos = idcg > 0
-    ex = inverse_propensity(b.positions, bias, float("inf"), True).reciprocal()
+    ex = examination_at(b.positions, bias)
     ll: dict[str, torch.Tensor] = {}
     for name, level in event_levels.items():
-        ab = torch.tensor([calibration[name][t] for t in QUERY_TYPES])[b.qtype]  # (B, 2)
-        logit = ab[:, :1] * s.masked_fill(~b.valid, 0.0) + ab[:, 1:]
-        p = (ex * torch.sigmoid(logit)).clamp(1e-6, 1 - 1e-6)
-        y = (b.grades >= level).float()
-        per = F.binary_cross_entropy(p, y, reduction="none") * b.valid
+        ab = torch.tensor([calibration[name][t] for t in QUERY_TYPES])
+        per = event_nll(s, b, ex, ab, level)
         ll[name] = per.sum(1) / b.valid.sum(1).clamp(min=1)
     out: dict[str, dict[str, float]] = {}
     groups = {"all": torch.ones(len(b), dtype=torch.bool)}

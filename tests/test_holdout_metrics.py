@@ -11,9 +11,9 @@ from learner.finetune import (
     Batch,
     Features,
     evaluate,
+    examination_at,
     examination_loss,
     fit_calibration,
-    inverse_propensity,
     ips_ndcg,
     judging_clip,
 )
@@ -85,7 +85,7 @@ def test_a_skip_where_it_was_surely_seen_teaches_more_than_one_hardly_seen():
     (examined a tenth of the time, eta = 1); a click pushes up whatever its position."""
     bias = PositionBias.power(1.0, "test")
     b = batch([[0.0] * 10], [[0] * 10], [0])
-    ex = inverse_propensity(b.positions, bias, math.inf, True).reciprocal()
+    ex = examination_at(b.positions, bias)
     ab = torch.tensor([[1.0, 0.0]] * len(QUERY_TYPES))
     s = torch.zeros(1, 10, requires_grad=True)
     examination_loss(s, b, ex, ab).backward()
