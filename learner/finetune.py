@@ -240,6 +240,17 @@ def scores(head: FusionHead, f: Features, b: Batch) -> torch.Tensor:
     return out.masked_fill(~b.valid, float("-inf"))
 
 
+@torch.no_grad()
+def all_scores(head: FusionHead, f: Features, chunk: int = 2048) -> torch.Tensor:
+    """`scores` of every search in `f`, a chunk of searches at a time: all at once, the
+    interaction gathers a (B, K, d) product tensor, 1.4 GB for 28,000 searches."""
+    b = f.batch
+    idx = torch.arange(len(b))
+    return torch.cat(
+        [scores(head, f, b.take(idx[i : i + chunk])) for i in range(0, max(len(b), 1), chunk)]
+    )
+
+
 def class_weights(grades: torch.Tensor, valid: torch.Tensor, levels: int) -> dict[int, float]:
     """Balanced weights N / (classes * n_c) over grades 0..levels seen in the window, scaled so
     that a click (grade 1) weighs 1; absent classes get the largest weight seen."""
@@ -411,7 +422,9 @@ def train(
         groups.append({"params": [agree], "lr": config.attribute_lr})
     ab = torch.zeros(len(QUERY_TYPES), 2)
     if config.pbm_weight > 0:  # the start head's calibration, then trained along with it
-        cal = fit_calibration(head, Features(b.take(train_idx), f.products), bias, 1)
+        cal = fit_calibration(head, Features(b.take(train_idx), f.products), bias, {"click": 1})[
+            "click"
+        ]
         ab = torch.tensor([cal[t] for t in QUERY_TYPES]).requires_grad_(True)
         groups.append({"params": [ab], "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
@@ -481,22 +494,32 @@ def _fit_ab(s: torch.Tensor, ex: torch.Tensor, y: torch.Tensor, steps: int) -> t
 
 
 def fit_calibration(
-    head: FusionHead, f: Features, bias: PositionBias, min_grade: int, steps: int = 200
-) -> dict[str, tuple[float, float]]:
-    """Per query type, (a, b) of P(grade >= min_grade | shown at k) = examination(k) *
-    sigmoid(a * s + b). Per type because the types' scores spread differently (a residual that
-    sharpens composed queries would otherwise be judged against a text-dominated fit); a type
-    without training searches gets the fit over all of them."""
+    head: FusionHead,
+    f: Features,
+    bias: PositionBias,
+    levels: Mapping[str, int],
+    steps: int = 200,
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """For each named event level and query type, (a, b) of P(grade >= level | shown at k) =
+    examination(k) * sigmoid(a * s + b). Per type because the types' scores spread differently
+    (a residual that sharpens composed queries would otherwise be judged against a
+    text-dominated fit); a type without searches here gets the fit over all of them. The head
+    scores `f` once for every level."""
     b = f.batch
-    with torch.no_grad():
-        s = scores(head, f, b)
+    s = all_scores(head, f)
     ex = examination_at(b.positions, bias)
-    y = ((b.grades >= min_grade) & b.valid).float()
-    overall = _fit_ab(s[b.valid], ex[b.valid], y[b.valid], steps)
-    out: dict[str, tuple[float, float]] = {}
-    for i, t in enumerate(QUERY_TYPES):
-        sel = b.valid & (b.qtype == i)[:, None]
-        out[t] = _fit_ab(s[sel], ex[sel], y[sel], steps) if sel.any() else overall
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, level in levels.items():
+        y = ((b.grades >= level) & b.valid).float()
+        fits: dict[str, tuple[float, float]] = {}
+        for i, t in enumerate(QUERY_TYPES):
+            sel = b.valid & (b.qtype == i)[:, None]
+            if sel.any():
+                fits[t] = _fit_ab(s[sel], ex[sel], y[sel], steps)
+        if len(fits) < len(QUERY_TYPES):
+            overall = _fit_ab(s[b.valid], ex[b.valid], y[b.valid], steps)
+            fits = {t: fits.get(t, overall) for t in QUERY_TYPES}
+        out[name] = fits
     return out
 
 
@@ -530,8 +553,7 @@ def _ratio(dcg: torch.Tensor, idcg: torch.Tensor, sel: torch.Tensor) -> float:
 
 
 def ips_ndcg(head: FusionHead, f: Features, bias: PositionBias, clip: float) -> float:
-    with torch.no_grad():
-        dcg, idcg = _dcg_per_search(scores(head, f, f.batch), f.batch, bias, clip)
+    dcg, idcg = _dcg_per_search(all_scores(head, f), f.batch, bias, clip)
     return _ratio(dcg, idcg, idcg > 0)
 
 
@@ -547,8 +569,7 @@ def evaluate(
     """Per query type (and "all"): IPS-weighted NDCG@10 of re-ranking what was shown, over
     searches with an engaged product, and the log-loss of each calibrated event level."""
     b = f.batch
-    with torch.no_grad():
-        s = scores(head, f, b)
+    s = all_scores(head, f)
     dcg, idcg = _dcg_per_search(s, b, bias, clip)
     has_pos = idcg > 0
     ex = examination_at(b.positions, bias)

@@ -170,13 +170,13 @@ def run_refresh(
     clip = judging_clip(bias, config.train.ips_clip)
 
     def judge(head: FusionHead) -> tuple[dict[str, Any], dict[str, dict[str, tuple[float, float]]]]:
-        cal = {n: fit_calibration(head, f_train, bias, lvl) for n, lvl in event_levels.items()}
+        cal = fit_calibration(head, f_train, bias, event_levels)
         return evaluate(
             head, f_hold, bias, clip=clip, calibration=cal, event_levels=event_levels
         ), cal
 
     parent_m, _ = judge(parent)
-    cand_m, _ = judge(candidate)
+    cand_m, cand_cal = judge(candidate)
     accept, reasons = {}, {}
     for t in QUERY_TYPES:
         p, c = parent_m[t], cand_m[t]
@@ -197,8 +197,12 @@ def run_refresh(
             )
         else:
             accept[t], reasons[t] = True, "better on the holdout"
-    final = merge_per_type(candidate, parent, accept)
-    final_m, calibration = judge(final)
+    # Judged again only when it differs from both: all accepted is the candidate itself, and
+    # with none accepted the candidate is what is kept (as rejected).
+    final, final_m, calibration = candidate, cand_m, cand_cal
+    if any(accept.values()) and not all(accept.values()):
+        final = merge_per_type(candidate, parent, accept)
+        final_m, calibration = judge(final)
     lap("judge")
     promoted = any(accept.values()) and all(
         final_m[t]["ips_ndcg@10"] >= parent_m[t]["ips_ndcg@10"] - 1e-9
@@ -215,15 +219,18 @@ def run_refresh(
             "calibration": calibration,
         }
     )
-    card = {
+    kept, kept_m, kept_cal = (
+        (final, final_m, calibration) if promoted else (candidate, cand_m, cand_cal)
+    )
+    card = {  # of the head saved: the merged one if promoted, else the rejected candidate
         "parent": parent_version,
         "position_bias": {"eta": bias_stats["eta"], "source": bias.source},
         "class_weights": info["class_weights"],
         "window": detail["window"],
-        "holdout": final_m,
-        "calibration": calibration,
+        "holdout": kept_m,
+        "calibration": kept_cal,
     }
-    version = save_head(heads_dir, final if promoted else candidate, card)
+    version = save_head(heads_dir, kept, card)
     weights_sha = read_manifest(heads_dir / version)["files"][WEIGHTS]
     if version == parent_version:
         detail["reason"] = "training did not change the head (no epoch beat the start)"
@@ -249,7 +256,7 @@ def run_refresh(
                 window_start=start,
                 window_end=cutoff,
                 class_weights=_jsonable(info["class_weights"]),
-                metrics={"holdout": final_m if promoted else cand_m, "active": parent_m},
+                metrics={"holdout": kept_m, "active": parent_m},
             ),
         )
         if promoted and registered:

@@ -72,7 +72,7 @@ def test_log_loss_is_calibrated_per_query_type(head):
         QUERY_TYPES.index("text") if i % 2 == 0 else QUERY_TYPES.index("image") for i in range(n)
     ]
     f = Features(batch((s / scale).tolist(), clicked.tolist(), qtype), torch.zeros(1, 1))
-    cal = fit_calibration(head, f, bias, 1)
+    cal = fit_calibration(head, f, bias, {"click": 1})["click"]
     assert cal["text"][0] == pytest.approx(20, rel=0.25)
     assert cal["image"][0] == pytest.approx(2, rel=0.25)
     m = evaluate(head, f, bias, clip=20, calibration={"click": cal}, event_levels={"click": 1})
