@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         summary="Multimodal product search that learns from shoppers.",
         lifespan=lifespan,
     )
+    app.router.routes.extend(search.HOT_ROUTES)
     app.include_router(search.router)
     app.include_router(products.router)
     app.include_router(feedback.router)

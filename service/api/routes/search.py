@@ -6,11 +6,13 @@ import time
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+import orjson
 from fastapi import APIRouter, Request, Response
+from starlette.routing import Route
 
 from service.api.body import json_and_multipart, parse_body
-from service.api.deps import RuntimeDep, SearcherDep
-from service.api.schemas import ERROR_RESPONSES, SearchHit, SearchRequest, SearchResponse
+from service.api.deps import RuntimeDep, SearcherDep, get_runtime, get_searcher
+from service.api.schemas import ERROR_RESPONSES, SearchRequest, SearchResponse
 from service.embedding_cache import content_key
 from service.images import decode_base64
 from service.search import SearchQuery, SearchResult
@@ -108,26 +110,40 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
     )
     rt.metrics.shown(result.search_id, result.model_version)
     base = str(request.base_url).rstrip("/")
-    response = SearchResponse(
-        search_id=result.search_id,
-        model_version=result.model_version,
-        results=[
-            SearchHit(
-                product_id=h.product.id,
-                position=i,
-                score=h.score,
-                title=h.product.title,
-                image_url=image_url(request, h.product.id, base),
-                attributes=h.product.attributes,
-            )
-            for i, h in enumerate(result.hits, start=1)
-        ],
+    # SearchResponse's fields, serialised straight from the hits (a tenth of the time of
+    # building 20 validated models first)
+    body_json = orjson.dumps(
+        {
+            "search_id": result.search_id,
+            "model_version": result.model_version,
+            "results": [
+                {
+                    "product_id": h.product.id,
+                    "position": i,
+                    "score": h.score,
+                    "title": h.product.title,
+                    "image_url": image_url(request, h.product.id, base),
+                    "attributes": h.product.attributes,
+                }
+                for i, h in enumerate(result.hits, start=1)
+            ],
+        }
     )
-    # Already validated by construction: serialise once in Rust instead of re-validating.
-    body_json = response.model_dump_json()
     # Where the time went, for operators and the latency benchmark (shown by browsers' devtools).
     timing = (
         f"encode;dur={result.encode_ms:.2f}, search;dur={result.latency_ms:.2f}, "
         f"route;dur={(time.perf_counter() - started) * 1000:.2f}"
     )
     return Response(body_json, media_type="application/json", headers={"Server-Timing": timing})
+
+
+async def _serve_search(request: Request) -> Response:
+    rt = await get_runtime(request)
+    return await search(request, rt, await get_searcher(rt))
+
+
+# The same endpoint as a plain Starlette route, mounted in front of the documented one (which
+# stays for OpenAPI): FastAPI's per-request dependency solving and exit stacks cost 0.2 ms of a
+# 12 ms text search (0.34 against 0.13 ms from the app's entry to the endpoint and back, timed
+# in the server through HTTP). Errors take the same exception handlers.
+HOT_ROUTES = [Route("/v1/search", _serve_search, methods=["POST"])]
