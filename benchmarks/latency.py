@@ -119,7 +119,7 @@ class Floor:
             stdout=subprocess.PIPE,
             text=True,
         )
-        self.threads = int(json.loads(self._read())["threads"])
+        self.threads: list[int] = json.loads(self._read())["threads"]
 
     def _read(self) -> str:
         assert self.proc.stdout is not None
@@ -128,11 +128,12 @@ class Floor:
             raise SystemExit("the encoder floor process died")
         return line
 
-    def times(self, kind: str, items: list[int]) -> list[float]:
+    def times(self, kind: str, items: list[int]) -> dict[int, list[float]]:
+        """Each query's bare encode time (ms) at every thread count the floor measures."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps([kind, items]) + "\n")
         self.proc.stdin.flush()
-        return [float(x) for x in json.loads(self._read())]
+        return {int(n): [float(x) for x in ms] for n, ms in json.loads(self._read()).items()}
 
     def close(self) -> None:
         try:
@@ -172,11 +173,13 @@ def sequential(
 ) -> dict[str, float]:
     """Client round-trip percentiles and the medians of the server's own timings; with `floor`
     (and the queries' kind), blocks of `block` searches alternate with the bare encodes of the
-    same queries, whose median is `floor_ms`, and with `http_floor` (benchmarks.http_floor's
-    URL) with the same requests sent there, whose median round trip is `http_ms`."""
+    same queries, whose median at the faster thread count is `floor_ms`, and with `http_floor`
+    (benchmarks.http_floor's URL) with the same requests sent there, whose median round trip is
+    `http_ms`."""
     conn = connect(url)
     bare_http = connect(http_floor) if http_floor else None
-    rtt, server, bare, http = [], [], [], []
+    rtt, server, http = [], [], []
+    bare: dict[int, list[float]] = {}
     for start in range(0, len(bodies), block):
         for body in bodies[start : start + block]:
             t0 = time.perf_counter()
@@ -187,7 +190,10 @@ def sequential(
             server.append(timing)
         if floor is not None:
             proc, kind = floor
-            bare += proc.times(kind, list(range(start, min(start + block, len(bodies)))))
+            for n, ms in proc.times(
+                kind, list(range(start, min(start + block, len(bodies))))
+            ).items():
+                bare.setdefault(n, []).extend(ms)
         if bare_http is not None:
             for body in bodies[start : start + block]:
                 t0 = time.perf_counter()
@@ -198,7 +204,10 @@ def sequential(
     for key in ("encode", "search", "route"):
         out[f"server_{key}"] = float(np.median([t[key] for t in server]))
     if bare:
-        out["floor_ms"] = float(np.median(bare))
+        medians = {n: float(np.median(ms)) for n, ms in bare.items()}
+        out["floor_threads"] = min(medians, key=medians.__getitem__)
+        out["floor_ms"] = medians[out["floor_threads"]]
+        out |= {f"floor_ms_{n}_threads": ms for n, ms in medians.items()}
     if bare_http is not None:
         bare_http.close()
         out["http_ms"] = float(np.median(http))
@@ -397,8 +406,9 @@ def main() -> None:
             f" {r['server_route']:7.2f}"
         )
     print(
-        "(encoder: the bare encoders' median on the same queries, in their own process with "
-        f"{floor.threads} thread(s), alternated with the searches in blocks of 20;\n http: the "
+        "(encoder: the bare encoders' median on the same queries, in their own process, at the "
+        "faster of 1 and all threads\n (measured in every block), alternated with the searches "
+        "in blocks of 20; http: the "
         "same requests' round trip to a bare uvicorn app that does no work and answers with a "
         "search's bytes\n (benchmarks.http_floor), alternated likewise; rest = p50 - encoder - "
         "http, what the service itself adds;\n photo12mp: image search with a 12 MP phone photo; "
