@@ -422,9 +422,8 @@ def train(
         groups.append({"params": [agree], "lr": config.attribute_lr})
     ab = torch.zeros(len(QUERY_TYPES), 2)
     if config.pbm_weight > 0:  # the start head's calibration, then trained along with it
-        cal = fit_calibration(head, Features(b.take(train_idx), f.products), bias, {"click": 1})[
-            "click"
-        ]
+        at_start = Features(b.take(train_idx), f.products)
+        cal = fit_calibration(head, at_start, bias, {"click": 1})["click"]
         ab = torch.tensor([cal[t] for t in QUERY_TYPES]).requires_grad_(True)
         groups.append({"params": [ab], "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
