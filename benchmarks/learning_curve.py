@@ -163,6 +163,12 @@ def run_variant(
                     "window_searches": detail.get("window_searches"),
                     "server_rss_mb": max(rss_before, rss_mb(proc.pid)),
                     "reason": detail.get("reason"),
+                    # what the gate saw, per query type: a promoted drop can be looked into
+                    "type_reasons": detail.get("type_reasons"),
+                    "holdout_ips_ndcg@10": {
+                        head: {t: m.get("ips_ndcg@10") for t, m in metrics.items()}
+                        for head, metrics in (detail.get("holdout") or {}).items()
+                    },
                 }
             row["ndcg@10"] = evaluate(url, eval_sessions, photos)
             if heldout:
