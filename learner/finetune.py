@@ -507,14 +507,16 @@ def fit_calibration(
     b = f.batch
     s = all_scores(head, f)
     ex = examination_at(b.positions, bias)
+    types = {
+        t: sel
+        for i, t in enumerate(QUERY_TYPES)
+        if (sel := b.valid & (b.qtype == i)[:, None]).any()
+    }
+    picked = {t: (s[sel], ex[sel]) for t, sel in types.items()}
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for name, level in levels.items():
         y = ((b.grades >= level) & b.valid).float()
-        fits: dict[str, tuple[float, float]] = {}
-        for i, t in enumerate(QUERY_TYPES):
-            sel = b.valid & (b.qtype == i)[:, None]
-            if sel.any():
-                fits[t] = _fit_ab(s[sel], ex[sel], y[sel], steps)
+        fits = {t: _fit_ab(*picked[t], y[sel], steps) for t, sel in types.items()}
         if len(fits) < len(QUERY_TYPES):
             overall = _fit_ab(s[b.valid], ex[b.valid], y[b.valid], steps)
             fits = {t: fits.get(t, overall) for t in QUERY_TYPES}
