@@ -12,7 +12,7 @@ Queries are synthetic.
 --busy-cores N runs N CPU-bound processes beside the server and the floor while they are
 measured: a `fusionrank learner` refreshing on the same machine, or a noisy neighbour, takes a
 core away like this (results in latency_busy.json, without the ingest part).
-Usage: python benchmarks/latency.py [--data-dir DIR] [--requests N] [--repeats 3] [--busy-cores N]
+Usage: python -m benchmarks.latency [--data-dir DIR] [--requests N] [--repeats 3] [--busy-cores N]
 """
 
 from __future__ import annotations
@@ -322,6 +322,23 @@ def measure(
     return runs
 
 
+def asked_again(data_dir: Path, bodies: dict[str, list[bytes]], repeats: int) -> dict[str, Any]:
+    """Searches asked before, on a server with the default query cache (service.query_cache):
+    their vectors are kept, so they skip the encoders. Each query is asked once first."""
+    proc, url = start_server(data_dir)
+    try:
+        out = {}
+        for kind in ("text", "image"):
+            sequential(url, bodies[kind])
+            out[f"{kind} again"] = median_of(
+                [sequential(url, bodies[kind]) for _ in range(repeats)]
+            )
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -366,7 +383,8 @@ def main() -> None:
             }
         )
         stack.callback(floor.close)
-        proc, url = start_server(args.data_dir)
+        # every search encodes: the targets are about the encoder path (see asked_again)
+        proc, url = start_server(args.data_dir, env={"FUSIONRANK_QUERY_CACHE": "0"})
         stack.callback(proc.wait, 30)
         stack.callback(proc.terminate)
         rss_idle = rss_mb(proc.pid)
@@ -380,7 +398,8 @@ def main() -> None:
         stack.callback(bare_http.terminate)
         runs = measure(url, bodies, floor, http_url, args.repeats, args.seconds)
         rss_loaded = rss_mb(proc.pid)
-    res = {k: median_of(v) for k, v in runs.items()}
+        res = {k: median_of(v) for k, v in runs.items()}
+        res |= asked_again(args.data_dir, bodies, args.repeats)
     ingest = (
         ingest_throughput(args.ingest_limit) if args.ingest_limit and not args.busy_cores else {}
     )
@@ -391,7 +410,7 @@ def main() -> None:
         f"{'search':10} {'p50':>7} {'p95':>7} {'p99':>7} {'encoder':>8} {'p50/enc':>8}"
         f" {'http':>6} {'rest':>6}   server: {'encode':>7} {'search':>7} {'route':>7}"
     )
-    for kind in ("text", "image", "composed", "photo12mp"):
+    for kind in ("text", "image", "composed", "photo12mp", "text again", "image again"):
         r = res[kind]
         bare = r.get("floor_ms")
         vs = f"{bare:8.2f} {r['p50'] / bare:8.2f}" if bare else f"{'':8} {'':8}"
@@ -412,7 +431,9 @@ def main() -> None:
         "same requests' round trip to a bare uvicorn app that does no work and answers with a "
         "search's bytes\n (benchmarks.http_floor), alternated likewise; rest = p50 - encoder - "
         "http, what the service itself adds;\n photo12mp: image search with a 12 MP phone photo; "
-        "server columns are medians)"
+        "server columns are medians;\n again: the text and image queries asked a second time, on a "
+        "server with the default "
+        "query cache, which skips their encoders)"
     )
     print(f"\n{'concurrency':12} {'req/s':>8} {'failed':>7}   (text search)")
     for c in (1, 4, 8):

@@ -8,7 +8,7 @@
 Queries are SYNTHETIC (generated from catalog attributes); image queries are 224 px photos from
 ../shared/data/fashion224 searched against the 60x80 catalog thumbnails. `--phrasings heldout`
 asks the same needs in wordings nothing here was tuned on (benchmarks.common.PHRASINGS).
-Usage: python benchmarks/quality.py [--data-dir DIR] [--per-kind N] [--phrasings dev|heldout]
+Usage: python -m benchmarks.quality [--data-dir DIR] [--per-kind N] [--phrasings dev|heldout]
 """
 
 from __future__ import annotations

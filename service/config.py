@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     candidates_per_channel: int = Field(100, ge=10, le=2000)
     hnsw_m: int = Field(32, ge=4, le=128)
     hnsw_ef_search: int = Field(128, ge=16, le=4096)
+    query_cache: int = Field(
+        10_000,
+        ge=0,
+        description="Texts, and photos, whose query vectors are kept so that a repeated query "
+        "skips its encoders (least recently used go first; at 10,000, about 15 MB of text and "
+        "70 MB of photo vectors). 0 = encode every query.",
+    )
     exact_filter_limit: int = Field(
         20000, ge=0, description="Filtered searches over at most this many products are exact."
     )

@@ -150,6 +150,7 @@ def _load_catalog(rt: Runtime) -> None:
         concurrency=search_concurrency(settings),
         threads=settings.torch_threads,
         explore_rate=settings.explore_rate,
+        query_cache=settings.query_cache,
     )
     warm(active, rt.searcher)  # e.g. a head's per-row attribute codes, before the first shopper
     rt.searcher.warm_encoders()

@@ -26,6 +26,7 @@ from service.embedder import Embedder
 from service.encoders import TextEncoder
 from service.errors import BadRequest, UnknownFilter
 from service.index import CatalogIndex, ProductMeta
+from service.query_cache import QueryCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ class ActiveHead:
 class SearchQuery:
     text: str | None = None
     image: Image.Image | None = None
-    image_sha256: str | None = None
+    image_sha256: str | None = None  # of the photo's bytes (content_key): keys the query cache
     k: int = 20
     filters: dict[str, Any] = field(default_factory=dict)  # raw; validated by the searcher
     user_id: str | None = None
@@ -63,7 +64,7 @@ class SearchResult:
     query_type: str
     hits: list[Hit]
     latency_ms: float  # the whole search, encoders included
-    encode_ms: float  # the frozen encoders alone (the floor a search cannot beat)
+    encode_ms: float  # the frozen encoders alone (the floor a search cannot beat; 0 if cached)
     explore: bool
     text_vector: np.ndarray | None  # the frozen query features, logged for the learner
     image_vector: np.ndarray | None
@@ -272,7 +273,10 @@ class Searcher:
         threads: int = 0,
         explore_rate: float = 0.0,
         rng: random.Random | None = None,
+        query_cache: int = 0,
     ) -> None:
+        """`query_cache`: how many texts, and how many photos, keep their vectors
+        (service.query_cache; 0: every query is encoded)."""
         self.embedder = embedder
         self.index = index
         self.active = active
@@ -284,6 +288,8 @@ class Searcher:
         self.cores = EncodeThreads(threads or os.cpu_count() or 1, fixed=threads > 0)
         # a composed query's text encoder, beside its image encoder (a thread starts on first use)
         self._text_thread = ThreadPoolExecutor(1, thread_name_prefix="encode-text")
+        self.text_cache: QueryCache[np.ndarray] = QueryCache(query_cache)
+        self.photo_cache: QueryCache[tuple[np.ndarray, np.ndarray | None]] = QueryCache(query_cache)
 
     @torch.inference_mode()
     def warm_encoders(self) -> None:
@@ -321,6 +327,37 @@ class Searcher:
         qv = ie.encode([image])[0] if image is not None else None
         return qt, qv
 
+    def _vectors(
+        self, sq: SearchQuery
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, float]:
+        """The query's frozen text, image and colour vectors, from the query cache where it has
+        them (a photo only when its `image_sha256` is given); the encoders run for the rest.
+        Also the milliseconds spent in them (0 when everything was cached)."""
+        te, ie = self.embedder.text_encoder, self.embedder.image_encoder
+        qt = self.text_cache.get(te.id, sq.text) if sq.text else None
+        photo = None
+        if sq.image is not None and sq.image_sha256:
+            photo = self.photo_cache.get(ie.id, sq.image_sha256)
+        qv, qc = photo if photo is not None else (None, None)
+        text = sq.text if qt is None else None
+        image = sq.image if photo is None else None
+        if not text and image is None:
+            return qt, qv, qc, 0.0
+        # the thread choice learns from what is encoded, not from what was asked
+        with self._encode_slots, self.cores.claim(query_type(bool(text), image is not None)) as n:
+            started = time.perf_counter()
+            new_t, new_v = self._encode(text, image, n)
+            encode_ms = (time.perf_counter() - started) * 1000
+        if text and new_t is not None:
+            qt = new_t
+            self.text_cache.put(te.id, text, qt)
+        if image is not None:
+            assert new_v is not None
+            qv, qc = new_v, self.embedder.colour(image)
+            if sq.image_sha256:
+                self.photo_cache.put(ie.id, sq.image_sha256, (qv, qc))
+        return qt, qv, qc, encode_ms
+
     def normalise_filters(self, filters: dict[str, Any]) -> dict[str, list[str]]:
         known = self.index.attribute_names()
         out: dict[str, list[str]] = {}
@@ -340,12 +377,7 @@ class Searcher:
         started = time.perf_counter()
         active = self.active  # one read: a swap mid-request cannot mix two heads
         filters = self.normalise_filters(sq.filters)
-        kind = query_type(bool(sq.text), sq.image is not None)
-        with self._encode_slots, self.cores.claim(kind) as threads:
-            encode_start = time.perf_counter()
-            qt, qv = self._encode(sq.text, sq.image, threads)
-            encode_ms = (time.perf_counter() - encode_start) * 1000
-        qc = self.embedder.colour(sq.image) if sq.image else None
+        qt, qv, qc, encode_ms = self._vectors(sq)
         q = active.head.query(
             None if qt is None else torch.from_numpy(qt),
             None if qv is None else torch.from_numpy(qv),

@@ -132,6 +132,57 @@ def test_a_lone_composed_query_runs_its_two_encoders_side_by_side(runtime, inges
     assert [h.product.id for h in side_by_side.hits] == [h.product.id for h in one_after_other.hits]
 
 
+def test_repeated_texts_and_photos_reuse_their_vectors_and_the_least_recent_go(
+    runtime, ingested
+):
+    import copy
+
+    real = runtime.searcher.embedder
+    calls = {"text": 0, "image": 0}
+
+    class Counting:  # the real encoder, counting its calls
+        def __init__(self, encoder, kind: str) -> None:
+            self.encoder, self.kind = encoder, kind
+            self.id, self.dim = encoder.id, encoder.dim
+
+        def encode(self, items):
+            calls[self.kind] += 1
+            return self.encoder.encode(items)
+
+    embedder = copy.copy(real)
+    embedder.text_encoder = Counting(real.text_encoder, "text")
+    embedder.image_encoder = Counting(real.image_encoder, "image")
+    searcher = Searcher(
+        embedder, runtime.searcher.index, runtime.searcher.active, per_channel=100, query_cache=2
+    )
+    photo = Path(ingested.rows[12]["image_path"]).read_bytes()
+
+    def composed():
+        image = real.decode(photo)
+        return searcher.search(SearchQuery(text="red", image=image, image_sha256="p1", k=10))
+
+    first, again = composed(), composed()
+    assert calls == {"text": 1, "image": 1}
+    assert first.encode_ms > 0 and again.encode_ms == 0
+    for vec in ("text_vector", "image_vector", "colour_vector"):
+        np.testing.assert_array_equal(getattr(first, vec), getattr(again, vec))
+    assert [(h.product.id, h.score) for h in first.hits] == [
+        (h.product.id, h.score) for h in again.hits
+    ]
+    searcher.search(SearchQuery(text="red", k=5))  # the text alone was kept too
+    assert calls["text"] == 1
+    searcher.search(SearchQuery(image=real.decode(photo), k=5))  # no sha256: no key to keep
+    assert calls["image"] == 2
+    for text in ("blue", "green", "red"):  # two newer texts pushed "red" out
+        searcher.search(SearchQuery(text=text, k=5))
+    assert calls["text"] == 4
+    assert (searcher.text_cache.hits, len(searcher.text_cache)) == (2, 2)
+    uncached = Searcher(embedder, searcher.index, searcher.active, per_channel=100)
+    for _ in range(2):
+        uncached.search(SearchQuery(text="red", k=5))
+    assert calls["text"] == 6
+
+
 @pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "faiss-idselector"])
 def test_filters_on_real_vectors_return_exactly_k(ingested, embedder, exact_limit):
     settings = ingested.settings.model_copy(update={"exact_filter_limit": exact_limit})

@@ -60,12 +60,15 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
     if body.image:
         image_bytes = decode_base64(body.image, limit)
 
+    image_sha = content_key(image_bytes) if image_bytes is not None else None
+
     def run() -> SearchResult:  # decoding and searching, on the loop or a search thread
         image = searcher.embedder.decode(image_bytes) if image_bytes is not None else None
         return searcher.search(
             SearchQuery(
                 text=body.query,
                 image=image,
+                image_sha256=image_sha,
                 k=body.k,
                 filters=dict(body.filters or {}),
                 user_id=body.user_id,
@@ -73,7 +76,6 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
         )
 
     result = await rt.searches.run(run)
-    image_sha = content_key(image_bytes) if image_bytes is not None else None
     vectors = []  # the frozen query features, so the learner never re-encodes a query
     embedder = searcher.embedder
     for key, encoder, vec in (
