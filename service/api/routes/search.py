@@ -41,8 +41,9 @@ def image_url(request: Request, product_id: str, base: str | None = None) -> str
         200: {
             "headers": {
                 "Server-Timing": {
-                    "description": "Milliseconds spent in the encoders (encode), the whole "
-                    "search (search) and the route (route), e.g. "
+                    "description": "Milliseconds spent in the encoders (encode; 0 when the "
+                    "query cache had the query's vectors), the whole search (search) and the "
+                    "route (route), e.g. "
                     "`encode;dur=10.41, search;dur=12.02, route;dur=12.71`.",
                     "schema": {"type": "string"},
                 }
