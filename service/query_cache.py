@@ -49,5 +49,14 @@ class QueryCache(Generic[V]):
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "capacity": self.size,
+                "entries": len(self._items),
+                "hits": self.hits,
+                "misses": self.misses,
+            }
+
     def __len__(self) -> int:
         return len(self._items)

@@ -140,6 +140,12 @@ def test_a_repeated_query_skips_its_encoders_and_ranks_the_same(server, client):
     buf = io.BytesIO()  # bytes no other test sends: the first search must miss the cache
     Image.open(server.ingest.rows[7]["image_path"]).save(buf, "PNG")
     photo = base64.b64encode(buf.getvalue()).decode()
+
+    def hits() -> tuple[int, int]:
+        cache = client.get("/v1/metrics/online").json()["query_cache"]
+        return cache["text"]["hits"], cache["photo"]["hits"]
+
+    before = hits()
     for body in (
         {"query": "navy blue casual shirts for weekends", "k": 8},
         {"image": photo, "k": 8},
@@ -153,6 +159,8 @@ def test_a_repeated_query_skips_its_encoders_and_ranks_the_same(server, client):
             [(h["product_id"], h["score"]) for h in r.json()["results"]] for r in (first, again)
         ]
         assert ranked[0] == ranked[1]
+    # texts: asked again twice; photos: asked again, then twice beside a new text
+    assert np.subtract(hits(), before).tolist() == [2, 3]
 
 
 def test_default_k_is_20(client):

@@ -132,9 +132,7 @@ def test_a_lone_composed_query_runs_its_two_encoders_side_by_side(runtime, inges
     assert [h.product.id for h in side_by_side.hits] == [h.product.id for h in one_after_other.hits]
 
 
-def test_repeated_texts_and_photos_reuse_their_vectors_and_the_least_recent_go(
-    runtime, ingested
-):
+def test_repeated_texts_and_photos_reuse_their_vectors_and_the_least_recent_go(runtime, ingested):
     import copy
 
     real = runtime.searcher.embedder

@@ -198,8 +198,20 @@ class VersionOnline(BaseModel):
     drifts: int = Field(description="Times ADWIN detected a change in the click-through rate.")
 
 
+class QueryCacheStats(BaseModel):
+    capacity: int = Field(description="Most entries kept (FUSIONRANK_QUERY_CACHE; 0: off).")
+    entries: int
+    hits: int = Field(description="Searches that reused kept vectors instead of encoding.")
+    misses: int
+
+
 class OnlineMetricsPublic(BaseModel):
     window: int
     settle_seconds: float = Field(description="A search is scored this long after it was shown.")
     pending_searches: int
     versions: dict[str, VersionOnline]
+    query_cache: dict[str, QueryCacheStats] | None = Field(
+        None,
+        description="Query vectors reused by repeated searches in this process, for 'text' and "
+        "'photo'; null while the index is not loaded.",
+    )

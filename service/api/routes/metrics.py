@@ -16,4 +16,10 @@ router = APIRouter(tags=["metrics"])
     summary="Live-traffic metrics per model version (this process), with drift counts",
 )
 def online(rt: RuntimeDep) -> OnlineMetricsPublic:
-    return OnlineMetricsPublic.model_validate(rt.metrics.snapshot())
+    out = rt.metrics.snapshot()
+    if rt.searcher is not None:
+        out["query_cache"] = {
+            "text": rt.searcher.text_cache.stats(),
+            "photo": rt.searcher.photo_cache.stats(),
+        }
+    return OnlineMetricsPublic.model_validate(out)
