@@ -46,8 +46,8 @@ class Settings(BaseSettings):
         10_000,
         ge=0,
         description="Texts, and photos, whose query vectors are kept so that a repeated query "
-        "skips its encoders (least recently used go first; at 10,000, about 15 MB of text and "
-        "70 MB of photo vectors). 0 = encode every query.",
+        "skips its encoders (least recently used go first; at 10,000, about 20 MB of text and "
+        "75 MB of photo vectors). 0 = encode every query.",
     )
     exact_filter_limit: int = Field(
         20000, ge=0, description="Filtered searches over at most this many products are exact."
