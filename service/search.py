@@ -27,6 +27,7 @@ from service.encoders import TextEncoder
 from service.errors import BadRequest, UnknownFilter
 from service.index import CatalogIndex, ProductMeta
 from service.query_cache import QueryCache
+from storage.keys import content_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,9 @@ class ActiveHead:
 @dataclass
 class SearchQuery:
     text: str | None = None
-    image: Image.Image | None = None
+    # a decoded photo, or its bytes as uploaded: decoded only when its vectors are not cached, so
+    # a repeated upload skips decoding too (a 12 MP photo takes longer to decode than to encode)
+    image: Image.Image | bytes | None = None
     image_sha256: str | None = None  # of the photo's bytes (content_key): keys the query cache
     k: int = 20
     filters: dict[str, Any] = field(default_factory=dict)  # raw; validated by the searcher
@@ -331,16 +334,20 @@ class Searcher:
         self, sq: SearchQuery
     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, float]:
         """The query's frozen text, image and colour vectors, from the query cache where it has
-        them (a photo only when its `image_sha256` is given); the encoders run for the rest.
+        them (a decoded photo only when its `image_sha256` is given); the encoders run for the
+        rest.
         Also the milliseconds spent in them (0 when everything was cached)."""
         te, ie = self.embedder.text_encoder, self.embedder.image_encoder
         qt = self.text_cache.get(te.id, sq.text) if sq.text else None
-        photo = None
-        if sq.image is not None and sq.image_sha256:
-            photo = self.photo_cache.get(ie.id, sq.image_sha256)
+        key = sq.image_sha256
+        if isinstance(sq.image, bytes) and key is None:
+            key = content_key(sq.image)
+        photo = self.photo_cache.get(ie.id, key) if sq.image is not None and key else None
         qv, qc = photo if photo is not None else (None, None)
         text = sq.text if qt is None else None
-        image = sq.image if photo is None else None
+        image = None
+        if sq.image is not None and photo is None:
+            image = self.embedder.decode(sq.image) if isinstance(sq.image, bytes) else sq.image
         if not text and image is None:
             return qt, qv, qc, 0.0
         # the thread choice learns from what is encoded, not from what was asked
@@ -354,8 +361,8 @@ class Searcher:
         if image is not None:
             assert new_v is not None
             qv, qc = new_v, self.embedder.colour(image)
-            if sq.image_sha256:
-                self.photo_cache.put(ie.id, sq.image_sha256, (qv, qc))
+            if key:
+                self.photo_cache.put(ie.id, key, (qv, qc))
         return qt, qv, qc, encode_ms
 
     def normalise_filters(self, filters: dict[str, Any]) -> dict[str, list[str]]:

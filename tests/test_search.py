@@ -171,6 +171,11 @@ def test_repeated_texts_and_photos_reuse_their_vectors_and_the_least_recent_go(r
     assert calls["text"] == 1
     searcher.search(SearchQuery(image=real.decode(photo), k=5))  # no sha256: no key to keep
     assert calls["image"] == 2
+    decoded: list[int] = []
+    embedder.decode = lambda data: decoded.append(len(data)) or real.decode(data)
+    for _ in range(2):  # the bytes as uploaded: decoded (and encoded) only the first time
+        searcher.search(SearchQuery(image=photo, k=5))
+    assert (len(decoded), calls["image"]) == (1, 3)
     for text in ("blue", "green", "red"):  # two newer texts pushed "red" out
         searcher.search(SearchQuery(text=text, k=5))
     assert calls["text"] == 4

@@ -64,11 +64,10 @@ async def search(request: Request, rt: RuntimeDep, searcher: SearcherDep) -> Res
     image_sha = content_key(image_bytes) if image_bytes is not None else None
 
     def run() -> SearchResult:  # decoding and searching, on the loop or a search thread
-        image = searcher.embedder.decode(image_bytes) if image_bytes is not None else None
         return searcher.search(
             SearchQuery(
                 text=body.query,
-                image=image,
+                image=image_bytes,
                 image_sha256=image_sha,
                 k=body.k,
                 filters=dict(body.filters or {}),
