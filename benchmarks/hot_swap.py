@@ -70,7 +70,12 @@ def main() -> None:
     other = second_head(args.data_dir, db_url, boot)
     proc, url = start_server(
         args.data_dir,
-        env={"FUSIONRANK_DATABASE_URL": db_url, "FUSIONRANK_LEARNER_IN_PROCESS": "false"},
+        # every search encodes (the shoppers cycle through 300 queries, which a cache would keep)
+        env={
+            "FUSIONRANK_DATABASE_URL": db_url,
+            "FUSIONRANK_LEARNER_IN_PROCESS": "false",
+            "FUSIONRANK_QUERY_CACHE": "0",
+        },
     )
     texts = [q.text for q in make_queries(load_rows(), 300, seed=5) if q.kind == "text"]
     records: list[tuple[float, float, bool]] = []  # (start, latency, ok)
