@@ -334,9 +334,8 @@ class Searcher:
         self, sq: SearchQuery
     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, float]:
         """The query's frozen text, image and colour vectors, from the query cache where it has
-        them (a decoded photo only when its `image_sha256` is given); the encoders run for the
-        rest.
-        Also the milliseconds spent in them (0 when everything was cached)."""
+        them (a photo given decoded only with its `image_sha256`); the encoders run for the
+        rest. Also the milliseconds spent in them (0 when everything was cached)."""
         te, ie = self.embedder.text_encoder, self.embedder.image_encoder
         qt = self.text_cache.get(te.id, sq.text) if sq.text else None
         key = sq.image_sha256
