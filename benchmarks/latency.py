@@ -205,8 +205,8 @@ def sequential(
         out[f"server_{key}"] = float(np.median([t[key] for t in server]))
     if bare:
         medians = {n: float(np.median(ms)) for n, ms in bare.items()}
-        out["floor_threads"] = min(medians, key=medians.__getitem__)
-        out["floor_ms"] = medians[out["floor_threads"]]
+        best = min(medians, key=medians.__getitem__)
+        out["floor_threads"], out["floor_ms"] = best, medians[best]
         out |= {f"floor_ms_{n}_threads": ms for n, ms in medians.items()}
     if bare_http is not None:
         bare_http.close()
