@@ -433,8 +433,7 @@ def main() -> None:
         "search's bytes\n (benchmarks.http_floor), alternated likewise; rest = p50 - encoder - "
         "http, what the service itself adds;\n photo12mp: image search with a 12 MP phone photo; "
         "server columns are medians;\n again: the same queries asked a second time, on a "
-        "server with the default "
-        "query cache, which skips their encoders)"
+        "server with the default query cache, which skips their encoders)"
     )
     print(f"\n{'concurrency':12} {'req/s':>8} {'failed':>7}   (text search)")
     for c in (1, 4, 8):
