@@ -165,6 +165,11 @@ def run_variant(
                     "reason": detail.get("reason"),
                     # what the gate saw, per query type: a promoted drop can be looked into
                     "type_reasons": detail.get("type_reasons"),
+                    # early stopping's view: a best epoch of 0 keeps the parent's weights
+                    "train": {
+                        k: (detail.get("train") or {}).get(k)
+                        for k in ("train_searches", "val_searches", "best_epoch", "val_ips_ndcg@10")
+                    },
                     "holdout_ips_ndcg@10": {
                         head: {t: m.get("ips_ndcg@10") for t, m in metrics.items()}
                         for head, metrics in (detail.get("holdout") or {}).items()
