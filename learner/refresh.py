@@ -27,6 +27,7 @@ import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.artifacts import WEIGHTS, load_head, save_head
+from learner.coverage import retrieval_pools, shown_share
 from learner.dataset import LoggedSearch, load_query_vectors, load_searches
 from learner.finetune import (
     ProductVectors,
@@ -67,6 +68,10 @@ class RefreshConfig:
     max_window: int = 200_000
     margin: float = 0.002
     logloss_tolerance: float = 0.002
+    # learner.coverage: the least share of a type's served top 10 its holdout searches showed
+    min_shown_share: float = 0.25
+    per_channel: int = 100  # candidates per channel, as served (Settings.candidates_per_channel)
+    coverage_sample: int = 100  # newest holdout searches per query type it is measured on
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -197,13 +202,32 @@ def run_refresh(
             )
         else:
             accept[t], reasons[t] = True, "better on the holdout"
+    lap("judge")
+    if any(accept.values()):  # what the holdout cannot see: products it never showed
+        sample = [
+            x
+            for t in range(len(QUERY_TYPES))
+            for x in [x for x in holdout if x.query_type == t][-config.coverage_sample :]
+        ]
+        pools = retrieval_pools(candidate, sample, tv, iv, index, config.per_channel)
+        detail["coverage"] = shown_share(candidate, sample, pools, tv, iv, index, cv)
+        for t in QUERY_TYPES:
+            share = detail["coverage"].get(t, {}).get("shown_share")
+            if accept[t] and share is not None and share < config.min_shown_share:
+                accept[t], reasons[t] = (
+                    False,
+                    f"only {share:.0%} of its top 10 were shown by the holdout searches (at "
+                    f"least {config.min_shown_share:.0%} needed): the holdout cannot vouch for "
+                    "the rest",
+                )
+        lap("coverage")
     # Judged again only when it differs from both: all accepted is the candidate itself, and
     # with none accepted the candidate is what is kept (as rejected).
     final, final_m, calibration = candidate, cand_m, cand_cal
     if any(accept.values()) and not all(accept.values()):
         final = merge_per_type(candidate, parent, accept)
         final_m, calibration = judge(final)
-    lap("judge")
+    lap("merge")
     promoted = any(accept.values()) and all(
         final_m[t]["ips_ndcg@10"] >= parent_m[t]["ips_ndcg@10"] - 1e-9
         for t in QUERY_TYPES

@@ -113,6 +113,14 @@ class Settings(BaseSettings):
         "shopper surely looked (0: off, only to measure its effect).",
     )
     promotion_margin: float = Field(0.002, ge=0, description="IPS-NDCG@10 gain to promote.")
+    learner_min_shown_share: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="A query type is promoted only if at least this share of the candidate's "
+        "top 10, over the whole retrieval pool of its newest holdout searches, had been shown "
+        "there: the holdout says nothing about products it never showed.",
+    )
     lease_seconds: float = Field(
         900, gt=0, description="Learner lease: a crashed learner's expires after this."
     )

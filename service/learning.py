@@ -148,6 +148,8 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         replay=settings.learner_replay,
         max_window=settings.learner_max_window,
         margin=settings.promotion_margin,
+        min_shown_share=settings.learner_min_shown_share,
+        per_channel=settings.candidates_per_channel,
         train=TrainConfig(
             class_weights=settings.learner_class_weights,
             ips=settings.learner_ips,

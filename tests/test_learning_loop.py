@@ -4,14 +4,21 @@ HTTP, a refresh trains and gates a candidate, the registry records it, and heads
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from datetime import timedelta
 
 import httpx
 import pytest
+import torch
 from helpers import BACKENDS, cloned_store, live_server, start_test_runtime
 
+from learner.artifacts import load_head
+from learner.coverage import retrieval_pools, shown_share
+from learner.dataset import load_searches
+from learner.refresh import logged_query_vectors
+from service.runtime import encoders_of
 from service.simulator import Simulator
 from storage.artifacts import read_manifest
 from storage.registry import acquire_lease, release_lease
@@ -81,6 +88,32 @@ def test_online_metrics_per_version(loop, client):
     assert (
         "/v1/metrics/online" in spec["paths"] and "/v1/models/{version}/activate" in spec["paths"]
     )
+
+
+def test_coverage_tells_the_logging_head_from_one_that_serves_what_was_never_shown(loop):
+    """learner.coverage, before any refresh: over the pools serving would score, the head that
+    logged the searches tops them with what it showed; the same head ranking upside down tops
+    them with products the logs never showed, which the holdout cannot judge."""
+    rt = loop.runtime
+    head, _ = load_head(loop.settings.data_dir / "heads" / loop.bootstrap)
+    with rt.sessions() as s:
+        logged = load_searches(s, grades=loop.settings.event_grades)
+        tv, iv, cv = logged_query_vectors(s, logged, encoders_of(rt.embedder))
+    index = rt.searcher.index
+    pools = retrieval_pools(head, logged, tv, iv, index, loop.settings.candidates_per_channel)
+    assert len(pools) == len(logged) >= 300
+    shown = {x.search_id: set(x.product_ids) for x in logged}
+    assert all(shown[p.search_id] <= set(p.product_ids) for p in pools)  # what serving scored
+    logging_head = shown_share(head, logged, pools, tv, iv, index, cv)
+    upside_down = copy.deepcopy(head)
+    with torch.no_grad():
+        upside_down.chan_std.neg_()  # every calibrated channel score flips sign
+    flipped = shown_share(upside_down, logged, pools, tv, iv, index, cv)
+    assert set(logging_head) == set(flipped) == {"text", "image", "composed"}
+    for t in logging_head:
+        assert logging_head[t]["searches"] >= 50
+        assert logging_head[t]["shown_share"] >= 0.95, (t, logging_head)
+        assert flipped[t]["shown_share"] <= 0.3, (t, flipped)
 
 
 def test_a_refresh_registers_a_gated_candidate(loop, client, refreshed):
