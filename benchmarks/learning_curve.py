@@ -165,6 +165,8 @@ def run_variant(
                     "reason": detail.get("reason"),
                     # what the gate saw, per query type: a promoted drop can be looked into
                     "type_reasons": detail.get("type_reasons"),
+                    # what share of each type's served top 10 the holdout had shown
+                    "coverage": detail.get("coverage"),
                     # early stopping's view: a best epoch of 0 keeps the parent's weights
                     "train": {
                         k: (detail.get("train") or {}).get(k)
