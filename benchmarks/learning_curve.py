@@ -56,6 +56,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "lambdamart": {},  # the frozen head serves; LightGBM trains offline on its logs
 }
 EVAL_SEED = 990
+DROP_TOLERANCE = 0.01
 
 
 def refresh(url: str, timeout: float = 1800) -> dict[str, Any]:
@@ -119,9 +120,12 @@ def run_variant(
     photos: Mapping[str, Path] | None,
     heldout: bool = False,
     eta: float = 1.0,
+    keep: Path | None = None,
 ) -> list[dict[str, Any]]:
     """`heldout`: the evaluation shoppers also ask in wordings the training shoppers never use
-    (row key "ndcg@10_heldout"); LambdaMART is evaluated offline on the training wordings only."""
+    (row key "ndcg@10_heldout"); LambdaMART is evaluated offline on the training wordings only.
+    `keep`: a directory the variant's database is moved to at the end, so that a promotion can be
+    replayed (its heads stay in `data_dir`)."""
     tmp = Path(tempfile.mkdtemp(prefix=f"fr-curve-{name}-"))
     fresh_database(data_dir, tmp / "fusionrank.db")
     env = {
@@ -188,6 +192,9 @@ def run_variant(
     finally:
         proc.terminate()
         proc.wait(30)
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.move(tmp / "fusionrank.db", keep / f"{name}.db")
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
@@ -220,6 +227,13 @@ def main() -> None:
         "does (service.simulator.PHRASINGS)",
     )
     ap.add_argument(
+        "--keep-databases",
+        type=Path,
+        metavar="DIR",
+        help="keep each variant's SQLite database as DIR/VARIANT.db (its heads stay in "
+        "--data-dir), to replay a promotion",
+    )
+    ap.add_argument(
         "--name", default="learning_curve", help="results/NAME.json and NAME.png in benchmarks/"
     )
     args = ap.parse_args()
@@ -231,7 +245,14 @@ def main() -> None:
         r
         for name in args.variants.split(",")
         for r in run_variant(
-            name, args.data_dir, steps, args.eval_sessions, photos, args.heldout_phrasings, args.eta
+            name,
+            args.data_dir,
+            steps,
+            args.eval_sessions,
+            photos,
+            args.heldout_phrasings,
+            args.eta,
+            args.keep_databases,
         )
     ]
     kinds = ("text", "image", "composed", "all")
@@ -253,11 +274,35 @@ def main() -> None:
         targets[f"learner on par with LambdaMART (within 0.005) after {last} sessions"] = (
             learner["ndcg@10"]["all"] >= ltr["ndcg@10"]["all"] - 0.005
         )
+    drops = promoted_drops(rows)
+    targets[
+        f"never a promoted drop (no query type down by more than {DROP_TOLERANCE} true NDCG@10)"
+    ] = not drops
+    for d in drops:
+        print("  promoted drop:", d)
     print_targets(targets)
     payload = {"photos": args.photos, "eta": args.eta, "data_dir": str(args.data_dir), "rows": rows}
     print(f"wrote {write_json(args.name, {**payload, 'targets': targets})}")
     png = Path(__file__).with_name(f"{args.name}.png")
     print(f"wrote {plot(with_heldout_curves(rows), kinds, png)}")
+
+
+def promoted_drops(rows: list[dict[str, Any]]) -> list[str]:
+    """Each promoted refresh whose head serves some query type worse, against the true grades,
+    than the step before it did. The evaluation repeats the same shoppers, so an unchanged head
+    scores within about 0.002 of itself (exploration swaps are random)."""
+    drops: list[str] = []
+    previous: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        before = previous.get(r["variant"])
+        previous[r["variant"]] = r
+        if before is None or not r.get("promoted"):
+            continue
+        for kind in ("text", "image", "composed"):
+            delta = r["ndcg@10"][kind] - before["ndcg@10"][kind]
+            if delta < -DROP_TOLERANCE:
+                drops.append(f"{r['variant']} at {r['sessions']} sessions: {kind} {delta:+.4f}")
+    return drops
 
 
 def print_table(
