@@ -12,9 +12,9 @@ from safetensors.torch import load_file, save_file
 from sqlalchemy.orm import Session
 
 from learner.head import FusionHead, HeadConfig
-from storage.artifacts import read_manifest, write_artifact
+from storage.artifacts import delete_artifact, read_manifest, write_artifact
 from storage.errors import ArtifactError
-from storage.registry import VersionIn, register_version
+from storage.registry import VersionIn, register_version, versions_past
 
 WEIGHTS = "head.safetensors"
 CARD = "head.json"
@@ -81,3 +81,11 @@ def register_bootstrap(session: Session, root: Path, version: str) -> None:
             reason="bootstrapped from the catalog at ingest",
         ),
     )
+
+
+def prune_heads(session: Session, root: Path, keep: int) -> list[str]:
+    """Delete the artifacts of all versions but the newest `keep`, the bootstrap heads (every
+    refresh falls back on them) and the active one, so that hourly refreshes do not fill the disk.
+    Their registry rows, with reasons and metrics, stay; such a version can no longer be activated.
+    Returns the versions whose files were deleted."""
+    return [v for v in versions_past(session, keep) if delete_artifact(root, v)]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.artifacts import WEIGHTS, load_head, save_head
+from learner.artifacts import WEIGHTS, load_head, prune_heads, save_head
 from learner.coverage import retrieval_pools, shown_share
 from learner.dataset import LoggedSearch, load_query_vectors, load_searches
 from learner.finetune import (
@@ -72,6 +72,7 @@ class RefreshConfig:
     min_shown_share: float = 0.25
     per_channel: int = 100  # candidates per channel, as served (Settings.candidates_per_channel)
     coverage_sample: int = 100  # newest holdout searches per query type it is measured on
+    keep_heads: int = 50  # newest versions whose artifacts stay on disk (learner.artifacts)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -288,7 +289,11 @@ def run_refresh(
     if not registered:
         reason = f"identical to the already registered {version}; nothing new registered"
         promoted = False
-    detail.update({"candidate": version, "promoted": promoted, "reason": reason})
+    with sessions() as s:
+        pruned = prune_heads(s, heads_dir, config.keep_heads)
+    detail.update(
+        {"candidate": version, "promoted": promoted, "reason": reason, "pruned_heads": pruned}
+    )
     return _finish(
         sessions, run_id, "succeeded", detail, started, candidate=version, promoted=promoted
     )

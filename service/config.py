@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         "top 10, over the whole retrieval pool of its newest holdout searches, had been shown "
         "there: the holdout says nothing about products it never showed.",
     )
+    learner_keep_heads: int = Field(
+        50,
+        ge=1,
+        description="Head artifacts kept on disk: the newest this many versions, the bootstrap "
+        "heads and the active one. Older versions stay listed but can no longer be activated.",
+    )
     lease_seconds: float = Field(
         900, gt=0, description="Learner lease: a crashed learner's expires after this."
     )

@@ -150,6 +150,7 @@ def refresh_config(settings: Settings) -> RefreshConfig:
         margin=settings.promotion_margin,
         min_shown_share=settings.learner_min_shown_share,
         per_channel=settings.candidates_per_channel,
+        keep_heads=settings.learner_keep_heads,
         train=TrainConfig(
             class_weights=settings.learner_class_weights,
             ips=settings.learner_ips,

@@ -110,6 +110,19 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def delete_artifact(root: Path, name: str) -> bool:
+    """Delete `root/name`, first renaming it out of sight: a crash mid-way leaves a temp that
+    `remove_stale_temps` clears, never a half-deleted artifact under its name. False if absent."""
+    try:
+        hidden = root / f".tmp-{name}-deleted-{uuid.uuid4().hex[:8]}"
+        os.rename(root / name, hidden)
+    except FileNotFoundError:
+        return False
+    _fsync_dir(root)
+    shutil.rmtree(hidden, ignore_errors=True)
+    return True
+
+
 def remove_stale_temps(root: Path) -> None:
     """Delete half-written builds a crash left behind (they were never visible)."""
     if root.exists():

@@ -60,6 +60,22 @@ def get_version(session: Session, version: str) -> ModelVersion | None:
     return session.get(ModelVersion, version)
 
 
+def versions_past(session: Session, keep: int) -> list[str]:
+    """Versions older than the newest `keep`, except bootstrap heads and the active one: those
+    whose artifacts retention may delete."""
+    newest = select(ModelVersion.version).order_by(ModelVersion.created_at.desc()).limit(keep)
+    q = (
+        select(ModelVersion.version)
+        .where(
+            ModelVersion.status != "bootstrap",
+            ModelVersion.version.not_in(newest),
+            ModelVersion.version.not_in(select(ActiveModel.version)),
+        )
+        .order_by(ModelVersion.created_at)
+    )
+    return list(session.scalars(q))
+
+
 def active_version(session: Session) -> str | None:
     return session.scalar(select(ActiveModel.version).where(ActiveModel.id == 1))
 

@@ -13,15 +13,18 @@ import httpx
 import pytest
 import torch
 from helpers import BACKENDS, cloned_store, live_server, start_test_runtime
+from sqlalchemy import delete
 
-from learner.artifacts import load_head
+from learner.artifacts import load_head, save_head
 from learner.coverage import retrieval_pools, shown_share
 from learner.dataset import load_searches
 from learner.refresh import logged_query_vectors
 from service.runtime import encoders_of
 from service.simulator import Simulator
-from storage.artifacts import read_manifest
-from storage.registry import acquire_lease, release_lease
+from storage.artifacts import delete_artifact, read_manifest
+from storage.db import transaction
+from storage.models import ModelVersion
+from storage.registry import VersionIn, acquire_lease, register_version, release_lease
 
 pytestmark = pytest.mark.slow
 
@@ -194,6 +197,26 @@ def test_a_corrupt_head_is_refused_and_the_old_one_keeps_serving(loop, client, r
         assert body["model_version"] == loop.bootstrap
     finally:
         weights.write_bytes(original)
+
+
+def test_a_version_whose_files_retention_deleted_is_listed_but_not_activated(loop, client):
+    heads = loop.settings.data_dir / "heads"
+    head, _ = load_head(heads / loop.bootstrap)
+    with torch.no_grad():
+        next(head.parameters()).add_(1.0)  # other weights: a version of its own
+    version = save_head(heads, head, {"parent": loop.bootstrap})
+    with transaction(loop.runtime.sessions) as s:
+        register_version(s, VersionIn(version, loop.bootstrap, "rejected", "0" * 64))
+    try:
+        assert delete_artifact(heads, version) and not (heads / version).exists()
+        listed = {m["version"] for m in client.get("/v1/models").json()["versions"]}
+        assert version in listed
+        r = client.post(f"/v1/models/{version}/activate")
+        assert r.status_code == 409 and "retention" in r.json()["detail"], r.text
+        assert client.get("/v1/models").json()["active"] != version
+    finally:
+        with transaction(loop.runtime.sessions) as s:
+            s.execute(delete(ModelVersion).where(ModelVersion.version == version))
 
 
 def test_hot_swaps_under_load_fail_no_request(loop, client, refreshed):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import torch
 from sqlalchemy import func, select
 
+from learner.artifacts import load_head, prune_heads, save_head
+from learner.head import FusionHead, HeadConfig
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.feedback import EventIn, record_events
 from storage.impressions import ImpressionIn, ShownItem, add_impressions
-from storage.models import FeedbackEvent, Impression, ImpressionItem
+from storage.models import FeedbackEvent, Impression, ImpressionItem, ModelVersion
+from storage.registry import VersionIn, register_version, set_active
 from storage.retention import purge_before
 
 
@@ -51,5 +55,37 @@ def test_purge_deletes_old_searches_items_and_events_only(database_url):
             count = lambda model: s.scalar(select(func.count()).select_from(model))  # noqa: E731
             assert count(Impression) == 1 and count(ImpressionItem) == 3
             assert s.scalars(select(FeedbackEvent.search_id)).all() == ["new"]
+    finally:
+        engine.dispose()
+
+
+def test_head_retention_keeps_the_newest_the_bootstraps_and_the_active(database_url, tmp_path):
+    """Seven versions, keep=2: the two newest, the bootstrap and the (old) active head keep their
+    files; the other three lose them but stay in the registry."""
+    migrate(database_url)
+    engine = make_engine(database_url)
+    sessions = session_factory(engine)
+    heads = tmp_path / "heads"
+    statuses = ["bootstrap", "promoted", "rejected", "promoted", "rejected", "rejected", "promoted"]
+    versions = []
+    try:
+        for seed, status in enumerate(statuses):
+            torch.manual_seed(seed)
+            version = save_head(heads, FusionHead(HeadConfig()), {"parent": "test"})
+            versions.append(version)
+            with transaction(sessions) as s:
+                register_version(s, VersionIn(version, None, status, "0" * 64))
+        with transaction(sessions) as s:
+            set_active(s, versions[1])
+        with sessions() as s:
+            pruned = prune_heads(s, heads, keep=2)
+            rows = s.scalar(select(func.count()).select_from(ModelVersion))
+        assert sorted(pruned) == sorted(versions[2:5])
+        on_disk = {p.name for p in heads.iterdir()}
+        assert on_disk == {versions[0], versions[1], versions[5], versions[6]}
+        assert rows == len(statuses)
+        load_head(heads / versions[1])  # what is kept still verifies
+        with sessions() as s:
+            assert prune_heads(s, heads, keep=2) == []  # nothing left to prune
     finally:
         engine.dispose()

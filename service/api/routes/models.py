@@ -73,7 +73,8 @@ def run_status(
     response_model=Activated,
     responses={
         **ERROR_RESPONSES,
-        409: ERROR_RESPONSES[400] | {"description": "Incompatible head."},
+        409: ERROR_RESPONSES[400]
+        | {"description": "Incompatible head, or its files deleted by retention."},
     },
     summary="Serve this version everywhere (rollback or roll-forward)",
 )
@@ -87,6 +88,11 @@ async def activate(version: str, rt: RuntimeDep) -> Activated:
         with rt.sessions() as s:
             if get_version(s, version) is None:
                 raise NotFound(f"no model version {version}; see GET /v1/models")
+        if not (heads / version).exists():
+            raise IncompatibleHead(
+                f"version {version} cannot be served: its files were deleted by head retention "
+                "(FUSIONRANK_LEARNER_KEEP_HEADS); its record stays in GET /v1/models"
+            )
         try:  # verify before pointing anyone at it
             load_active_head(heads, version, searcher.active)
         except ArtifactError as e:
