@@ -194,7 +194,8 @@ def run_variant(
         proc.wait(30)
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
-            shutil.move(tmp / "fusionrank.db", keep / f"{name}.db")
+            for part in tmp.glob("fusionrank.db*"):  # with any WAL the server left behind
+                shutil.move(part, keep / part.name.replace("fusionrank", name))
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
