@@ -32,8 +32,8 @@ def retrieval_pools(
     per_channel: int,
 ) -> list[LoggedSearch]:
     """The searches again, each with the product ids serving would score for it (the union of
-    its channels' top `per_channel`, unfiltered) in place of what it showed, grades 0. Searches
-    whose query vectors are not logged are left out."""
+    its channels' top `per_channel` among the products its filters allow) in place of what it
+    showed, grades 0. Searches whose query vectors are not logged are left out."""
     usable = [
         s
         for s in searches
@@ -52,13 +52,19 @@ def retrieval_pools(
                 torch.from_numpy(np.stack(texts)) if texts else None,
                 torch.from_numpy(np.stack(images)) if images else None,
             )
-        found = [
-            index.search_many(space, vec.numpy().astype(np.float32), per_channel)
-            for space, vec in search_channels(q)
-        ]
+        channels = [(space, vec.numpy().astype(np.float32)) for space, vec in search_channels(q)]
+        found = [index.search_many(space, vecs, per_channel) for space, vecs in channels]
         metas = index.metas
         for i, s in enumerate(group):
-            rows = np.unique(np.concatenate([f[i] for f in found]))
+            if s.filters:  # served from the products its filters allow: so is its pool
+                allowed = index.filter_mask(s.filters)
+                hits = [
+                    index.search(space, vecs[i], per_channel, allowed)[0]
+                    for space, vecs in channels
+                ]
+            else:
+                hits = [f[i] for f in found]
+            rows = np.unique(np.concatenate(hits))
             ids = tuple(metas[r].id for r in rows)
             zeros = np.zeros(len(ids), np.int64)
             out.append(

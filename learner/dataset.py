@@ -9,9 +9,10 @@ Searches without any event carry no ranking signal but do count in click-rate an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -35,6 +36,7 @@ class LoggedSearch:
     model_positions: np.ndarray  # (k,) int
     propensities: np.ndarray  # (k,) float, as logged (training re-fits the curve instead)
     grades: np.ndarray  # (k,) int, 0 = skip
+    filters: Mapping[str, list[str]] | None = None  # attribute -> allowed values, as searched
 
 
 def load_searches(
@@ -52,7 +54,13 @@ def load_searches(
     imp, item = Impression, ImpressionItem
     # columns, not ORM entities: a 100k-event refresh reads ~600k shown items
     q = select(
-        imp.search_id, imp.created_at, imp.query_type, imp.query_text, imp.image_sha256, imp.explore
+        imp.search_id,
+        imp.created_at,
+        imp.query_type,
+        imp.query_text,
+        imp.image_sha256,
+        imp.explore,
+        imp.filters,
     )
     if start is not None:
         q = q.where(imp.created_at >= start)
@@ -94,7 +102,7 @@ def load_searches(
             if g > labels.get((sid, pid), 0):
                 labels[(sid, pid)] = g
     out = []
-    for sid, created_at, query_type, query_text, image_sha256, explore in impressions:
+    for sid, created_at, query_type, query_text, image_sha256, explore, filters in impressions:
         if sid not in shown:
             continue
         products, model_positions, propensities = shown[sid]
@@ -110,9 +118,16 @@ def load_searches(
                 model_positions=np.array(model_positions, dtype=np.int64),
                 propensities=np.array(propensities, dtype=np.float32),
                 grades=np.array([labels.get((sid, p), 0) for p in products], dtype=np.int64),
+                filters=filter_values(filters) if filters else None,
             )
         )
     return out
+
+
+def filter_values(filters: Mapping[str, Any]) -> dict[str, list[str]]:
+    """A search's filters as logged (a value or a list per attribute) in the form the index
+    matches: lists of strings."""
+    return {a: [str(x) for x in (v if isinstance(v, list) else [v])] for a, v in filters.items()}
 
 
 def load_query_vectors(

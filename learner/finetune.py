@@ -61,6 +61,8 @@ class ProductVectors(SearchableVectors, Protocol):
 
     def dim(self, space: str) -> int: ...
 
+    def filter_mask(self, filters: Mapping[str, list[str]]) -> np.ndarray: ...
+
 
 @dataclass(frozen=True)
 class TrainConfig:

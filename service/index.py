@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ class CatalogIndex:
     def attribute_names(self) -> set[str]:
         return set(self.meta.get("attributes", []))
 
-    def filter_mask(self, filters: dict[str, list[str]]) -> np.ndarray:
+    def filter_mask(self, filters: Mapping[str, list[str]]) -> np.ndarray:
         """Alive rows whose attributes match every filter (values within one filter are OR-ed)."""
         with self._lock:
             mask = self._alive[: self._n].copy()

@@ -5,6 +5,7 @@ HTTP, a refresh trains and gates a candidate, the registry records it, and heads
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from datetime import timedelta
@@ -117,6 +118,43 @@ def test_coverage_tells_the_logging_head_from_one_that_serves_what_was_never_sho
         assert logging_head[t]["searches"] >= 50
         assert logging_head[t]["shown_share"] >= 0.95, (t, logging_head)
         assert flipped[t]["shown_share"] <= 0.3, (t, flipped)
+
+
+def test_coverage_pools_of_filtered_searches_hold_what_their_filters_allow(loop, client):
+    """A filtered search was served from the products its filters allow, so its pool is retrieved
+    among those too; over an unfiltered pool the head that served it would seem to top it with
+    products it never showed."""
+    rt = loop.runtime
+    wanted = {"gender": "Women", "masterCategory": ["Apparel", "Footwear"]}  # as shoppers send
+    ids = set()
+    for q in ("shirt", "watch", "shoes", "bag", "t-shirt for men", "jeans", "sandals", "kurta"):
+        for attr, value in wanted.items():
+            r = client.post("/v1/search", json={"query": q, "k": 10, "filters": {attr: value}})
+            assert r.status_code == 200, r.text
+            ids.add(r.json()["search_id"])
+    deadline = time.monotonic() + 10
+    while True:  # the impression writer flushes in the background
+        with rt.sessions() as s:
+            logged = [x for x in load_searches(s, grades={}) if x.search_id in ids]
+            tv, iv, cv = logged_query_vectors(s, logged, encoders_of(rt.embedder))
+        if len(logged) == len(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(logged) == len(ids)
+    assert {tuple(x.filters) for x in logged} == {("gender",), ("masterCategory",)}
+    head, _ = load_head(loop.settings.data_dir / "heads" / loop.bootstrap)
+    index, per_channel = rt.searcher.index, loop.settings.candidates_per_channel
+    pools = retrieval_pools(head, logged, tv, iv, index, per_channel)
+    for pool, x in zip(pools, logged, strict=True):
+        assert x.filters is not None
+        for pid in pool.product_ids:
+            attributes = index.metas[index.row_of[pid]].attributes
+            assert all(attributes.get(a) in v for a, v in x.filters.items()), (pid, x.filters)
+    unfiltered = [dataclasses.replace(x, filters=None) for x in logged]
+    wide = retrieval_pools(head, unfiltered, tv, iv, index, per_channel)
+    share = shown_share(head, logged, pools, tv, iv, index, cv)["text"]["shown_share"]
+    wide_share = shown_share(head, logged, wide, tv, iv, index, cv)["text"]["shown_share"]
+    assert share >= 0.95 and wide_share < share - 0.2, (share, wide_share)
 
 
 def test_a_refresh_registers_a_gated_candidate(loop, client, refreshed):
