@@ -194,6 +194,8 @@ def run_variant(
         proc.wait(30)
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
+            for stale in keep.glob(f"{name}.db*"):  # an earlier run's WAL would be replayed
+                stale.unlink()
             for part in tmp.glob("fusionrank.db*"):  # with any WAL the server left behind
                 shutil.move(part, keep / part.name.replace("fusionrank", name))
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from learner.head import FusionHead, HeadConfig
 from storage.artifacts import delete_artifact, read_manifest, write_artifact
 from storage.errors import ArtifactError
-from storage.registry import VersionIn, register_version, versions_past
+from storage.registry import VersionIn, active_version, register_version, versions_past
 
 WEIGHTS = "head.safetensors"
 CARD = "head.json"
@@ -88,4 +88,9 @@ def prune_heads(session: Session, root: Path, keep: int) -> list[str]:
     refresh falls back on them) and the active one, so that hourly refreshes do not fill the disk.
     Their registry rows, with reasons and metrics, stay; such a version can no longer be activated.
     Returns the versions whose files were deleted."""
-    return [v for v in versions_past(session, keep) if delete_artifact(root, v)]
+    pruned = []
+    for version in versions_past(session, keep):
+        session.rollback()  # a fresh read: an operator may have activated it meanwhile
+        if active_version(session) != version and delete_artifact(root, version):
+            pruned.append(version)
+    return pruned

@@ -210,7 +210,13 @@ class SearchableVectors(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def search_many(
-        self, space: str, queries: np.ndarray, n: int, *, threads: int = 1
+        self,
+        space: str,
+        queries: np.ndarray,
+        n: int,
+        *,
+        allowed: np.ndarray | None = None,
+        threads: int = 1,
     ) -> list[np.ndarray]: ...
 
     def vectors(self, space: str, rows: np.ndarray) -> np.ndarray: ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,8 @@ def retrieval_pools(
 ) -> list[LoggedSearch]:
     """The searches again, each with the product ids serving would score for it (the union of
     its channels' top `per_channel` among the products its filters allow) in place of what it
-    showed, grades 0. Searches whose query vectors are not logged are left out."""
+    showed, grades 0. Searches whose query vectors are not logged, or whose filters no longer
+    allow any product, are left out."""
     usable = [
         s
         for s in searches
@@ -53,18 +55,25 @@ def retrieval_pools(
                 torch.from_numpy(np.stack(images)) if images else None,
             )
         channels = [(space, vec.numpy().astype(np.float32)) for space, vec in search_channels(q)]
-        found = [index.search_many(space, vecs, per_channel) for space, vecs in channels]
+        # served from the products their filters allow: so are their pools (a mask per filter)
+        by_filter: dict[tuple[Any, ...], tuple[Mapping[str, list[str]] | None, list[int]]] = {}
+        for i, s in enumerate(group):
+            key = tuple(sorted((a, tuple(v)) for a, v in (s.filters or {}).items()))
+            by_filter.setdefault(key, (s.filters, []))[1].append(i)
+        found: dict[int, list[np.ndarray]] = {}
+        for filters, members in by_filter.values():
+            allowed = index.filter_mask(filters) if filters else None
+            per_space = [
+                index.search_many(space, vecs[members], per_channel, allowed=allowed)
+                for space, vecs in channels
+            ]
+            for j, i in enumerate(members):
+                found[i] = [rows[j] for rows in per_space]
         metas = index.metas
         for i, s in enumerate(group):
-            if s.filters:  # served from the products its filters allow: so is its pool
-                allowed = index.filter_mask(s.filters)
-                hits = [
-                    index.search(space, vecs[i], per_channel, allowed)[0]
-                    for space, vecs in channels
-                ]
-            else:
-                hits = [f[i] for f in found]
-            rows = np.unique(np.concatenate(hits))
+            rows = np.unique(np.concatenate(found[i]))
+            if not len(rows):  # its filters allow no product any more
+                continue
             ids = tuple(metas[r].id for r in rows)
             zeros = np.zeros(len(ids), np.int64)
             out.append(

@@ -289,11 +289,13 @@ def run_refresh(
     if not registered:
         reason = f"identical to the already registered {version}; nothing new registered"
         promoted = False
-    with sessions() as s:
-        pruned = prune_heads(s, heads_dir, config.keep_heads)
-    detail.update(
-        {"candidate": version, "promoted": promoted, "reason": reason, "pruned_heads": pruned}
-    )
+    detail.update({"candidate": version, "promoted": promoted, "reason": reason})
+    try:  # housekeeping: the version is registered whatever happens here
+        with sessions() as s:
+            detail["pruned_heads"] = prune_heads(s, heads_dir, config.keep_heads)
+    except Exception as e:
+        log.exception("pruning old head artifacts failed")
+        detail["prune_error"] = f"{type(e).__name__}: {e}"
     return _finish(
         sessions, run_id, "succeeded", detail, started, candidate=version, promoted=promoted
     )

@@ -164,25 +164,34 @@ class CatalogIndex:
             return rows, sims
 
     def search_many(
-        self, space: str, queries: np.ndarray, n: int, *, threads: int = 1
+        self,
+        space: str,
+        queries: np.ndarray,
+        n: int,
+        *,
+        allowed: np.ndarray | None = None,
+        threads: int = 1,
     ) -> list[np.ndarray]:
-        """search() for many queries among the alive rows: the rows each one finds, best first.
-        For the learner, which asks once per logged photo: FAISS walks a chunk of queries on
-        `threads` cores per call, and the lock is released between chunks so that searches
-        served meanwhile wait for one chunk at most."""
+        """search() for many queries among the alive (and allowed) rows: the rows each one finds,
+        best first. For the learner, which asks once per logged search: FAISS walks a chunk of
+        queries on `threads` cores per call, and the lock is released between chunks so that
+        searches served meanwhile wait for one chunk at most."""
         assert queries.ndim == 2 and queries.dtype == np.float32
         out: list[np.ndarray] = []
         for start in range(0, len(queries), 64):
             chunk = queries[start : start + 64]
             with self._lock:
                 total = self._n
-                mask = None if len(self.row_of) == total else self._alive[:total]
+                if allowed is not None:
+                    mask: np.ndarray | None = allowed[:total]
+                else:
+                    mask = None if len(self.row_of) == total else self._alive[:total]
                 count = total if mask is None else int(mask.sum())
-                if count <= self.exact_limit and mask is not None:  # few alive rows: exact
-                    out += [self.search(space, q, n)[0] for q in chunk]
+                if mask is not None and count <= self.exact_limit:  # few rows: exact
+                    out += self._exact_many(space, chunk, n, np.flatnonzero(mask))
                     continue
                 params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, n))  # type: ignore[attr-defined]
-                if mask is not None:  # deleted or replaced products are skipped in the walk
+                if mask is not None:  # deleted, replaced or filtered out: skipped in the walk
                     bitmap = np.packbits(mask, bitorder="little")
                     params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
                 faiss.omp_set_num_threads(threads)
@@ -194,7 +203,9 @@ class CatalogIndex:
                 for q, r in zip(chunk, rows, strict=True):
                     found = r[r >= 0]  # a filtered walk can run short: the exact path then
                     out.append(
-                        found if len(found) >= min(n, count) else self.search(space, q, n)[0]
+                        found
+                        if len(found) >= min(n, count)
+                        else self.search(space, q, n, allowed)[0]
                     )
         return out
 
@@ -216,6 +227,20 @@ class CatalogIndex:
             rows, sims = rows[top], sims[top]
         order = np.argsort(-sims, kind="stable")
         return rows[order], sims[order]
+
+    def _exact_many(
+        self, space: str, queries: np.ndarray, n: int, rows: np.ndarray
+    ) -> list[np.ndarray]:
+        """_exact for a chunk of queries: the rows' vectors are gathered once, not per query."""
+        if not len(rows):
+            return [rows] * len(queries)
+        sims = queries @ self._vecs[space][rows].T
+        top = np.argpartition(-sims, n - 1, axis=1)[:, :n] if len(rows) > n else None
+        if top is not None:
+            sims = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-sims, axis=1, kind="stable")
+        picked = order if top is None else np.take_along_axis(top, order, axis=1)
+        return list(rows[picked])
 
     # ---- write side ------------------------------------------------------------------------
     def upsert(self, meta: ProductMeta, vecs: dict[str, np.ndarray], has_image: bool) -> None:

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from learner.attributes import NEIGHBOUR_POOL, photo_votes
+from learner.dataset import filter_values
 from learner.head import QUERY_TYPES, Candidates, FusionHead, query_type, search_channels
 from learner.position_bias import PositionBias, explore_order
 from service.embedder import Embedder
@@ -366,7 +367,6 @@ class Searcher:
 
     def normalise_filters(self, filters: dict[str, Any]) -> dict[str, list[str]]:
         known = self.index.attribute_names()
-        out: dict[str, list[str]] = {}
         for attr, value in filters.items():
             if attr not in known:
                 raise UnknownFilter(
@@ -375,8 +375,7 @@ class Searcher:
             values = value if isinstance(value, list) else [value]
             if not values or not all(isinstance(v, str | int | float | bool) for v in values):
                 raise BadRequest(f"filter {attr!r} needs a value or a non-empty list of values")
-            out[attr] = [str(v) for v in values]
-        return out
+        return filter_values(filters)
 
     @torch.inference_mode()
     def search(self, sq: SearchQuery) -> SearchResult:

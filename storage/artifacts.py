@@ -110,16 +110,22 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+DELETED = ".tmp-deleted-"
+
+
 def delete_artifact(root: Path, name: str) -> bool:
-    """Delete `root/name`, first renaming it out of sight: a crash mid-way leaves a temp that
-    `remove_stale_temps` clears, never a half-deleted artifact under its name. False if absent."""
+    """Delete `root/name`, first renaming it out of sight: a crash mid-way leaves a hidden
+    directory that the next call clears, never a half-deleted artifact under its name. False if
+    it was not there."""
+    for leftover in root.glob(f"{DELETED}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
-        hidden = root / f".tmp-{name}-deleted-{uuid.uuid4().hex[:8]}"
+        hidden = root / f"{DELETED}{name}-{uuid.uuid4().hex[:8]}"
         os.rename(root / name, hidden)
     except FileNotFoundError:
         return False
     _fsync_dir(root)
-    shutil.rmtree(hidden, ignore_errors=True)
+    shutil.rmtree(hidden)
     return True
 
 

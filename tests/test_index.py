@@ -174,8 +174,8 @@ def test_deleted_rows_never_come_back(fresh, exact_limit):
 
 @pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "faiss-idselector"])
 def test_many_searches_at_once_find_what_each_search_finds(fresh, exact_limit):
-    """The learner's batched neighbour searches: the same rows as one search per query, before
-    and after products are deleted, on one thread or two."""
+    """The learner's batched searches: the same rows as one search per query, before and after
+    products are deleted, on one thread or two, with and without filters."""
     index = fresh(exact_limit)
     qs = queries(8, "pimage", 150)  # more than one chunk
 
@@ -191,6 +191,12 @@ def test_many_searches_at_once_find_what_each_search_finds(fresh, exact_limit):
     got = index.search_many("pimage", qs, 25, threads=2)
     assert all(np.array_equal(a, b) for a, b in zip(got, each(), strict=True))
     assert all(len(r) == 25 and not set(ids(index, r)) & gone for r in got)
+    for filters in FILTERS:  # the coverage guard's pools of filtered searches
+        mask = index.filter_mask(filters)
+        got = index.search_many("pimage", qs, 25, allowed=mask, threads=2)
+        want = [index.search("pimage", q, 25, mask)[0] for q in qs]
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True)), filters
+        assert all(len(r) == min(25, int(mask.sum())) for r in got)
 
 
 def test_upsert_replaces_an_existing_id(fresh):

@@ -155,6 +155,8 @@ def test_coverage_pools_of_filtered_searches_hold_what_their_filters_allow(loop,
     share = shown_share(head, logged, pools, tv, iv, index, cv)["text"]["shown_share"]
     wide_share = shown_share(head, logged, wide, tv, iv, index, cv)["text"]["shown_share"]
     assert share >= 0.95 and wide_share < share - 0.2, (share, wide_share)
+    nothing = dataclasses.replace(logged[0], filters={"gender": ["no such gender"]})
+    assert retrieval_pools(head, [nothing], tv, iv, index, per_channel) == []
 
 
 def test_a_refresh_registers_a_gated_candidate(loop, client, refreshed):

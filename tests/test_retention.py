@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from learner.artifacts import load_head, prune_heads, save_head
 from learner.head import FusionHead, HeadConfig
+from storage.artifacts import DELETED
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.feedback import EventIn, record_events
 from storage.impressions import ImpressionIn, ShownItem, add_impressions
@@ -77,11 +78,13 @@ def test_head_retention_keeps_the_newest_the_bootstraps_and_the_active(database_
                 register_version(s, VersionIn(version, None, status, "0" * 64))
         with transaction(sessions) as s:
             set_active(s, versions[1])
+        crashed = heads / f"{DELETED}{versions[2]}-0000"  # what a crash mid-delete leaves
+        crashed.mkdir()
         with sessions() as s:
             pruned = prune_heads(s, heads, keep=2)
             rows = s.scalar(select(func.count()).select_from(ModelVersion))
         assert sorted(pruned) == sorted(versions[2:5])
-        on_disk = {p.name for p in heads.iterdir()}
+        on_disk = {p.name for p in heads.iterdir()}  # the crash's leftover is gone too
         assert on_disk == {versions[0], versions[1], versions[5], versions[6]}
         assert rows == len(statuses)
         load_head(heads / versions[1])  # what is kept still verifies

@@ -68,6 +68,13 @@ def run_status(
     return TrainingRunPublic.model_validate(run)
 
 
+def missing(version: str) -> str:
+    return (
+        f"version {version} cannot be served: its files are missing (head retention deletes "
+        "those of old versions, FUSIONRANK_LEARNER_KEEP_HEADS); its record stays in GET /v1/models"
+    )
+
+
 @router.post(
     "/{version}/activate",
     response_model=Activated,
@@ -89,10 +96,7 @@ async def activate(version: str, rt: RuntimeDep) -> Activated:
             if get_version(s, version) is None:
                 raise NotFound(f"no model version {version}; see GET /v1/models")
         if not (heads / version).exists():
-            raise IncompatibleHead(
-                f"version {version} cannot be served: its files were deleted by head retention "
-                "(FUSIONRANK_LEARNER_KEEP_HEADS); its record stays in GET /v1/models"
-            )
+            raise IncompatibleHead(missing(version))
         try:  # verify before pointing anyone at it
             load_active_head(heads, version, searcher.active)
         except ArtifactError as e:
@@ -100,6 +104,10 @@ async def activate(version: str, rt: RuntimeDep) -> Activated:
         with transaction(rt.sessions) as s:
             previous = active_version(s)
             set_active(s, version)
+        if not (heads / version).exists() and previous:  # pruned by a refresh meanwhile
+            with transaction(rt.sessions) as s:
+                set_active(s, previous)
+            raise IncompatibleHead(missing(version))
         watcher.refused.pop(version, None)
         watcher.check_once()  # this process at once; the other replicas within a poll
         return Activated(active=version, previous=previous)
