@@ -107,8 +107,12 @@ def run_refresh(
     started = time.perf_counter()
     phases: dict[str, float] = {}  # where a refresh's time goes, in its detail
 
+    last = started
+
     def lap(name: str) -> None:
-        phases[name] = round(time.perf_counter() - started - sum(phases.values()), 2)
+        nonlocal last
+        t = time.perf_counter()
+        phases[name], last = round(t - last, 2), t
 
     now = utcnow()
     cutoff = now - config.settle
