@@ -397,6 +397,48 @@ def test_a_learner_killed_mid_run_leaves_a_failed_run_and_no_version(loop, clien
     assert after - before <= {client.get(f"/v1/models/runs/{fresh}").json()["candidate"]}
 
 
+def test_the_gate_refuses_a_type_whose_top_10_the_holdout_never_showed(loop, client, ingested):
+    """The coverage branch of the gate, run for real: with the holdout margins waived every type
+    the holdout judges is accepted, and a shown-share floor above 100% must then refuse each of
+    them, keep the active version and say why."""
+    from learner.head import QUERY_TYPES
+    from learner.refresh import run_refresh
+    from service.learning import refresh_config
+    from storage.registry import claim_run, create_run
+
+    sim = Simulator(loop.url, ingested.csv, k=10)
+    report = sim.run(200, seed=11, concurrency=2, progress=False)
+    assert report.failed == 0 and report.events > 50
+    time.sleep(1.0)  # the impression writer flushes in the background
+    sessions, learner = loop.runtime.sessions, loop.runtime.learner
+    active = client.get("/v1/models").json()["active"]
+    config = dataclasses.replace(
+        refresh_config(loop.settings), margin=-1.0, logloss_tolerance=1e9, min_shown_share=1.01
+    )
+    assert acquire_lease(sessions, "learner", "gate-test", timedelta(seconds=300))
+    try:
+        run_id = create_run(sessions, "test")
+        assert claim_run(sessions, run_id)
+        detail = run_refresh(
+            sessions=sessions,
+            index=learner.index,
+            heads_dir=loop.settings.data_dir / "heads",
+            encoders=learner.encoders,
+            config=config,
+            run_id=run_id,
+            fallback_version=learner.fallback_version,
+        )
+    finally:
+        release_lease(sessions, "learner", "gate-test")
+    assert detail["status"] == "succeeded" and not detail.get("promoted"), detail
+    holdout = detail["holdout"]["candidate"]
+    judged = [t for t in QUERY_TYPES if holdout[t]["engaged"] >= config.min_holdout_engaged]
+    assert judged and set(detail["coverage"]) >= set(judged), detail["coverage"]
+    for t in judged:
+        assert "were shown by the holdout searches" in detail["type_reasons"][t], detail
+    assert client.get("/v1/models").json()["active"] == active
+
+
 def test_a_replica_without_the_learner_only_queues_runs(ingested, embedder, tmp_path):
     """With the learner out of process (the default here), POST /v1/models/train queues the run
     for `fusionrank learner` instead of training on the API replica's CPU."""
