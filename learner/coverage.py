@@ -36,12 +36,7 @@ def retrieval_pools(
     its channels' top `per_channel` among the products its filters allow) in place of what it
     showed, grades 0. Searches whose query vectors are not logged, or whose filters no longer
     allow any product, are left out."""
-    usable = [
-        s
-        for s in searches
-        if (not s.text_key or s.text_key in text_vecs)
-        and (not s.image_key or s.image_key in image_vecs)
-    ]
+    usable = [s for s in searches if s.vectors_in(text_vecs, image_vecs)]
     out: list[LoggedSearch] = []
     for t in range(len(QUERY_TYPES)):
         group = [s for s in usable if s.query_type == t]

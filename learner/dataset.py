@@ -38,6 +38,13 @@ class LoggedSearch:
     grades: np.ndarray  # (k,) int, 0 = skip
     filters: Mapping[str, list[str]] | None = None  # attribute -> allowed values, as searched
 
+    def vectors_in(self, text_vecs: Mapping[str, Any], image_vecs: Mapping[str, Any]) -> bool:
+        """Whether every query vector this search needs is among those given (a query logged
+        before vectors were kept has none)."""
+        return (not self.text_key or self.text_key in text_vecs) and (
+            not self.image_key or self.image_key in image_vecs
+        )
+
 
 def load_searches(
     session: Session,

@@ -132,9 +132,7 @@ def build_features(
     cfg = head.config
     kept: list[tuple[LoggedSearch, np.ndarray]] = []
     for s in searches:
-        if (s.text_key and s.text_key not in text_vecs) or (
-            s.image_key and s.image_key not in image_vecs
-        ):
+        if not s.vectors_in(text_vecs, image_vecs):
             continue
         found = [index.row_of.get(p, -1) for p in s.product_ids]
         if min(found) < 0:

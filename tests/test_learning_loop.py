@@ -19,13 +19,22 @@ from sqlalchemy import delete
 from learner.artifacts import load_head, save_head
 from learner.coverage import retrieval_pools, shown_share
 from learner.dataset import load_searches
-from learner.refresh import logged_query_vectors
+from learner.head import QUERY_TYPES
+from learner.refresh import logged_query_vectors, run_refresh
+from service.learning import refresh_config
 from service.runtime import encoders_of
 from service.simulator import Simulator
 from storage.artifacts import delete_artifact, read_manifest
 from storage.db import transaction
 from storage.models import ModelVersion
-from storage.registry import VersionIn, acquire_lease, register_version, release_lease
+from storage.registry import (
+    VersionIn,
+    acquire_lease,
+    claim_run,
+    create_run,
+    register_version,
+    release_lease,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -378,8 +387,6 @@ def test_replicas_on_postgres_pick_up_a_new_version_within_seconds(ingested, emb
 def test_a_learner_killed_mid_run_leaves_a_failed_run_and_no_version(loop, client):
     """A run left 'running' by a dead learner (its lease expired) is failed by the next learner
     to take the lease; the registry gains nothing from it."""
-    from storage.registry import claim_run, create_run
-
     sessions = loop.runtime.sessions
     before = {v["version"] for v in client.get("/v1/models").json()["versions"]}
     dead = create_run(sessions, "api")
@@ -401,11 +408,6 @@ def test_the_gate_refuses_a_type_whose_top_10_the_holdout_never_showed(loop, cli
     """The coverage branch of the gate, run for real: with the holdout margins waived every type
     the holdout judges is accepted, and a shown-share floor above 100% must then refuse each of
     them, keep the active version and say why."""
-    from learner.head import QUERY_TYPES
-    from learner.refresh import run_refresh
-    from service.learning import refresh_config
-    from storage.registry import claim_run, create_run
-
     sim = Simulator(loop.url, ingested.csv, k=10)
     report = sim.run(200, seed=11, concurrency=2, progress=False)
     assert report.failed == 0 and report.events > 50
