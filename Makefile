@@ -1,7 +1,12 @@
 # fusionrank developer commands. `make help` lists them.
+#
+# Everything runs in a virtual environment: the active one if there is one ($VIRTUAL_ENV), else
+# .venv here, created with python3 on first use.
 
-PYTHON   ?= python
-PIP      ?= $(PYTHON) -m pip
+VENV     ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
+PYTHON   := $(VENV)/bin/python
+PIP      := $(PYTHON) -m pip
+BIN      := $(VENV)/bin
 DATA_DIR ?= .fusionrank
 HOST     ?= 127.0.0.1
 PORT     ?= 8000
@@ -10,33 +15,39 @@ CATALOG  ?= demo/catalog.csv
 TORCH    ?= torch==2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run ingest test bench lint demo
+.PHONY: help install install-dev run ingest test test-fast bench lint demo
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: DATA_DIR=$(DATA_DIR) HOST=$(HOST) PORT=$(PORT) CATALOG=$(CATALOG) PYTHON=$(PYTHON)"
+	@echo "  Variables: VENV=$(VENV) DATA_DIR=$(DATA_DIR) HOST=$(HOST) PORT=$(PORT) CATALOG=$(CATALOG)"
 
-install: ## Install fusionrank (CPU torch first)
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+install: $(PYTHON) ## Install fusionrank into the virtual environment (CPU torch first)
 	$(PIP) install $(TORCH)
 	$(PIP) install -e .
 
-install-dev: ## Install fusionrank with the dev tools (pytest, httpx, ruff, mypy)
+install-dev: $(PYTHON) ## Install fusionrank with the dev tools (pytest, ruff, mypy)
 	$(PIP) install $(TORCH)
 	$(PIP) install -e '.[dev]'
 
 ingest: ## Ingest CATALOG into DATA_DIR (always; replaces the catalog)
-	fusionrank ingest $(CATALOG) --data-dir $(DATA_DIR)
+	$(BIN)/fusionrank ingest $(CATALOG) --data-dir $(DATA_DIR)
 
 run: install ## Install, ingest the demo catalog if DATA_DIR has no index yet, serve on HOST:PORT
 	@if [ -f "$(DATA_DIR)/index/CURRENT" ]; then \
 		echo "index found in $(DATA_DIR); skipping ingest (make ingest to rebuild)"; \
 	else \
-		fusionrank ingest $(CATALOG) --data-dir $(DATA_DIR); \
+		$(BIN)/fusionrank ingest $(CATALOG) --data-dir $(DATA_DIR); \
 	fi
-	fusionrank serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+	$(BIN)/fusionrank serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: install-dev ## Install with dev tools and run the test suite (needs PostgreSQL on CI)
+test: install-dev ## Install with dev tools and run the whole test suite (needs PostgreSQL on CI)
 	$(PYTHON) -m pytest -q
+
+test-fast: ## The inner loop: tests not marked slow, stopping at the first failure
+	$(PYTHON) -m pytest -q -x -m "not slow"
 
 bench: ## Run every benchmark on the full catalog (results in benchmarks/results/)
 	$(PYTHON) -m benchmarks.quality
@@ -47,8 +58,8 @@ bench: ## Run every benchmark on the full catalog (results in benchmarks/results
 	$(PYTHON) -m benchmarks.refresh_under_load
 	$(PYTHON) -m benchmarks.learning_curve
 
-lint: ## ruff lint + format check
-	ruff check . && ruff format --check .
+lint: ## ruff lint + format check, mypy
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 demo: ## Regenerate demo/ from ../shared/data/fashion (seeded, 1,900 products)
 	$(PYTHON) scripts/make_demo_catalog.py

@@ -23,18 +23,18 @@ import torch
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
-from learner.artifacts import load_head
-from learner.attributes import photo_votes
 from learner.dataset import load_searches
 from learner.finetune import build_features, child_head
-from learner.head import QUERY_TYPES, FusionHead, photo_features, search_channels
 from learner.refresh import logged_query_vectors
+from model.attributes import photo_votes
+from model.candidates import candidates
+from model.checkpoint import load_head
+from model.head import QUERY_TYPES, FusionHead, photo_features, search_channels
 from service.catalog import read_catalog
 from service.config import Settings
 from service.embedder import Embedder
 from service.index import CatalogIndex
 from service.runtime import encoders_of
-from service.search import candidates
 from service.simulator import DEFAULT_MIX, Relevance, Shoppers, ndcg_at_10
 from storage.artifacts import current
 

@@ -33,7 +33,7 @@ from benchmarks.common import (
     require_shared,
     write_json,
 )
-from learner.artifacts import load_head
+from model.checkpoint import load_head
 from service.config import Settings
 from service.index import CatalogIndex
 from service.runtime import make_embedder

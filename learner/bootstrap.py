@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from learner.head import Candidates, FusionHead, HeadConfig, Query, search_channels
+from model.head import Candidates, FusionHead, HeadConfig, Query, search_channels
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from learner.dataset import LoggedSearch
-from learner.finetune import ProductVectors, all_scores, build_features
-from learner.head import QUERY_TYPES, FusionHead, search_channels
+from learner.finetune import all_scores, build_features
+from model.catalog_view import ProductVectors
+from model.head import QUERY_TYPES, FusionHead, search_channels
 
 
 def retrieval_pools(

@@ -18,7 +18,8 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from learner.head import QUERY_TYPES
+from model.filters import filter_values
+from model.head import QUERY_TYPES
 from storage.db import chunks
 from storage.keys import content_key
 from storage.models import FeedbackEvent, Impression, ImpressionItem, QueryEmbedding
@@ -129,12 +130,6 @@ def load_searches(
             )
         )
     return out
-
-
-def filter_values(filters: Mapping[str, Any]) -> dict[str, list[str]]:
-    """A search's filters as logged (a value or a list per attribute) in the form the index
-    matches: lists of strings."""
-    return {a: [str(x) for x in (v if isinstance(v, list) else [v])] for a, v in filters.items()}
 
 
 def load_query_vectors(

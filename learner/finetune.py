@@ -22,46 +22,18 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from learner.attributes import SearchableVectors, categorical_attributes, many_photo_votes
 from learner.dataset import LoggedSearch
-from learner.head import (
-    CHANNELS,
-    QUERY_TYPES,
-    FusionHead,
-    HeadConfig,
-    Interaction,
-    photo_features,
-)
-from learner.position_bias import PositionBias
-
-
-class HasAttributes(Protocol):
-    @property
-    def attributes(self) -> Mapping[str, Any]: ...
-
-
-class ProductVectors(SearchableVectors, Protocol):
-    """What the learner needs of the catalog index (service.index.CatalogIndex has it)."""
-
-    row_of: dict[str, int]
-
-    @property
-    def metas(self) -> Sequence[HasAttributes]: ...
-
-    def alive_rows(self) -> np.ndarray: ...
-
-    def has_image(self, rows: np.ndarray) -> np.ndarray: ...
-
-    def dim(self, space: str) -> int: ...
-
-    def filter_mask(self, filters: Mapping[str, list[str]]) -> np.ndarray: ...
+from model.attributes import categorical_attributes, many_photo_votes
+from model.catalog_view import ProductVectors
+from model.head import CHANNELS, QUERY_TYPES, FusionHead, HeadConfig, Interaction, photo_features
+from model.position_bias import PositionBias
 
 
 @dataclass(frozen=True)
@@ -213,7 +185,7 @@ def build_features(
                     None if a is None else a * p[:, None]
                     for a, p in zip(asks, present, strict=True)
                 ]
-                codes = agree.row_codes(index.metas, uniq[r.numpy()].reshape(-1))
+                codes = agree.row_codes(index, uniq[r.numpy()].reshape(-1))
                 feats = agree.features_of(asks, codes.reshape(*r.shape, -1))
                 b.attr[sl] = feats * ok[:, :, None]
     return Features(b, torch.cat([product["text"], product["pimage"]], dim=-1)), [

@@ -26,11 +26,9 @@ import numpy as np
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.artifacts import WEIGHTS, load_head, prune_heads, save_head
 from learner.coverage import retrieval_pools, shown_share
 from learner.dataset import LoggedSearch, load_query_vectors, load_searches
 from learner.finetune import (
-    ProductVectors,
     TrainConfig,
     build_features,
     child_head,
@@ -40,8 +38,12 @@ from learner.finetune import (
     merge_per_type,
     train,
 )
-from learner.head import QUERY_TYPES, FusionHead
-from learner.position_bias import PositionBias, estimate
+from learner.position_bias import estimate
+from learner.versions import prune_heads
+from model.catalog_view import ProductVectors
+from model.checkpoint import WEIGHTS, load_head, save_head
+from model.head import QUERY_TYPES, FusionHead
+from model.position_bias import bias_of
 from storage.artifacts import read_manifest
 from storage.db import transaction
 from storage.registry import (
@@ -72,7 +74,7 @@ class RefreshConfig:
     min_shown_share: float = 0.25
     per_channel: int = 100  # candidates per channel, as served (Settings.candidates_per_channel)
     coverage_sample: int = 100  # newest holdout searches per query type it is measured on
-    keep_heads: int = 50  # newest versions whose artifacts stay on disk (learner.artifacts)
+    keep_heads: int = 50  # newest versions whose artifacts stay on disk (learner.versions)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -84,12 +86,6 @@ class Encoders:
     image_dim: int
     colour_id: str | None = None  # the photos' colour descriptor, if one is logged
     colour_dim: int = 0
-
-
-def bias_of(card: dict[str, Any]) -> PositionBias:
-    """The position bias a head was trained under (the prior for a bootstrap head)."""
-    pb = card.get("position_bias") or {}
-    return PositionBias.power(float(pb.get("eta", 1.0)), str(pb.get("source", "prior")))
 
 
 def run_refresh(

@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 import torch
 
-from learner.head import FusionHead
+from model.head import FusionHead
 from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
 
@@ -97,6 +97,7 @@ class CatalogIndex:
         self.metas: list[ProductMeta] = list(metas)
         self.row_of: dict[str, int] = {m.id: i for i, m in enumerate(metas) if self._alive[i]}
         self._attr_cache: dict[str, np.ndarray] = {}
+        self.code_cache: dict[Any, np.ndarray] = {}  # model.attributes: codes per vocabulary
         if faiss_indices is None:
             faiss_indices = {}
             for space in SPACES:

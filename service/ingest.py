@@ -12,7 +12,6 @@ import numpy as np
 from PIL import Image, ImageOps
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.artifacts import register_bootstrap, save_head
 from learner.bootstrap import (
     PseudoQueries,
     attribute_codes,
@@ -20,7 +19,9 @@ from learner.bootstrap import (
     fit_gate,
     make_pseudo_queries,
 )
-from learner.head import FusionHead, HeadConfig
+from learner.versions import register_bootstrap
+from model.checkpoint import save_head
+from model.head import FusionHead, HeadConfig
 from service.catalog import NOT_EMBEDDED, CatalogRow, product_text, read_catalog
 from service.config import Settings
 from service.embedder import Embedder

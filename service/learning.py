@@ -30,13 +30,16 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.artifacts import load_head
 from learner.dataset import count_events
-from learner.finetune import ProductVectors, TrainConfig
-from learner.head import Query
-from learner.refresh import Encoders, RefreshConfig, bias_of, run_refresh
+from learner.finetune import TrainConfig
+from learner.refresh import Encoders, RefreshConfig, run_refresh
+from model.candidates import candidates
+from model.catalog_view import ProductVectors
+from model.checkpoint import load_head
+from model.head import Query
+from model.position_bias import bias_of
 from service.config import Settings
-from service.search import ActiveHead, EncodeThreads, Searcher, candidates, off_the_leader
+from service.search import ActiveHead, EncodeThreads, Searcher, off_the_leader
 from storage.errors import FusionrankError
 from storage.models import TrainingRun
 from storage.registry import (

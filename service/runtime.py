@@ -10,8 +10,9 @@ import torch
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.artifacts import load_head, register_bootstrap
 from learner.refresh import Encoders
+from learner.versions import register_bootstrap
+from model.checkpoint import load_head
 from service.config import Settings
 from service.dispatch import SearchDispatcher
 from service.embedder import Embedder

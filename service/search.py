@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from learner.attributes import NEIGHBOUR_POOL, photo_votes
-from learner.dataset import filter_values
-from learner.head import QUERY_TYPES, Candidates, FusionHead, query_type, search_channels
-from learner.position_bias import PositionBias, explore_order
+from model.attributes import NEIGHBOUR_POOL, photo_votes
+from model.candidates import candidates
+from model.filters import filter_values
+from model.head import QUERY_TYPES, FusionHead, query_type, search_channels
+from model.position_bias import PositionBias, explore_order
 from service.embedder import Embedder
 from service.encoders import TextEncoder
 from service.errors import BadRequest, UnknownFilter
@@ -79,22 +80,6 @@ class SearchResult:
 def _encode_text(encoder: TextEncoder, text: str, threads: int) -> np.ndarray:
     torch.set_num_threads(threads)  # per OS thread: the helper's own count
     return encoder.encode([text])[0]
-
-
-def candidates(
-    index: CatalogIndex, rows: np.ndarray, head: FusionHead, *, with_image: bool
-) -> Candidates:
-    """What `head` needs to score these index rows (image-side vectors only for image queries,
-    attribute codes only for a head that reads them)."""
-    agree = head.attributes
-    return Candidates(
-        text=torch.from_numpy(index.vectors("text", rows)),
-        pimage=torch.from_numpy(index.vectors("pimage", rows)),
-        has_image=torch.from_numpy(index.has_image(rows)),
-        image=torch.from_numpy(index.vectors("image", rows)) if with_image else None,
-        ptext=torch.from_numpy(index.vectors("ptext", rows)) if with_image else None,
-        codes=agree.row_codes(index.metas, rows) if agree else None,
-    )
 
 
 class ThreadChoice:

@@ -4,18 +4,19 @@ vectors read a query's category, and a head carrying them scores the same after 
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from learner.artifacts import load_head, save_head
-from learner.attributes import AttributeAgreement, categorical_attributes, photo_votes
 from learner.dataset import LoggedSearch
 from learner.finetune import build_features, child_head, scores
-from learner.head import QUERY_TYPES, FusionHead, HeadConfig
+from model.attributes import AttributeAgreement, categorical_attributes, photo_votes
+from model.candidates import candidates
+from model.checkpoint import load_head, save_head
+from model.head import QUERY_TYPES, FusionHead, HeadConfig
 from service.index import CatalogIndex
-from service.search import candidates
 from storage.artifacts import current
 from storage.models import utcnow
 
@@ -142,16 +143,17 @@ def test_the_weights_start_at_zero_and_survive_a_round_trip(agreeing_head, index
 def test_row_codes_follow_appended_rows(agreeing_head, index):
     """The per-row cache extends when the catalog gains rows (an upsert appends one)."""
     agree = agreeing_head.attributes
-    metas = list(index.metas)
+    metas = index.metas
     rows = np.arange(len(metas))
     expected = agree.codes([m.attributes for m in metas])
-    assert torch.equal(agree.row_codes(metas, rows), expected)
+    assert torch.equal(agree.row_codes(index, rows), expected)
     other = next(
         m for m in metas if m.attributes["articleType"] != metas[0].attributes["articleType"]
     )
     changed = {**metas[0].attributes, "articleType": other.attributes["articleType"]}
-    metas.append(type(metas[0])("new", "new", changed, None))
-    new_row = agree.row_codes(metas, np.array([len(metas) - 1]))
+    view = SimpleNamespace(metas=[*metas, type(metas[0])("new", "new", changed, None)])
+    view.code_cache = dict(index.code_cache)
+    new_row = agree.row_codes(view, np.array([len(metas)]))
     assert torch.equal(new_row, agree.codes([changed]))
     assert not torch.equal(new_row, expected[:1])
 

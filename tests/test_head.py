@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from helpers import ARTICLE_TYPES
 
-from learner.artifacts import CARD, WEIGHTS, load_head, save_head
 from learner.bootstrap import bootstrap_head
-from learner.head import CHANNELS, QUERY_TYPES, Candidates, FusionHead, HeadConfig
+from model.checkpoint import CARD, WEIGHTS, load_head, save_head
+from model.head import CHANNELS, QUERY_TYPES, Candidates, FusionHead, HeadConfig
 from service.catalog import product_text
 from storage.errors import ArtifactError
 

@@ -17,8 +17,8 @@ from learner.finetune import (
     ips_ndcg,
     judging_clip,
 )
-from learner.head import QUERY_TYPES, FusionHead, HeadConfig
-from learner.position_bias import PositionBias
+from model.head import QUERY_TYPES, FusionHead, HeadConfig
+from model.position_bias import PositionBias
 
 
 def batch(scores: list[list[float]], grades: list[list[int]], qtype: list[int]) -> Batch:

@@ -16,11 +16,11 @@ import torch
 from helpers import BACKENDS, cloned_store, live_server, start_test_runtime
 from sqlalchemy import delete
 
-from learner.artifacts import load_head, save_head
 from learner.coverage import retrieval_pools, shown_share
 from learner.dataset import load_searches
-from learner.head import QUERY_TYPES
 from learner.refresh import logged_query_vectors, run_refresh
+from model.checkpoint import load_head, save_head
+from model.head import QUERY_TYPES
 from service.learning import refresh_config
 from service.runtime import encoders_of
 from service.simulator import Simulator
@@ -346,8 +346,8 @@ def test_a_run_waits_while_another_learner_trains(loop, client):
 def test_replicas_on_postgres_pick_up_a_new_version_within_seconds(ingested, embedder, tmp_path):
     """Two API processes' worth of runtimes on one PostgreSQL database and data dir: activating a
     version through one makes the other serve it after its next poll."""
-    from learner.artifacts import load_head, save_head
     from learner.finetune import child_head
+    from model.checkpoint import load_head, save_head
     from storage.db import transaction
     from storage.registry import VersionIn, register_version
 

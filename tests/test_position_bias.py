@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from learner.position_bias import PositionBias, estimate, explore_order
+from learner.position_bias import estimate
+from model.position_bias import PositionBias, explore_order
 
 
 def test_explore_order_moves_items_at_most_one_place_and_swaps_every_pair_a_quarter():

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import torch
 from sqlalchemy import func, select
 
-from learner.artifacts import load_head, prune_heads, save_head
-from learner.head import FusionHead, HeadConfig
+from learner.versions import prune_heads
+from model.checkpoint import load_head, save_head
+from model.head import FusionHead, HeadConfig
 from storage.artifacts import DELETED
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.feedback import EventIn, record_events

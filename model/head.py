@@ -7,7 +7,7 @@ similarity channels; a per-query-type softmax gate over the channels that exist 
 spaces. The scoring part, which the feedback learner fine-tunes and swaps without touching the
 index or re-embedding anything, is the gate plus two residuals that start at zero: an
 interaction term over query and product features, and attribute agreement
-(`learner.attributes`).
+(`model.attributes`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learner.attributes import AttributeAgreement
+from model.attributes import AttributeAgreement
 
 CHANNELS = ("text_text", "text_image", "image_image", "image_pimage", "image_text")
 QUERY_TYPES = ("text", "image", "composed")

@@ -1,4 +1,4 @@
-"""Head artifacts: safetensors weights plus a JSON model card, atomic and verified on load."""
+"""Head checkpoints: safetensors weights plus a JSON model card, atomic and verified on load."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
-from sqlalchemy.orm import Session
 
-from learner.head import FusionHead, HeadConfig
-from storage.artifacts import delete_artifact, read_manifest, write_artifact
+from model.head import FusionHead, HeadConfig
+from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
-from storage.registry import VersionIn, active_version, register_version, versions_past
 
 WEIGHTS = "head.safetensors"
 CARD = "head.json"
@@ -66,31 +64,3 @@ def load_head(path: Path) -> tuple[FusionHead, dict[str, Any]]:
     for p in head.parameters():
         p.requires_grad_(False)
     return head, card
-
-
-def register_bootstrap(session: Session, root: Path, version: str) -> None:
-    """Record a head built at ingest in the registry (once; versions are immutable)."""
-    weights_sha = read_manifest(root / version)["files"][WEIGHTS]
-    register_version(
-        session,
-        VersionIn(
-            version=version,
-            parent=None,
-            status="bootstrap",
-            artifact_sha256=weights_sha,
-            reason="bootstrapped from the catalog at ingest",
-        ),
-    )
-
-
-def prune_heads(session: Session, root: Path, keep: int) -> list[str]:
-    """Delete the artifacts of all versions but the newest `keep`, the bootstrap heads (every
-    refresh falls back on them) and the active one, so that hourly refreshes do not fill the disk.
-    Their registry rows, with reasons and metrics, stay; such a version can no longer be activated.
-    Returns the versions whose files were deleted."""
-    pruned = []
-    for version in versions_past(session, keep):
-        session.rollback()  # a fresh read: an operator may have activated it meanwhile
-        if active_version(session) != version and delete_artifact(root, version):
-            pruned.append(version)
-    return pruned

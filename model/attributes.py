@@ -27,11 +27,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from model.catalog_view import CatalogView
 
 MIN_COVERAGE = 0.5  # share of products that must have the attribute
 MAX_VALUES = 500  # more distinct values than this is an identifier, not a category
@@ -39,9 +42,6 @@ RIDGE = 1.0
 NEIGHBOURS = 10  # a photo's nearest catalog products that vote on its attributes...
 NEIGHBOUR_POOL = 100  # ...re-ranked by frozen image cosine from this many projected-space hits
 NEIGHBOUR_TEMPERATURE = 0.02  # softmax over their cosines: a near-duplicate outvotes the rest
-# (catalog, vocabulary) -> (catalog, codes of its rows): see AttributeAgreement.row_codes. One
-# entry per catalog and vocabulary in service, so it stays as small as the catalog itself.
-_ROW_CODES: dict[tuple[int, tuple[Any, ...]], tuple[Sequence[Any], np.ndarray]] = {}
 
 
 def categorical_attributes(attributes: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
@@ -103,24 +103,23 @@ class AttributeAgreement(nn.Module):
         self.weights = nn.Parameter(torch.zeros(types, self.n_features))
         self.vocab_key = tuple((name, tuple(vocab[name])) for name in self.names)
 
-    def row_codes(self, metas: Sequence[Any], rows: np.ndarray) -> torch.Tensor:
-        """codes() of catalog index rows (items with `.attributes`), cached: index rows are
-        append-only (a changed product gets a new row), so each row is looked up once, and the
-        cache is shared by every head with the same vocabulary (hot swaps between versions of
-        one lineage reuse it). A cold build yields the interpreter between chunks, so that
-        searches served meanwhile are not stalled behind it."""
-        key = (id(metas), self.vocab_key)
-        known = _ROW_CODES.get(key)
-        if known is None or known[0] is not metas or len(known[1]) < len(metas):
-            done = known[1] if known is not None and known[0] is metas else None
+    def row_codes(self, index: CatalogView, rows: np.ndarray) -> torch.Tensor:
+        """codes() of catalog index rows, cached in the index (`index.code_cache`, one entry per
+        vocabulary): rows are append-only (a changed product gets a new row), so each row is
+        looked up once, and every head with this vocabulary (hot swaps within one lineage)
+        shares the entry. A cold build yields the interpreter between chunks, so that searches
+        served meanwhile are not stalled behind it."""
+        metas = index.metas
+        done = index.code_cache.get(self.vocab_key)
+        if done is None or len(done) < len(metas):
             parts = [] if done is None else [done]
             for start in range(0 if done is None else len(done), len(metas), 2048):
                 chunk = metas[start : start + 2048]
                 parts.append(self.codes([m.attributes for m in chunk]).numpy())
                 time.sleep(0)
-            known = (metas, np.concatenate(parts) if parts else np.zeros((0, len(self.names))))
-            _ROW_CODES[key] = known  # one reference swap: concurrent searches see either
-        return torch.from_numpy(known[1][rows])
+            done = np.concatenate(parts) if parts else np.zeros((0, len(self.names)), np.int64)
+            index.code_cache[self.vocab_key] = done  # one reference swap: searches see either
+        return torch.from_numpy(done[rows])
 
     @property
     def n_features(self) -> int:
@@ -199,32 +198,9 @@ class AttributeAgreement(nn.Module):
         return (features * w).sum(dim=-1)
 
 
-class SearchableVectors(Protocol):
-    """What the neighbour vote needs of the catalog index (service.index.CatalogIndex has it)."""
-
-    @property
-    def metas(self) -> Sequence[Any]: ...
-
-    def search(
-        self, space: str, query: np.ndarray, n: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def search_many(
-        self,
-        space: str,
-        queries: np.ndarray,
-        n: int,
-        *,
-        allowed: np.ndarray | None = None,
-        threads: int = 1,
-    ) -> list[np.ndarray]: ...
-
-    def vectors(self, space: str, rows: np.ndarray) -> np.ndarray: ...
-
-
 def photo_votes(
     agree: AttributeAgreement,
-    index: SearchableVectors,
+    index: CatalogView,
     image: np.ndarray,
     pimage: np.ndarray,
     pool: np.ndarray | None = None,
@@ -238,7 +214,7 @@ def photo_votes(
 
 
 def many_photo_votes(
-    agree: AttributeAgreement, index: SearchableVectors, images: np.ndarray, pimages: np.ndarray
+    agree: AttributeAgreement, index: CatalogView, images: np.ndarray, pimages: np.ndarray
 ) -> torch.Tensor:
     """photo_votes() of many photos (P, classes), with batched neighbour searches on as many
     threads as torch has here: the learner asks this for every logged photo."""
@@ -254,7 +230,7 @@ def many_photo_votes(
 
 def pooled_votes(
     agree: AttributeAgreement,
-    index: SearchableVectors,
+    index: CatalogView,
     images: np.ndarray,
     pools: Sequence[np.ndarray],
 ) -> torch.Tensor:
@@ -272,7 +248,7 @@ def pooled_votes(
     top = np.argsort(-sims, axis=1, kind="stable")[:, :NEIGHBOURS]
     top_sims = torch.from_numpy(np.take_along_axis(sims, top, axis=1))
     w = torch.softmax(top_sims / NEIGHBOUR_TEMPERATURE, dim=1).nan_to_num(0.0)  # (P, k)
-    codes = agree.row_codes(index.metas, np.take_along_axis(rows, top, axis=1).reshape(-1))
+    codes = agree.row_codes(index, np.take_along_axis(rows, top, axis=1).reshape(-1))
     codes = codes.reshape(len(pools), top.shape[1], -1)  # (P, k, A)
     weight = torch.where(codes >= 0, w[:, :, None], 0.0).reshape(len(pools), -1)
     out.scatter_add_(1, codes.clamp(min=0).reshape(len(pools), -1), weight)
