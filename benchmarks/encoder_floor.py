@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-import service  # noqa: F401  (sets the OpenMP policy before torch loads, as the server does)
+from service.openmp import apply_openmp_policy
 
 
 def main() -> None:
@@ -69,4 +69,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    apply_openmp_policy()  # as the server does, before torch loads
     main()

@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-import service  # noqa: F401  (the server's OpenMP policy, set before torch loads)
+from service.openmp import apply_openmp_policy
 
 
 def main() -> None:
@@ -78,4 +78,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    apply_openmp_policy()  # as the server does, before torch loads
     main()

@@ -9,24 +9,16 @@ shared fashion catalog (`../shared/data/fashion/catalog.csv`) is in this format 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from service.errors import BadRequest
+from storage.products import ProductRecord
 
 TITLE_COLUMNS = ("title", "productDisplayName", "name")
 IMAGE_COLUMNS = ("image_path", "image")
 # Provenance columns: kept as attributes but not embedded (they say nothing about the product).
 NOT_EMBEDDED = ("gender_source",)
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogRow:
-    id: str
-    title: str
-    attributes: dict[str, Any]
-    image_path: Path | None
 
 
 def product_text(title: str, attributes: dict[str, Any]) -> str:
@@ -37,7 +29,7 @@ def product_text(title: str, attributes: dict[str, Any]) -> str:
     return f"{title}. {', '.join(values)}" if values else title
 
 
-def read_catalog(path: Path, limit: int | None = None) -> list[CatalogRow]:
+def read_catalog(path: Path, limit: int | None = None) -> list[ProductRecord]:
     if not path.is_file():
         raise BadRequest(f"catalog {path} does not exist")
     with path.open(newline="", encoding="utf-8") as f:
@@ -52,7 +44,7 @@ def read_catalog(path: Path, limit: int | None = None) -> list[CatalogRow]:
                 f" it has {header}"
             )
         attr_cols = [c for c in header if c not in (id_col, title_col, image_col)]
-        rows: list[CatalogRow] = []
+        rows: list[ProductRecord] = []
         seen: set[str] = set()
         for n, rec in enumerate(reader, start=2):
             pid = (rec.get(id_col) or "").strip()
@@ -63,9 +55,9 @@ def read_catalog(path: Path, limit: int | None = None) -> list[CatalogRow]:
                 raise BadRequest(f"{path}:{n}: duplicate id {pid!r}")
             seen.add(pid)
             raw_image = (rec.get(image_col) or "").strip() if image_col else ""
-            image = (path.parent / raw_image).resolve() if raw_image else None
+            image = str((path.parent / raw_image).resolve()) if raw_image else None
             attrs = {c: (rec.get(c) or "").strip() for c in attr_cols}
-            rows.append(CatalogRow(pid, title, {k: v for k, v in attrs.items() if v}, image))
+            rows.append(ProductRecord(pid, title, {k: v for k, v in attrs.items() if v}, image))
             if limit is not None and len(rows) >= limit:
                 break
     return rows

@@ -13,6 +13,7 @@ import httpx
 import typer
 
 from service.config import Settings
+from service.openmp import apply_openmp_policy
 
 app = typer.Typer(
     help="fusionrank: multimodal product search that learns from shoppers.\n\n"
@@ -28,6 +29,11 @@ DataDir = Annotated[
         "--data-dir", help="Artifacts folder (default: $FUSIONRANK_DATA_DIR, else .fusionrank)."
     ),
 ]
+
+
+@app.callback()
+def _entry_point() -> None:
+    apply_openmp_policy()  # process-wide, before any command loads torch or faiss
 
 
 def _settings(data_dir: Path | None) -> Settings:
@@ -84,12 +90,19 @@ def serve(
     import uvicorn
 
     from service.api.app import create_app
+    from service.runtime import Runtime
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+    def ready(rt: Runtime) -> None:
+        if rt.searcher is None:
+            typer.secho(f"fusionrank is up but cannot search: {rt.not_ready_reason}", fg="yellow")
+        typer.echo(f"fusionrank is ready: API docs at http://{host}:{port}/docs")
+
     uvicorn.run(
-        create_app(_settings(data_dir)),
+        create_app(_settings(data_dir), on_ready=ready),
         host=host,
         port=port,
         log_level=log_level,

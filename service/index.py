@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +21,14 @@ import torch
 from model.head import FusionHead
 from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
+from storage.products import ProductRecord
 
 SPACES = ("text", "ptext", "pimage")  # raw MiniLM text, projected text, projected image
 
 
-@dataclass(frozen=True, slots=True)
-class ProductMeta:
-    id: str
-    title: str
-    attributes: dict[str, Any]
-    image_path: str | None
-
-
 def _hnsw(dim: int, m: int) -> faiss.Index:
-    """HNSW over half-precision copies: the graph walk reads half the bytes (two channels 0.78
-    against 0.94 ms after an encoder call has evicted the cache) at the same recall@100 (0.962);
-    candidates are scored by the head on the float32 vectors anyway."""
+    """HNSW over half-precision copies: the graph walk reads half the bytes at the same recall
+    (docs/performance.md); candidates are scored by the head on the float32 vectors anyway."""
     qtype = faiss.ScalarQuantizer.QT_fp16
     index = faiss.IndexHNSWSQ(dim, qtype, m, faiss.METRIC_INNER_PRODUCT)  # type: ignore[arg-type]
     index.hnsw.efConstruction = 80
@@ -67,7 +58,7 @@ class CatalogIndex:
         has_image: np.ndarray,
         ptext: np.ndarray,
         pimage: np.ndarray,
-        metas: list[ProductMeta],
+        metas: list[ProductRecord],
         colour: np.ndarray | None = None,
         alive: np.ndarray | None = None,
         faiss_indices: dict[str, faiss.Index] | None = None,
@@ -94,7 +85,7 @@ class CatalogIndex:
         }
         self._has_image = _grow(has_image.astype(bool), n)
         self._alive = _grow(np.ones(n, bool) if alive is None else alive.astype(bool), n)
-        self.metas: list[ProductMeta] = list(metas)
+        self.metas: list[ProductRecord] = list(metas)
         self.row_of: dict[str, int] = {m.id: i for i, m in enumerate(metas) if self._alive[i]}
         self._attr_cache: dict[str, np.ndarray] = {}
         self.code_cache: dict[Any, np.ndarray] = {}  # model.attributes: codes per vocabulary
@@ -244,7 +235,7 @@ class CatalogIndex:
         return list(rows[picked])
 
     # ---- write side ------------------------------------------------------------------------
-    def upsert(self, meta: ProductMeta, vecs: dict[str, np.ndarray], has_image: bool) -> None:
+    def upsert(self, meta: ProductRecord, vecs: dict[str, np.ndarray], has_image: bool) -> None:
         """Append a row for the product (its previous row, if any, dies). Searchable at once."""
         with self._lock:
             old = self.row_of.get(meta.id)
@@ -306,7 +297,7 @@ class CatalogIndex:
             }
             if "colour.npy" in manifest.get("files", {}):  # verified above
                 arrays["colour"] = np.load(path / "colour.npy", allow_pickle=False)
-            metas = [ProductMeta(*m) for m in json.loads((path / "products.json").read_text())]
+            metas = [ProductRecord(*m) for m in json.loads((path / "products.json").read_text())]
             indices = {s: faiss.read_index(str(path / f"{s}.faiss")) for s in SPACES}
         except (OSError, ValueError, RuntimeError) as e:
             raise ArtifactError(f"index {path.name} cannot be loaded: {e}; re-run ingest") from e

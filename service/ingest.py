@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image, ImageOps
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.bootstrap import (
+    BootstrapReport,
     PseudoQueries,
     attribute_codes,
     bootstrap_head,
@@ -22,15 +24,20 @@ from learner.bootstrap import (
 from learner.versions import register_bootstrap
 from model.checkpoint import save_head
 from model.head import FusionHead, HeadConfig
-from service.catalog import NOT_EMBEDDED, CatalogRow, product_text, read_catalog
+from service.catalog import NOT_EMBEDDED, product_text, read_catalog
 from service.config import Settings
 from service.embedder import Embedder
 from service.embedding_cache import content_key
 from service.errors import BadRequest
-from service.index import CatalogIndex, ProductMeta, project
+from service.index import CatalogIndex, project
 from storage.artifacts import remove_stale_temps
 from storage.db import transaction
-from storage.products import ProductIn, mark_deleted_except, next_revision, upsert_products
+from storage.products import (
+    ProductRecord,
+    mark_deleted_except,
+    next_revision,
+    upsert_products,
+)
 from storage.registry import set_active
 
 
@@ -49,6 +56,17 @@ class IngestReport:
         return self.products / max(self.seconds["total"], 1e-9)
 
 
+@dataclass
+class _Embedded:
+    text: np.ndarray
+    image: np.ndarray
+    colour: np.ndarray
+    image_hashes: list[str | None]
+    has_image: np.ndarray
+    text_hits: int
+    image_hits: int
+
+
 def ingest_catalog(
     csv_path: Path,
     *,
@@ -60,47 +78,102 @@ def ingest_catalog(
 ) -> IngestReport:
     """Replace the catalog with the CSV's products and build a new index (the old one stays
     loadable until the new one is complete)."""
-    t0 = time.perf_counter()
+    laps: dict[str, float] = {}
+    started = last = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        laps[name], last = now - last, now
+
     rows = read_catalog(csv_path, limit=limit)
     if not rows:
         raise BadRequest(f"{csv_path} has no products")
-    timings: dict[str, float] = {}
+    vecs = _embed(rows, embedder, progress=progress, lap=lap)
+    revision = _store_products(sessions, rows, vecs.image_hashes)
+    lap("sql")
+    head, version, boot, encoders = _bootstrap(settings, rows, vecs, embedder, progress=progress)
+    lap("head")
+    name = _build_index(settings, rows, vecs, head, encoders, version=version, revision=revision)
+    with transaction(sessions) as s:  # a new build starts a new generation of learned heads
+        register_bootstrap(s, settings.data_dir / "heads", version)
+        set_active(s, version)
+    lap("index")
+    laps["total"] = time.perf_counter() - started
+    return IngestReport(
+        products=len(rows),
+        without_image=int((~vecs.has_image).sum()),
+        text_cache_hits=vecs.text_hits,
+        image_cache_hits=vecs.image_hits,
+        head_version=version,
+        head_heldout_recall_at_10=boot.heldout_recall_at_10,
+        index=name,
+        seconds={k: round(v, 2) for k, v in laps.items()},
+    )
 
+
+def _embed(
+    rows: list[ProductRecord], embedder: Embedder, *, progress: bool, lap: Callable[[str], None]
+) -> _Embedded:
     text, text_hits = embedder.texts(
         [product_text(r.title, r.attributes) for r in rows], progress=progress
     )
-    timings["text"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    loaders = [(_file_loader(r.image_path) if r.image_path else None) for r in rows]
+    lap("text")
+    loaders = [(_file_loader(Path(r.image_path)) if r.image_path else None) for r in rows]
     image, colour, image_hashes, image_hits = embedder.images(loaders, progress=progress)
     has_image = np.array([h is not None for h in image_hashes], dtype=bool)
-    timings["image"] = time.perf_counter() - t1
+    lap("image")
+    return _Embedded(text, image, colour, image_hashes, has_image, text_hits, image_hits)
 
-    t2 = time.perf_counter()
+
+def _store_products(
+    sessions: sessionmaker[Session], rows: list[ProductRecord], image_hashes: list[str | None]
+) -> int:
+    """Write the catalog to SQL, the source of truth; returns its revision."""
     with transaction(sessions) as s:
         upsert_products(
             session=s,
             products=[
-                ProductIn(r.id, r.title, r.attributes, str(r.image_path) if h else None, h)
+                replace(r, image_path=r.image_path if h else None, image_sha256=h)
                 for r, h in zip(rows, image_hashes, strict=True)
             ],
         )
         mark_deleted_except(session=s, keep_ids={r.id for r in rows})
     with sessions() as s:
-        revision = next_revision(session=s) - 1
-    timings["sql"] = time.perf_counter() - t2
+        return next_revision(session=s) - 1
 
-    t3 = time.perf_counter()
+
+def _bootstrap(
+    settings: Settings,
+    rows: list[ProductRecord],
+    vecs: _Embedded,
+    embedder: Embedder,
+    *,
+    progress: bool,
+) -> tuple[FusionHead, str, BootstrapReport, dict[str, str]]:
+    """Train the first head from the catalog alone and store it; returns it and its version."""
     config = HeadConfig(
         text_dim=embedder.text_encoder.dim,
         image_dim=embedder.image_encoder.dim,
         dim=settings.head_dim,
     )
     head, boot = bootstrap_head(
-        text, image, has_image, config, epochs=settings.bootstrap_epochs, progress=progress
+        vecs.text,
+        vecs.image,
+        vecs.has_image,
+        config,
+        epochs=settings.bootstrap_epochs,
+        progress=progress,
     )
     gate_loss = _fit_gate(
-        head, rows, text, image, has_image, embedder, progress=progress, n=settings.gate_fit_queries
+        head,
+        rows,
+        vecs.text,
+        vecs.image,
+        vecs.has_image,
+        embedder,
+        progress=progress,
+        n=settings.gate_fit_queries,
     )
     encoders = {"text": embedder.text_encoder.id, "image": embedder.image_encoder.id}
     if embedder.colour_encoder is not None:
@@ -112,33 +185,42 @@ def ingest_catalog(
         "bootstrap": asdict(boot),
         "gate_fit_loss": gate_loss,
     }
-    version = save_head(settings.data_dir / "heads", head, card)
-    timings["head"] = time.perf_counter() - t3
+    return head, save_head(settings.data_dir / "heads", head, card), boot, encoders
 
-    t4 = time.perf_counter()
-    ptext, pimage = project(head, text, image)
-    attributes = sorted({a for r in rows for a in r.attributes})
+
+def _build_index(
+    settings: Settings,
+    rows: list[ProductRecord],
+    vecs: _Embedded,
+    head: FusionHead,
+    encoders: dict[str, str],
+    *,
+    version: str,
+    revision: int,
+) -> str:
+    """Build and save a new index; returns its name."""
+    ptext, pimage = project(head, vecs.text, vecs.image)
     index = CatalogIndex(
-        text=text,
-        image=image,
-        colour=colour,
-        has_image=has_image,
+        text=vecs.text,
+        image=vecs.image,
+        colour=vecs.colour,
+        has_image=vecs.has_image,
         ptext=ptext,
         pimage=pimage,
         metas=[
-            ProductMeta(r.id, r.title, r.attributes, str(r.image_path) if ok else None)
-            for r, ok in zip(rows, has_image, strict=True)
+            replace(r, image_path=r.image_path if ok else None)
+            for r, ok in zip(rows, vecs.has_image, strict=True)
         ],
         hnsw_m=settings.hnsw_m,
         meta={
             "encoders": encoders,
             "head_version": version,
             "revision": revision,
-            "attributes": attributes,
+            "attributes": sorted({a for r in rows for a in r.attributes}),
             "dims": {
-                "text": text.shape[1],
-                "image": image.shape[1],
-                "colour": colour.shape[1],
+                "text": vecs.text.shape[1],
+                "image": vecs.image.shape[1],
+                "colour": vecs.colour.shape[1],
                 "shared": settings.head_dim,
             },
         },
@@ -146,21 +228,7 @@ def ingest_catalog(
     remove_stale_temps(settings.index_dir)
     name = f"build-{datetime.now(UTC):%Y%m%dT%H%M%S}-{content_key(str(time.time_ns()))[:6]}"
     index.save(settings.index_dir, name)
-    with transaction(sessions) as s:  # a new build starts a new generation of learned heads
-        register_bootstrap(s, settings.data_dir / "heads", version)
-        set_active(s, version)
-    timings["index"] = time.perf_counter() - t4
-    timings["total"] = time.perf_counter() - t0
-    return IngestReport(
-        products=len(rows),
-        without_image=int((~has_image).sum()),
-        text_cache_hits=text_hits,
-        image_cache_hits=image_hits,
-        head_version=version,
-        head_heldout_recall_at_10=boot.heldout_recall_at_10,
-        index=name,
-        seconds={k: round(v, 2) for k, v in timings.items()},
-    )
+    return name
 
 
 def _file_loader(path: Path):  # type: ignore[no-untyped-def]
@@ -169,7 +237,7 @@ def _file_loader(path: Path):  # type: ignore[no-untyped-def]
 
 def _fit_gate(
     head: FusionHead,
-    rows: list[CatalogRow],
+    rows: list[ProductRecord],
     text: np.ndarray,
     image: np.ndarray,
     has_image: np.ndarray,
@@ -204,7 +272,7 @@ def _fit_gate(
     return fit_gate(head, text, image, has_image, codes, pq, progress=progress)
 
 
-def _photo_loader(path: Path, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+def _photo_loader(path: str, rng: np.random.Generator):  # type: ignore[no-untyped-def]
     """A different 'photo' of the product: mirrored, cropped to 85-95%, re-encoded."""
     crop = float(rng.uniform(0.85, 0.95))
     dx, dy = float(rng.uniform(0, 1 - crop)), float(rng.uniform(0, 1 - crop))

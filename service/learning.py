@@ -39,7 +39,8 @@ from model.checkpoint import load_head
 from model.head import Query
 from model.position_bias import bias_of
 from service.config import Settings
-from service.search import ActiveHead, EncodeThreads, Searcher, off_the_leader
+from service.encode_threads import EncodeThreads, off_the_leader
+from service.search import ActiveHead, Searcher
 from storage.errors import FusionrankError
 from storage.models import TrainingRun
 from storage.registry import (

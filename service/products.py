@@ -18,12 +18,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.catalog import product_text
 from service.embedder import Embedder
 from service.embedding_cache import content_key
+from service.encode_threads import off_the_leader
 from service.errors import NotFound
-from service.index import CatalogIndex, ProductMeta, project
-from service.search import ActiveHead, off_the_leader
+from service.index import CatalogIndex, project
+from service.search import ActiveHead
 from storage.db import transaction
 from storage.models import Product
-from storage.products import ProductIn, changed_since, delete_product, get_product, upsert_products
+from storage.products import (
+    ProductRecord,
+    changed_since,
+    delete_product,
+    get_product,
+    upsert_products,
+)
 
 
 class CatalogWriter:
@@ -56,7 +63,7 @@ class CatalogWriter:
             with transaction(self.sessions) as s:
                 upsert_products(
                     session=s,
-                    products=[ProductIn(product_id, title, attrs, image_path, image_sha)],
+                    products=[ProductRecord(product_id, title, attrs, image_path, image_sha)],
                 )
             with self.sessions() as s:
                 row = s.get(Product, product_id)
@@ -91,7 +98,7 @@ class CatalogWriter:
         ptext, pimage = project(self.head.head, text, image)
         if colour.shape[1] != self.index.dim("colour"):  # a build from before colour: none
             colour = np.zeros((1, self.index.dim("colour")), np.float32)
-        meta = ProductMeta(
+        meta = ProductRecord(
             row.id, row.title, dict(row.attributes), row.image_path if has_image else None
         )
         vecs = {

@@ -13,19 +13,21 @@ from storage.models import Product, utcnow
 
 
 @dataclass(frozen=True, slots=True)
-class ProductIn:
+class ProductRecord:
+    """One product, as a catalog file gives it, SQL stores it and the index serves it."""
+
     id: str
     title: str
     attributes: dict[str, Any]
     image_path: str | None
-    image_sha256: str | None
+    image_sha256: str | None = None  # of the image's bytes, once they were read
 
 
 def next_revision(*, session: Session) -> int:
     return int(session.scalar(select(func.coalesce(func.max(Product.revision), 0))) or 0) + 1
 
 
-def upsert_products(*, session: Session, products: list[ProductIn]) -> int:
+def upsert_products(*, session: Session, products: list[ProductRecord]) -> int:
     """Insert or replace products; unchanged rows keep their revision. Returns how many changed."""
     revision = next_revision(session=session)
     existing = {

@@ -16,9 +16,10 @@ import faiss
 import numpy as np
 import pytest
 
-from service.index import SPACES, CatalogIndex, ProductMeta
+from service.index import SPACES, CatalogIndex
 from storage.artifacts import CURRENT, current, read_manifest, remove_stale_temps
 from storage.errors import ArtifactError
+from storage.products import ProductRecord
 
 N = 2000
 DIMS = {"text": 16, "image": 24, "colour": 6, "ptext": 8, "pimage": 8}
@@ -48,7 +49,7 @@ def make_index(n: int = N, seed: int = 0, exact_limit: int = 20000) -> CatalogIn
         has_image=np.ones(n, bool),
         ptext=vecs["ptext"],
         pimage=vecs["pimage"],
-        metas=[ProductMeta(f"p{i}", f"title {i}", attrs(i), None) for i in range(n)],
+        metas=[ProductRecord(f"p{i}", f"title {i}", attrs(i), None) for i in range(n)],
         exact_limit=exact_limit,
         meta={"attributes": ["colour", "size", "rare"], "revision": 7},
     )
@@ -205,7 +206,7 @@ def test_upsert_replaces_an_existing_id(fresh):
     old_q = {s: index.vectors(s, np.array([old_row]))[0].copy() for s in SPACES}
     rng = np.random.default_rng(11)
     new = {s: unit(rng, 1, d)[0] for s, d in DIMS.items()}
-    index.upsert(ProductMeta("p5", "new title", {"colour": "Purple"}, None), new, True)
+    index.upsert(ProductRecord("p5", "new title", {"colour": "Purple"}, None), new, True)
     assert len(index) == N and index.n_rows == N + 1
     new_row = index.row_of["p5"]
     assert new_row != old_row
@@ -228,7 +229,7 @@ def test_upsert_of_a_new_id_and_new_attribute_is_searchable():
     rng = np.random.default_rng(3)
     for i in range(40):
         vecs = {s: unit(rng, 1, d)[0] for s, d in DIMS.items()}
-        index.upsert(ProductMeta(f"new{i}", f"new {i}", {"brand": "Acme"}, None), vecs, False)
+        index.upsert(ProductRecord(f"new{i}", f"new {i}", {"brand": "Acme"}, None), vecs, False)
         rows, _ = index.search("ptext", vecs["ptext"], 1)
         assert index.metas[rows[0]].id == f"new{i}"
     assert "brand" in index.attribute_names()
@@ -242,7 +243,7 @@ def test_save_and_load_round_trip_keeps_deletes_and_upserts(fresh, tmp_path):
     index.delete("p1")
     rng = np.random.default_rng(4)
     index.upsert(
-        ProductMeta("p2", "replaced", {"colour": "Red"}, "/x.jpg"),
+        ProductRecord("p2", "replaced", {"colour": "Red"}, "/x.jpg"),
         {s: unit(rng, 1, d)[0] for s, d in DIMS.items()},
         True,
     )
@@ -274,7 +275,7 @@ def test_a_build_from_before_colour_descriptors_loads_without_them(tmp_path):
     loaded = CatalogIndex.load(path)
     assert loaded.dim("colour") == 0 and loaded.vectors("colour", np.arange(50)).shape == (50, 0)
     loaded.upsert(
-        ProductMeta("new", "new", {}, None),
+        ProductRecord("new", "new", {}, None),
         {s: np.zeros(d if s != "colour" else 0, np.float32) for s, d in DIMS.items()},
         False,
     )

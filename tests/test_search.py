@@ -357,7 +357,7 @@ def test_a_lone_search_runs_on_the_event_loop_and_concurrent_ones_on_the_pool():
 def test_a_lone_query_encodes_on_every_core_and_concurrent_ones_on_one_each():
     import torch
 
-    from service.search import EncodeThreads
+    from service.encode_threads import EncodeThreads
 
     before = torch.get_num_threads()
     seen: dict[str, int] = {}
@@ -408,7 +408,7 @@ def test_only_the_leading_thread_encodes_a_lone_query_on_every_core():
     team stops spinning for good. So a lone query on any thread but the leader uses one core."""
     import torch
 
-    from service.search import EncodeThreads
+    from service.encode_threads import EncodeThreads
 
     before = torch.get_num_threads()
     budget = EncodeThreads(2)
@@ -430,7 +430,7 @@ def test_only_the_leading_thread_encodes_a_lone_query_on_every_core():
 
 
 def test_a_lone_query_moves_to_one_thread_when_two_are_slower_and_back_when_they_recover():
-    from service.search import ThreadChoice
+    from service.encode_threads import ThreadChoice
 
     choice = ThreadChoice(window=5, explore_every=4, max_every=16, min_samples=3)
     first = [choice.choose("text", 2) for _ in range(4)]
@@ -453,7 +453,7 @@ def test_a_lone_query_moves_to_one_thread_when_two_are_slower_and_back_when_they
 def lone_image_queries(count: int, encode_ms) -> list[int]:
     """The thread counts ThreadChoice (with the service's defaults) picks for `count` lone image
     queries on 2 cores, each taking `encode_ms(query number, threads)`."""
-    from service.search import ThreadChoice
+    from service.encode_threads import ThreadChoice
 
     choice = ThreadChoice()
     picks = []
@@ -483,7 +483,7 @@ def test_a_burst_of_noise_does_not_keep_lone_queries_on_the_slower_thread_count(
 
 
 def test_only_encodes_that_had_the_cores_to_themselves_teach_the_choice():
-    from service.search import EncodeThreads
+    from service.encode_threads import EncodeThreads
 
     budget = EncodeThreads(2)
     with budget.claim("text"):

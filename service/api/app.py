@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -24,18 +24,26 @@ from service.runtime import Runtime, start_runtime
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
-    """`runtime` lets tests hand in one they built; otherwise the lifespan builds it."""
+def create_app(
+    settings: Settings | None = None,
+    runtime: Runtime | None = None,
+    *,
+    on_ready: Callable[[Runtime], None] | None = None,
+) -> FastAPI:
+    """`runtime` lets tests hand in one they built; otherwise the lifespan builds it.
+    `on_ready` is called once the runtime is loaded, before the first request is served."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or start_runtime(settings or Settings())
         app.state.runtime = rt
         if runtime is None:
-            # The catalog is ~570k long-lived objects that a full collection walks in 320 ms,
-            # stalling every request in flight; frozen, the collector never scans them again.
+            # The catalog is many long-lived objects whose full collection would stall requests
+            # in flight; frozen, the collector never scans them again.
             gc.collect()
             gc.freeze()
+        if on_ready is not None:
+            on_ready(rt)
         try:
             yield
         finally:
@@ -49,7 +57,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         summary="Multimodal product search that learns from shoppers.",
         lifespan=lifespan,
     )
-    app.router.routes.extend(search.HOT_ROUTES)
     app.include_router(search.router)
     app.include_router(products.router)
     app.include_router(feedback.router)

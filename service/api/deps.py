@@ -1,7 +1,7 @@
 """Route dependencies as Annotated aliases; tests swap them via app.dependency_overrides.
 
-They are `async def` on purpose: FastAPI runs a plain `def` dependency in the thread pool, and two
-thread hops per search cost ~0.3 ms for a dictionary lookup."""
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in the thread pool, and
+thread hops cost more than the dictionary lookups they do."""
 
 from __future__ import annotations
 
