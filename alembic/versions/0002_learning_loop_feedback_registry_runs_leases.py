@@ -16,6 +16,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _create_registry_tables()
+    _create_feedback_events()
+    _add_propensity_columns()
+
+
+def _create_registry_tables() -> None:
     op.create_table('leases',
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('holder', sa.String(length=128), nullable=False),
@@ -56,6 +62,9 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['version'], ['model_versions.version'], name=op.f('fk_active_model_version_model_versions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_active_model'))
     )
+
+
+def _create_feedback_events() -> None:
     op.create_table('feedback_events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('event_id', sa.String(length=128), nullable=False),
@@ -73,6 +82,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_feedback_events_received_at'), ['received_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_feedback_events_search_id'), ['search_id'], unique=False)
 
+
+def _add_propensity_columns() -> None:
     with op.batch_alter_table('impression_items', schema=None) as batch_op:
         batch_op.add_column(sa.Column('model_position', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('propensity', sa.Float(), nullable=True))
