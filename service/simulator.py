@@ -29,7 +29,8 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from service.catalog import CatalogRow, read_catalog
+from service.catalog import read_catalog
+from storage.products import ProductRecord
 
 GRADED_ATTRS = ("articleType", "baseColour", "gender", "usage")
 GENDER_WORDS = {"Men": "men", "Women": "women", "Boys": "boys", "Girls": "girls"}
@@ -164,7 +165,7 @@ class Shoppers:
 
     def __init__(
         self,
-        rows: Sequence[CatalogRow],
+        rows: Sequence[ProductRecord],
         mix: dict[str, float],
         photos: Mapping[str, Path] | None = None,
         phrasings: Phrasings = PHRASINGS["train"],
@@ -173,7 +174,7 @@ class Shoppers:
         self.words = phrasings
         if photos is not None:
             self.rows = [replace(r, image_path=photos.get(r.id)) for r in self.rows]
-        self.with_photo = [r for r in self.rows if r.image_path and r.image_path.is_file()]
+        self.with_photo = [r for r in self.rows if r.image_path and Path(r.image_path).is_file()]
         self.mix = mix
         colours: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for r in self.rows:
@@ -191,17 +192,17 @@ class Shoppers:
         a = anchor.attributes
         target = {k: a[k] for k in ("articleType", "baseColour", "gender") if a.get(k)}
         if kind == "image":
-            return Intent("image", target, None, anchor.image_path)
+            return Intent("image", target, None, Path(anchor.image_path))
         options = sorted(
             c
             for c, n in self.colours[(a["articleType"], a.get("gender", ""))].items()
             if n >= 3 and c and c != a.get("baseColour")
         )
         if not options:
-            return Intent("image", target, None, anchor.image_path)
+            return Intent("image", target, None, Path(anchor.image_path))
         colour = rng.choice(options)
         text = rng.choice(self.words.composed).format(colour=colour.lower())
-        return Intent("composed", {**target, "baseColour": colour}, text, anchor.image_path)
+        return Intent("composed", {**target, "baseColour": colour}, text, Path(anchor.image_path))
 
     def _text(self, rng: random.Random) -> Intent:
         while True:

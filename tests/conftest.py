@@ -11,13 +11,19 @@ CI=true, where it is a failure: PostgreSQL coverage must never vanish silently.
 
 from __future__ import annotations
 
-import csv
-import os
-from collections.abc import Iterator
-from pathlib import Path
+from service.openmp import apply_openmp_policy
 
-import pytest
-from helpers import (
+apply_openmp_policy()  # as every entry point does, before torch and faiss load
+
+import csv  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+from helpers import (  # noqa: E402
     BACKENDS,
     DEMO_CATALOG,
     PER_TYPE,
@@ -30,8 +36,21 @@ from helpers import (
     pick_rows,
     write_catalog,
 )
+from PIL import Image  # noqa: E402
+from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
-from service.config import Settings
+from service.config import Settings  # noqa: E402
+from storage.db import make_engine, migrate, session_factory  # noqa: E402
+
+# Fixtures behind which real encoders run: a test that asks for one is slow, whatever its module
+# says, so that `make test-fast` (-m "not slow") stays fast.
+SLOW_FIXTURES = {"embedder", "ingested", "catalog_csv"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +118,41 @@ def ingested(tmp_path_factory, catalog_csv, catalog_rows, embedder) -> Ingested:
     settings = make_settings(tmp_path_factory.mktemp("ingested"))
     report = ingest_into(settings, catalog_csv, embedder)
     return Ingested(settings, report, catalog_csv, catalog_rows)
+
+
+@pytest.fixture
+def sessions(database_url) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the fresh database, migrated to the newest schema."""
+    migrate(database_url)
+    engine = make_engine(database_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Iterator[httpx.Client]:
+    """An HTTP client of the module's live `server`."""
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def db(server) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the module's live `server`'s database."""
+    engine = make_engine(server.settings.database_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def jpeg(catalog_rows) -> bytes:
+    """A real catalog thumbnail."""
+    return Path(catalog_rows[0]["image_path"]).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def png_bomb() -> bytes:
+    """20000 x 20000 = 400 M pixels of 1-bit zeros: ~50 KB as PNG, 400 MB+ once decoded."""
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, "PNG")
+    return buf.getvalue()

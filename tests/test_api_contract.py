@@ -17,7 +17,6 @@ from helpers import BACKENDS, image_b64, ingested_copy, live_server
 from PIL import Image
 from sqlalchemy import select
 
-from storage.db import make_engine, session_factory
 from storage.models import Impression, ImpressionItem, QueryEmbedding
 
 pytestmark = pytest.mark.slow
@@ -37,19 +36,6 @@ def server(request, tmp_path_factory, ingested, embedder):
         ):
             srv.ingest = ing
             yield srv
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def db(server):
-    engine = make_engine(server.settings.database_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def by_type(rows, article_type):

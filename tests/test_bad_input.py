@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,11 +24,6 @@ def client(ingested, embedder):
 
 
 @pytest.fixture(scope="module")
-def jpeg(ingested) -> bytes:
-    return Path(ingested.rows[0]["image_path"]).read_bytes()
-
-
-@pytest.fixture(scope="module")
 def big_image() -> bytes:
     """A real ~300 KB image (noise does not compress)."""
     noise = np.random.default_rng(0).integers(0, 256, (320, 320, 3), dtype=np.uint8)
@@ -38,13 +32,6 @@ def big_image() -> bytes:
     data = buf.getvalue()
     assert 290_000 < len(data) < 320_000
     return data
-
-
-@pytest.fixture(scope="module")
-def png_bomb() -> bytes:
-    buf = io.BytesIO()
-    Image.new("1", (20000, 20000)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def error(r, status: int, code: str | None = None) -> dict:

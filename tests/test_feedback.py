@@ -11,7 +11,6 @@ import pytest
 from helpers import BACKENDS, app_client, cloned_store, live_server, start_test_runtime
 from sqlalchemy import func, select
 
-from storage.db import make_engine, session_factory
 from storage.models import FeedbackEvent
 
 pytestmark = pytest.mark.slow
@@ -28,19 +27,6 @@ def server(request, tmp_path_factory, ingested, embedder):
                 yield srv
         finally:
             rt.close()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def db(server):
-    engine = make_engine(server.settings.database_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def search(client, query: str = "watch", k: int = 10) -> tuple[str, list[str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,19 +14,6 @@ from service.errors import InvalidImage, PayloadTooLarge
 from service.images import decode_base64, decode_image
 
 LIMITS = {"max_bytes": 8 * 1024 * 1024, "max_pixels": 40_000_000}
-
-
-@pytest.fixture(scope="module")
-def jpeg(catalog_rows) -> bytes:
-    return Path(catalog_rows[0]["image_path"]).read_bytes()
-
-
-@pytest.fixture(scope="module")
-def png_bomb() -> bytes:
-    """20000 x 20000 = 400 M pixels of 1-bit zeros: ~50 KB as PNG, 400 MB+ once decoded."""
-    buf = io.BytesIO()
-    Image.new("1", (20000, 20000)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def test_a_real_thumbnail_decodes_to_rgb(jpeg):

@@ -5,41 +5,14 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-import uuid
-from datetime import UTC, datetime
 
 import pytest
+from factories import impression
 from sqlalchemy import func, select, text
 
 from service.impressions import ImpressionLogger
-from storage.db import make_engine, migrate, session_factory
-from storage.impressions import ImpressionIn, ShownItem
+from storage.db import make_engine
 from storage.models import Impression, ImpressionItem
-
-
-def impression(i: int, n_items: int = 5) -> ImpressionIn:
-    return ImpressionIn(
-        search_id=uuid.uuid4().hex,
-        created_at=datetime.now(UTC),
-        query_text=f"query {i}" if i % 3 else None,
-        has_image=i % 3 == 0,
-        image_sha256=f"{i:064x}" if i % 3 == 0 else None,
-        query_type="image" if i % 3 == 0 else "text",
-        filters={"articleType": ["Watches"], "gender": "Men"} if i % 2 else None,
-        user_id=f"user-{i % 7}",
-        model_version="h-test00000000",
-        k=n_items,
-        latency_ms=1.25 + i,
-        items=[ShownItem(f"p{i}-{j}", 1.0 - j / 10, j + 1, 1 / (j + 1)) for j in range(n_items)],
-    )
-
-
-@pytest.fixture
-def sessions(database_url):
-    migrate(database_url)
-    engine = make_engine(database_url)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def counts(sessions) -> tuple[int, int]:
