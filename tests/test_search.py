@@ -505,3 +505,20 @@ def test_only_encodes_that_had_the_cores_to_themselves_teach_the_choice():
     with budget.reserve(), budget.claim("text"):  # one free core: nothing to choose
         pass
     assert budget.choice.samples() == {("text", 2): 1}
+
+
+def test_the_search_route_takes_overridden_dependencies(ingested, embedder):
+    """/v1/search is the one documented route: a searcher swapped in through
+    app.dependency_overrides is the one that serves it."""
+    from service.api.deps import get_searcher
+    from service.errors import NotReady
+
+    async def down() -> Searcher:
+        raise NotReady("down for maintenance")
+
+    with app_client(ingested.settings, embedder) as client:
+        assert client.post("/v1/search", json={"query": "watch", "k": 3}).status_code == 200
+        client.app.dependency_overrides[get_searcher] = down
+        r = client.post("/v1/search", json={"query": "watch", "k": 3})
+        assert r.status_code == 503, r.text
+        assert r.json() == {"error": "not_ready", "detail": "down for maintenance"}
