@@ -11,9 +11,7 @@ catalog knows every product's attributes, so the head reads them off the query i
 - a photo also asks through its nearest catalog products: their attribute values, weighted by a
   sharp softmax over their image cosines, vote on what it shows (a linear map reads a photo's
   colour and gender poorly; a near-duplicate in the catalog knows them, and several close
-  neighbours mostly agree). Offline, with weights fitted to true grades on 150 photo queries and
-  scored on 150 others: image NDCG@10 0.610 frozen, 0.621 with the maps, 0.834 with the votes;
-  composed ("this but red") 0.680 with the maps, 0.852 with both;
+  neighbours mostly agree; docs/design.md has the offline comparison);
 - how much each feature counts is learned per query type from feedback, starting at zero, so
   shoppers decide which attributes matter (gender for a photo, colour for "this but red").
 

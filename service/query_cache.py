@@ -3,7 +3,7 @@
 Shoppers repeat themselves: the head of a shop's query log is a few hundred phrases ("black
 dress", "running shoes men"), and a photo that went round a social network arrives thousands of
 times. The encoders are frozen, so a query's vectors never change: encoding the same text or the
-same image bytes twice is pure waste (4-8 ms of a 6-11 ms search on 2 cores). Bounded by entries
+same image bytes twice is pure waste, most of a search's time. Bounded by entries
 (least recently used goes first); keyed by the encoder's id as well, so that vectors of two
 checkpoints are never mixed.
 """

@@ -41,8 +41,7 @@ class Runtime:
     metrics: OnlineMetrics
     # Whole searches (decode, encoders, FAISS, scoring): a lone one on the event loop, several
     # on a pool of search_concurrency threads. That pool hands off faster than anyio's shared
-    # one (text p50 -0.2 ms) and queues the rest instead of parking dozens of threads on the
-    # encode slots (at concurrency 4: 106 against 88 searches/s).
+    # one and queues the rest instead of parking dozens of threads on the encode slots.
     searches: SearchDispatcher
     searcher: Searcher | None = None
     writer: CatalogWriter | None = None
