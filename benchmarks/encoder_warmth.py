@@ -30,13 +30,16 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from benchmarks.common import load_rows, make_queries, require_shared, write_json
+    from benchmarks.common import load_rows, require_shared, shopper_photos, write_json
     from service.config import Settings
     from service.runtime import make_embedder
+    from shoppers.queries import make_queries
 
     require_shared()
     encoder = make_embedder(Settings()).text_encoder
-    texts = [q.text for q in make_queries(load_rows(), args.queries, seed=11) if q.text]
+    texts = [
+        q.text for q in make_queries(load_rows(), shopper_photos(), args.queries, seed=11) if q.text
+    ]
     texts = texts[: args.queries]
     junk = np.random.default_rng(0).random(64 * 1024 * 1024 // 8)
 

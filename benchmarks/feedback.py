@@ -28,7 +28,7 @@ import psycopg
 from sqlalchemy import func, select
 
 from benchmarks.common import print_targets, write_json
-from benchmarks.latency import start_server
+from benchmarks.server import start_server
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.impressions import ImpressionIn, ShownItem, add_impressions
 from storage.models import FeedbackEvent

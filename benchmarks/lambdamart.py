@@ -35,7 +35,8 @@ from service.config import Settings
 from service.embedder import Embedder
 from service.index import CatalogIndex
 from service.runtime import encoders_of
-from service.simulator import DEFAULT_MIX, Relevance, Shoppers, ndcg_at_10
+from shoppers.grades import Relevance, ndcg_at_10
+from shoppers.intents import DEFAULT_MIX, Shoppers
 from storage.artifacts import current
 
 

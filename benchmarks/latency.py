@@ -23,19 +23,16 @@ import contextlib
 import http.client
 import io
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from PIL import Image
 
@@ -44,56 +41,13 @@ from benchmarks.common import (
     DEFAULT_DATA_DIR,
     ensure_index,
     load_rows,
-    make_queries,
     print_targets,
     require_shared,
+    shopper_photos,
     write_json,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(
-    data_dir: Path, ready_path: str = "/readyz", env: Mapping[str, str] | None = None
-) -> tuple[subprocess.Popen[bytes], str]:
-    """`fusionrank serve` on `data_dir`, with `env` on top of this process's environment."""
-    port = free_port()
-    env = {**os.environ, **(env or {}), "FUSIONRANK_DATA_DIR": str(data_dir)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("server did not become ready in 180 s")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from benchmarks.server import Floor, rss_mb, start_http_floor, start_server
+from shoppers.queries import GradedQuery, make_queries
 
 
 def pct(ts: list[float]) -> dict[str, float]:
@@ -103,48 +57,6 @@ def pct(ts: list[float]) -> dict[str, float]:
         "p95": float(np.percentile(a, 95)),
         "p99": float(np.percentile(a, 99)),
     }
-
-
-class Floor:
-    """The bare encoders in a process of their own (benchmarks.encoder_floor), asked for the same
-    queries between blocks of searches, so that both are measured under the same machine state."""
-
-    def __init__(self, queries: dict[str, list[Any]]) -> None:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump(queries, f)
-        self._spec = f.name
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.encoder_floor", f.name],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.threads: list[int] = json.loads(self._read())["threads"]
-
-    def _read(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit("the encoder floor process died")
-        return line
-
-    def times(self, kind: str, items: list[int]) -> dict[int, list[float]]:
-        """Each query's bare encode time (ms) at every thread count the floor measures."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps([kind, items]) + "\n")
-        self.proc.stdin.flush()
-        return {int(n): [float(x) for x in ms] for n, ms in json.loads(self._read()).items()}
-
-    def close(self) -> None:
-        try:
-            if self.proc.stdin is not None:
-                self.proc.stdin.write("\n")
-                self.proc.stdin.close()
-            self.proc.wait(60)
-        except (OSError, subprocess.TimeoutExpired):  # it died or hangs: do not hide why
-            self.proc.kill()
-        finally:
-            os.unlink(self._spec)
 
 
 JSON = {"content-type": "application/json"}
@@ -212,25 +124,6 @@ def sequential(
         bare_http.close()
         out["http_ms"] = float(np.median(http))
     return out
-
-
-def start_http_floor(body: bytes) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """benchmarks.http_floor answering with `body`; its process, URL and body file."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        f.write(body)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.http_floor", f.name, str(port)],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return proc, url, Path(f.name)
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the HTTP floor did not start in 20 s")
 
 
 def throughput(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
@@ -339,7 +232,7 @@ def asked_again(data_dir: Path, bodies: dict[str, list[bytes]], repeats: int) ->
         proc.wait(30)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -351,11 +244,11 @@ def main() -> None:
         "--ingest-limit", type=int, default=3000, help="products for ingest throughput (0: skip it)"
     )
     ap.add_argument("--busy-cores", type=int, default=0, help="CPU-bound processes beside it")
-    args = ap.parse_args()
-    require_shared()
-    ensure_index(args.data_dir)
+    return ap.parse_args()
 
-    queries = make_queries(load_rows(), args.requests, seed=11)
+
+def request_bodies(queries: list[GradedQuery]) -> dict[str, list[bytes]]:
+    """Each query type's search requests, plus 12 MP phone photos of the first 20 photos."""
     photos = list(dict.fromkeys(q.photo for q in queries if q.photo))
     b64 = {p: base64.b64encode(p.read_bytes()).decode() for p in photos}
     bodies: dict[str, list[bytes]] = {"text": [], "image": [], "composed": []}
@@ -370,7 +263,22 @@ def main() -> None:
     bodies["photo12mp"] = [
         json.dumps({"k": 20, "image": phone_photo(p)}).encode() for p in photos[:20]
     ]
+    return bodies
 
+
+@dataclass
+class Measured:
+    results: dict[str, dict[str, float]]
+    rss_idle: float
+    rss_loaded: float
+    floor_threads: list[int]
+
+
+def run_servers(
+    args: argparse.Namespace, queries: list[GradedQuery], bodies: dict[str, list[bytes]]
+) -> Measured:
+    """The server, the encoder floor and the HTTP floor side by side (with --busy-cores busy
+    processes beside them), then the searches asked again on a server with a query cache."""
     with contextlib.ExitStack() as stack:
         # before the floor picks its thread count: it must pick under the same load
         for _ in range(args.busy_cores):
@@ -400,12 +308,12 @@ def main() -> None:
         rss_loaded = rss_mb(proc.pid)
         res = {k: median_of(v) for k, v in runs.items()}
         res |= asked_again(args.data_dir, bodies, args.repeats)
-    ingest = (
-        ingest_throughput(args.ingest_limit) if args.ingest_limit and not args.busy_cores else {}
-    )
+    return Measured(res, rss_idle, rss_loaded, floor.threads)
 
-    busy = f", {args.busy_cores} core(s) kept busy beside it" if args.busy_cores else ""
-    print(f"\nlatency through HTTP, 44k products, median of {args.repeats} runs (ms){busy}")
+
+def print_latencies(res: dict[str, dict[str, float]], repeats: int, busy_cores: int) -> None:
+    busy = f", {busy_cores} core(s) kept busy beside it" if busy_cores else ""
+    print(f"\nlatency through HTTP, 44k products, median of {repeats} runs (ms){busy}")
     print(
         f"{'search':15} {'p50':>7} {'p95':>7} {'p99':>7} {'encoder':>8} {'p50/enc':>8}"
         f" {'http':>6} {'rest':>6}   server: {'encode':>7} {'search':>7} {'route':>7}"
@@ -435,16 +343,34 @@ def main() -> None:
         "server columns are medians;\n again: the same queries asked a second time, on a "
         "server with the default query cache, which skips their encoders)"
     )
+
+
+def print_rest(m: Measured, ingest: dict[str, float], ingest_limit: int) -> None:
+    """Throughput, ingest and memory."""
     print(f"\n{'concurrency':12} {'req/s':>8} {'failed':>7}   (text search)")
     for c in (1, 4, 8):
-        r = res[f"c{c}"]
+        r = m.results[f"c{c}"]
         print(f"{c:<12} {r['rps']:8.1f} {int(r['failed']):7}")
     if ingest:
         print(
-            f"\ningest ({args.ingest_limit} products): cold {ingest['cold_products_per_s']:.0f} "
+            f"\ningest ({ingest_limit} products): cold {ingest['cold_products_per_s']:.0f} "
             f"products/s, cached {ingest['cached_products_per_s']:.0f} products/s"
         )
-    print(f"service RSS: {rss_idle:.0f} MB after start, {rss_loaded:.0f} MB after the run")
+    print(f"service RSS: {m.rss_idle:.0f} MB after start, {m.rss_loaded:.0f} MB after the run")
+
+
+def main() -> None:
+    args = parse_args()
+    require_shared()
+    ensure_index(args.data_dir)
+    queries = make_queries(load_rows(), shopper_photos(), args.requests, seed=11)
+    m = run_servers(args, queries, request_bodies(queries))
+    ingest = (
+        ingest_throughput(args.ingest_limit) if args.ingest_limit and not args.busy_cores else {}
+    )
+    res = m.results
+    print_latencies(res, args.repeats, args.busy_cores)
+    print_rest(m, ingest, args.ingest_limit)
     targets = {
         "text p50 <= 1.3x encoder": res["text"]["p50"] <= 1.3 * res["text"]["floor_ms"],
         "text p99 <= 30 ms": res["text"]["p99"] <= 30,
@@ -456,10 +382,10 @@ def main() -> None:
         {
             "results": res,
             "ingest": ingest,
-            "rss_mb": {"after_start": rss_idle, "after_run": rss_loaded},
+            "rss_mb": {"after_start": m.rss_idle, "after_run": m.rss_loaded},
             "targets": targets,
             "repeats": args.repeats,
-            "floor_threads": floor.threads,
+            "floor_threads": m.floor_threads,
             "busy_cores": args.busy_cores,
         },
     )

@@ -39,10 +39,12 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.lambdamart import LambdaMart
-from benchmarks.latency import rss_mb, start_server
+from benchmarks.server import rss_mb, start_server
 from service.config import Settings
 from service.runtime import make_embedder
-from service.simulator import PHRASINGS, Simulator, read_photos
+from shoppers.intents import read_photos
+from shoppers.phrasings import PHRASINGS
+from shoppers.simulator import Simulator
 from storage.artifacts import current, read_manifest
 
 VARIANTS: dict[str, dict[str, str]] = {

@@ -7,7 +7,7 @@
 
 Queries are SYNTHETIC (generated from catalog attributes); image queries are 224 px photos from
 ../shared/data/fashion224 searched against the 60x80 catalog thumbnails. `--phrasings heldout`
-asks the same needs in wordings nothing here was tuned on (benchmarks.common.PHRASINGS).
+asks the same needs in wordings nothing here was tuned on (shoppers.phrasings.PHRASINGS).
 Usage: python -m benchmarks.quality [--data-dir DIR] [--per-kind N] [--phrasings dev|heldout]
 """
 
@@ -23,14 +23,11 @@ from tqdm import tqdm
 
 from benchmarks.common import (
     DEFAULT_DATA_DIR,
-    PHRASINGS,
-    Grader,
     ensure_index,
     load_rows,
-    make_queries,
-    metrics,
     print_targets,
     require_shared,
+    shopper_photos,
     write_json,
 )
 from model.checkpoint import load_head
@@ -38,6 +35,9 @@ from service.config import Settings
 from service.index import CatalogIndex
 from service.runtime import make_embedder
 from service.search import ActiveHead, Searcher, SearchQuery
+from shoppers.grades import Relevance, metrics
+from shoppers.phrasings import PHRASINGS
+from shoppers.queries import make_queries
 from storage.artifacts import current
 
 METHODS = ("text-only", "image-only", "concat", "head")
@@ -54,7 +54,8 @@ def main() -> None:
         "--phrasings",
         choices=sorted(PHRASINGS),
         default="dev",
-        help="query wordings: the ones results were tuned on, or held-out ones",
+        help="query wordings: the ones results were tuned on (dev), held-out ones, or the "
+        "simulated shoppers' (train)",
     )
     args = ap.parse_args()
     require_shared()
@@ -100,8 +101,8 @@ def evaluate(
     embedder, index = searcher.embedder, searcher.index
     version = searcher.active.version
     rows = load_rows()
-    grader = Grader(rows)
-    queries = make_queries(rows, per_kind, phrasings=phrasings)
+    relevance = Relevance(rows)
+    queries = make_queries(rows, shopper_photos(), per_kind, phrasings=phrasings)
     ids = np.array([m.id for m in index.metas])
     T, V = (
         index.vectors("text", np.arange(index.n_rows)),
@@ -114,7 +115,7 @@ def evaluate(
         photo = Image.open(q.photo).convert("RGB") if q.photo else None
         qt = embedder.text_encoder.encode([q.text])[0] if q.text else None
         qv = embedder.image_encoder.encode([photo])[0] if photo else None
-        g = grader.grades(q.target)
+        g = relevance.grades(q.target)
         scores: dict[str, np.ndarray | None] = {
             "text-only": T @ qt if qt is not None else None,
             "image-only": V @ qv if qv is not None else None,
@@ -125,10 +126,10 @@ def evaluate(
             if s is None:
                 continue
             top = ids[np.argsort(-s)[:50]].tolist()
-            per.setdefault((q.kind, m), []).append(metrics(top, g, grader))
+            per.setdefault((q.kind, m), []).append(metrics(top, g, relevance))
         res = searcher.search(SearchQuery(text=q.text, image=photo, k=50))
         per.setdefault((q.kind, "head"), []).append(
-            metrics([h.product.id for h in res.hits], g, grader)
+            metrics([h.product.id for h in res.hits], g, relevance)
         )
 
     table: dict[str, dict[str, dict[str, float]]] = {}

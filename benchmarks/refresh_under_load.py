@@ -24,19 +24,21 @@ import numpy as np
 from benchmarks.common import (
     CATALOG,
     DEFAULT_DATA_DIR,
-    PHOTOS,
     ensure_index,
     load_rows,
-    make_queries,
     require_shared,
+    shopper_photos,
     write_json,
 )
-from benchmarks.latency import start_server
 from benchmarks.learning_curve import REFRESH_ON_REQUEST, fresh_database
-from service.simulator import Simulator, read_photos
+from benchmarks.server import start_server
+from shoppers.queries import make_queries
+from shoppers.simulator import Simulator
+
+Record = tuple[float, str, float, bool]  # (start, kind, latency, ok)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -44,7 +46,75 @@ def main() -> None:
     ap.add_argument("--database", type=Path, help="SQLite file with traffic (copied)")
     ap.add_argument("--sessions", type=int, default=5000, help="shoppers to simulate first")
     ap.add_argument("--steady-seconds", type=float, default=20)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def search_bodies() -> list[tuple[str, dict[str, Any]]]:
+    """The text and photo searches the shopper cycles through."""
+    bodies: list[tuple[str, dict[str, Any]]] = []
+    for q in make_queries(load_rows(), shopper_photos(), 150, seed=3):
+        if q.kind == "text":
+            bodies.append(("text", {"query": q.text, "k": 20}))
+        elif q.kind == "image" and q.photo:
+            photo = base64.b64encode(q.photo.read_bytes()).decode()
+            bodies.append(("image", {"image": photo, "k": 20}))
+    return bodies
+
+
+def wait_for_refresh(url: str) -> tuple[dict[str, Any], float, float]:
+    """Start a refresh through the API and wait for it: its run record, start and end times."""
+    with httpx.Client(base_url=url, timeout=60) as admin:
+        started = time.monotonic()
+        run_id = admin.post("/v1/models/train").json()["run_id"]
+        while (run := admin.get(f"/v1/models/runs/{run_id}").json())["status"] in (
+            "queued",
+            "running",
+        ):
+            if time.monotonic() - started > 1800:
+                raise SystemExit(f"refresh {run_id} did not finish in 30 minutes")
+            time.sleep(0.5)
+        return run, started, time.monotonic()
+
+
+def phases(records: list[Record], started: float, finished: float) -> dict[str, Any]:
+    """Per search kind, latencies while the refresh ran against those before and after it."""
+
+    def pct(kind: str, during: bool) -> dict[str, float]:
+        xs = [
+            lat * 1000
+            for t0, k, lat, _ in records
+            if k == kind and (started <= t0 < finished) == during and t0 < finished + 3
+        ]
+        return {
+            "n": len(xs),
+            "p50": float(np.median(xs)) if xs else float("nan"),
+            "p99": float(np.percentile(xs, 99)) if xs else float("nan"),
+        }
+
+    return {
+        kind: {"steady": pct(kind, False), "refresh": pct(kind, True)} for kind in ("text", "image")
+    }
+
+
+def report(run: dict[str, Any], res: dict[str, Any], records: list[Record], wall_s: float) -> None:
+    detail = run.get("detail") or {}
+    failed = sum(not ok for *_, ok in records)
+    print(
+        f"\nsearches while a refresh runs in the serving process ({run['status']}, "
+        f"{detail.get('seconds')} s refresh, {detail.get('window_searches')} searches)"
+    )
+    print(f"{'search':8} {'phase':8} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for kind, by_phase in res.items():
+        for phase, r in by_phase.items():
+            print(f"{kind:8} {phase:8} {r['n']:9d} {r['p50']:8.2f} {r['p99']:8.2f}")
+    print(f"failed requests: {failed} of {len(records)}")
+    print(f"refresh phases (s): {detail.get('phase_seconds')}")
+    payload = {"results": res, "failed": failed, "refresh": detail, "wall_s": wall_s}
+    print(f"wrote {write_json('refresh_under_load', payload)}")
+
+
+def main() -> None:
+    args = parse_args()
     require_shared()
     ensure_index(args.data_dir)
     tmp = Path(tempfile.mkdtemp(prefix="fr-refresh-load-"))
@@ -52,14 +122,7 @@ def main() -> None:
         shutil.copy(args.database, tmp / "fusionrank.db")
     else:
         fresh_database(args.data_dir, tmp / "fusionrank.db")
-    queries = make_queries(load_rows(), 150, seed=3)
-    bodies: list[tuple[str, dict[str, Any]]] = []
-    for q in queries:
-        if q.kind == "text":
-            bodies.append(("text", {"query": q.text, "k": 20}))
-        elif q.kind == "image" and q.photo:
-            photo = base64.b64encode(q.photo.read_bytes()).decode()
-            bodies.append(("image", {"image": photo, "k": 20}))
+    bodies = search_bodies()
     db_url = f"sqlite:///{tmp / 'fusionrank.db'}"
     # every search encodes (the shoppers cycle through a fixed set, which a cache would keep)
     proc, url = start_server(
@@ -70,7 +133,7 @@ def main() -> None:
             **REFRESH_ON_REQUEST,
         },
     )
-    records: list[tuple[float, str, float, bool]] = []  # (start, kind, latency, ok)
+    records: list[Record] = []
     stop = threading.Event()
 
     def shopper() -> None:
@@ -86,21 +149,10 @@ def main() -> None:
     worker = threading.Thread(target=shopper)
     try:
         if not args.database:
-            photos = read_photos(PHOTOS / "catalog_224.csv")
-            Simulator(url, CATALOG, photos=photos).run(args.sessions)
+            Simulator(url, CATALOG, photos=shopper_photos()).run(args.sessions)
         worker.start()
         time.sleep(args.steady_seconds)
-        with httpx.Client(base_url=url, timeout=60) as admin:
-            started = time.monotonic()
-            run_id = admin.post("/v1/models/train").json()["run_id"]
-            while (run := admin.get(f"/v1/models/runs/{run_id}").json())["status"] in (
-                "queued",
-                "running",
-            ):
-                if time.monotonic() - started > 1800:
-                    raise SystemExit(f"refresh {run_id} did not finish in 30 minutes")
-                time.sleep(0.5)
-            finished = time.monotonic()
+        run, started, finished = wait_for_refresh(url)
         time.sleep(3)
     finally:
         stop.set()
@@ -108,36 +160,7 @@ def main() -> None:
         proc.terminate()
         proc.wait(30)
         shutil.rmtree(tmp, ignore_errors=True)
-    detail = run.get("detail") or {}
-
-    def pct(kind: str, during: bool) -> dict[str, float]:
-        xs = [
-            lat * 1000
-            for t0, k, lat, _ in records
-            if k == kind and (started <= t0 < finished) == during and t0 < finished + 3
-        ]
-        return {
-            "n": len(xs),
-            "p50": float(np.median(xs)) if xs else float("nan"),
-            "p99": float(np.percentile(xs, 99)) if xs else float("nan"),
-        }
-
-    res = {
-        kind: {"steady": pct(kind, False), "refresh": pct(kind, True)} for kind in ("text", "image")
-    }
-    failed = sum(not ok for *_, ok in records)
-    print(
-        f"\nsearches while a refresh runs in the serving process ({run['status']}, "
-        f"{detail.get('seconds')} s refresh, {detail.get('window_searches')} searches)"
-    )
-    print(f"{'search':8} {'phase':8} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for kind, phases in res.items():
-        for phase, r in phases.items():
-            print(f"{kind:8} {phase:8} {r['n']:9d} {r['p50']:8.2f} {r['p99']:8.2f}")
-    print(f"failed requests: {failed} of {len(records)}")
-    print(f"refresh phases (s): {detail.get('phase_seconds')}")
-    payload = {"results": res, "failed": failed, "refresh": detail, "wall_s": finished - started}
-    print(f"wrote {write_json('refresh_under_load', payload)}")
+    report(run, phases(records, started, finished), records, finished - started)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The `fusionrank` command line: ingest a catalog, serve the API, migrate the database."""
+"""The `fusionrank` command line: ingest a catalog, serve the API, run the learner, simulate
+shoppers, migrate the database."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 
 from service.config import Settings
@@ -192,8 +192,9 @@ def simulate(
     phrasings: Annotated[
         str,
         typer.Option(
-            help="How shoppers word their queries: 'train' (the default wordings) or 'heldout' "
-            "(wordings no other simulated shopper uses, to check that learning carries over)."
+            help="How shoppers word their queries: 'train' (the default wordings), 'dev' (the "
+            "benchmark queries' wordings) or 'heldout' (wordings used nowhere else, to check that "
+            "learning carries over)."
         ),
     ] = "train",
     json_out: Annotated[
@@ -202,39 +203,20 @@ def simulate(
 ) -> None:
     """Drive a running service with simulated shoppers (search, then click, add to cart, buy)
     and report the NDCG@10 of what it showed against the catalog's true grades."""
-    from service.simulator import PHRASINGS, Simulator, read_photos
+    from shoppers.cli import run_simulation
 
-    for path in (catalog, photos):
-        if path is not None and not path.is_file():
-            typer.secho(f"error: {path} does not exist", fg="red", err=True)
-            raise typer.Exit(2)
-    if phrasings not in PHRASINGS:
-        typer.secho(f"error: --phrasings is one of {', '.join(PHRASINGS)}", fg="red", err=True)
-        raise typer.Exit(2)
-    sim = Simulator(
-        url,
+    run_simulation(
         catalog,
+        url=url,
+        sessions=sessions,
+        seed=seed,
+        concurrency=concurrency,
         eta=eta,
         k=k,
-        photos=read_photos(photos) if photos else None,
-        phrasings=PHRASINGS[phrasings],
+        photos=photos,
+        phrasings=phrasings,
+        json_out=json_out,
     )
-    try:
-        report = sim.run(sessions, seed=seed, concurrency=concurrency)
-    except httpx.TransportError as e:
-        typer.secho(
-            f"error: cannot reach {url} ({e}); start it with `fusionrank serve`", fg="red", err=True
-        )
-        raise typer.Exit(2) from e
-    typer.echo(f"{'kind':10} {'sessions':>9} {'ndcg@10':>8} {'with events':>12}")
-    for kind, r in report.by_kind.items():
-        n, ndcg, engaged = int(r["sessions"]), r["ndcg@10"], r["sessions_with_events"]
-        typer.echo(f"{kind:10} {n:9d} {ndcg:8.4f} {engaged:12.3f}")
-    typer.echo(f"{report.events} events sent; {report.failed} failed sessions")
-    if json_out:
-        json_out.write_text(json.dumps(report.as_dict(), indent=2))
-    if report.failed:
-        raise typer.Exit(1)
 
 
 @app.command()

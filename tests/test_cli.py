@@ -24,7 +24,7 @@ runner = CliRunner()
 def test_help():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0, result.output
-    for command in ("ingest", "serve", "migrate"):
+    for command in ("ingest", "serve", "learner", "simulate", "migrate"):
         assert command in result.output
 
 
@@ -34,6 +34,10 @@ def test_help():
         ("ingest", ["--data-dir", "--limit", "catalog"]),
         ("serve", ["--host", "--port", "--data-dir", "--log-level"]),
         ("migrate", ["--data-dir"]),
+        (
+            "simulate",
+            ["--url", "--sessions", "--seed", "--eta", "--photos", "--phrasings", "--json"],
+        ),
     ],
 )
 def test_subcommand_help(command, options):
@@ -41,6 +45,20 @@ def test_subcommand_help(command, options):
     assert result.exit_code == 0, result.output
     for option in options:
         assert option in result.output.lower()
+
+
+def test_simulate_reports_an_unreachable_service(catalog_csv):
+    url = f"http://127.0.0.1:{free_port()}"
+    args = ["simulate", str(catalog_csv), "--url", url, "--sessions", "3", "--concurrency", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "cannot reach" in result.stderr and url in result.stderr
+
+
+def test_simulate_refuses_unknown_phrasings(catalog_csv):
+    result = runner.invoke(app, ["simulate", str(catalog_csv), "--phrasings", "nope"])
+    assert result.exit_code == 2, result.output
+    assert "--phrasings is one of train, dev, heldout" in result.stderr
 
 
 def test_migrate_creates_the_schema(tmp_path):

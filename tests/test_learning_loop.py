@@ -23,7 +23,7 @@ from model.checkpoint import load_head, save_head
 from model.head import QUERY_TYPES
 from service.learning import refresh_config
 from service.runtime import encoders_of
-from service.simulator import Simulator
+from shoppers.simulator import Simulator
 from storage.artifacts import delete_artifact, read_manifest
 from storage.db import transaction
 from storage.models import ModelVersion

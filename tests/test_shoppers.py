@@ -1,7 +1,9 @@
-"""The simulated shoppers: photo shoppers send the photos they are given, not indexed images."""
+"""The simulated shoppers: photo shoppers send the photos they are given, not indexed images;
+held-out wordings stay held out; and the product never imports them."""
 
 from __future__ import annotations
 
+import ast
 import random
 import re
 from pathlib import Path
@@ -9,7 +11,8 @@ from pathlib import Path
 from PIL import Image
 
 from service.catalog import read_catalog
-from service.simulator import PHRASINGS, Shoppers, read_photos
+from shoppers.intents import Shoppers, read_photos
+from shoppers.phrasings import PHRASINGS
 from tests.helpers import write_catalog
 
 
@@ -75,3 +78,34 @@ def _fills(template: str, text: str) -> bool:
     parts = re.split(r"\{\w+\}", template)
     pattern = ".+".join(re.escape(p) for p in parts)
     return re.fullmatch(pattern, text) is not None
+
+
+PRODUCT = ("service", "learner", "model", "storage")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_product_never_imports_the_shoppers():
+    """Evaluation tools stay out of the product: only `fusionrank simulate` imports them, inside
+    the command, so that no other command or the API loads them."""
+    found = []
+    for package in PRODUCT:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for scope, node in _imports(tree, None):
+                names = (
+                    [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else [a.name for a in node.names]
+                )
+                if any(n == "shoppers" or n.startswith("shoppers.") for n in names):
+                    found.append((str(path.relative_to(ROOT)), scope))
+    assert found == [("service/cli.py", "simulate")]
+
+
+def _imports(node: ast.AST, scope: str | None):
+    """(enclosing function or None, import node) for every import under `node`."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.Import | ast.ImportFrom):
+            yield scope, child
+        inner = child.name if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else scope
+        yield from _imports(child, inner)
