@@ -29,7 +29,7 @@ from benchmarks.common import (
 )
 from benchmarks.latency import start_server
 from benchmarks.learning_curve import fresh_database
-from learner.finetune import child_head
+from learner.child import child_head
 from model.checkpoint import load_head, save_head
 from service.index import CatalogIndex
 from storage.artifacts import current, read_manifest

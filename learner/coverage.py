@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from learner.dataset import LoggedSearch
-from learner.finetune import all_scores, build_features
+from learner.features import all_scores, build_features
 from model.catalog_view import ProductVectors
 from model.head import QUERY_TYPES, FusionHead, search_channels
 

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from learner.train import TrainConfig
 from service import __version__
 from service.api.body import register_body_schemas
 from service.api.routes import feedback, health, metrics, models, products, search
@@ -24,12 +25,18 @@ from service.runtime import Runtime, start_runtime
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
-    """`runtime` lets tests hand in one they built; otherwise the lifespan builds it."""
+def create_app(
+    settings: Settings | None = None,
+    runtime: Runtime | None = None,
+    *,
+    train: TrainConfig | None = None,
+) -> FastAPI:
+    """`runtime` lets tests hand in one they built; otherwise the lifespan builds it, with the
+    learner training as `train` says if given (a benchmark's ablation; see learner_config)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = runtime or start_runtime(settings or Settings())
+        rt = runtime or start_runtime(settings or Settings(), train=train)
         app.state.runtime = rt
         if runtime is None:
             # The catalog is ~570k long-lived objects that a full collection walks in 320 ms,
