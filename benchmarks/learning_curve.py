@@ -39,22 +39,13 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.lambdamart import LambdaMart
-from benchmarks.latency import rss_mb, start_server
+from benchmarks.latency import rss_mb
+from benchmarks.variant_server import VARIANTS, start
 from service.config import Settings
 from service.runtime import make_embedder
 from service.simulator import PHRASINGS, Simulator, read_photos
 from storage.artifacts import current, read_manifest
 
-VARIANTS: dict[str, dict[str, str]] = {
-    "frozen": {},
-    "learner": {},
-    "no-class-weights": {"FUSIONRANK_LEARNER_CLASS_WEIGHTS": "false"},
-    "no-ips": {"FUSIONRANK_LEARNER_IPS": "false"},
-    "ips-clip-5": {"FUSIONRANK_LEARNER_IPS_CLIP": "5"},  # less variance, less bias removed
-    "ips-clip-100": {"FUSIONRANK_LEARNER_IPS_CLIP": "100"},  # for steep position bias (--eta 2)
-    "no-pbm": {"FUSIONRANK_LEARNER_PBM_WEIGHT": "0"},  # without the examination loss
-    "lambdamart": {},  # the frozen head serves; LightGBM trains offline on its logs
-}
 EVAL_SEED = 990
 DROP_TOLERANCE = 0.01
 
@@ -128,12 +119,8 @@ def run_variant(
     replayed (its heads stay in `data_dir`)."""
     tmp = Path(tempfile.mkdtemp(prefix=f"fr-curve-{name}-"))
     fresh_database(data_dir, tmp / "fusionrank.db")
-    env = {
-        "FUSIONRANK_DATABASE_URL": f"sqlite:///{tmp / 'fusionrank.db'}",
-        **REFRESH_ON_REQUEST,
-        **VARIANTS[name],
-    }
-    proc, url = start_server(data_dir, env=env)
+    env = {"FUSIONRANK_DATABASE_URL": f"sqlite:///{tmp / 'fusionrank.db'}", **REFRESH_ON_REQUEST}
+    proc, url = start(data_dir, name, env)
     rows: list[dict[str, Any]] = []
     ltr = None
     if name == "lambdamart":
@@ -143,47 +130,16 @@ def run_variant(
         trainer = Simulator(url, CATALOG, photos=photos, eta=eta)
         for step in steps:
             row: dict[str, Any] = {"variant": name, "sessions": step}
-            if step > done and ltr is not None:
+            trains = step > done and name != "frozen"
+            if trains:
                 trainer.run(step - done, seed=1000 + step, concurrency=4, progress=True)
                 done = step
-                time.sleep(2)  # the impression writer flushes every 200 ms
-                started = time.perf_counter()
-                row |= ltr.train(tmp / "fusionrank.db")
-                row["train_seconds"] = round(time.perf_counter() - started, 2)
-                row["ndcg@10"] = ltr.evaluate(CATALOG, eval_sessions, EVAL_SEED, photos)
-                rows.append(row)
-                print(name, row, flush=True)
-                continue
-            if step > done and name != "frozen":
-                trainer.run(step - done, seed=1000 + step, concurrency=4, progress=True)
-                done = step
-                rss_before = rss_mb(proc.pid)
-                run = refresh(url)
-                detail = run.get("detail") or {}
-                row |= {
-                    "refresh_status": run["status"],
-                    "promoted": run.get("promoted"),
-                    "refresh_seconds": detail.get("seconds"),
-                    "window_searches": detail.get("window_searches"),
-                    "server_rss_mb": max(rss_before, rss_mb(proc.pid)),
-                    "reason": detail.get("reason"),
-                    # what the gate saw, per query type: a promoted drop can be looked into
-                    "type_reasons": detail.get("type_reasons"),
-                    # what share of each type's served top 10 the holdout had shown
-                    "coverage": detail.get("coverage"),
-                    # early stopping's view: a best epoch of 0 keeps the parent's weights
-                    "train": {
-                        k: (detail.get("train") or {}).get(k)
-                        for k in ("train_searches", "val_searches", "best_epoch", "val_ips_ndcg@10")
-                    },
-                    "holdout_ips_ndcg@10": {
-                        head: {t: m.get("ips_ndcg@10") for t, m in metrics.items()}
-                        for head, metrics in (detail.get("holdout") or {}).items()
-                    },
-                }
-            row["ndcg@10"] = evaluate(url, eval_sessions, photos)
-            if heldout:
-                row["ndcg@10_heldout"] = evaluate(url, eval_sessions, photos, "heldout")
+            if trains and ltr is not None:
+                row |= lambdamart_row(ltr, tmp / "fusionrank.db", eval_sessions, photos)
+            else:
+                if trains:
+                    row |= refresh_row(url, proc.pid)
+                row |= served_ndcg(url, eval_sessions, photos, heldout)
             rows.append(row)
             print(name, row, flush=True)
             if name == "frozen":  # nothing changes without refreshes
@@ -192,17 +148,105 @@ def run_variant(
     finally:
         proc.terminate()
         proc.wait(30)
-        if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-            for stale in keep.glob(f"{name}.db*"):  # an earlier run's WAL would be replayed
-                stale.unlink()
-            for part in tmp.glob("fusionrank.db*"):  # with any WAL the server left behind
-                shutil.move(part, keep / part.name.replace("fusionrank", name))
-        shutil.rmtree(tmp, ignore_errors=True)
+        _keep_database(name, tmp, keep)
     return rows
 
 
+def lambdamart_row(
+    ltr: LambdaMart, database: Path, eval_sessions: int, photos: Mapping[str, Path] | None
+) -> dict[str, Any]:
+    """LambdaMART trained offline on everything logged so far, and evaluated in process."""
+    time.sleep(2)  # the impression writer flushes every 200 ms
+    started = time.perf_counter()
+    row: dict[str, Any] = dict(ltr.train(database))
+    row["train_seconds"] = round(time.perf_counter() - started, 2)
+    row["ndcg@10"] = ltr.evaluate(CATALOG, eval_sessions, EVAL_SEED, photos)
+    return row
+
+
+def served_ndcg(
+    url: str, eval_sessions: int, photos: Mapping[str, Path] | None, heldout: bool
+) -> dict[str, Any]:
+    """NDCG@10 of what the server shows the evaluation shoppers (also in held-out wordings)."""
+    row = {"ndcg@10": evaluate(url, eval_sessions, photos)}
+    if heldout:
+        row["ndcg@10_heldout"] = evaluate(url, eval_sessions, photos, "heldout")
+    return row
+
+
+def refresh_row(url: str, pid: int) -> dict[str, Any]:
+    """One refresh through the API, and what the row reports of it."""
+    rss_before = rss_mb(pid)
+    run = refresh(url)
+    detail = run.get("detail") or {}
+    return {
+        "refresh_status": run["status"],
+        "promoted": run.get("promoted"),
+        "refresh_seconds": detail.get("seconds"),
+        "window_searches": detail.get("window_searches"),
+        "server_rss_mb": max(rss_before, rss_mb(pid)),
+        "reason": detail.get("reason"),
+        # what the gate saw, per query type: a promoted drop can be looked into
+        "type_reasons": detail.get("type_reasons"),
+        # what share of each type's served top 10 the holdout had shown
+        "coverage": detail.get("coverage"),
+        # early stopping's view: a best epoch of 0 keeps the parent's weights
+        "train": {
+            k: (detail.get("train") or {}).get(k)
+            for k in ("train_searches", "val_searches", "best_epoch", "val_ips_ndcg@10")
+        },
+        "holdout_ips_ndcg@10": {
+            head: {t: m.get("ips_ndcg@10") for t, m in metrics.items()}
+            for head, metrics in (detail.get("holdout") or {}).items()
+        },
+    }
+
+
+def _keep_database(name: str, tmp: Path, keep: Path | None) -> None:
+    """Move the variant's database to `keep` as NAME.db (if given); remove its directory."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for stale in keep.glob(f"{name}.db*"):  # an earlier run's WAL would be replayed
+            stale.unlink()
+        for part in tmp.glob("fusionrank.db*"):  # with any WAL the server left behind
+            shutil.move(part, keep / part.name.replace("fusionrank", name))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
+    args = parser().parse_args()
+    require_shared()
+    ensure_index(args.data_dir)
+    steps = [int(s) for s in args.steps.split(",")]
+    photos = read_photos(PHOTOS / "catalog_224.csv") if args.photos == "fashion224" else None
+    rows = [
+        r
+        for name in args.variants.split(",")
+        for r in run_variant(
+            name,
+            args.data_dir,
+            steps,
+            args.eval_sessions,
+            photos,
+            args.heldout_phrasings,
+            args.eta,
+            args.keep_databases,
+        )
+    ]
+    kinds = ("text", "image", "composed", "all")
+    if args.heldout_phrasings:
+        print(f"\nNDCG@10, evaluation shoppers with held-out wordings ({args.eval_sessions})")
+        print_table([r for r in rows if "ndcg@10_heldout" in r], kinds, "ndcg@10_heldout")
+    print(f"\nNDCG@10 against true grades ({args.eval_sessions} evaluation shoppers)")
+    print_table(rows, kinds, "ndcg@10", refresh=True)
+    targets = check_targets(rows, steps[-1])
+    payload = {"photos": args.photos, "eta": args.eta, "data_dir": str(args.data_dir), "rows": rows}
+    print(f"wrote {write_json(args.name, {**payload, 'targets': targets})}")
+    png = Path(__file__).with_name(f"{args.name}.png")
+    print(f"wrote {plot(with_heldout_curves(rows), kinds, png)}")
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -239,33 +283,12 @@ def main() -> None:
     ap.add_argument(
         "--name", default="learning_curve", help="results/NAME.json and NAME.png in benchmarks/"
     )
-    args = ap.parse_args()
-    require_shared()
-    ensure_index(args.data_dir)
-    steps = [int(s) for s in args.steps.split(",")]
-    photos = read_photos(PHOTOS / "catalog_224.csv") if args.photos == "fashion224" else None
-    rows = [
-        r
-        for name in args.variants.split(",")
-        for r in run_variant(
-            name,
-            args.data_dir,
-            steps,
-            args.eval_sessions,
-            photos,
-            args.heldout_phrasings,
-            args.eta,
-            args.keep_databases,
-        )
-    ]
-    kinds = ("text", "image", "composed", "all")
-    if args.heldout_phrasings:
-        print(f"\nNDCG@10, evaluation shoppers with held-out wordings ({args.eval_sessions})")
-        print_table([r for r in rows if "ndcg@10_heldout" in r], kinds, "ndcg@10_heldout")
-    print(f"\nNDCG@10 against true grades ({args.eval_sessions} evaluation shoppers)")
-    print_table(rows, kinds, "ndcg@10", refresh=True)
+    return ap
+
+
+def check_targets(rows: list[dict[str, Any]], last: int) -> dict[str, bool]:
+    """The learning curve's targets after `last` sessions, printed; promoted drops listed."""
     frozen = {r["sessions"]: r["ndcg@10"]["all"] for r in rows if r["variant"] == "frozen"}
-    last = steps[-1]
     learner = next((r for r in rows if r["variant"] == "learner" and r["sessions"] == last), None)
     ltr = next((r for r in rows if r["variant"] == "lambdamart" and r["sessions"] == last), None)
     targets = {}
@@ -284,10 +307,7 @@ def main() -> None:
     for d in drops:
         print("  promoted drop:", d)
     print_targets(targets)
-    payload = {"photos": args.photos, "eta": args.eta, "data_dir": str(args.data_dir), "rows": rows}
-    print(f"wrote {write_json(args.name, {**payload, 'targets': targets})}")
-    png = Path(__file__).with_name(f"{args.name}.png")
-    print(f"wrote {plot(with_heldout_curves(rows), kinds, png)}")
+    return targets
 
 
 def promoted_drops(rows: list[dict[str, Any]]) -> list[str]:

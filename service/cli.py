@@ -7,7 +7,7 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -81,15 +81,20 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run the HTTP API (one process; OpenAPI docs at /docs)."""
-    import uvicorn
-
     from service.api.app import create_app
+
+    run_app(create_app(_settings(data_dir)), host, port, log_level)
+
+
+def run_app(app: Any, host: str, port: int, log_level: str) -> None:
+    """Serve `app` with uvicorn as `fusionrank serve` does (also benchmarks.variant_server)."""
+    import uvicorn
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     uvicorn.run(
-        create_app(_settings(data_dir)),
+        app,
         host=host,
         port=port,
         log_level=log_level,
