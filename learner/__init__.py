@@ -1,4 +1,4 @@
-"""The fusion head and how it is trained (bootstrap now, from feedback later)."""
+"""Training the fusion head: bootstrapped from the catalog, refreshed from feedback."""
 
 import os
 
