@@ -29,7 +29,7 @@ from benchmarks.common import (
 )
 from benchmarks.learning_curve import fresh_database
 from benchmarks.server import start_server
-from learner.finetune import child_head
+from learner.child import child_head
 from model.checkpoint import load_head, save_head
 from service.index import CatalogIndex
 from shoppers.queries import make_queries

@@ -23,9 +23,9 @@ import torch
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
-from learner.dataset import load_searches
-from learner.finetune import build_features, child_head
-from learner.refresh import logged_query_vectors
+from learner.child import child_head
+from learner.dataset import load_searches, logged_query_vectors
+from learner.features import build_features
 from model.attributes import photo_votes
 from model.candidates import candidates
 from model.checkpoint import load_head

@@ -1,7 +1,7 @@
 """The learning curve through the real HTTP API on the full catalog.
 
 For each variant a real `fusionrank serve` runs on its own copy of the database (same index):
-simulated shoppers (`service.simulator`, position-based clicks with eta=1 or --eta, purchases that
+simulated shoppers (`shoppers`, position-based clicks with eta=1 or --eta, purchases that
 depend on relevance) search and send feedback; after each step a refresh is started through
 POST /v1/models/train; then a fixed set of evaluation shoppers (the same seeds for every variant,
 no feedback sent) measures NDCG@10 of what the service shows against the true grades.
@@ -39,7 +39,8 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.lambdamart import LambdaMart
-from benchmarks.server import rss_mb, start_server
+from benchmarks.server import rss_mb
+from benchmarks.variant_server import VARIANTS, start
 from service.config import Settings
 from service.runtime import make_embedder
 from shoppers.intents import read_photos
@@ -47,16 +48,6 @@ from shoppers.phrasings import PHRASINGS
 from shoppers.simulator import Simulator
 from storage.artifacts import current, read_manifest
 
-VARIANTS: dict[str, dict[str, str]] = {
-    "frozen": {},
-    "learner": {},
-    "no-class-weights": {"FUSIONRANK_LEARNER_CLASS_WEIGHTS": "false"},
-    "no-ips": {"FUSIONRANK_LEARNER_IPS": "false"},
-    "ips-clip-5": {"FUSIONRANK_LEARNER_IPS_CLIP": "5"},  # less variance, less bias removed
-    "ips-clip-100": {"FUSIONRANK_LEARNER_IPS_CLIP": "100"},  # for steep position bias (--eta 2)
-    "no-pbm": {"FUSIONRANK_LEARNER_PBM_WEIGHT": "0"},  # without the examination loss
-    "lambdamart": {},  # the frozen head serves; LightGBM trains offline on its logs
-}
 EVAL_SEED = 990
 DROP_TOLERANCE = 0.01
 
@@ -130,12 +121,8 @@ def run_variant(
     replayed (its heads stay in `data_dir`)."""
     tmp = Path(tempfile.mkdtemp(prefix=f"fr-curve-{name}-"))
     fresh_database(data_dir, tmp / "fusionrank.db")
-    env = {
-        "FUSIONRANK_DATABASE_URL": f"sqlite:///{tmp / 'fusionrank.db'}",
-        **REFRESH_ON_REQUEST,
-        **VARIANTS[name],
-    }
-    proc, url = start_server(data_dir, env=env)
+    env = {"FUSIONRANK_DATABASE_URL": f"sqlite:///{tmp / 'fusionrank.db'}", **REFRESH_ON_REQUEST}
+    proc, url = start(data_dir, name, env)
     rows: list[dict[str, Any]] = []
     ltr = None
     if name == "lambdamart":
@@ -145,47 +132,16 @@ def run_variant(
         trainer = Simulator(url, CATALOG, photos=photos, eta=eta)
         for step in steps:
             row: dict[str, Any] = {"variant": name, "sessions": step}
-            if step > done and ltr is not None:
+            trains = step > done and name != "frozen"
+            if trains:
                 trainer.run(step - done, seed=1000 + step, concurrency=4, progress=True)
                 done = step
-                time.sleep(2)  # the impression writer flushes every 200 ms
-                started = time.perf_counter()
-                row |= ltr.train(tmp / "fusionrank.db")
-                row["train_seconds"] = round(time.perf_counter() - started, 2)
-                row["ndcg@10"] = ltr.evaluate(CATALOG, eval_sessions, EVAL_SEED, photos)
-                rows.append(row)
-                print(name, row, flush=True)
-                continue
-            if step > done and name != "frozen":
-                trainer.run(step - done, seed=1000 + step, concurrency=4, progress=True)
-                done = step
-                rss_before = rss_mb(proc.pid)
-                run = refresh(url)
-                detail = run.get("detail") or {}
-                row |= {
-                    "refresh_status": run["status"],
-                    "promoted": run.get("promoted"),
-                    "refresh_seconds": detail.get("seconds"),
-                    "window_searches": detail.get("window_searches"),
-                    "server_rss_mb": max(rss_before, rss_mb(proc.pid)),
-                    "reason": detail.get("reason"),
-                    # what the gate saw, per query type: a promoted drop can be looked into
-                    "type_reasons": detail.get("type_reasons"),
-                    # what share of each type's served top 10 the holdout had shown
-                    "coverage": detail.get("coverage"),
-                    # early stopping's view: a best epoch of 0 keeps the parent's weights
-                    "train": {
-                        k: (detail.get("train") or {}).get(k)
-                        for k in ("train_searches", "val_searches", "best_epoch", "val_ips_ndcg@10")
-                    },
-                    "holdout_ips_ndcg@10": {
-                        head: {t: m.get("ips_ndcg@10") for t, m in metrics.items()}
-                        for head, metrics in (detail.get("holdout") or {}).items()
-                    },
-                }
-            row["ndcg@10"] = evaluate(url, eval_sessions, photos)
-            if heldout:
-                row["ndcg@10_heldout"] = evaluate(url, eval_sessions, photos, "heldout")
+            if trains and ltr is not None:
+                row |= lambdamart_row(ltr, tmp / "fusionrank.db", eval_sessions, photos)
+            else:
+                if trains:
+                    row |= refresh_row(url, proc.pid)
+                row |= served_ndcg(url, eval_sessions, photos, heldout)
             rows.append(row)
             print(name, row, flush=True)
             if name == "frozen":  # nothing changes without refreshes
@@ -194,54 +150,73 @@ def run_variant(
     finally:
         proc.terminate()
         proc.wait(30)
-        if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-            for stale in keep.glob(f"{name}.db*"):  # an earlier run's WAL would be replayed
-                stale.unlink()
-            for part in tmp.glob("fusionrank.db*"):  # with any WAL the server left behind
-                shutil.move(part, keep / part.name.replace("fusionrank", name))
-        shutil.rmtree(tmp, ignore_errors=True)
+        _keep_database(name, tmp, keep)
     return rows
 
 
+def lambdamart_row(
+    ltr: LambdaMart, database: Path, eval_sessions: int, photos: Mapping[str, Path] | None
+) -> dict[str, Any]:
+    """LambdaMART trained offline on everything logged so far, and evaluated in process."""
+    time.sleep(2)  # the impression writer flushes every 200 ms
+    started = time.perf_counter()
+    row: dict[str, Any] = dict(ltr.train(database))
+    row["train_seconds"] = round(time.perf_counter() - started, 2)
+    row["ndcg@10"] = ltr.evaluate(CATALOG, eval_sessions, EVAL_SEED, photos)
+    return row
+
+
+def served_ndcg(
+    url: str, eval_sessions: int, photos: Mapping[str, Path] | None, heldout: bool
+) -> dict[str, Any]:
+    """NDCG@10 of what the server shows the evaluation shoppers (also in held-out wordings)."""
+    row = {"ndcg@10": evaluate(url, eval_sessions, photos)}
+    if heldout:
+        row["ndcg@10_heldout"] = evaluate(url, eval_sessions, photos, "heldout")
+    return row
+
+
+def refresh_row(url: str, pid: int) -> dict[str, Any]:
+    """One refresh through the API, and what the row reports of it."""
+    rss_before = rss_mb(pid)
+    run = refresh(url)
+    detail = run.get("detail") or {}
+    return {
+        "refresh_status": run["status"],
+        "promoted": run.get("promoted"),
+        "refresh_seconds": detail.get("seconds"),
+        "window_searches": detail.get("window_searches"),
+        "server_rss_mb": max(rss_before, rss_mb(pid)),
+        "reason": detail.get("reason"),
+        # what the gate saw, per query type: a promoted drop can be looked into
+        "type_reasons": detail.get("type_reasons"),
+        # what share of each type's served top 10 the holdout had shown
+        "coverage": detail.get("coverage"),
+        # early stopping's view: a best epoch of 0 keeps the parent's weights
+        "train": {
+            k: (detail.get("train") or {}).get(k)
+            for k in ("train_searches", "val_searches", "best_epoch", "val_ips_ndcg@10")
+        },
+        "holdout_ips_ndcg@10": {
+            head: {t: m.get("ips_ndcg@10") for t, m in metrics.items()}
+            for head, metrics in (detail.get("holdout") or {}).items()
+        },
+    }
+
+
+def _keep_database(name: str, tmp: Path, keep: Path | None) -> None:
+    """Move the variant's database to `keep` as NAME.db (if given); remove its directory."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for stale in keep.glob(f"{name}.db*"):  # an earlier run's WAL would be replayed
+            stale.unlink()
+        for part in tmp.glob("fusionrank.db*"):  # with any WAL the server left behind
+            shutil.move(part, keep / part.name.replace("fusionrank", name))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    ap.add_argument("--steps", default="0,1000,5000,20000", help="cumulative training sessions")
-    ap.add_argument("--eval-sessions", type=int, default=400)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument(
-        "--photos",
-        default="fashion224",
-        choices=("fashion224", "catalog"),
-        help="what photo shoppers send: 224 px photos of catalog products (fashion224), or the "
-        "catalog's own thumbnails (exact duplicates of indexed images)",
-    )
-    ap.add_argument(
-        "--eta",
-        type=float,
-        default=1.0,
-        help="position bias of the training shoppers: position k is examined w.p. k^-eta",
-    )
-    ap.add_argument(
-        "--heldout-phrasings",
-        action="store_true",
-        help="also evaluate with shoppers who word their queries in ways no training shopper "
-        "does (service.simulator.PHRASINGS)",
-    )
-    ap.add_argument(
-        "--keep-databases",
-        type=Path,
-        metavar="DIR",
-        help="keep each variant's SQLite database as DIR/VARIANT.db (its heads stay in "
-        "--data-dir), to replay a promotion",
-    )
-    ap.add_argument(
-        "--name", default="learning_curve", help="results/NAME.json and NAME.png in benchmarks/"
-    )
-    args = ap.parse_args()
+    args = parser().parse_args()
     require_shared()
     ensure_index(args.data_dir)
     steps = [int(s) for s in args.steps.split(",")]
@@ -266,8 +241,56 @@ def main() -> None:
         print_table([r for r in rows if "ndcg@10_heldout" in r], kinds, "ndcg@10_heldout")
     print(f"\nNDCG@10 against true grades ({args.eval_sessions} evaluation shoppers)")
     print_table(rows, kinds, "ndcg@10", refresh=True)
+    targets = check_targets(rows, steps[-1])
+    payload = {"photos": args.photos, "eta": args.eta, "data_dir": str(args.data_dir), "rows": rows}
+    print(f"wrote {write_json(args.name, {**payload, 'targets': targets})}")
+    png = Path(__file__).with_name(f"{args.name}.png")
+    print(f"wrote {plot(with_heldout_curves(rows), kinds, png)}")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--steps", default="0,1000,5000,20000", help="cumulative training sessions")
+    ap.add_argument("--eval-sessions", type=int, default=400)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument(
+        "--photos",
+        default="fashion224",
+        choices=("fashion224", "catalog"),
+        help="what photo shoppers send: 224 px photos of catalog products (fashion224), or the "
+        "catalog's own thumbnails (exact duplicates of indexed images)",
+    )
+    ap.add_argument(
+        "--eta",
+        type=float,
+        default=1.0,
+        help="position bias of the training shoppers: position k is examined w.p. k^-eta",
+    )
+    ap.add_argument(
+        "--heldout-phrasings",
+        action="store_true",
+        help="also evaluate with shoppers who word their queries in ways no training shopper "
+        "does (shoppers.phrasings.PHRASINGS)",
+    )
+    ap.add_argument(
+        "--keep-databases",
+        type=Path,
+        metavar="DIR",
+        help="keep each variant's SQLite database as DIR/VARIANT.db (its heads stay in "
+        "--data-dir), to replay a promotion",
+    )
+    ap.add_argument(
+        "--name", default="learning_curve", help="results/NAME.json and NAME.png in benchmarks/"
+    )
+    return ap
+
+
+def check_targets(rows: list[dict[str, Any]], last: int) -> dict[str, bool]:
+    """The learning curve's targets after `last` sessions, printed; promoted drops listed."""
     frozen = {r["sessions"]: r["ndcg@10"]["all"] for r in rows if r["variant"] == "frozen"}
-    last = steps[-1]
     learner = next((r for r in rows if r["variant"] == "learner" and r["sessions"] == last), None)
     ltr = next((r for r in rows if r["variant"] == "lambdamart" and r["sessions"] == last), None)
     targets = {}
@@ -286,10 +309,7 @@ def main() -> None:
     for d in drops:
         print("  promoted drop:", d)
     print_targets(targets)
-    payload = {"photos": args.photos, "eta": args.eta, "data_dir": str(args.data_dir), "rows": rows}
-    print(f"wrote {write_json(args.name, {**payload, 'targets': targets})}")
-    png = Path(__file__).with_name(f"{args.name}.png")
-    print(f"wrote {plot(with_heldout_curves(rows), kinds, png)}")
+    return targets
 
 
 def promoted_drops(rows: list[dict[str, Any]]) -> list[str]:

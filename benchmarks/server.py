@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +26,17 @@ def free_port() -> int:
 
 
 def start_server(
-    data_dir: Path, ready_path: str = "/readyz", env: Mapping[str, str] | None = None
+    data_dir: Path,
+    ready_path: str = "/readyz",
+    env: Mapping[str, str] | None = None,
+    module: Sequence[str] = ("service.cli", "serve"),
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """`fusionrank serve` on `data_dir`, with `env` on top of this process's environment."""
+    """`fusionrank serve` (or another `python -m` server taking --port and --log-level) on
+    `data_dir`, with `env` on top of this process's environment; returns once it is ready."""
     port = free_port()
     env = {**os.environ, **(env or {}), "FUSIONRANK_DATA_DIR": str(data_dir)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
+    args = ["--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen([sys.executable, "-m", *module, *args], env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

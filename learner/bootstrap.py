@@ -236,6 +236,39 @@ def fit_gate(
     Candidates are what the search channels would retrieve; a candidate's relevance is the share
     of the asked-for attributes it has. Projections and calibration stay fixed. Returns the loss.
     """
+    batches = _gate_batches(head, text, image, has_image, codes, pq, per_channel)
+    gate = head.gate_logits
+    gate.requires_grad_(True)
+    scale = torch.nn.Parameter(torch.full((3,), 3.0))
+    opt = torch.optim.Adam([gate, scale], lr=0.05)
+    loss_val = float("nan")
+    for _ in tqdm(range(steps), desc="fit gate", unit="step", disable=not progress):
+        total = torch.zeros(())
+        for qtype, sims, mask, rel in batches:
+            score = head.fuse(sims, mask, qtype) * scale[qtype]
+            valid = torch.isfinite(rel)
+            log_p = torch.log_softmax(score.masked_fill(~valid, float("-inf")), dim=1)
+            target = torch.softmax((rel * 10).masked_fill(~valid, float("-inf")), dim=1)
+            total = total - (target * log_p.nan_to_num(0.0, neginf=0.0)).sum(1).mean()
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        loss_val = float(total.detach())
+    gate.requires_grad_(False)
+    return loss_val
+
+
+def _gate_batches(
+    head: FusionHead,
+    text: np.ndarray,
+    image: np.ndarray,
+    has_image: np.ndarray,
+    codes: np.ndarray,
+    pq: PseudoQueries,
+    per_channel: int,
+) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per query type with pseudo-queries: (type, channel sims, mask, relevance) of what the
+    search channels would retrieve for them."""
     with torch.no_grad():
         T, V = torch.from_numpy(text), torch.from_numpy(image)
         PT, PV = head.project_text(T), head.project_image(V)
@@ -265,25 +298,7 @@ def fit_gate(
         if exclude is not None:  # the photographed product lacks the asked-for change
             rel = np.where(cand_np == exclude[:, None], -np.inf, rel)
         batches.append((qtype, sims, mask, torch.from_numpy(rel).float()))
-    gate = head.gate_logits
-    gate.requires_grad_(True)
-    scale = torch.nn.Parameter(torch.full((3,), 3.0))
-    opt = torch.optim.Adam([gate, scale], lr=0.05)
-    loss_val = float("nan")
-    for _ in tqdm(range(steps), desc="fit gate", unit="step", disable=not progress):
-        total = torch.zeros(())
-        for qtype, sims, mask, rel in batches:
-            score = head.fuse(sims, mask, qtype) * scale[qtype]
-            valid = torch.isfinite(rel)
-            log_p = torch.log_softmax(score.masked_fill(~valid, float("-inf")), dim=1)
-            target = torch.softmax((rel * 10).masked_fill(~valid, float("-inf")), dim=1)
-            total = total - (target * log_p.nan_to_num(0.0, neginf=0.0)).sum(1).mean()
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-        loss_val = float(total.detach())
-    gate.requires_grad_(False)
-    return loss_val
+    return batches
 
 
 def _batch_channels(

@@ -2,10 +2,8 @@
 
 The holdout scores re-rankings of the products each logged search showed, but a served head ranks
 its whole FAISS pool (`candidates_per_channel` per channel, about 200 products), and what it lifts
-from outside the shown ones has no logged evidence either way. On 2026-12-03 a candidate trained
-without position-bias correction scored a composed gain on the holdout (IPS-NDCG@10 0.2893 ->
-0.3526) while 87% of its served top 10 came from below the bootstrap's top 20: deodorants for a
-T-shirt photo, and composed true NDCG@10 fell from 0.47 to 0.11. So the gate also retrieves each
+from outside the shown ones has no logged evidence either way (a candidate once passed the holdout
+while serving mostly products it never showed; README, Promotion). So the gate also retrieves each
 sampled holdout search's pool again, from its logged query vectors, and measures the share of a
 head's top 10 over that pool that the search had shown.
 """
@@ -20,7 +18,7 @@ import numpy as np
 import torch
 
 from learner.dataset import LoggedSearch
-from learner.finetune import all_scores, build_features
+from learner.features import all_scores, build_features
 from model.catalog_view import ProductVectors
 from model.head import QUERY_TYPES, FusionHead, search_channels
 

@@ -59,8 +59,8 @@ def load_searches(
 ) -> list[LoggedSearch]:
     """Searches logged in [start, end), oldest first: the newest `limit` if given, or a uniform
     random `limit` of them with `sample` (the replay buffer)."""
-    imp, item = Impression, ImpressionItem
-    # columns, not ORM entities: a 100k-event refresh reads ~600k shown items
+    imp = Impression
+    # columns, not ORM entities: a refresh reads hundreds of thousands of shown items
     q = select(
         imp.search_id,
         imp.created_at,
@@ -85,8 +85,36 @@ def load_searches(
     impressions = sorted(session.execute(q).tuples(), key=lambda i: (i[1], i[0]))
     if not impressions:
         return []
-    ids = [i[0] for i in impressions]
-    # per search, in shown order: product ids, model positions, logged propensities
+    shown, labels = _shown_and_labels(session, [i[0] for i in impressions], grades)
+    out = []
+    for sid, created_at, query_type, query_text, image_sha256, explore, filters in impressions:
+        if sid not in shown:
+            continue
+        products, model_positions, propensities = shown[sid]
+        out.append(
+            LoggedSearch(
+                search_id=sid,
+                created_at=created_at,
+                query_type=QUERY_TYPES.index(query_type),
+                text_key=content_key(query_text) if query_text else None,
+                image_key=image_sha256,
+                explore=explore,
+                product_ids=tuple(products),
+                model_positions=np.array(model_positions, dtype=np.int64),
+                propensities=np.array(propensities, dtype=np.float32),
+                grades=np.array([labels.get((sid, p), 0) for p in products], dtype=np.int64),
+                filters=filter_values(filters) if filters else None,
+            )
+        )
+    return out
+
+
+def _shown_and_labels(
+    session: Session, ids: list[str], grades: dict[str, int]
+) -> tuple[dict[str, tuple[list[str], list[int], list[float]]], dict[tuple[str, str], int]]:
+    """Per search, in shown order: product ids, model positions and logged propensities; and per
+    (search, product) the highest grade among its events."""
+    item = ImpressionItem
     shown: dict[str, tuple[list[str], list[int], list[float]]] = {}
     labels: dict[tuple[str, str], int] = {}
     for chunk in chunks(ids, 500):
@@ -109,27 +137,34 @@ def load_searches(
             g = grades.get(etype, 0)  # a type removed from the settings no longer counts
             if g > labels.get((sid, pid), 0):
                 labels[(sid, pid)] = g
-    out = []
-    for sid, created_at, query_type, query_text, image_sha256, explore, filters in impressions:
-        if sid not in shown:
-            continue
-        products, model_positions, propensities = shown[sid]
-        out.append(
-            LoggedSearch(
-                search_id=sid,
-                created_at=created_at,
-                query_type=QUERY_TYPES.index(query_type),
-                text_key=content_key(query_text) if query_text else None,
-                image_key=image_sha256,
-                explore=explore,
-                product_ids=tuple(products),
-                model_positions=np.array(model_positions, dtype=np.int64),
-                propensities=np.array(propensities, dtype=np.float32),
-                grades=np.array([labels.get((sid, p), 0) for p in products], dtype=np.int64),
-                filters=filter_values(filters) if filters else None,
-            )
-        )
-    return out
+    return shown, labels
+
+
+@dataclass(frozen=True)
+class Encoders:
+    """Which logged query vectors a refresh reads: those of the serving encoders."""
+
+    text_id: str
+    text_dim: int
+    image_id: str
+    image_dim: int
+    colour_id: str | None = None  # the photos' colour descriptor, if one is logged
+    colour_dim: int = 0
+
+
+def logged_query_vectors(
+    session: Session, searches: list[LoggedSearch], encoders: Encoders
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The searches' frozen query vectors as logged: text, image and colour (by content key)."""
+    texts = [x.text_key for x in searches if x.text_key]
+    images = [x.image_key for x in searches if x.image_key]
+    return (
+        load_query_vectors(session, texts, encoders.text_id, encoders.text_dim),
+        load_query_vectors(session, images, encoders.image_id, encoders.image_dim),
+        load_query_vectors(session, images, encoders.colour_id, encoders.colour_dim)
+        if encoders.colour_id
+        else {},
+    )
 
 
 def load_query_vectors(

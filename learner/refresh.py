@@ -6,8 +6,9 @@
 2. The newest `holdout_fraction` of the window (by time) is held out; nothing trains on it.
 3. The position bias is re-fitted; the candidate warm-starts from the active head.
 4. Per query type, the candidate must beat the active head on the holdout's IPS-weighted NDCG@10
-   by `margin` without a worse click log-loss (beyond `logloss_tolerance`); types that do not
-   keep the active head's behaviour, so no promotion can lower any type's holdout metric.
+   by `margin` without a worse click log-loss (beyond `logloss_tolerance`), and the holdout must
+   have shown enough of what it would serve (learner.coverage); types that fail keep the active
+   head's behaviour, so no promotion can lower any type's holdout metric.
 5. The candidate is stored (atomically, verified on load) and registered either way: promoted
    and activated, or rejected with its reason and metrics.
 """
@@ -16,9 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +26,20 @@ import numpy as np
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.coverage import retrieval_pools, shown_share
-from learner.dataset import LoggedSearch, load_query_vectors, load_searches
-from learner.finetune import (
-    TrainConfig,
-    build_features,
-    child_head,
-    evaluate,
-    fit_calibration,
-    judging_clip,
-    merge_per_type,
-    train,
-)
+from learner.calibration import Calibration, fit_calibration
+from learner.child import child_head, merge_per_type
+from learner.dataset import Encoders, LoggedSearch, load_searches, logged_query_vectors
+from learner.features import Features, build_features
+from learner.gate import coverage_gate, holdout_gate
+from learner.holdout import Metrics, evaluate, judging_clip
 from learner.position_bias import estimate
+from learner.record import RunRecord, jsonable
+from learner.train import TrainConfig, train
 from learner.versions import prune_heads
 from model.catalog_view import ProductVectors
 from model.checkpoint import WEIGHTS, load_head, save_head
 from model.head import QUERY_TYPES, FusionHead
-from model.position_bias import bias_of
+from model.position_bias import PositionBias, bias_of
 from storage.artifacts import read_manifest
 from storage.db import transaction
 from storage.registry import (
@@ -52,40 +48,104 @@ from storage.registry import (
     last_window_end,
     register_version,
     set_active,
-    update_run,
     utcnow,
 )
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RefreshConfig:
+    """How a refresh windows, judges and keeps. The fields without a default are user settings
+    (service.config.Settings holds their defaults; service.runtime.learner_config copies them)."""
+
     event_grades: dict[str, int]
-    settle: timedelta = timedelta(seconds=5)
-    holdout_fraction: float = 0.2
-    min_new_engaged: int = 100
-    min_holdout_engaged: int = 50  # per query type, to judge that type at all
-    replay: int = 20_000
-    max_window: int = 200_000
-    margin: float = 0.002
+    settle: timedelta
+    holdout_fraction: float
+    min_new_engaged: int
+    min_holdout_engaged: int  # per query type, to judge that type at all
+    replay: int
+    max_window: int
+    margin: float
     logloss_tolerance: float = 0.002
     # learner.coverage: the least share of a type's served top 10 its holdout searches showed
-    min_shown_share: float = 0.25
-    per_channel: int = 100  # candidates per channel, as served (Settings.candidates_per_channel)
+    min_shown_share: float
+    per_channel: int  # candidates per channel, as served
     coverage_sample: int = 100  # newest holdout searches per query type it is measured on
-    keep_heads: int = 50  # newest versions whose artifacts stay on disk (learner.versions)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    keep_heads: int  # newest versions whose artifacts stay on disk (learner.versions)
+    train: TrainConfig
 
 
 @dataclass
-class Encoders:
-    text_id: str
-    text_dim: int
-    image_id: str
-    image_dim: int
-    colour_id: str | None = None  # the photos' colour descriptor, if one is logged
-    colour_dim: int = 0
+class _Run:
+    """What every phase of one refresh needs, and the run's record."""
+
+    sessions: sessionmaker[Session]
+    index: ProductVectors
+    heads_dir: Path
+    encoders: Encoders
+    config: RefreshConfig
+    fallback_version: str
+    progress: bool
+    record: RunRecord
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        return self.record.detail
+
+    def lap(self, name: str) -> None:
+        self.record.lap(name)
+
+    def finish(self, status: str, **fields: Any) -> dict[str, Any]:
+        return self.record.finish(status, **fields)
+
+
+@dataclass
+class _Window:
+    parent_version: str
+    start: datetime | None
+    cutoff: datetime
+    searches: list[LoggedSearch]
+    replay: list[LoggedSearch]
+
+
+@dataclass
+class _Fitted:
+    """The trained candidate and what it is judged with."""
+
+    parent: FusionHead
+    candidate: FusionHead
+    info: dict[str, object]
+    bias: PositionBias
+    bias_stats: dict[str, Any]
+    holdout: list[LoggedSearch]
+    f_train: Features
+    f_hold: Features
+    vectors: tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]
+    event_levels: dict[str, int]
+    clip: float
+
+    def judge(self, head: FusionHead) -> tuple[Metrics, Calibration]:
+        """`head`'s holdout metrics, with its calibration fitted on the training searches."""
+        cal = fit_calibration(head, self.f_train, self.bias, self.event_levels)
+        metrics = evaluate(
+            head,
+            self.f_hold,
+            self.bias,
+            clip=self.clip,
+            calibration=cal,
+            event_levels=self.event_levels,
+        )
+        return metrics, cal
+
+
+@dataclass
+class _Verdict:
+    parent_m: Metrics
+    cand_m: Metrics
+    cand_cal: Calibration
+    accept: dict[str, bool]
+    reasons: dict[str, str]
 
 
 def run_refresh(
@@ -100,20 +160,26 @@ def run_refresh(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train, judge and register one candidate. Returns the run's detail (also stored)."""
-    started = time.perf_counter()
-    phases: dict[str, float] = {}  # where a refresh's time goes, in its detail
+    record = RunRecord(sessions, run_id)
+    run = _Run(sessions, index, heads_dir, encoders, config, fallback_version, progress, record)
+    w = _load_window(run)
+    if "reason" in run.detail:
+        return run.finish("skipped")
+    fit = _fit(run, w)
+    if fit is None:
+        return run.finish("skipped")
+    verdict = _judge(run, fit)
+    if any(verdict.accept.values()):  # what the holdout cannot see: products it never showed
+        _coverage_gate(run, fit, verdict)
+    return _register(run, w, fit, verdict)
 
-    last = started
 
-    def lap(name: str) -> None:
-        nonlocal last
-        t = time.perf_counter()
-        phases[name], last = round(t - last, 2), t
-
-    now = utcnow()
-    cutoff = now - config.settle
-    with sessions() as s:
-        parent_version = active_version(s) or fallback_version
+def _load_window(run: _Run) -> _Window:
+    """The new searches and the replay sample; a reason in the detail if there are too few."""
+    config = run.config
+    cutoff = utcnow() - config.settle
+    with run.sessions() as s:
+        parent_version = active_version(s) or run.fallback_version
         start = last_window_end(s)
         window = load_searches(
             s, grades=config.event_grades, start=start, end=cutoff, limit=config.max_window
@@ -131,157 +197,186 @@ def run_refresh(
             else []
         )
     engaged = sum(bool(x.grades.any()) for x in window)
-    lap("load_searches")
-    detail: dict[str, Any] = {
-        "phase_seconds": phases,
-        "parent": parent_version,
-        "window": {"start": start.isoformat() if start else None, "end": cutoff.isoformat()},
-        "window_searches": len(window),
-        "window_engaged": engaged,
-        "replay_searches": len(replay),
-    }
+    run.lap("load_searches")
+    run.detail.update(
+        {
+            "phase_seconds": run.record.phases,
+            "parent": parent_version,
+            "window": {"start": start.isoformat() if start else None, "end": cutoff.isoformat()},
+            "window_searches": len(window),
+            "window_engaged": engaged,
+            "replay_searches": len(replay),
+        }
+    )
     if engaged < config.min_new_engaged:
-        detail["reason"] = (
+        run.detail["reason"] = (
             f"not enough new feedback: {engaged} engaged searches since the last refresh, "
             f"{config.min_new_engaged} needed"
         )
-        return _finish(sessions, run_id, "skipped", detail, started)
+    return _Window(parent_version, start, cutoff, window, replay)
 
-    parent, parent_card = load_head(heads_dir / parent_version)
-    index_head, _ = load_head(heads_dir / fallback_version)
+
+def _fit(run: _Run, w: _Window) -> _Fitted | None:
+    """The candidate, warm-started from the active head and trained on all but the holdout;
+    None (with the reason in the detail) if the active head belongs to another index build."""
+    config, index, heads_dir = run.config, run.index, run.heads_dir
+    parent, parent_card = load_head(heads_dir / w.parent_version)
+    index_head, _ = load_head(heads_dir / run.fallback_version)
     if parent.projection_digest() != index_head.projection_digest():
-        detail["reason"] = (
-            f"active head {parent_version} belongs to another index build than this learner's "
-            f"({fallback_version}); restart the learner after an ingest"
+        run.detail["reason"] = (
+            f"active head {w.parent_version} belongs to another index build than this "
+            f"learner's ({run.fallback_version}); restart the learner after an ingest"
         )
-        return _finish(sessions, run_id, "skipped", detail, started)
-    split = len(window) - max(1, math.ceil(len(window) * config.holdout_fraction))
-    train_searches, holdout = replay + window[:split], window[split:]
+        return None
+    split = len(w.searches) - max(1, math.ceil(len(w.searches) * config.holdout_fraction))
+    train_searches, holdout = w.replay + w.searches[:split], w.searches[split:]
     bias, bias_stats = estimate(train_searches + holdout, prior_eta=bias_of(parent_card).eta)
-    lap("heads_and_bias")
-    with sessions() as s:
-        tv, iv, cv = logged_query_vectors(s, window + replay, encoders)
-    lap("load_vectors")
+    run.lap("heads_and_bias")
+    with run.sessions() as s:
+        tv, iv, cv = logged_query_vectors(s, w.searches + w.replay, run.encoders)
+    run.lap("load_vectors")
     tc = config.train
     torch.manual_seed(tc.seed)  # a bilinear residual starts from random query weights
     candidate = child_head(parent, index, tc.rank, train_gate=tc.train_gate)
-    lap("child_head")  # the first refresh also fits the attribute maps here
+    run.lap("child_head")  # the first refresh also fits the attribute maps here
     f_train, _ = build_features(candidate, train_searches, tv, iv, index, cv)
     f_hold, _ = build_features(candidate, holdout, tv, iv, index, cv)
-    lap("features")
+    run.lap("features")
     levels = max(config.event_grades.values())
-    candidate, info = train(candidate, f_train, bias, tc, levels=levels, progress=progress)
-    lap("train")
-    event_levels = {"click": 1, "purchase": levels}
-    clip = judging_clip(bias, config.train.ips_clip)
+    candidate, info = train(candidate, f_train, bias, tc, levels=levels, progress=run.progress)
+    run.lap("train")
+    return _Fitted(
+        parent=parent,
+        candidate=candidate,
+        info=info,
+        bias=bias,
+        bias_stats=bias_stats,
+        holdout=holdout,
+        f_train=f_train,
+        f_hold=f_hold,
+        vectors=(tv, iv, cv),
+        event_levels={"click": 1, "purchase": levels},
+        clip=judging_clip(bias, tc.ips_clip),
+    )
 
-    def judge(head: FusionHead) -> tuple[dict[str, Any], dict[str, dict[str, tuple[float, float]]]]:
-        cal = fit_calibration(head, f_train, bias, event_levels)
-        return evaluate(
-            head, f_hold, bias, clip=clip, calibration=cal, event_levels=event_levels
-        ), cal
 
-    parent_m, _ = judge(parent)
-    cand_m, cand_cal = judge(candidate)
-    accept, reasons = {}, {}
-    for t in QUERY_TYPES:
-        p, c = parent_m[t], cand_m[t]
-        if c["engaged"] < config.min_holdout_engaged:
-            accept[t], reasons[t] = False, f"{c['engaged']} engaged holdout searches"
-        elif not c["ips_ndcg@10"] >= p["ips_ndcg@10"] + config.margin:
-            accept[t], reasons[t] = (
-                False,
-                (
-                    f"ips_ndcg@10 {c['ips_ndcg@10']:.4f} vs active {p['ips_ndcg@10']:.4f} "
-                    f"(needs +{config.margin})"
-                ),
-            )
-        elif c["click_logloss"] > p["click_logloss"] + config.logloss_tolerance:
-            accept[t], reasons[t] = (
-                False,
-                (f"click log-loss {c['click_logloss']:.4f} vs active {p['click_logloss']:.4f}"),
-            )
-        else:
-            accept[t], reasons[t] = True, "better on the holdout"
-    lap("judge")
-    if any(accept.values()):  # what the holdout cannot see: products it never showed
-        sample = [
-            x
-            for t in range(len(QUERY_TYPES))
-            for x in [x for x in holdout if x.query_type == t][-config.coverage_sample :]
-        ]
-        pools = retrieval_pools(candidate, sample, tv, iv, index, config.per_channel)
-        detail["coverage"] = shown_share(candidate, sample, pools, tv, iv, index, cv)
-        for t in QUERY_TYPES:
-            share = detail["coverage"].get(t, {}).get("shown_share")
-            if accept[t] and share is not None and share < config.min_shown_share:
-                accept[t], reasons[t] = (
-                    False,
-                    f"only {share:.0%} of its top 10 were shown by the holdout searches (at "
-                    f"least {config.min_shown_share:.0%} needed): the holdout cannot vouch for "
-                    "the rest",
-                )
-        lap("coverage")
+def _judge(run: _Run, fit: _Fitted) -> _Verdict:
+    """Per query type, whether the candidate beats the active head on the holdout, and why."""
+    config = run.config
+    parent_m, _ = fit.judge(fit.parent)
+    cand_m, cand_cal = fit.judge(fit.candidate)
+    accept, reasons = holdout_gate(
+        parent_m,
+        cand_m,
+        min_engaged=config.min_holdout_engaged,
+        margin=config.margin,
+        logloss_tolerance=config.logloss_tolerance,
+    )
+    run.lap("judge")
+    return _Verdict(parent_m, cand_m, cand_cal, accept, reasons)
+
+
+def _coverage_gate(run: _Run, fit: _Fitted, verdict: _Verdict) -> None:
+    """Refuse the accepted types whose served top 10 the holdout searches mostly never showed."""
+    config = run.config
+    run.detail["coverage"] = coverage_gate(
+        fit.candidate,
+        fit.holdout,
+        fit.vectors,
+        run.index,
+        verdict.accept,
+        verdict.reasons,
+        sample=config.coverage_sample,
+        per_channel=config.per_channel,
+        min_shown_share=config.min_shown_share,
+    )
+    run.lap("coverage")
+
+
+def _register(run: _Run, w: _Window, fit: _Fitted, verdict: _Verdict) -> dict[str, Any]:
+    """Merge the accepted types into the active head, store the result and register it."""
+    accept, parent_m = verdict.accept, verdict.parent_m
     # Judged again only when it differs from both: all accepted is the candidate itself, and
     # with none accepted the candidate is what is kept (as rejected).
-    final, final_m, calibration = candidate, cand_m, cand_cal
+    final, final_m, calibration = fit.candidate, verdict.cand_m, verdict.cand_cal
     if any(accept.values()) and not all(accept.values()):
-        final = merge_per_type(candidate, parent, accept)
-        final_m, calibration = judge(final)
-    lap("merge")
+        final = merge_per_type(fit.candidate, fit.parent, accept)
+        final_m, calibration = fit.judge(final)
+    run.lap("merge")
     promoted = any(accept.values()) and all(
         final_m[t]["ips_ndcg@10"] >= parent_m[t]["ips_ndcg@10"] - 1e-9
         for t in QUERY_TYPES
         if final_m[t]["engaged"]
     )
-    detail.update(
+    run.detail.update(
         {
-            "position_bias": {"eta": bias_stats["eta"], "source": bias.source, **bias_stats},
-            "train": info,
+            "position_bias": {
+                "eta": fit.bias_stats["eta"],
+                "source": fit.bias.source,
+                **fit.bias_stats,
+            },
+            "train": fit.info,
             "accepted_types": [t for t, ok in accept.items() if ok],
-            "type_reasons": reasons,
-            "holdout": {"active": parent_m, "candidate": cand_m, "final": final_m},
+            "type_reasons": verdict.reasons,
+            "holdout": {"active": parent_m, "candidate": verdict.cand_m, "final": final_m},
             "calibration": calibration,
         }
     )
-    kept, kept_m, kept_cal = (
-        (final, final_m, calibration) if promoted else (candidate, cand_m, cand_cal)
+    if promoted:
+        return _keep(run, w, fit, verdict, final, final_m, calibration, promoted=True)
+    return _keep(
+        run, w, fit, verdict, fit.candidate, verdict.cand_m, verdict.cand_cal, promoted=False
     )
-    card = {  # of the head saved: the merged one if promoted, else the rejected candidate
-        "parent": parent_version,
-        "position_bias": {"eta": bias_stats["eta"], "source": bias.source},
-        "class_weights": info["class_weights"],
-        "window": detail["window"],
-        "holdout": kept_m,
-        "calibration": kept_cal,
+
+
+def _keep(
+    run: _Run,
+    w: _Window,
+    fit: _Fitted,
+    verdict: _Verdict,
+    head: FusionHead,
+    metrics: Metrics,
+    calibration: Calibration,
+    *,
+    promoted: bool,
+) -> dict[str, Any]:
+    """Save `head` (the merged one if promoted, else the rejected candidate) and register it,
+    promoted and activated or rejected; then prune old artifacts."""
+    card = {
+        "parent": w.parent_version,
+        "position_bias": {"eta": fit.bias_stats["eta"], "source": fit.bias.source},
+        "class_weights": fit.info["class_weights"],
+        "window": run.detail["window"],
+        "holdout": metrics,
+        "calibration": calibration,
     }
-    version = save_head(heads_dir, kept, card)
-    weights_sha = read_manifest(heads_dir / version)["files"][WEIGHTS]
-    if version == parent_version:
-        detail["reason"] = "training did not change the head (no epoch beat the start)"
-        return _finish(sessions, run_id, "succeeded", detail, started, promoted=False)
+    version = save_head(run.heads_dir, head, card)
+    weights_sha = read_manifest(run.heads_dir / version)["files"][WEIGHTS]
+    if version == w.parent_version:
+        run.detail["reason"] = "training did not change the head (no epoch beat the start)"
+        return run.finish("succeeded", promoted=False)
     reason = (
-        f"promoted for {', '.join(detail['accepted_types'])}"
+        f"promoted for {', '.join(run.detail['accepted_types'])}"
         if promoted
-        else "rejected: " + "; ".join(f"{t}: {r}" for t, r in reasons.items())
+        else "rejected: " + "; ".join(f"{t}: {r}" for t, r in verdict.reasons.items())
     )
-    with transaction(sessions) as s:
-        if promoted and active_version(s) not in (parent_version, None):
+    with transaction(run.sessions) as s:
+        if promoted and active_version(s) not in (w.parent_version, None):
             promoted = False  # an operator switched versions meanwhile: theirs stands
             reason = "rejected: the active version changed during the run; " + reason
         registered = register_version(
             s,
             VersionIn(
                 version=version,
-                parent=parent_version,
+                parent=w.parent_version,
                 status="promoted" if promoted else "rejected",
                 artifact_sha256=weights_sha,
                 reason=reason,
-                run_id=run_id,
-                window_start=start,
-                window_end=cutoff,
-                class_weights=_jsonable(info["class_weights"]),
-                metrics={"holdout": kept_m, "active": parent_m},
+                run_id=run.record.run_id,
+                window_start=w.start,
+                window_end=w.cutoff,
+                class_weights=jsonable(fit.info["class_weights"]),
+                metrics={"holdout": metrics, "active": verdict.parent_m},
             ),
         )
         if promoted and registered:
@@ -289,57 +384,16 @@ def run_refresh(
     if not registered:
         reason = f"identical to the already registered {version}; nothing new registered"
         promoted = False
-    detail.update({"candidate": version, "promoted": promoted, "reason": reason})
-    try:  # housekeeping: the version is registered whatever happens here
-        with sessions() as s:
-            detail["pruned_heads"] = prune_heads(s, heads_dir, config.keep_heads)
+    run.detail.update({"candidate": version, "promoted": promoted, "reason": reason})
+    _prune(run)
+    return run.finish("succeeded", candidate=version, promoted=promoted)
+
+
+def _prune(run: _Run) -> None:
+    """Housekeeping: the version is registered whatever happens here."""
+    try:
+        with run.sessions() as s:
+            run.detail["pruned_heads"] = prune_heads(s, run.heads_dir, run.config.keep_heads)
     except Exception as e:
         log.exception("pruning old head artifacts failed")
-        detail["prune_error"] = f"{type(e).__name__}: {e}"
-    return _finish(
-        sessions, run_id, "succeeded", detail, started, candidate=version, promoted=promoted
-    )
-
-
-def logged_query_vectors(
-    session: Session, searches: list[LoggedSearch], encoders: Encoders
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The searches' frozen query vectors as logged: text, image and colour (by content key)."""
-    texts = [x.text_key for x in searches if x.text_key]
-    images = [x.image_key for x in searches if x.image_key]
-    return (
-        load_query_vectors(session, texts, encoders.text_id, encoders.text_dim),
-        load_query_vectors(session, images, encoders.image_id, encoders.image_dim),
-        load_query_vectors(session, images, encoders.colour_id, encoders.colour_dim)
-        if encoders.colour_id
-        else {},
-    )
-
-
-def _finish(
-    sessions: sessionmaker[Session],
-    run_id: int,
-    status: str,
-    detail: dict[str, Any],
-    started: float,
-    **fields: Any,
-) -> dict[str, Any]:
-    detail["seconds"] = round(time.perf_counter() - started, 2)
-    detail["status"] = status
-    update_run(
-        sessions, run_id, status=status, finished_at=utcnow(), detail=_jsonable(detail), **fields
-    )
-    log.info("refresh run %d %s: %s", run_id, status, detail.get("reason", ""))
-    return detail
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    return x
+        run.detail["prune_error"] = f"{type(e).__name__}: {e}"

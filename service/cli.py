@@ -6,14 +6,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from service.config import Settings
 from service.openmp import apply_openmp_policy
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
 
 app = typer.Typer(
     help="fusionrank: multimodal product search that learns from shoppers.\n\n"
@@ -87,22 +91,31 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run the HTTP API (one process; OpenAPI docs at /docs)."""
-    import uvicorn
-
     from service.api.app import create_app
-    from service.runtime import Runtime
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    run_app(create_app(_settings(data_dir), on_ready=announce(host, port)), host, port, log_level)
+
+
+def announce(host: str, port: int) -> Callable[[Runtime], None]:
+    """What a starting server says once it can serve: where its docs are."""
 
     def ready(rt: Runtime) -> None:
         if rt.searcher is None:
             typer.secho(f"fusionrank is up but cannot search: {rt.not_ready_reason}", fg="yellow")
         typer.echo(f"fusionrank is ready: API docs at http://{host}:{port}/docs")
 
+    return ready
+
+
+def run_app(app: Any, host: str, port: int, log_level: str) -> None:
+    """Serve `app` with uvicorn as `fusionrank serve` does (also benchmarks.variant_server)."""
+    import uvicorn
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
-        create_app(_settings(data_dir), on_ready=ready),
+        app,
         host=host,
         port=port,
         log_level=log_level,

@@ -97,20 +97,8 @@ class Settings(BaseSettings):
     )
     learner_replay: int = Field(20_000, ge=0, description="Older engaged searches replayed.")
     learner_max_window: int = Field(200_000, ge=100, description="Newest searches per refresh.")
-    learner_class_weights: bool = Field(
-        True, description="Weight grades by inverse frequency (off only to measure its effect)."
-    )
-    learner_ips: bool = Field(
-        True, description="Inverse-propensity weighting (off only to measure its effect)."
-    )
     learner_ips_clip: float = Field(
         20.0, ge=1.0, description="Largest inverse-propensity weight (bias against variance)."
-    )
-    learner_pbm_weight: float = Field(
-        1.0,
-        ge=0.0,
-        description="Weight of the examination loss, which also learns from skips where the "
-        "shopper surely looked (0: off, only to measure its effect).",
     )
     promotion_margin: float = Field(0.002, ge=0, description="IPS-NDCG@10 gain to promote.")
     learner_min_shown_share: float = Field(

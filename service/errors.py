@@ -8,7 +8,7 @@ storage.errors.FusionrankError   500
 │   └── UnknownFilter            400  filter on an attribute the catalog lacks
 ├── PayloadTooLarge              413  image bytes or pixels over the limit
 ├── NotFound                     404  unknown product id
-├── service.learning.IncompatibleHead 409  head trained for another index build
+├── service.hot_swap.IncompatibleHead 409  head trained for another index build
 └── NotReady                     503  no index built yet
 """
 

@@ -5,22 +5,26 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.refresh import Encoders
+from learner.dataset import Encoders
+from learner.refresh import RefreshConfig
+from learner.train import TrainConfig
 from learner.versions import register_bootstrap
+from learner.worker import Learner, WorkerConfig
 from model.checkpoint import load_head
 from service.config import Settings
 from service.dispatch import SearchDispatcher
 from service.embedder import Embedder
 from service.encoders import load_colour_encoder, load_image_encoder, load_text_encoder
 from service.errors import FusionrankError
+from service.hot_swap import ModelWatcher, load_active_head, warm
 from service.impressions import ImpressionLogger
 from service.index import CatalogIndex
-from service.learning import Learner, ModelWatcher, load_active_head, warm
 from service.online_metrics import OnlineMetrics
 from service.products import CatalogWriter
 from service.search import ActiveHead, Searcher
@@ -65,7 +69,7 @@ def search_concurrency(settings: Settings) -> int:
 
 def make_embedder(settings: Settings, *, serving: bool = False) -> Embedder:
     """Ingest batches use every core. Serving starts at one thread; each search then claims its
-    own (service.search.EncodeThreads): every free core alone on the event loop, one beside
+    own (service.encode_threads.EncodeThreads): every free core alone on the event loop, one beside
     other searches or elsewhere (one thread per query was 94 against 70 text searches/s at
     concurrency 4)."""
     threads = settings.torch_threads or (1 if serving else 0)
@@ -82,11 +86,44 @@ def make_embedder(settings: Settings, *, serving: bool = False) -> Embedder:
     )
 
 
+def learner_config(settings: Settings, train: TrainConfig | None = None) -> WorkerConfig:
+    """The learner's configuration from the settings, the one place their defaults live.
+    `train`: how to train instead (a benchmark's ablation); by default the settings' clip and
+    the learner's own hyperparameters."""
+    return WorkerConfig(
+        interval_minutes=settings.learner_interval_minutes,
+        min_new_events=settings.learner_min_new_events,
+        lease_seconds=settings.lease_seconds,
+        retention_days=settings.retention_days,
+        torch_threads=settings.torch_threads,
+        heads_dir=settings.data_dir / "heads",
+        refresh=RefreshConfig(
+            event_grades=settings.event_grades,
+            settle=timedelta(seconds=settings.learner_settle_seconds),
+            holdout_fraction=settings.learner_holdout_fraction,
+            min_new_engaged=settings.learner_min_engaged,
+            min_holdout_engaged=settings.learner_min_holdout_engaged,
+            replay=settings.learner_replay,
+            max_window=settings.learner_max_window,
+            margin=settings.promotion_margin,
+            min_shown_share=settings.learner_min_shown_share,
+            per_channel=settings.candidates_per_channel,
+            keep_heads=settings.learner_keep_heads,
+            train=train or TrainConfig(ips_clip=settings.learner_ips_clip),
+        ),
+    )
+
+
 def start_runtime(
-    settings: Settings, embedder: Embedder | None = None, *, background: bool = True
+    settings: Settings,
+    embedder: Embedder | None = None,
+    *,
+    background: bool = True,
+    train: TrainConfig | None = None,
 ) -> Runtime:
     """Everything a serving process needs. `background` starts the registry watcher and, if
-    configured, the in-process learner (tests that drive them by hand pass False)."""
+    configured, the in-process learner (tests that drive them by hand pass False). `train`:
+    see learner_config."""
     migrate(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
@@ -105,7 +142,7 @@ def start_runtime(
     try:
         _load_catalog(rt)
         if rt.searcher is not None:
-            _start_learning(rt, background=background)
+            _start_learning(rt, learner_config(settings, train), background=background)
     except BaseException:
         rt.close()
         raise
@@ -198,14 +235,14 @@ def encoder_mismatch(index: CatalogIndex, embedder: Embedder) -> str:
     )
 
 
-def _start_learning(rt: Runtime, *, background: bool) -> None:
+def _start_learning(rt: Runtime, config: WorkerConfig, *, background: bool) -> None:
     settings, searcher = rt.settings, rt.searcher
     assert searcher is not None
     rt.watcher = ModelWatcher(
         rt.sessions, searcher, settings.data_dir / "heads", settings.model_poll_seconds
     )
     rt.learner = Learner(
-        settings,
+        config,
         rt.sessions,
         searcher.index,
         encoders_of(rt.embedder),

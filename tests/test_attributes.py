@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from learner.child import child_head
 from learner.dataset import LoggedSearch
-from learner.finetune import build_features, child_head, scores
+from learner.features import build_features, scores
 from model.attributes import AttributeAgreement, categorical_attributes, photo_votes
 from model.candidates import candidates
 from model.checkpoint import load_head, save_head

@@ -7,16 +7,10 @@ import math
 import pytest
 import torch
 
-from learner.finetune import (
-    Batch,
-    Features,
-    evaluate,
-    examination_at,
-    examination_loss,
-    fit_calibration,
-    ips_ndcg,
-    judging_clip,
-)
+from learner.calibration import fit_calibration
+from learner.features import Batch, Features
+from learner.holdout import evaluate, ips_ndcg, judging_clip
+from learner.losses import examination_at, examination_loss
 from model.head import QUERY_TYPES, FusionHead, HeadConfig
 from model.position_bias import PositionBias
 

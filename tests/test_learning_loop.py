@@ -17,12 +17,11 @@ from helpers import BACKENDS, cloned_store, live_server, start_test_runtime
 from sqlalchemy import delete
 
 from learner.coverage import retrieval_pools, shown_share
-from learner.dataset import load_searches
-from learner.refresh import logged_query_vectors, run_refresh
+from learner.dataset import load_searches, logged_query_vectors
+from learner.refresh import run_refresh
 from model.checkpoint import load_head, save_head
 from model.head import QUERY_TYPES
-from service.learning import refresh_config
-from service.runtime import encoders_of
+from service.runtime import encoders_of, learner_config
 from shoppers.simulator import Simulator
 from storage.artifacts import delete_artifact, read_manifest
 from storage.db import transaction
@@ -211,7 +210,7 @@ def test_loading_a_head_off_the_event_loop_uses_one_thread(loop, refreshed):
     there on every core would lead a second OpenMP team (service.search.EncodeThreads.lead)."""
     import torch
 
-    from service.learning import load_active_head
+    from service.hot_swap import load_active_head
 
     active = loop.runtime.searcher.active
     seen: list[int] = []
@@ -346,7 +345,7 @@ def test_a_run_waits_while_another_learner_trains(loop, client):
 def test_replicas_on_postgres_pick_up_a_new_version_within_seconds(ingested, embedder, tmp_path):
     """Two API processes' worth of runtimes on one PostgreSQL database and data dir: activating a
     version through one makes the other serve it after its next poll."""
-    from learner.finetune import child_head
+    from learner.child import child_head
     from model.checkpoint import load_head, save_head
     from storage.db import transaction
     from storage.registry import VersionIn, register_version
@@ -415,7 +414,10 @@ def test_the_gate_refuses_a_type_whose_top_10_the_holdout_never_showed(loop, cli
     sessions, learner = loop.runtime.sessions, loop.runtime.learner
     active = client.get("/v1/models").json()["active"]
     config = dataclasses.replace(
-        refresh_config(loop.settings), margin=-1.0, logloss_tolerance=1e9, min_shown_share=1.01
+        learner_config(loop.settings).refresh,
+        margin=-1.0,
+        logloss_tolerance=1e9,
+        min_shown_share=1.01,
     )
     assert acquire_lease(sessions, "learner", "gate-test", timedelta(seconds=300))
     try:

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from learner.train import TrainConfig
 from service import __version__
 from service.api.body import register_body_schemas
 from service.api.routes import feedback, health, metrics, models, products, search
@@ -28,14 +29,16 @@ def create_app(
     settings: Settings | None = None,
     runtime: Runtime | None = None,
     *,
+    train: TrainConfig | None = None,
     on_ready: Callable[[Runtime], None] | None = None,
 ) -> FastAPI:
-    """`runtime` lets tests hand in one they built; otherwise the lifespan builds it.
+    """`runtime` lets tests hand in one they built; otherwise the lifespan builds it, with the
+    learner training as `train` says if given (a benchmark's ablation; see learner_config).
     `on_ready` is called once the runtime is loaded, before the first request is served."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = runtime or start_runtime(settings or Settings())
+        rt = runtime or start_runtime(settings or Settings(), train=train)
         app.state.runtime = rt
         if runtime is None:
             # The catalog is many long-lived objects whose full collection would stall requests

@@ -17,7 +17,7 @@ from service.api.schemas import (
     TrainingRunPublic,
 )
 from service.errors import NotFound, NotReady
-from service.learning import IncompatibleHead, load_active_head
+from service.hot_swap import IncompatibleHead, load_active_head
 from storage.db import transaction
 from storage.errors import ArtifactError
 from storage.registry import active_version, get_run, get_version, list_versions, set_active

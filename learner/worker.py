@@ -1,15 +1,9 @@
-"""The learning loop in a running process: refreshes on a schedule, and hot swaps of the head.
+"""The refresh worker: refreshes on a schedule, on new events and on request, one at a time.
 
-`Learner` runs refreshes one at a time: in this process a single worker thread, across processes
-a lease row in SQL (so an API replica with the learner switched on and a `fusionrank learner`
-never train at once). APScheduler triggers them on an interval, when enough new events have
-arrived, and picks up runs queued through the API by any replica.
-
-`ModelWatcher` polls the registry's active pointer. When it moves, it loads the new head (the
-artifact is verified against its checksums), checks that its projections match the index, warms
-it on a real query, and swaps the searcher's one `active` reference: requests in flight finish
-on the head they started with, new ones get the new head, none fails. A head that fails any
-check is refused and the current one keeps serving.
+In this process a single worker thread runs them; across processes a lease row in SQL does (so
+an API replica with the learner switched on and a `fusionrank learner` never train at once).
+APScheduler triggers them on an interval, when enough new events have arrived, and picks up runs
+queued through the API by any replica. It also applies the retention bound.
 """
 
 from __future__ import annotations
@@ -20,32 +14,23 @@ import socket
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.dataset import count_events
-from learner.finetune import TrainConfig
-from learner.refresh import Encoders, RefreshConfig, run_refresh
-from model.candidates import candidates
+from learner.dataset import Encoders, count_events
+from learner.refresh import RefreshConfig, run_refresh
 from model.catalog_view import ProductVectors
-from model.checkpoint import load_head
-from model.head import Query
-from model.position_bias import bias_of
-from service.config import Settings
-from service.encode_threads import EncodeThreads, off_the_leader
-from service.search import ActiveHead, Searcher
-from storage.errors import FusionrankError
 from storage.models import TrainingRun
 from storage.registry import (
     acquire_lease,
-    active_version,
     claim_run,
     create_run,
     fail_abandoned_runs,
@@ -59,124 +44,41 @@ log = logging.getLogger(__name__)
 LEASE = "learner"
 
 
-class IncompatibleHead(FusionrankError):
-    status_code = 409
-    code = "incompatible_head"
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    """When and how the worker refreshes. Every field is a user setting: service.config.Settings
+    holds the defaults and service.runtime.learner_config copies them here."""
+
+    interval_minutes: float  # refresh at least this often
+    min_new_events: int  # ...or as soon as this many new events have arrived
+    lease_seconds: float  # a crashed learner's lease expires after this
+    retention_days: float  # searches and their feedback older than this are deleted
+    torch_threads: int  # 0: every core it may use
+    heads_dir: Path
+    refresh: RefreshConfig
 
 
-def load_active_head(heads_dir: Path, version: str, like: ActiveHead) -> ActiveHead:
-    """Load and verify `version`; refuse it unless its projections are those of `like` (the
-    FAISS spaces in service were built with them). Runs on the watcher or a worker thread."""
-    off_the_leader()
-    head, card = load_head(heads_dir / version)
-    if head.projection_digest() != like.head.projection_digest():
-        raise IncompatibleHead(
-            f"head {version} was trained for another index build (its projections differ); "
-            "activate a version trained since the last ingest"
-        )
-    return ActiveHead(head, version, bias_of(card))
+class CoreShare(Protocol):
+    """The cores of searches served by the same process (service.encode_threads.EncodeThreads)."""
 
-
-def warm(active: ActiveHead, searcher: Searcher) -> None:
-    """Score one real query so the first shopper request does not pay for lazy set-up."""
-    idx = searcher.index
-    rows = torch.arange(min(8, idx.n_rows)).numpy()
-    if not len(rows):
-        return
-    with torch.inference_mode():
-        text = torch.from_numpy(idx.vectors("text", rows[:1])[0])
-        q: Query = active.head.query(text, None)
-        cands = candidates(idx, rows, active.head, with_image=False)
-        active.head.score(q, cands)
-
-
-class ModelWatcher:
-    def __init__(
-        self,
-        sessions: sessionmaker[Session],
-        searcher: Searcher,
-        heads_dir: Path,
-        poll_seconds: float,
-    ) -> None:
-        self.sessions, self.searcher, self.heads_dir = sessions, searcher, heads_dir
-        self.poll_seconds = poll_seconds
-        self.refused: dict[str, str] = {}  # version -> why (not retried until the pointer moves)
-        self._last_seen: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():  # `fusionrank learner` never starts it
-            self._thread.join(10)
-
-    def check_once(self) -> str | None:
-        """Swap to the registry's active version if it changed; returns the version swapped to."""
-        with self.sessions() as s:
-            version = active_version(s)
-        if version != self._last_seen:  # the pointer moved: earlier refusals may be stale
-            self.refused.clear()
-            self._last_seen = version
-        current = self.searcher.active
-        if version is None or version == current.version or version in self.refused:
-            return None
-        try:
-            new = load_active_head(self.heads_dir, version, current)
-            warm(new, self.searcher)
-        except FusionrankError as e:
-            self.refused[version] = e.message
-            log.error("refusing head %s, still serving %s: %s", version, current.version, e.message)
-            return None
-        self.searcher.active = new  # one reference: in-flight searches keep the head they read
-        log.info("now serving head %s (was %s)", version, current.version)
-        return version
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.check_once()
-            except Exception:  # a database blip must not kill the watcher
-                log.exception("checking the model registry failed")
-
-
-def refresh_config(settings: Settings) -> RefreshConfig:
-    return RefreshConfig(
-        event_grades=settings.event_grades,
-        settle=timedelta(seconds=settings.learner_settle_seconds),
-        holdout_fraction=settings.learner_holdout_fraction,
-        min_new_engaged=settings.learner_min_engaged,
-        min_holdout_engaged=settings.learner_min_holdout_engaged,
-        replay=settings.learner_replay,
-        max_window=settings.learner_max_window,
-        margin=settings.promotion_margin,
-        min_shown_share=settings.learner_min_shown_share,
-        per_channel=settings.candidates_per_channel,
-        keep_heads=settings.learner_keep_heads,
-        train=TrainConfig(
-            class_weights=settings.learner_class_weights,
-            ips=settings.learner_ips,
-            ips_clip=settings.learner_ips_clip,
-            pbm_weight=settings.learner_pbm_weight,
-        ),
-    )
+    def reserve(self) -> AbstractContextManager[int]:
+        """Set cores aside for the duration; yields how many threads to use."""
+        ...
 
 
 class Learner:
     def __init__(
         self,
-        settings: Settings,
+        config: WorkerConfig,
         sessions: sessionmaker[Session],
         index: ProductVectors,
         encoders: Encoders,
         fallback_version: str,
-        serving: EncodeThreads | None = None,
+        serving: CoreShare | None = None,
     ) -> None:
         """`serving`: the cores of searches served by this same process, which a refresh
         shares with them (None: a learner process of its own, which uses every core)."""
-        self.settings, self.sessions, self.index = settings, sessions, index
+        self.config, self.sessions, self.index = config, sessions, index
         self.encoders, self.fallback_version = encoders, fallback_version
         self.serving = serving
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -226,7 +128,7 @@ class Learner:
         sched.add_job(
             self.request,
             "interval",
-            minutes=self.settings.learner_interval_minutes,
+            minutes=self.config.interval_minutes,
             args=["schedule"],
             max_instances=1,
             coalesce=True,
@@ -243,17 +145,17 @@ class Learner:
             queued = list(s.scalars(select(TrainingRun.id).where(TrainingRun.status == "queued")))
         for run_id in queued:
             self._submit(run_id)
-        if n >= self.settings.learner_min_new_events and self._pending == 0:
+        if n >= self.config.min_new_events and self._pending == 0:
             self._last_trigger = utcnow()
             self.request("events")
 
     def purge(self) -> int:
         """Apply the retention bound (also under the lease: one process purges)."""
-        ttl = timedelta(seconds=self.settings.lease_seconds)
+        ttl = timedelta(seconds=self.config.lease_seconds)
         if not acquire_lease(self.sessions, "retention", self.holder, ttl):
             return 0
         try:
-            cutoff = utcnow() - timedelta(days=self.settings.retention_days)
+            cutoff = utcnow() - timedelta(days=self.config.retention_days)
             with self.sessions() as s:
                 n = purge_before(s, cutoff)
             if n:
@@ -272,7 +174,7 @@ class Learner:
         """Run a queued refresh under the lease. While another learner holds the lease the run
         stays queued (any learner's next poll picks it up); a run another process has already
         claimed is left alone."""
-        ttl = timedelta(seconds=self.settings.lease_seconds)
+        ttl = timedelta(seconds=self.config.lease_seconds)
         if not acquire_lease(self.sessions, LEASE, self.holder, ttl):
             log.info("run %d stays queued: another learner holds the lease", run_id)
             return None
@@ -294,14 +196,14 @@ class Learner:
                 # Serving sets torch (and so MKL's process-wide) threads per search; a learner
                 # of its own wants every core (its catalog ridge fits ran 2.5x slower on one),
                 # one beside searches the cores it reserved from them; a configured count wins.
-                threads = self.settings.torch_threads or shared or os.cpu_count() or 1
+                threads = self.config.torch_threads or shared or os.cpu_count() or 1
                 torch.set_num_threads(threads)
                 return run_refresh(
                     sessions=self.sessions,
                     index=self.index,
-                    heads_dir=self.settings.data_dir / "heads",
+                    heads_dir=self.config.heads_dir,
                     encoders=self.encoders,
-                    config=refresh_config(self.settings),
+                    config=self.config.refresh,
                     run_id=run_id,
                     fallback_version=self.fallback_version,
                 )

@@ -1,0 +1,111 @@
+"""Hot swaps of the head in a running process.
+
+`ModelWatcher` polls the registry's active pointer. When it moves, it loads the new head (the
+artifact is verified against its checksums), checks that its projections match the index, warms
+it on a real query, and swaps the searcher's one `active` reference: requests in flight finish
+on the head they started with, new ones get the new head, none fails. A head that fails any
+check is refused and the current one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import torch
+from sqlalchemy.orm import Session, sessionmaker
+
+from model.candidates import candidates
+from model.checkpoint import load_head
+from model.head import Query
+from model.position_bias import bias_of
+from service.encode_threads import off_the_leader
+from service.search import ActiveHead, Searcher
+from storage.errors import FusionrankError
+from storage.registry import active_version
+
+log = logging.getLogger(__name__)
+
+
+class IncompatibleHead(FusionrankError):
+    status_code = 409
+    code = "incompatible_head"
+
+
+def load_active_head(heads_dir: Path, version: str, like: ActiveHead) -> ActiveHead:
+    """Load and verify `version`; refuse it unless its projections are those of `like` (the
+    FAISS spaces in service were built with them). Runs on the watcher or a worker thread."""
+    off_the_leader()
+    head, card = load_head(heads_dir / version)
+    if head.projection_digest() != like.head.projection_digest():
+        raise IncompatibleHead(
+            f"head {version} was trained for another index build (its projections differ); "
+            "activate a version trained since the last ingest"
+        )
+    return ActiveHead(head, version, bias_of(card))
+
+
+def warm(active: ActiveHead, searcher: Searcher) -> None:
+    """Score one real query so the first shopper request does not pay for lazy set-up."""
+    idx = searcher.index
+    rows = torch.arange(min(8, idx.n_rows)).numpy()
+    if not len(rows):
+        return
+    with torch.inference_mode():
+        text = torch.from_numpy(idx.vectors("text", rows[:1])[0])
+        q: Query = active.head.query(text, None)
+        cands = candidates(idx, rows, active.head, with_image=False)
+        active.head.score(q, cands)
+
+
+class ModelWatcher:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        searcher: Searcher,
+        heads_dir: Path,
+        poll_seconds: float,
+    ) -> None:
+        self.sessions, self.searcher, self.heads_dir = sessions, searcher, heads_dir
+        self.poll_seconds = poll_seconds
+        self.refused: dict[str, str] = {}  # version -> why (not retried until the pointer moves)
+        self._last_seen: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():  # `fusionrank learner` never starts it
+            self._thread.join(10)
+
+    def check_once(self) -> str | None:
+        """Swap to the registry's active version if it changed; returns the version swapped to."""
+        with self.sessions() as s:
+            version = active_version(s)
+        if version != self._last_seen:  # the pointer moved: earlier refusals may be stale
+            self.refused.clear()
+            self._last_seen = version
+        current = self.searcher.active
+        if version is None or version == current.version or version in self.refused:
+            return None
+        try:
+            new = load_active_head(self.heads_dir, version, current)
+            warm(new, self.searcher)
+        except FusionrankError as e:
+            self.refused[version] = e.message
+            log.error("refusing head %s, still serving %s: %s", version, current.version, e.message)
+            return None
+        self.searcher.active = new  # one reference: in-flight searches keep the head they read
+        log.info("now serving head %s (was %s)", version, current.version)
+        return version
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.check_once()
+            except Exception:  # a database blip must not kill the watcher
+                log.exception("checking the model registry failed")
