@@ -18,10 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.server import start_server
-from service.api.app import create_app
-from service.cli import announce, run_app
-from service.config import Settings
-from service.runtime import learner_config
+from service.openmp import apply_openmp_policy
 
 
 @dataclass(frozen=True)
@@ -60,6 +57,13 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args()
+    apply_openmp_policy()  # as `fusionrank serve` does, before torch and faiss load
+
+    from service.api.app import create_app
+    from service.cli import announce, run_app
+    from service.config import Settings
+    from service.runtime import learner_config
+
     settings = Settings()
     train = dataclasses.replace(
         learner_config(settings).refresh.train, **VARIANTS[args.variant].train
