@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-from service.openmp import apply_openmp_policy
-
 
 def main() -> None:
     import torch
@@ -69,5 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    apply_openmp_policy()  # as the server does, before torch loads
     main()

@@ -16,8 +16,6 @@ import statistics
 import time
 from collections.abc import Callable
 
-from service.openmp import apply_openmp_policy
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(
@@ -81,5 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    apply_openmp_policy()  # as the server does, before torch loads
     main()

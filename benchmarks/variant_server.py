@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.server import start_server
-from service.openmp import apply_openmp_policy
 
 
 @dataclass(frozen=True)
@@ -57,8 +56,6 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args()
-    apply_openmp_policy()  # as `fusionrank serve` does, before torch and faiss load
-
     from service.api.app import create_app
     from service.cli import announce, run_app
     from service.config import Settings
