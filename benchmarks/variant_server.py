@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.server import start_server
+from service.api.app import create_app
+from service.cli import announce, run_app
+from service.config import Settings
+from service.runtime import learner_config
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,6 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args()
-    from service.api.app import create_app
-    from service.cli import announce, run_app
-    from service.config import Settings
-    from service.runtime import learner_config
 
     settings = Settings()
     train = dataclasses.replace(
