@@ -34,7 +34,7 @@ def test_photo_shoppers_send_their_own_photos_not_the_catalog_images(
 
     mix = {"text": 0.2, "image": 0.4, "composed": 0.4}
     with_photos, plain = Shoppers(rows, mix, photos), Shoppers(rows, mix)
-    own_images = {r.image_path for r in rows}
+    own_images = {Path(r.image_path) for r in rows if r.image_path}
     sent: set[Path] = set()
     for seed in range(200):
         intent = with_photos.draw(random.Random(seed))
@@ -109,3 +109,19 @@ def _imports(node: ast.AST, scope: str | None):
             yield scope, child
         inner = child.name if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else scope
         yield from _imports(child, inner)
+
+
+def test_the_search_path_loads_no_training_code():
+    """A search runs on model/ and service/ alone: importing the searcher (in a fresh process)
+    loads nothing from learner/ or shoppers/."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, service.search, service.hot_swap, model.checkpoint; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('learner', 'shoppers')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout
