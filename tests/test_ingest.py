@@ -160,7 +160,7 @@ def test_ingest_of_a_small_catalog(tmp_path, embedder, catalog_rows):
 def test_read_catalog_limit(catalog_csv):
     rows = read_catalog(catalog_csv, limit=40)
     assert len(rows) == 40
-    assert all(r.image_path is not None and r.image_path.is_file() for r in rows)
+    assert all(r.image_path is not None and Path(r.image_path).is_file() for r in rows)
 
 
 # ---- the CSV format --------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def test_read_catalog_resolves_relative_image_paths(tmp_path):
     )
     rows = read_catalog(tmp_path / "c.csv")
     assert [r.id for r in rows] == ["1", "2"]
-    assert rows[0].image_path == (tmp_path / "images" / "1.jpg").resolve()
+    assert rows[0].image_path == str((tmp_path / "images" / "1.jpg").resolve())
     assert rows[0].attributes == {"colour": "Red"}
     assert rows[1].image_path is None and rows[1].attributes == {}
 
