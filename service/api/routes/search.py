@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 
 from service.api.body import json_and_multipart, parse_body
 from service.api.deps import RuntimeDep, SearcherDep
-from service.api.schemas import ERROR_RESPONSES, SearchHit, SearchRequest, SearchResponse
+from service.api.schemas import ERROR_RESPONSES, SearchRequest, SearchResponse
 from service.embedding_cache import content_key
 from service.images import decode_base64
 from service.search import Searcher, SearchQuery, SearchResult
@@ -54,7 +55,7 @@ def image_url(request: Request, product_id: str, base: str | None = None) -> str
 )
 async def search(
     request: Request, response: Response, rt: RuntimeDep, searcher: SearcherDep
-) -> SearchResponse:
+) -> dict[str, Any]:
     started = time.perf_counter()
     limit = rt.settings.max_image_bytes
     body, image_bytes = await parse_body(request, SearchRequest, max_image_bytes=limit)
@@ -78,21 +79,23 @@ async def search(
         f"route;dur={(time.perf_counter() - started) * 1000:.2f}"
     )
     base = str(request.base_url).rstrip("/")
-    return SearchResponse(
-        search_id=result.search_id,
-        model_version=result.model_version,
-        results=[
-            SearchHit(
-                product_id=h.product.id,
-                position=i,
-                score=h.score,
-                title=h.product.title,
-                image_url=image_url(request, h.product.id, base),
-                attributes=h.product.attributes,
-            )
+    # A plain dict: response_model validates and serialises it once (model instances built
+    # here would be validated twice).
+    return {
+        "search_id": result.search_id,
+        "model_version": result.model_version,
+        "results": [
+            {
+                "product_id": h.product.id,
+                "position": i,
+                "score": h.score,
+                "title": h.product.title,
+                "image_url": image_url(request, h.product.id, base),
+                "attributes": h.product.attributes,
+            }
             for i, h in enumerate(result.hits, start=1)
         ],
-    )
+    }
 
 
 def _impression(
