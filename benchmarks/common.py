@@ -1,4 +1,5 @@
-"""Shared benchmark plumbing: the shared data, the full catalog's data dir, result files.
+"""Shared benchmark plumbing: the shared data, the full catalog's data dir, fresh databases,
+result files.
 
 Synthetic queries, shoppers and their grades are in the `shoppers` package.
 """
@@ -8,10 +9,12 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import sqlite3
 import sys
 from pathlib import Path
 
 from shoppers.intents import read_photos
+from storage.artifacts import current, read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -29,10 +32,37 @@ def require_shared() -> None:
 def ensure_index(data_dir: Path) -> None:
     """Ingest the full 44k catalog into data_dir unless an index is already there."""
     from service.cli import ingest
-    from storage.artifacts import current
 
     if current(data_dir / "index") is None:
         ingest(CATALOG, data_dir=data_dir)
+
+
+# The server runs the refreshes the benchmark asks for, and only those.
+REFRESH_ON_REQUEST = {
+    "FUSIONRANK_LEARNER_IN_PROCESS": "true",
+    "FUSIONRANK_LEARNER_INTERVAL_MINUTES": "100000",
+    "FUSIONRANK_LEARNER_MIN_NEW_EVENTS": "1000000000",
+    "FUSIONRANK_LEARNER_REFRESH_ON_DRIFT": "false",
+    "FUSIONRANK_LEARNER_SETTLE_SECONDS": "0",
+}
+
+
+def fresh_database(data_dir: Path, dst: Path) -> str:
+    """A copy of `data_dir`'s database with the catalog's products and the bootstrap head of its
+    index build, without any logged traffic or learning. Returns that head's version."""
+    build = current(data_dir / "index")
+    assert build is not None
+    head_version: str = read_manifest(build)["head_version"]
+    with sqlite3.connect(data_dir / "fusionrank.db") as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+        for table in ("feedback_events", "impression_items", "impressions", "query_embeddings"):
+            b.execute(f"DELETE FROM {table}")
+        b.execute("DELETE FROM training_runs")
+        b.execute("UPDATE active_model SET version = ?", (head_version,))
+        b.execute("DELETE FROM model_versions WHERE status != 'bootstrap'")
+    with sqlite3.connect(dst) as b:
+        b.execute("VACUUM")
+    return head_version
 
 
 def load_rows() -> list[dict[str, str]]:

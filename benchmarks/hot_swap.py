@@ -22,12 +22,12 @@ import torch
 from benchmarks.common import (
     DEFAULT_DATA_DIR,
     ensure_index,
+    fresh_database,
     load_rows,
     print_targets,
     shopper_photos,
     write_json,
 )
-from benchmarks.learning_curve import fresh_database
 from benchmarks.server import start_server
 from learner.child import child_head
 from model.checkpoint import load_head, save_head

@@ -1,4 +1,4 @@
-"""The strong baseline of the learning curve: LightGBM LambdaMART on the same logged clicks.
+"""The strong baseline of the ablations: LightGBM LambdaMART on the same logged clicks.
 
 Trained offline on a database the frozen head served (search, click, buy through the real API),
 with the features our learner sees: the five frozen similarity channels (missing ones as NaN),

@@ -24,13 +24,14 @@ import numpy as np
 from benchmarks.common import (
     CATALOG,
     DEFAULT_DATA_DIR,
+    REFRESH_ON_REQUEST,
     ensure_index,
+    fresh_database,
     load_rows,
     require_shared,
     shopper_photos,
     write_json,
 )
-from benchmarks.learning_curve import REFRESH_ON_REQUEST, fresh_database
 from benchmarks.server import start_server
 from shoppers.queries import make_queries
 from shoppers.simulator import Simulator

@@ -1,4 +1,4 @@
-"""`fusionrank serve` for one variant of the learning curve: the same app and training code,
+"""`fusionrank serve` for one variant of benchmarks.ablations: the same app and training code,
 with the variant's training configuration injected. The ablations switch off a learner feature
 to measure it, which is no setting a shop should have, so they are TrainConfig overrides here;
 a variant that changes a real setting (the IPS clip) does so through its environment.

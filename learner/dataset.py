@@ -54,11 +54,14 @@ def load_searches(
     start: datetime | None = None,
     end: datetime | None = None,
     with_events_only: bool = False,
+    holdout: bool | None = None,
+    query_type: str | None = None,
     limit: int | None = None,
     sample: bool = False,
 ) -> list[LoggedSearch]:
     """Searches logged in [start, end), oldest first: the newest `limit` if given, or a uniform
-    random `limit` of them with `sample` (the replay buffer)."""
+    random `limit` of them with `sample` (the replay buffer). `holdout`: only those held out
+    (True) or only those not (False) by a refresh (learner.split)."""
     imp = Impression
     # columns, not ORM entities: a refresh reads hundreds of thousands of shown items
     q = select(
@@ -74,6 +77,10 @@ def load_searches(
         q = q.where(imp.created_at >= start)
     if end is not None:
         q = q.where(imp.created_at < end)
+    if holdout is not None:
+        q = q.where(imp.holdout.is_(holdout))
+    if query_type is not None:
+        q = q.where(imp.query_type == query_type)
     if with_events_only:
         q = q.where(
             select(FeedbackEvent.id).where(FeedbackEvent.search_id == imp.search_id).exists()
@@ -107,6 +114,47 @@ def load_searches(
             )
         )
     return out
+
+
+def replay_sample(
+    session: Session, *, grades: dict[str, int], end: datetime, limit: int
+) -> list[LoggedSearch]:
+    """A random sample of at most `limit` engaged searches logged before `end` and not held
+    out, shared evenly between query types (a type with fewer leaves its share to the others): a
+    type that is a small share of the traffic keeps its history in training."""
+    engaged = select(FeedbackEvent.id).where(FeedbackEvent.search_id == Impression.search_id)
+    counts = dict(
+        session.execute(
+            select(Impression.query_type, func.count())
+            .where(Impression.created_at < end, Impression.holdout.is_(False), engaged.exists())
+            .group_by(Impression.query_type)
+        ).all()
+    )
+    out: list[LoggedSearch] = []
+    for qtype, n in even_shares(counts, limit).items():
+        out += load_searches(
+            session,
+            grades=grades,
+            end=end,
+            with_events_only=True,
+            holdout=False,
+            query_type=qtype,
+            limit=n,
+            sample=True,
+        )
+    return sorted(out, key=lambda x: (x.created_at, x.search_id))
+
+
+def even_shares(available: Mapping[str, int], total: int) -> dict[str, int]:
+    """`total` shared as evenly as `available` allows; what one key cannot use goes to the
+    others (water-filling, the scarcest first)."""
+    keys = sorted((k for k, n in available.items() if n > 0), key=available.__getitem__)
+    shares: dict[str, int] = {}
+    left = total
+    for i, key in enumerate(keys):
+        shares[key] = min(available[key], left // (len(keys) - i))
+        left -= shares[key]
+    return shares
 
 
 def _shown_and_labels(

@@ -3,7 +3,9 @@
 1. Window: searches logged since the previous refresh's window ended, up to `settle` ago (their
    feedback has had time to arrive), plus a bounded random replay of older engaged searches, so
    the head does not forget what it learnt before.
-2. The newest `holdout_fraction` of the window (by time) is held out; nothing trains on it.
+2. Each query type keeps a holdout that carries over between refreshes (learner.split): the
+   newest `holdout_fraction` of its new searches, topped up from earlier refreshes' holdouts
+   until it has `min_holdout_engaged` engaged searches. Nothing trains on a held-out search.
 3. The position bias is re-fitted; the candidate warm-starts from the active head.
 4. Per query type, the candidate must beat the active head on the holdout's IPS-weighted NDCG@10
    by `margin` without a worse click log-loss (beyond `logloss_tolerance`), and the holdout must
@@ -16,7 +18,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,12 +29,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from learner.calibration import Calibration, fit_calibration
 from learner.child import child_head, merge_per_type
-from learner.dataset import Encoders, LoggedSearch, load_searches, logged_query_vectors
+from learner.dataset import (
+    Encoders,
+    LoggedSearch,
+    load_searches,
+    logged_query_vectors,
+    replay_sample,
+)
 from learner.features import Features, build_features
 from learner.gate import coverage_gate, holdout_gate
 from learner.holdout import Metrics, evaluate, judging_clip
 from learner.position_bias import estimate
 from learner.record import RunRecord, jsonable
+from learner.split import Split, split_window
 from learner.train import TrainConfig, train
 from learner.versions import prune_heads
 from model.catalog_view import ProductVectors
@@ -42,6 +50,7 @@ from model.head import QUERY_TYPES, FusionHead
 from model.position_bias import PositionBias, bias_of
 from storage.artifacts import read_manifest
 from storage.db import transaction
+from storage.impressions import mark_holdout
 from storage.registry import (
     VersionIn,
     active_version,
@@ -62,6 +71,8 @@ class RefreshConfig:
     event_grades: dict[str, int]
     settle: timedelta
     holdout_fraction: float
+    # while a type's holdout is short of min_holdout_engaged, up to this share of its new searches
+    holdout_fill: float = 0.5
     min_new_engaged: int
     min_holdout_engaged: int  # per query type, to judge that type at all
     replay: int
@@ -107,6 +118,7 @@ class _Window:
     cutoff: datetime
     searches: list[LoggedSearch]
     replay: list[LoggedSearch]
+    carried: list[LoggedSearch]  # held out by earlier refreshes, never trained on
 
 
 @dataclass
@@ -118,7 +130,7 @@ class _Fitted:
     info: dict[str, object]
     bias: PositionBias
     bias_stats: dict[str, Any]
-    holdout: list[LoggedSearch]
+    split: Split
     f_train: Features
     f_hold: Features
     vectors: tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]
@@ -184,18 +196,13 @@ def _load_window(run: _Run) -> _Window:
         window = load_searches(
             s, grades=config.event_grades, start=start, end=cutoff, limit=config.max_window
         )
-        replay = (
-            load_searches(
-                s,
-                grades=config.event_grades,
-                end=start,
-                with_events_only=True,
-                limit=config.replay,
-                sample=True,
-            )
-            if start is not None and config.replay
-            else []
-        )
+        replay, carried = [], []
+        if start is not None:
+            carried = load_searches(s, grades=config.event_grades, end=start, holdout=True)
+            if config.replay:
+                replay = replay_sample(
+                    s, grades=config.event_grades, end=start, limit=config.replay
+                )
     engaged = sum(bool(x.grades.any()) for x in window)
     run.lap("load_searches")
     run.detail.update(
@@ -206,6 +213,7 @@ def _load_window(run: _Run) -> _Window:
             "window_searches": len(window),
             "window_engaged": engaged,
             "replay_searches": len(replay),
+            "carried_holdout_searches": len(carried),
         }
     )
     if engaged < config.min_new_engaged:
@@ -213,7 +221,7 @@ def _load_window(run: _Run) -> _Window:
             f"not enough new feedback: {engaged} engaged searches since the last refresh, "
             f"{config.min_new_engaged} needed"
         )
-    return _Window(parent_version, start, cutoff, window, replay)
+    return _Window(parent_version, start, cutoff, window, replay, carried)
 
 
 def _fit(run: _Run, w: _Window) -> _Fitted | None:
@@ -228,12 +236,19 @@ def _fit(run: _Run, w: _Window) -> _Fitted | None:
             f"learner's ({run.fallback_version}); restart the learner after an ingest"
         )
         return None
-    split = len(w.searches) - max(1, math.ceil(len(w.searches) * config.holdout_fraction))
-    train_searches, holdout = w.replay + w.searches[:split], w.searches[split:]
+    split = split_window(
+        w.searches,
+        w.carried,
+        fraction=config.holdout_fraction,
+        min_engaged=config.min_holdout_engaged,
+        fill=config.holdout_fill,
+    )
+    train_searches, holdout = w.replay + split.train, split.holdout
+    run.detail["holdout_searches"] = split.held_per_type()
     bias, bias_stats = estimate(train_searches + holdout, prior_eta=bias_of(parent_card).eta)
     run.lap("heads_and_bias")
     with run.sessions() as s:
-        tv, iv, cv = logged_query_vectors(s, w.searches + w.replay, run.encoders)
+        tv, iv, cv = logged_query_vectors(s, train_searches + holdout, run.encoders)
     run.lap("load_vectors")
     tc = config.train
     torch.manual_seed(tc.seed)  # a bilinear residual starts from random query weights
@@ -251,7 +266,7 @@ def _fit(run: _Run, w: _Window) -> _Fitted | None:
         info=info,
         bias=bias,
         bias_stats=bias_stats,
-        holdout=holdout,
+        split=split,
         f_train=f_train,
         f_hold=f_hold,
         vectors=(tv, iv, cv),
@@ -281,7 +296,7 @@ def _coverage_gate(run: _Run, fit: _Fitted, verdict: _Verdict) -> None:
     config = run.config
     run.detail["coverage"] = coverage_gate(
         fit.candidate,
-        fit.holdout,
+        fit.split.holdout,
         fit.vectors,
         run.index,
         verdict.accept,
@@ -381,6 +396,8 @@ def _keep(
         )
         if promoted and registered:
             set_active(s, version)
+        if registered:  # the window is consumed: its holdout stays out of later training
+            mark_holdout(s, fit.split.hold, fit.split.release)
     if not registered:
         reason = f"identical to the already registered {version}; nothing new registered"
         promoted = False

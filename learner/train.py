@@ -34,7 +34,7 @@ from model.position_bias import PositionBias
 class TrainConfig:
     """How a refresh trains. `ips_clip` is a user setting (Settings.learner_ips_clip) and has no
     default here; the rest are the learner's own hyperparameters. `class_weights`, `ips` and
-    `pbm_weight` exist to switch a feature off and measure it (benchmarks.learning_curve)."""
+    `pbm_weight` exist to switch a feature off and measure it (benchmarks.ablations)."""
 
     epochs: int = 12
     lr: float = 3e-3

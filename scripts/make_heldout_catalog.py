@@ -1,7 +1,7 @@
 """Write the shared fashion catalog without the products that have a fashion224 photo.
 
 Ingested into a data dir of its own, it stands for a shop that does not carry what its photo
-shoppers photograph: `python -m benchmarks.learning_curve --data-dir DIR --photos fashion224`
+shoppers photograph: `python -m benchmarks.ablations --data-dir DIR --photos fashion224`
 then measures the neighbour votes and the learner without near-duplicate lookups. Image paths
 are written absolute, so the CSV can live anywhere (not in the repository: the data stays in
 ../shared).

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from storage.db import insert_for
+from storage.db import chunks, insert_for
 from storage.models import Impression, ImpressionItem, QueryEmbedding
 
 
@@ -104,3 +105,12 @@ def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> Non
             insert_for(session)(QueryEmbedding).on_conflict_do_nothing(),
             [{"key": k, "encoder": e, "vector": v.vector} for (k, e), v in vectors.items()],
         )
+
+
+def mark_holdout(session: Session, hold: Iterable[str], release: Iterable[str]) -> None:
+    """Mark searches as held out by a refresh (`hold`), and unmark those given to training."""
+    for ids, value in ((sorted(hold), True), (sorted(release), False)):
+        for chunk in chunks(ids, 500):
+            session.execute(
+                update(Impression).where(Impression.search_id.in_(chunk)).values(holdout=value)
+            )

@@ -72,6 +72,10 @@ class Impression(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     # Randomised for position-bias estimation: adjacent pairs may have been swapped.
     explore: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Held out by a refresh to judge candidates (learner.split): no refresh trains on it while set.
+    holdout: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), index=True
+    )
 
     items: Mapped[list[ImpressionItem]] = relationship(
         back_populates="impression", order_by="ImpressionItem.position"

@@ -132,6 +132,11 @@ def update_run(sessions: sessionmaker[Session], run_id: int, **fields: Any) -> N
         s.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(**fields))
 
 
+def list_runs(session: Session, limit: int = 100) -> list[TrainingRun]:
+    q = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)
+    return list(session.scalars(q))
+
+
 def get_run(session: Session, run_id: int) -> TrainingRun | None:
     return session.get(TrainingRun, run_id)
 

@@ -185,6 +185,10 @@ class TrainingRunPublic(BaseModel):
     error: str | None
 
 
+class RunList(BaseModel):
+    runs: list[TrainingRunPublic] = Field(description="Newest first.")
+
+
 class Activated(BaseModel):
     active: str
     previous: str | None

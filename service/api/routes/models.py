@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import RuntimeDep
@@ -13,6 +13,7 @@ from service.api.schemas import (
     Activated,
     ModelList,
     ModelVersionPublic,
+    RunList,
     RunQueued,
     TrainingRunPublic,
 )
@@ -20,7 +21,14 @@ from service.errors import NotFound, NotReady
 from service.hot_swap import IncompatibleHead, load_active_head
 from storage.db import transaction
 from storage.errors import ArtifactError
-from storage.registry import active_version, get_run, get_version, list_versions, set_active
+from storage.registry import (
+    active_version,
+    get_run,
+    get_version,
+    list_runs,
+    list_versions,
+    set_active,
+)
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -50,6 +58,20 @@ def train(rt: RuntimeDep) -> RunQueued:
     if rt.learner is None:
         raise NotReady(rt.not_ready_reason or "the index is not loaded")
     return RunQueued(run_id=rt.learner.request("api"), status="queued")
+
+
+@router.get(
+    "/runs",
+    response_model=RunList,
+    summary="The newest refreshes: what the scheduler started, and what each decided",
+)
+def runs(
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 100,
+) -> RunList:
+    with rt.sessions() as s:
+        rows = list_runs(s, limit)
+    return RunList(runs=[TrainingRunPublic.model_validate(r) for r in rows])
 
 
 @router.get(
