@@ -57,6 +57,7 @@ bench: ## Run every benchmark on the full catalog (results in benchmarks/results
 	$(PYTHON) -m benchmarks.hot_swap
 	$(PYTHON) -m benchmarks.refresh_under_load
 	$(PYTHON) -m benchmarks.learning_curve
+	$(PYTHON) -m benchmarks.ablations
 
 lint: ## ruff lint + format check, mypy
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

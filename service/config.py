@@ -91,11 +91,21 @@ class Settings(BaseSettings):
         description="Searches younger than this are left for the next refresh (their late "
         "events still reach training through the replay sample).",
     )
-    learner_holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    learner_holdout_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Newest share of each query type's new searches held out for the gate "
+        "(more, and earlier holdouts, while a type has too few engaged ones to be judged).",
+    )
     learner_min_holdout_engaged: int = Field(
         50, ge=1, description="Engaged holdout searches a query type needs to be judged."
     )
-    learner_replay: int = Field(20_000, ge=0, description="Older engaged searches replayed.")
+    learner_replay: int = Field(
+        20_000,
+        ge=0,
+        description="Older engaged searches replayed, shared evenly between query types.",
+    )
     learner_max_window: int = Field(200_000, ge=100, description="Newest searches per refresh.")
     learner_ips_clip: float = Field(
         20.0, ge=1.0, description="Largest inverse-propensity weight (bias against variance)."
