@@ -15,8 +15,8 @@ from shoppers.simulator import Simulator
 
 pytestmark = pytest.mark.slow
 
-MIX = {"text": 0.9, "image": 0.1}  # photo search, a tenth of the traffic
-CHUNK = 500  # sessions between two polls: about 1,800 events
+MIX = {"text": 0.95, "image": 0.05}  # photo search, a twentieth of the traffic
+CHUNK = 650  # sessions between two polls: over 2,000 events, so each poll refreshes
 
 
 def wait_for_runs(client: httpx.Client, timeout: float = 300) -> list[dict]:
