@@ -39,6 +39,7 @@ from benchmarks.common import (
     REFRESH_ON_REQUEST,
     ensure_index,
     fresh_database,
+    plot_curves,
     print_targets,
     require_shared,
     write_json,
@@ -336,29 +337,10 @@ def with_heldout_curves(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(rows: list[dict[str, Any]], kinds: tuple[str, ...], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.6), sharey=True)
-    for ax, kind in zip(axes, kinds, strict=True):
-        for variant in dict.fromkeys(r["variant"] for r in rows):
-            pts = sorted(
-                (r["sessions"], r["ndcg@10"][kind])
-                for r in rows
-                if r["variant"] == variant and kind in r["ndcg@10"]
-            )
-            ax.plot(*zip(*pts, strict=True), marker="o", label=variant)
-        ax.set_title(kind)
-        ax.set_xlabel("simulated training sessions")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("NDCG@10 (true grades)")
-    axes[-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    curves: dict[str, list[tuple[int, dict[str, float]]]] = {}
+    for r in rows:
+        curves.setdefault(r["variant"], []).append((r["sessions"], r["ndcg@10"]))
+    return plot_curves(curves, kinds, "simulated training sessions", path)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import json
 import platform
 import sqlite3
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from shoppers.intents import read_photos
@@ -85,4 +86,32 @@ def write_json(name: str, payload: dict[str, object]) -> Path:
     path = RESULTS / f"{name}.json"
     payload = {"machine": {"python": platform.python_version(), "cpus": 2}, **payload}
     path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def plot_curves(
+    curves: Mapping[str, Sequence[tuple[int, Mapping[str, float]]]],
+    kinds: Sequence[str],
+    xlabel: str,
+    path: Path,
+) -> Path:
+    """One panel per query kind: NDCG@10 against sessions, one line per curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.6), sharey=True)
+    for ax, kind in zip(axes, kinds, strict=True):
+        for label, points in curves.items():
+            pts = sorted((x, y[kind]) for x, y in points if kind in y)
+            ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+        ax.set_title(kind)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("NDCG@10 (true grades)")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path

@@ -43,6 +43,7 @@ from benchmarks.common import (
     RESULTS,
     ensure_index,
     fresh_database,
+    plot_curves,
     print_targets,
     require_shared,
     shopper_photos,
@@ -267,26 +268,11 @@ def promoted_drops(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kinds = (*QUERY_TYPES, "all")
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.6), sharey=True)
-    for ax, kind in zip(axes, kinds, strict=True):
-        for name, res in results.items():
-            pts = [(r["sessions"], r["ndcg@10"][kind]) for r in res["rows"]]
-            ax.plot(*zip(*pts, strict=True), marker="o", label=f"{name} mix")
-        ax.set_title(kind)
-        ax.set_xlabel("sessions of steady traffic")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("NDCG@10 (true grades)")
-    axes[-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    curves = {
+        f"{name} mix": [(r["sessions"], r["ndcg@10"]) for r in res["rows"]]
+        for name, res in results.items()
+    }
+    return plot_curves(curves, (*QUERY_TYPES, "all"), "sessions of steady traffic", path)
 
 
 if __name__ == "__main__":
