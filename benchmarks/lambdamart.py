@@ -72,7 +72,15 @@ class LambdaMart:
             logs = load_searches(s, grades=grades, with_events_only=True)
             tv, iv, cv = logged_query_vectors(s, logs, encoders_of(self.embedder))
         engine.dispose()
-        f, _ = build_features(self.head, logs, tv, iv, self.index, cv)
+        f, _ = build_features(
+            self.head,
+            logs,
+            tv,
+            iv,
+            self.index,
+            cv,
+            per_channel=self.settings.candidates_per_channel,
+        )
         b = f.batch
         xs, ys, groups = [], [], []
         for i in range(len(b)):

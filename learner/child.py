@@ -61,7 +61,8 @@ def child_head(
 
 
 def _trainable(child: FusionHead, train_gate: bool) -> None:
-    """Only the scoring part learns: the residual, the attribute weights, and the gate if asked."""
+    """Only the scoring part learns: the residual, the attribute weights, the hybrid mix, and
+    the gate if asked."""
     for p in child.parameters():
         p.requires_grad_(False)
     child.gate_logits.requires_grad_(train_gate)
@@ -70,6 +71,8 @@ def _trainable(child: FusionHead, train_gate: bool) -> None:
         p.requires_grad_(True)
     if child.attributes is not None:
         child.attributes.weights.requires_grad_(True)
+    if child.mix is not None:
+        child.mix.requires_grad_(True)
 
 
 def _widen(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -90,6 +93,8 @@ def merge_per_type(
             if accept.get(t):
                 continue
             merged.gate_logits[i] = parent.gate_logits[i]
+            if merged.mix is not None and parent.mix is not None:
+                merged.mix[i] = parent.mix[i]
             if merged.attributes is not None:
                 keep = merged.attributes.weights[i].zero_()
                 if parent.attributes is not None:

@@ -32,9 +32,9 @@ def retrieval_pools(
     per_channel: int,
 ) -> list[LoggedSearch]:
     """The searches again, each with the product ids serving would score for it (the union of
-    its channels' top `per_channel` among the products its filters allow) in place of what it
-    showed, grades 0. Searches whose query vectors are not logged, or whose filters no longer
-    allow any product, are left out."""
+    its channels' top `per_channel` among the products its filters allow, the lexical channel's
+    too for a hybrid head) in place of what it showed, grades 0. Searches whose query vectors
+    are not logged, or whose filters no longer allow any product, are left out."""
     usable = [s for s in searches if s.vectors_in(text_vecs, image_vecs)]
     out: list[LoggedSearch] = []
     for t in range(len(QUERY_TYPES)):
@@ -63,6 +63,9 @@ def retrieval_pools(
             ]
             for j, i in enumerate(members):
                 found[i] = [rows[j] for rows in per_space]
+                text = group[i].query_text
+                if text and head.mix is not None:  # served with its lexical list too
+                    found[i].append(index.search_lexical(text, per_channel, allowed)[0])
         metas = index.metas
         for i, s in enumerate(group):
             rows = np.unique(np.concatenate(found[i]))
@@ -91,12 +94,16 @@ def shown_share(
     image_vecs: Mapping[str, np.ndarray],
     index: ProductVectors,
     colour_vecs: Mapping[str, np.ndarray] | None = None,
+    *,
+    per_channel: int,
     depth: int = 10,
 ) -> dict[str, dict[str, float]]:
     """Per query type: the mean share of `head`'s top `depth` over each search's pool that the
     logged search had shown, and how many searches that mean is over."""
     shown = {s.search_id: set(s.product_ids) for s in logged}
-    f, kept = build_features(head, pools, text_vecs, image_vecs, index, colour_vecs)
+    f, kept = build_features(
+        head, pools, text_vecs, image_vecs, index, colour_vecs, per_channel=per_channel
+    )
     out: dict[str, dict[str, float]] = {}
     if not kept:
         return out

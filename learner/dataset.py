@@ -38,6 +38,7 @@ class LoggedSearch:
     propensities: np.ndarray  # (k,) float, as logged (training re-fits the curve instead)
     grades: np.ndarray  # (k,) int, 0 = skip
     filters: Mapping[str, list[str]] | None = None  # attribute -> allowed values, as searched
+    query_text: str | None = None  # as typed: the lexical channel reads it
 
     def vectors_in(self, text_vecs: Mapping[str, Any], image_vecs: Mapping[str, Any]) -> bool:
         """Whether every query vector this search needs is among those given (a query logged
@@ -111,6 +112,7 @@ def load_searches(
                 propensities=np.array(propensities, dtype=np.float32),
                 grades=np.array([labels.get((sid, p), 0) for p in products], dtype=np.int64),
                 filters=filter_values(filters) if filters else None,
+                query_text=query_text,
             )
         )
     return out

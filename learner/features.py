@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from learner.dataset import LoggedSearch
 from model.attributes import AttributeAgreement, many_photo_votes
 from model.catalog_view import ProductVectors
 from model.head import CHANNELS, FusionHead, HeadConfig, photo_features
+from model.hybrid import N_FEATURES, rank_features
 
 CHUNK = 1024  # searches whose product vectors are gathered at once
 
@@ -33,6 +35,7 @@ class Batch:
     grades: torch.Tensor  # (B, K) long
     positions: torch.Tensor  # (B, K) long, 1-based, as shown
     attr: torch.Tensor  # (B, K, F) attribute-agreement features (F = 0 without them)
+    ranks: torch.Tensor  # (B, K, 3) model.hybrid.rank_features (zeros for a head without the mix)
 
     def __len__(self) -> int:
         return int(self.qtype.shape[0])
@@ -70,10 +73,13 @@ def build_features(
     image_vecs: Mapping[str, np.ndarray],
     index: ProductVectors,
     colour_vecs: Mapping[str, np.ndarray] | None = None,
+    *,
+    per_channel: int,
 ) -> tuple[Features, list[LoggedSearch]]:
     """Tensors for the searches whose query vectors and products are all still known (a deleted
     product or a query logged before vectors were kept drops out; a photo logged without its
-    colour descriptor reads as colourless). Returns them and the kept searches, in order."""
+    colour descriptor reads as colourless). Returns them and the kept searches, in order.
+    `per_channel`: how deep the lexical and text lists that rank features read are, as served."""
     cfg = head.config
     kept = _known(searches, text_vecs, image_vecs, index)
     uniq = np.unique(np.concatenate([r for _, r in kept])) if kept else np.zeros(0, np.int64)
@@ -95,6 +101,8 @@ def build_features(
             _fill_channels(b, sl, q, product, has_img)
             if agree is not None:
                 _fill_attributes(b, sl, q, agree, votes, index, uniq, cfg.colour_dim)
+        if head.mix is not None:
+            _fill_ranks(b, kept, q, index, per_channel)
     return Features(b, torch.cat([product["text"], product["pimage"]], dim=-1)), [
         s for s, _ in kept
     ]
@@ -140,6 +148,7 @@ def _empty_batch(
         grades=torch.from_numpy(grades),
         positions=torch.where(torch.from_numpy(valid), torch.arange(1, k_max + 1), 1),
         attr=torch.zeros(n, k_max, agree.n_features if agree else 0),
+        ranks=torch.zeros(n, k_max, N_FEATURES),
     )
 
 
@@ -226,6 +235,28 @@ def _fill_attributes(
     b.attr[sl] = feats * ok[:, :, None]
 
 
+def _fill_ranks(b: Batch, kept: Kept, q: _Queries, index: ProductVectors, n: int) -> None:
+    """Each search's rank features, from its lexical and text lists retrieved again as served
+    (among the products its filters allow); a search without text has none."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, (s, _) in enumerate(kept):
+        if s.query_text and bool(q.has_t[i]):
+            key = tuple(sorted((a, tuple(v)) for a, v in (s.filters or {}).items()))
+            groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        filters = kept[members[0]][0].filters
+        allowed = index.filter_mask(filters) if filters else None
+        text_lists = index.search_many("text", q.qt[members].numpy(), n, allowed=allowed)
+        lexical: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for i, text_rows in zip(members, text_lists, strict=True):
+            s, shown = kept[i]
+            assert s.query_text is not None
+            if s.query_text not in lexical:
+                lexical[s.query_text] = index.search_lexical(s.query_text, n, allowed)
+            feats = rank_features(shown, lexical[s.query_text], text_rows)
+            b.ranks[i, : len(shown)] = torch.from_numpy(feats)
+
+
 def _stack(vectors: Sequence[np.ndarray | None], dim: int) -> torch.Tensor:
     """(n, dim) rows of the given vectors, zeros where there is none."""
     out = np.zeros((len(vectors), dim), np.float32)
@@ -242,7 +273,7 @@ def scores(head: FusionHead, f: Features, b: Batch) -> torch.Tensor:
         out = out + head.interaction(b.q_feat, f.products[b.rows], b.qtype)
     if head.attributes is not None:
         out = out + head.attributes.score(b.attr, b.qtype)
-    return out.masked_fill(~b.valid, float("-inf"))
+    return head.mixed(out, b.ranks, b.qtype).masked_fill(~b.valid, float("-inf"))
 
 
 @torch.no_grad()

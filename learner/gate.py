@@ -71,7 +71,7 @@ def coverage_gate(
         for x in [x for x in holdout if x.query_type == t][-sample:]
     ]
     pools = retrieval_pools(candidate, searches, tv, iv, index, per_channel)
-    coverage = shown_share(candidate, searches, pools, tv, iv, index, cv)
+    coverage = shown_share(candidate, searches, pools, tv, iv, index, cv, per_channel=per_channel)
     for t in QUERY_TYPES:
         share = coverage.get(t, {}).get("shown_share")
         if accept[t] and share is not None and share < min_shown_share:

@@ -254,8 +254,9 @@ def _fit(run: _Run, w: _Window) -> _Fitted | None:
     torch.manual_seed(tc.seed)  # a bilinear residual starts from random query weights
     candidate = child_head(parent, index, tc.rank, train_gate=tc.train_gate)
     run.lap("child_head")  # the first refresh also fits the attribute maps here
-    f_train, _ = build_features(candidate, train_searches, tv, iv, index, cv)
-    f_hold, _ = build_features(candidate, holdout, tv, iv, index, cv)
+    n = config.per_channel
+    f_train, _ = build_features(candidate, train_searches, tv, iv, index, cv, per_channel=n)
+    f_hold, _ = build_features(candidate, holdout, tv, iv, index, cv, per_channel=n)
     run.lap("features")
     levels = max(config.event_grades.values())
     candidate, info = train(candidate, f_train, bias, tc, levels=levels, progress=run.progress)

@@ -38,7 +38,7 @@ class TrainConfig:
 
     epochs: int = 12
     lr: float = 3e-3
-    attribute_lr: float = 0.02  # the attribute-agreement weights: few, and they need to move
+    attribute_lr: float = 0.02  # the attribute-agreement and mix weights: few, they must move
     batch_size: int = 128
     weight_decay: float = 0.05
     ips_clip: float  # largest inverse-propensity weight
@@ -147,10 +147,13 @@ def _optimizer(
     """AdamW over the trainable weights, and the examination loss's calibration (a, b) per
     query type: fitted to the start head, then trained along with it."""
     agree = head.attributes.weights if head.attributes is not None else None
-    params = [p for p in head.parameters() if p.requires_grad and p is not agree]
+    mix = head.mix
+    params = [p for p in head.parameters() if p.requires_grad and p is not agree and p is not mix]
     groups: list[dict[str, Any]] = [{"params": params}]
     if agree is not None:
         groups.append({"params": [agree], "lr": config.attribute_lr})
+    if mix is not None and mix.requires_grad:  # few weights that must move; no decay to zero
+        groups.append({"params": [mix], "lr": config.attribute_lr, "weight_decay": 0.0})
     ab = torch.zeros(len(QUERY_TYPES), 2)
     if config.pbm_weight > 0:
         at_start = Features(f.batch.take(train_idx), f.products)

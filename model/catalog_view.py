@@ -33,6 +33,10 @@ class CatalogView(Protocol):
 
     def vectors(self, space: str, rows: np.ndarray) -> np.ndarray: ...
 
+    def search_lexical(
+        self, text: str, n: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 class HasAttributes(Protocol):
     @property

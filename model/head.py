@@ -25,6 +25,17 @@ from model.attributes import AttributeAgreement
 
 CHANNELS = ("text_text", "text_image", "image_image", "image_pimage", "image_text")
 QUERY_TYPES = ("text", "image", "composed")
+# What the hybrid mix weighs: the dense score above, then per-query rank and score features of
+# the lexical channel (BM25) and the frozen text channel (model.hybrid computes them).
+MIX = ("dense", "lexical_score", "lexical_rrf", "text_rrf")
+# Before any click a text query ranks by reciprocal rank fusion of the lexical and the dense text
+# channel (both 1), the dense score only breaking ties; the others rank by the dense score alone.
+# The learner then moves these per query type.
+MIX_START = {
+    "text": (0.01, 0.0, 1.0, 1.0),
+    "image": (1.0, 0.0, 0.0, 0.0),
+    "composed": (1.0, 0.0, 0.0, 0.0),
+}
 
 
 def query_type(has_text: bool, has_image: bool) -> str:
@@ -42,6 +53,7 @@ class HeadConfig:
     attributes: dict[str, list[str]] | None = None  # vocabulary of the attribute agreement
     colour_dim: int = 0  # width of the photos' colour descriptor the attribute agreement reads
     neighbours: bool = False  # whether the attribute agreement reads a photo's neighbours' votes
+    hybrid: bool = False  # whether the mix over MIX exists (heads from before it rank by dense)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +89,7 @@ class Candidates:
     image: torch.Tensor | None = None  # (n, image_dim), zeros where missing
     ptext: torch.Tensor | None = None  # (n, dim)
     codes: torch.Tensor | None = None  # (n, A) long
+    ranks: torch.Tensor | None = None  # (n, len(MIX) - 1) model.hybrid.rank_features, or zeros
 
 
 def photo_features(
@@ -164,6 +177,11 @@ class FusionHead(nn.Module):
         self.register_buffer("chan_mean", torch.zeros(len(CHANNELS)))
         self.register_buffer("chan_std", torch.ones(len(CHANNELS)))
         self.interaction = Interaction(config) if config.residual else None
+        self.mix = (
+            nn.Parameter(torch.tensor([MIX_START[t] for t in QUERY_TYPES]))
+            if config.hybrid
+            else None
+        )
         self.attributes = (
             AttributeAgreement(
                 config.attributes,
@@ -229,17 +247,42 @@ class FusionHead(nn.Module):
         return (weights * z).sum(dim=-1)
 
     def score(self, q: Query, c: Candidates) -> torch.Tensor:
+        return self.parts(q, c)["score"]
+
+    def parts(self, q: Query, c: Candidates) -> dict[str, torch.Tensor]:
+        """The score (n,) and what it is made of: the gate's fused channels, the learned
+        adjustments (interaction, attribute agreement), the dense total, and the hybrid mix's
+        terms. `score` ranks; the rest explains (service.search's explain)."""
         sims, mask = self.channel_sims(q, c)
-        out = self.fuse(sims, mask, q.type_index)
+        out = {"fused": self.fuse(sims, mask, q.type_index)}
+        adjust = torch.zeros_like(out["fused"])
         if self.interaction is not None:
             q_feat, c_feat = query_features(q, self.config), product_features(c)
             residual = self.interaction(q_feat[None], c_feat[None], torch.tensor([q.type_index]))
-            out = out + residual[0]
+            adjust = adjust + residual[0]
         if self.attributes is not None:
             assert c.codes is not None, "a head with attribute agreement needs c.codes"
             photo = photo_features(q.image, q.colour, self.config.colour_dim)
             feats = self.attributes.features(q.text, photo, c.codes, q.votes)
-            out = out + self.attributes.score(feats, q.type_index)
+            adjust = adjust + self.attributes.score(feats, q.type_index)
+        out["adjustment"] = adjust
+        out["dense"] = out["fused"] + adjust
+        out["score"] = self.mixed(out["dense"], c.ranks, q.type_index)
+        return out
+
+    def mixed(
+        self, dense: torch.Tensor, ranks: torch.Tensor | None, qtype: int | torch.Tensor
+    ) -> torch.Tensor:
+        """The hybrid mix of the dense score (n,) or (B, n) with the rank features (..., n, F)
+        for query type(s) `qtype`: the dense score alone for a head without the mix."""
+        if self.mix is None:
+            return dense
+        w = self.mix[qtype]  # (M,) or (B, M)
+        if w.dim() == 2:
+            w = w[:, None, :]
+        out = w[..., 0] * dense
+        if ranks is not None:
+            out = out + (w[..., 1:] * ranks).sum(dim=-1)
         return out
 
     def projection_digest(self) -> str:

@@ -19,6 +19,9 @@ import numpy as np
 import torch
 
 from model.head import FusionHead
+from service.catalog import product_text
+from service.lexical import LexicalIndex
+from service.tokens import terms
 from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
 from storage.products import ProductRecord
@@ -66,7 +69,9 @@ class CatalogIndex:
         ef_search: int = 128,
         exact_limit: int = 20000,
         meta: dict[str, Any] | None = None,
+        lexical: LexicalIndex | None = None,
     ) -> None:
+        """`lexical`: the products' BM25 index, built here from their text if not given."""
         n = len(metas)
         if colour is None:  # a build from before colour descriptors, or none configured
             colour = np.zeros((n, 0), np.float32)
@@ -98,6 +103,10 @@ class CatalogIndex:
                 faiss_indices[space] = idx
         assert all(faiss_indices[s].ntotal == n for s in SPACES), "index rows != vector rows"
         self._faiss = faiss_indices
+        if lexical is None:
+            rows = np.flatnonzero(self._alive[:n])
+            lexical = LexicalIndex.build((_terms(metas[r]) for r in rows), rows)
+        self.lexical = lexical
 
     # ---- read side -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -154,6 +163,16 @@ class CatalogIndex:
             if len(rows) < min(n, count):
                 return self._exact(space, query, n, np.flatnonzero(mask))
             return rows, sims
+
+    def search_lexical(
+        self, text: str, n: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n rows by BM25 of the text among alive (and allowed) rows: (rows, scores). A
+        filter is applied to a deeper list, so a narrow one may return fewer than n."""
+        rows, scores = self.lexical.search(text, n if allowed is None else 4 * n)
+        with self._lock:  # a row replaced a moment ago may still be in the lexical index
+            keep = (self._alive if allowed is None else allowed)[rows]
+        return rows[keep][:n], scores[keep][:n]
 
     def search_many(
         self,
@@ -259,6 +278,8 @@ class CatalogIndex:
             for attr in meta.attributes:
                 if attr not in self.meta.setdefault("attributes", []):
                     self.meta["attributes"].append(attr)
+        # outside the lock: its commit takes milliseconds that searches need not wait for
+        self.lexical.upsert(row, _terms(meta), replaces=old)
 
     def delete(self, product_id: str) -> bool:
         with self._lock:
@@ -266,7 +287,8 @@ class CatalogIndex:
             if row is None:
                 return False
             self._alive[row] = False
-            return True
+        self.lexical.delete(row)
+        return True
 
     # ---- persistence -----------------------------------------------------------------------
     def save(self, root: Path, name: str) -> Path:
@@ -283,6 +305,7 @@ class CatalogIndex:
                 (tmp / "products.json").write_text(json.dumps(metas))
                 for space in SPACES:
                     faiss.write_index(self._faiss[space], str(tmp / f"{space}.faiss"))
+                self.lexical.save(tmp / "lexical")
 
             meta = {**self.meta, "count": len(self.row_of), "rows": n, "metric": "inner_product"}
             return write_artifact(root, name, write, meta)
@@ -299,6 +322,8 @@ class CatalogIndex:
                 arrays["colour"] = np.load(path / "colour.npy", allow_pickle=False)
             metas = [ProductRecord(*m) for m in json.loads((path / "products.json").read_text())]
             indices = {s: faiss.read_index(str(path / f"{s}.faiss")) for s in SPACES}
+            # a build from before the lexical channel: built from the titles below
+            lexical = LexicalIndex.load(path / "lexical") if (path / "lexical").is_dir() else None
         except (OSError, ValueError, RuntimeError) as e:
             raise ArtifactError(f"index {path.name} cannot be loaded: {e}; re-run ingest") from e
         meta = {k: v for k, v in manifest.items() if k != "files"}
@@ -315,7 +340,12 @@ class CatalogIndex:
             ef_search=ef_search,
             exact_limit=exact_limit,
             meta=meta,
+            lexical=lexical,
         )
+
+
+def _terms(meta: ProductRecord) -> list[str]:
+    return terms(product_text(meta.title, meta.attributes))
 
 
 _thread_state = threading.local()

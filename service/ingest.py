@@ -156,6 +156,7 @@ def _bootstrap(
         text_dim=embedder.text_encoder.dim,
         image_dim=embedder.image_encoder.dim,
         dim=settings.head_dim,
+        hybrid=True,
     )
     head, boot = bootstrap_head(
         vecs.text,

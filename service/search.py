@@ -18,7 +18,17 @@ from PIL import Image
 from model.attributes import NEIGHBOUR_POOL, photo_votes
 from model.candidates import candidates
 from model.filters import filter_values
-from model.head import QUERY_TYPES, FusionHead, query_type, search_channels
+from model.head import (
+    CHANNELS,
+    MIX,
+    QUERY_TYPES,
+    Candidates,
+    FusionHead,
+    Query,
+    query_type,
+    search_channels,
+)
+from model.hybrid import rank_features
 from model.position_bias import PositionBias, explore_order
 from service.embedder import Embedder
 from service.encode_threads import EncodeThreads
@@ -50,6 +60,7 @@ class SearchQuery:
     k: int = 20
     filters: dict[str, Any] = field(default_factory=dict)  # raw; validated by the searcher
     user_id: str | None = None
+    explain: bool = False  # say per hit what its score is made of (Hit.explanation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +69,7 @@ class Hit:
     score: float
     model_position: int  # rank the model gave it; differs from the shown one when exploring
     propensity: float  # P(examined) at the shown position
+    explanation: dict[str, Any] | None = None  # with SearchQuery.explain: see explain()
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,24 +228,34 @@ class Searcher:
                     if space == "pimage" and vec is q.pimage
                 )
             q.votes = photo_votes(agree, self.index, qv, q.pimage.numpy(), pool)
+        lexical, text_rows = None, None
+        if sq.text and q.text is not None:  # the lexical list, and the text channel's (first)
+            lexical = self.index.search_lexical(sq.text, n, allowed)
+            text_rows = found[0]
+            found.append(lexical[0])
         rows = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
         hits: list[Hit] = []
         explore = False
         if len(rows):
             idx = self.index
             cands = candidates(idx, rows, active.head, with_image=q.image is not None)
-            scores = active.head.score(q, cands).numpy()
+            if active.head.mix is not None:
+                cands.ranks = torch.from_numpy(rank_features(rows, lexical, text_rows))
+            parts = active.head.parts(q, cands)
+            scores = parts["score"].numpy()
             ranked = np.argsort(-scores, kind="stable")[: sq.k]
             shown = list(range(len(ranked)))
             explore = self._rng.random() < self.explore_rate
             if explore:
                 shown = explore_order(len(ranked), self._rng)
+            why = explain(active.head, q, cands, parts, rows, lexical) if sq.explain else None
             hits = [
                 Hit(
                     idx.metas[rows[ranked[r]]],
                     float(scores[ranked[r]]),
                     model_position=r + 1,
                     propensity=active.bias.propensity(pos),
+                    explanation=None if why is None else why[ranked[r]],
                 )
                 for pos, r in enumerate(shown, start=1)
             ]
@@ -249,3 +271,54 @@ class Searcher:
             image_vector=qv,
             colour_vector=qc,
         )
+
+
+def explain(
+    head: FusionHead,
+    q: Query,
+    cands: Candidates,
+    parts: dict[str, torch.Tensor],
+    rows: np.ndarray,
+    lexical: tuple[np.ndarray, np.ndarray] | None,
+) -> list[dict[str, Any]]:
+    """Per candidate: each channel's score and its rank among this search's candidates (the
+    lexical channel: BM25 and the rank in its own list, null when it did not find the product),
+    the gate's fusion of the dense channels, the learned adjustment (interaction and attribute
+    agreement), and the hybrid mix's weighted terms that make the final score."""
+    sims, mask = head.channel_sims(q, cands)
+    order = torch.argsort(torch.argsort(-sims.masked_fill(~mask, float("-inf")), dim=0), dim=0)
+    lex_rank: dict[int, tuple[float, int]] = {}
+    if lexical is not None:
+        for rank, (r, s) in enumerate(zip(lexical[0].tolist(), lexical[1].tolist(), strict=True)):
+            lex_rank[r] = (s, rank + 1)
+    w = head.mix[q.type_index].tolist() if head.mix is not None else None
+    out = []
+    for i, row in enumerate(rows.tolist()):
+        channels: dict[str, dict[str, Any]] = {
+            name: {"score": float(sims[i, c]), "rank": int(order[i, c]) + 1}
+            for c, name in enumerate(CHANNELS)
+            if mask[i, c]
+        }
+        if lexical is not None:
+            found = lex_rank.get(row)
+            channels["lexical"] = {
+                "score": found[0] if found else 0.0,
+                "rank": found[1] if found else None,
+            }
+        values = [float(parts["dense"][i])]
+        if cands.ranks is not None:
+            values += cands.ranks[i].tolist()
+        mix = (
+            {n: {"weight": wt, "value": v} for n, wt, v in zip(MIX, w, values, strict=False)}
+            if w is not None
+            else None
+        )
+        out.append(
+            {
+                "channels": channels,
+                "fused": float(parts["fused"][i]),
+                "adjustment": float(parts["adjustment"][i]),
+                "mix": mix,
+            }
+        )
+    return out

@@ -70,9 +70,12 @@ def write_artifact(
     tmp.mkdir()
     try:
         write_files(tmp)
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        for p in tmp.iterdir():
+        payload = sorted(p for p in tmp.rglob("*") if p.is_file())
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in payload}
+        for p in payload:
             _fsync_file(p)
+        for d in {p.parent for p in payload}:
+            _fsync_dir(d)
         manifest = {**meta, "name": name, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         _fsync_file(tmp / MANIFEST)

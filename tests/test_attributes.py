@@ -131,7 +131,7 @@ def test_the_weights_start_at_zero_and_survive_a_round_trip(agreeing_head, index
     c = candidates(index, np.arange(12), agreeing_head, with_image=True)
     q = agreeing_head.query(torch.from_numpy(index.vectors("text", np.array([3]))[0]), None)
     parent_like = agreeing_head.fuse(*agreeing_head.channel_sims(q, c), q.type_index)
-    torch.testing.assert_close(agreeing_head.score(q, c), parent_like)  # zero weights
+    torch.testing.assert_close(agreeing_head.parts(q, c)["dense"], parent_like)  # zero weights
     with torch.no_grad():
         agreeing_head.attributes.weights[QUERY_TYPES.index("text")].uniform_(0.5, 1.5)
     version = save_head(tmp_path, agreeing_head, {"parent": "test"})
@@ -198,7 +198,9 @@ def test_training_features_score_every_logged_search_as_serving_did(agreeing_hea
                 grades=rng.integers(0, 4, len(shown)),
             )
         )
-    f, kept = build_features(head, searches, text_vecs, image_vecs, index, colour_vecs)
+    f, kept = build_features(
+        head, searches, text_vecs, image_vecs, index, colour_vecs, per_channel=100
+    )
     assert kept == searches
     got = scores(head, f, f.batch)
     for i, s in enumerate(searches):
@@ -235,5 +237,6 @@ def test_a_head_without_colour_ignores_logged_colour_descriptors(ingested, index
         grades=np.array([0, 1, 0, 0, 0]),
     )
     image = {"photo": index.vectors("image", np.array([row]))[0]}
-    f, kept = build_features(boot, [search], {}, image, index, {"photo": np.ones(512, "f4")})
+    colour = {"photo": np.ones(512, "f4")}
+    f, kept = build_features(boot, [search], {}, image, index, colour, per_channel=100)
     assert kept == [search] and torch.isfinite(scores(boot, f, f.batch)).all()

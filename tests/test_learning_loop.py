@@ -116,11 +116,13 @@ def test_coverage_tells_the_logging_head_from_one_that_serves_what_was_never_sho
     assert len(pools) == len(logged) >= 300
     shown = {x.search_id: set(x.product_ids) for x in logged}
     assert all(shown[p.search_id] <= set(p.product_ids) for p in pools)  # what serving scored
-    logging_head = shown_share(head, logged, pools, tv, iv, index, cv)
+    n = loop.settings.candidates_per_channel
+    logging_head = shown_share(head, logged, pools, tv, iv, index, cv, per_channel=n)
     upside_down = copy.deepcopy(head)
     with torch.no_grad():
-        upside_down.chan_std.neg_()  # every calibrated channel score flips sign
-    flipped = shown_share(upside_down, logged, pools, tv, iv, index, cv)
+        assert upside_down.mix is not None
+        upside_down.mix.neg_()  # every score flips sign
+    flipped = shown_share(upside_down, logged, pools, tv, iv, index, cv, per_channel=n)
     assert set(logging_head) == set(flipped) == {"text", "image", "composed"}
     for t in logging_head:
         assert logging_head[t]["searches"] >= 50
@@ -160,8 +162,10 @@ def test_coverage_pools_of_filtered_searches_hold_what_their_filters_allow(loop,
             assert all(attributes.get(a) in v for a, v in x.filters.items()), (pid, x.filters)
     unfiltered = [dataclasses.replace(x, filters=None) for x in logged]
     wide = retrieval_pools(head, unfiltered, tv, iv, index, per_channel)
-    share = shown_share(head, logged, pools, tv, iv, index, cv)["text"]["shown_share"]
-    wide_share = shown_share(head, logged, wide, tv, iv, index, cv)["text"]["shown_share"]
+    n = per_channel
+    share = shown_share(head, logged, pools, tv, iv, index, cv, per_channel=n)["text"]
+    wide_share = shown_share(head, logged, wide, tv, iv, index, cv, per_channel=n)["text"]
+    share, wide_share = share["shown_share"], wide_share["shown_share"]
     assert share >= 0.95 and wide_share < share - 0.2, (share, wide_share)
     nothing = dataclasses.replace(logged[0], filters={"gender": ["no such gender"]})
     assert retrieval_pools(head, [nothing], tv, iv, index, per_channel) == []

@@ -33,6 +33,9 @@ class SearchRequest(BaseModel):
         examples=[{"gender": "Women", "baseColour": ["Red", "Maroon"]}],
     )
     user_id: str | None = Field(None, max_length=128)
+    explain: bool = Field(
+        False, description="Say per result what its score is made of (`explanation`)."
+    )
 
     @field_validator("query")
     @classmethod
@@ -54,6 +57,37 @@ class SearchRequest(BaseModel):
         return self
 
 
+class ChannelScore(BaseModel):
+    score: float = Field(description="The channel's similarity (lexical: BM25; 0 if not found).")
+    rank: int | None = Field(
+        description="Rank among this search's candidates by this channel (lexical: in its own "
+        "list; null when it did not find the product)."
+    )
+
+
+class MixTerm(BaseModel):
+    weight: float = Field(description="The head's learned weight for this query type.")
+    value: float = Field(description="The product's value: the dense score, or a rank feature.")
+
+
+class Explanation(BaseModel):
+    """Why a product ranks where it does: score = sum of mix weight x value (or `dense` for a
+    head without the mix)."""
+
+    channels: dict[str, ChannelScore] = Field(
+        description="Each channel that saw the product: text_text, text_image, image_image, "
+        "image_pimage, image_text (cosines) and lexical (BM25)."
+    )
+    fused: float = Field(description="The gate's fusion of the calibrated dense channels.")
+    adjustment: float = Field(
+        description="What feedback taught: the interaction and attribute-agreement terms."
+    )
+    mix: dict[str, MixTerm] | None = Field(
+        description="The hybrid mix: dense (fused + adjustment), lexical_score (BM25 over the "
+        "query's best), lexical_rrf and text_rrf (60 / (60 + rank))."
+    )
+
+
 class SearchHit(BaseModel):
     product_id: str
     position: int = Field(description="1-based rank.")
@@ -61,6 +95,7 @@ class SearchHit(BaseModel):
     title: str
     image_url: str
     attributes: dict[str, Any]
+    explanation: Explanation | None = Field(None, description="Only with `explain: true`.")
 
 
 class SearchResponse(BaseModel):

@@ -25,6 +25,7 @@ _MULTIPART = {
     "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
     "filters": {"type": "string", "description": "JSON object, as in the JSON body."},
     "user_id": {"type": "string"},
+    "explain": {"type": "boolean", "default": False},
 }
 
 
@@ -69,6 +70,7 @@ async def search(
         k=body.k,
         filters=dict(body.filters or {}),
         user_id=body.user_id,
+        explain=body.explain,
     )
     result = await rt.searches.run(lambda: searcher.search(query))  # on the loop or a thread
     rt.impressions.log(_impression(body, result, searcher, image_sha))
@@ -92,6 +94,7 @@ async def search(
                 "title": h.product.title,
                 "image_url": image_url(request, h.product.id, base),
                 "attributes": h.product.attributes,
+                "explanation": h.explanation,
             }
             for i, h in enumerate(result.hits, start=1)
         ],

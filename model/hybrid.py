@@ -1,0 +1,43 @@
+"""The rank features the hybrid mix (model.head.MIX) reads for each candidate of a search.
+
+Each comes from a channel that does not depend on the head: the lexical channel's BM25 list and
+the frozen text channel's nearest-neighbour list. So serving and the learner compute them the
+same way, and a new head cannot change its own inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RRF_K = 60  # the usual constant of reciprocal rank fusion
+N_FEATURES = 3  # lexical_score, lexical_rrf, text_rrf (model.head.MIX after "dense")
+
+
+def rank_features(
+    rows: np.ndarray,
+    lexical: tuple[np.ndarray, np.ndarray] | None,
+    text_rows: np.ndarray | None,
+) -> np.ndarray:
+    """(len(rows), 3) float32 for candidate `rows`: BM25 over the query's best BM25,
+    K/(K + lexical rank), K/(K + text rank), from the lexical list (rows, scores) and the text
+    channel's list (rows), both best first. A candidate missing from a list, or a list that does
+    not exist, gives 0 (an infinite rank)."""
+    out = np.zeros((len(rows), N_FEATURES), np.float32)
+    if lexical is not None and len(lexical[0]):
+        rank, found = _ranks(rows, lexical[0])
+        best = float(lexical[1].max())
+        if best > 0:
+            out[found, 0] = lexical[1][rank[found] - 1] / best
+        out[found, 1] = RRF_K / (RRF_K + rank[found])
+    if text_rows is not None and len(text_rows):
+        rank, found = _ranks(rows, text_rows)
+        out[found, 2] = RRF_K / (RRF_K + rank[found])
+    return out
+
+
+def _ranks(rows: np.ndarray, ranked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each of `rows`' 1-based rank in the list `ranked`, and whether it is there at all."""
+    order = np.argsort(ranked, kind="stable")
+    at = np.minimum(np.searchsorted(ranked[order], rows), len(ranked) - 1)
+    found = ranked[order][at] == rows
+    return order[at] + 1, found
