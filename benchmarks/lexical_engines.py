@@ -53,7 +53,7 @@ class Tantivy:
         self.tmp = tmp
 
     def build(self, docs: Sequence[list[str]]) -> None:
-        built = LexicalIndex.build(docs)
+        built = LexicalIndex.build((d, []) for d in docs)
         built.save(self.tmp / "saved")
         built.close()
         self.index = LexicalIndex.load(self.tmp / "saved")
@@ -62,7 +62,7 @@ class Tantivy:
         return list(self.index.search_terms(q, n)[0])
 
     def upsert(self, row: int, doc: list[str]) -> None:
-        self.index.upsert(row + 10_000_000, doc, replaces=row)
+        self.index.upsert(row + 10_000_000, (doc, []), replaces=row)
 
     def size_bytes(self) -> int:
         return _dir_size(self.tmp / "saved")

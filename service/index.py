@@ -344,8 +344,9 @@ class CatalogIndex:
         )
 
 
-def _terms(meta: ProductRecord) -> list[str]:
-    return terms(product_text(meta.title, meta.attributes))
+def _terms(meta: ProductRecord) -> tuple[list[str], list[str]]:
+    """What the lexical channel reads of a product: its title, and its attribute text."""
+    return terms(meta.title), terms(product_text("", meta.attributes))
 
 
 _thread_state = threading.local()

@@ -27,22 +27,31 @@ import tantivy
 
 from service.tokens import query_terms
 
-ROW, TERMS = "row", "terms"
+ROW, TITLE, OTHER = "row", "title", "other"
+# Title and attribute text are separate BM25 fields: a long title then does not dilute a short
+# attribute value, nor the other way round (attribute queries 0.907 against 0.859 in one field;
+# boosting the title helped known-item queries a little and hurt attribute queries more).
+FUZZY_BOOST = 3.0  # weight of a misspelt word's near matches (below a rare word's real BM25)
+FUZZY_MIN_LENGTH = 5  # shorter words have too many neighbours one edit away
+
+Doc = tuple[Sequence[str], Sequence[str]]  # a product's title terms, and its other text's
 _LOCKS = (".tantivy-writer.lock", ".tantivy-meta.lock")
 
 
 def _schema() -> tantivy.Schema:
     builder = tantivy.SchemaBuilder()
     builder.add_integer_field(ROW, indexed=True, fast=True)
-    builder.add_text_field(TERMS, tokenizer_name="whitespace", index_option="freq")
+    for field in (TITLE, OTHER):
+        builder.add_text_field(field, tokenizer_name="whitespace", index_option="freq")
     return builder.build()
 
 
-def _document(row: int, terms: Sequence[str]) -> tantivy.Document:
-    doc = tantivy.Document()
-    doc.add_integer(ROW, int(row))
-    doc.add_text(TERMS, " ".join(terms))
-    return doc
+def _document(row: int, doc: Doc) -> tantivy.Document:
+    out = tantivy.Document()
+    out.add_integer(ROW, int(row))
+    out.add_text(TITLE, " ".join(doc[0]))
+    out.add_text(OTHER, " ".join(doc[1]))
+    return out
 
 
 class LexicalIndex:
@@ -101,15 +110,19 @@ class LexicalIndex:
         return self.search_terms(query_terms(text), n)
 
     def search_terms(self, terms: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 over the title and the other text; a word no product has is matched one edit
+        away instead (a typo: "adiddas")."""
         if not terms or n <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        query = tantivy.Query.boolean_query(
-            [
-                (tantivy.Occur.Should, tantivy.Query.term_query(self._schema, TERMS, t))
-                for t in terms
-            ]
-        )
-        searcher = self._searcher
+        searcher, schema, Q = self._searcher, self._schema, tantivy.Query
+        clauses = []
+        for t in terms:
+            if len(t) >= FUZZY_MIN_LENGTH and t.isalpha() and not _known(searcher, t):
+                fuzzy = Q.fuzzy_term_query(schema, TITLE, t, distance=1)
+                clauses.append(Q.boost_query(fuzzy, FUZZY_BOOST))
+                continue
+            clauses += [Q.term_query(schema, TITLE, t), Q.term_query(schema, OTHER, t)]
+        query = Q.boolean_query([(tantivy.Occur.Should, c) for c in clauses])
         hits = searcher.search(query, limit=n, count=False).hits
         if not hits:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -120,13 +133,13 @@ class LexicalIndex:
         return int(self._searcher.num_docs)
 
     # ---- write side ------------------------------------------------------------------------
-    def upsert(self, row: int, terms: Sequence[str], *, replaces: int | None = None) -> None:
+    def upsert(self, row: int, doc: Doc, *, replaces: int | None = None) -> None:
         """Index `row`'s terms (and drop the row it replaces); searchable when this returns."""
         with self._lock:
             writer = self._writer_locked()
             if replaces is not None:
                 writer.delete_documents_by_term(ROW, int(replaces))
-            writer.add_document(_document(row, terms))
+            writer.add_document(_document(row, doc))
             writer.commit()
             self._refresh()
 
@@ -145,3 +158,7 @@ class LexicalIndex:
     def _refresh(self) -> None:
         self._index.reload()
         self._searcher = self._index.searcher()
+
+
+def _known(searcher: tantivy.Searcher, term: str) -> bool:
+    return bool(searcher.doc_freq(TITLE, term) or searcher.doc_freq(OTHER, term))

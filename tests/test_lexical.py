@@ -48,7 +48,7 @@ def test_query_terms_count_a_word_once():
 
 
 def test_symbols_and_empty_queries_find_nothing_and_do_not_fail():
-    index = LexicalIndex.build([terms("red dress")])
+    index = LexicalIndex.build([(terms("red dress"), [])])
     for text in ["", "   ", "!!!", '"', "AND OR NOT", "title:*", "\\", "(("]:
         rows, scores = index.search(text, 10)
         assert len(rows) == len(scores)
@@ -58,16 +58,24 @@ def test_symbols_and_empty_queries_find_nothing_and_do_not_fail():
 
 def test_bm25_ranks_the_part_number_first_and_changes_are_visible_at_once():
     titles = ["Bosch GSR 120 drill", "Makita drill 18V", "Bosch GSR-12V-15 drill", "drill bits"]
-    index = LexicalIndex.build([terms(t) for t in titles])
+    index = LexicalIndex.build([(terms(t), terms("tools")) for t in titles])
     assert index.search("gsr 12v 15", 4)[0][0] == 2
     assert index.search("18 volt", 4)[0][0] == 1
     started = time.perf_counter()
-    index.upsert(4, terms("Makita XR-600 drill"), replaces=1)
+    index.upsert(4, (terms("Makita XR-600 drill"), []), replaces=1)
     assert time.perf_counter() - started < 1.0
     assert index.search("xr600", 5)[0].tolist() == [4]
     assert 1 not in index.search("18v", 5)[0]  # the replaced row is gone
     index.delete(4)
     assert index.search("xr600", 5)[0].tolist() == [] and len(index) == 3
+    index.close()
+
+
+def test_a_misspelt_word_is_matched_one_edit_away_and_a_real_word_is_not():
+    titles = ["Adidas running shoes", "Nike running shoes", "Addis bag"]
+    index = LexicalIndex.build([(terms(t), []) for t in titles])
+    assert index.search("adiddas shoes", 3)[0][0] == 0  # unknown word: near matches count
+    assert index.search("addis", 3)[0].tolist() == [2]  # a known word is matched exactly
     index.close()
 
 
