@@ -1,4 +1,5 @@
-"""Hybrid retrieval before any click: each channel alone, reciprocal rank fusion, the fused head.
+"""Hybrid retrieval: each channel alone, reciprocal rank fusion and the fused head, before any
+click and after simulated shoppers taught it, on the fashion catalog and on a titles-only copy.
 
 Query sets (all SYNTHETIC, made from the catalog itself):
   known-item  a product's brand plus one or two of its rarest title words, sometimes reordered or
@@ -6,46 +7,75 @@ Query sets (all SYNTHETIC, made from the catalog itself):
               words
   attribute   the attribute needs of benchmarks.quality's text queries (shoppers.queries)
 
+Catalogs: `fashion` (titles, attributes, photos) and `titles-only` (the same products with only
+an id and a title, ingested into a data dir of its own on first use).
+
 Rankers, each over the same index:
   dense text  the frozen text encoder's cosine (the FAISS text channel)
-  dense head  the head's dense score over its FAISS channels, no lexical channel (the service
-              before the hybrid mix)
+  dense head  the bootstrap head's dense score over its FAISS channels, no lexical channel (the
+              service before the hybrid mix)
   lexical     BM25 over title and attribute text (service.lexical)
   rrf         reciprocal rank fusion (k=60) of lexical and dense text
-  fused head  the service as it ranks now: every channel, the head's hybrid mix
+  fused       the service as it ranks: every channel and the head's hybrid mix; before any
+              click, then after each step of simulated sessions (shoppers.simulator with
+              known-item shoppers; refreshed by hand through POST /v1/models/train)
 
-    python -m benchmarks.hybrid [--data-dir DIR] [--queries 400]
+    python -m benchmarks.hybrid [--data-dir DIR] [--titles-data-dir DIR] [--steps 1000,5000]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import tempfile
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from benchmarks.common import DEFAULT_DATA_DIR, ensure_index, load_rows, require_shared, write_json
+from benchmarks.ablations import refresh
+from benchmarks.common import (
+    CATALOG,
+    DEFAULT_DATA_DIR,
+    REFRESH_ON_REQUEST,
+    ROOT,
+    ensure_index,
+    fresh_database,
+    load_rows,
+    print_targets,
+    require_shared,
+    shopper_photos,
+    write_json,
+)
+from benchmarks.server import start_server
 from model.checkpoint import load_head
-from model.head import FusionHead, HeadConfig
+from model.head import QUERY_TYPES, FusionHead, HeadConfig
 from model.hybrid import RRF_K
 from service.config import Settings
+from service.embedder import Embedder
 from service.index import CatalogIndex
 from service.runtime import make_embedder
 from service.search import ActiveHead, Searcher, SearchQuery
 from shoppers.grades import Relevance, ndcg_at_10
+from shoppers.intents import KNOWN_ITEM_MIX
 from shoppers.known_items import KnownItemGrades, make_known_item_queries
 from shoppers.queries import make_queries
+from shoppers.simulator import Simulator
 from storage.artifacts import current
 
-RANKERS = ("dense text", "dense head", "lexical", "rrf", "fused head")
 DEPTH = 100
+DROP_TOLERANCE = 0.005
+RELEVANT = {"known-item": 2, "attribute": 3}  # every asked word; every asked attribute
+Queries = dict[str, list[tuple[str, np.ndarray]]]
 
 
 def with_mix(head: FusionHead, hybrid: bool) -> FusionHead:
-    """The head with (or without) the hybrid mix at its start: a build from before the mix."""
+    """The head with (or without) the hybrid mix at its start."""
     if head.config.hybrid == hybrid:
         return head
     out = FusionHead(HeadConfig(**{**dataclasses.asdict(head.config), "hybrid": hybrid}))
@@ -74,76 +104,217 @@ def measure(
     }
 
 
-def evaluate(
-    searchers: dict[str, Searcher],
-    queries: list[tuple[str, np.ndarray]],
-    pos: np.ndarray,
-    relevant: int,
-) -> dict[str, dict[str, float]]:
-    dense, fused = searchers["dense head"], searchers["fused head"]
-    index, encoder = dense.index, dense.embedder.text_encoder
-    per: dict[str, list[dict[str, float]]] = {r: [] for r in RANKERS}
-    for text, grades in tqdm(queries, desc="queries", leave=False):
-        qt = encoder.encode([text])[0]
-        lists = {
-            "dense text": index.search("text", qt, DEPTH)[0],
-            "lexical": index.search_lexical(text, DEPTH)[0],
+class Bench:
+    """One catalog's index in process, its query sets, and the rankers measured on it."""
+
+    def __init__(self, data_dir: Path, embedder: Embedder, queries: Queries) -> None:
+        self.settings = Settings(data_dir=data_dir)
+        self.embedder, self.queries = embedder, queries
+        self.index = CatalogIndex.load(current(self.settings.index_dir))  # type: ignore[arg-type]
+        self.bootstrap = self.index.meta["head_version"]
+        catalog_pos = {r["id"]: i for i, r in enumerate(load_rows())}
+        self.pos = np.array([catalog_pos[m.id] for m in self.index.metas], np.int64)
+
+    def searcher(self, version: str, hybrid: bool = True) -> Searcher:
+        head, _ = load_head(self.settings.data_dir / "heads" / version)
+        active = ActiveHead(with_mix(head, hybrid), version)
+        n = self.settings.candidates_per_channel
+        return Searcher(self.embedder, self.index, active, per_channel=n, query_cache=4096)
+
+    def baselines(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Every ranker but the learned one, per query set."""
+        dense = self.searcher(self.bootstrap, hybrid=False)
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for name, qs in self.queries.items():
+            per: dict[str, list[dict[str, float]]] = {}
+            for text, grades in tqdm(qs, desc=f"baselines {name}", leave=False):
+                qt = self.embedder.text_encoder.encode([text])[0]
+                lists = {
+                    "dense text": self.index.search("text", qt, DEPTH)[0],
+                    "dense head": self._ranked(dense, text),
+                    "lexical": self.index.search_lexical(text, DEPTH)[0],
+                }
+                lists["rrf"] = rrf(lists["dense text"], lists["lexical"])
+                for ranker, ranked in lists.items():
+                    per.setdefault(ranker, []).append(
+                        measure(ranked, self.pos, grades, RELEVANT[name])
+                    )
+            out[name] = _mean(per)
+        return out
+
+    def fused(self, version: str) -> dict[str, dict[str, float]]:
+        """What the service shows with head `version`, per query set."""
+        searcher = self.searcher(version)
+        return {
+            name: _mean(
+                {
+                    "fused": [
+                        measure(self._ranked(searcher, t), self.pos, g, RELEVANT[name])
+                        for t, g in qs
+                    ]
+                }
+            )["fused"]
+            for name, qs in self.queries.items()
         }
-        lists["rrf"] = rrf(lists["dense text"], lists["lexical"])
-        for name, s in (("dense head", dense), ("fused head", fused)):
-            hits = s.search(SearchQuery(text=text, k=DEPTH)).hits
-            lists[name] = np.array([index.row_of[h.product.id] for h in hits], np.int64)
-        for name, ranked in lists.items():
-            per[name].append(measure(ranked, pos, grades, relevant))
+
+    def mix(self, version: str) -> dict[str, list[float]] | None:
+        """The head's hybrid mix weights per query type (MIX order)."""
+        head, _ = load_head(self.settings.data_dir / "heads" / version)
+        if head.mix is None:
+            return None
+        weights = head.mix.tolist()
+        return {t: [round(w, 3) for w in row] for t, row in zip(QUERY_TYPES, weights, strict=True)}
+
+    def _ranked(self, searcher: Searcher, text: str) -> np.ndarray:
+        hits = searcher.search(SearchQuery(text=text, k=DEPTH)).hits
+        return np.array([self.index.row_of[h.product.id] for h in hits], np.int64)
+
+
+def _mean(per: Mapping[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
     return {r: {k: float(np.mean([m[k] for m in v])) for k in v[0]} for r, v in per.items()}
+
+
+def query_sets(n: int) -> Queries:
+    rows = load_rows()
+    ids, titles = [r["id"] for r in rows], [r["productDisplayName"] for r in rows]
+    known, relevance = KnownItemGrades(ids, titles), Relevance(rows)
+    return {
+        "known-item": [(q.text, known.grades(q)) for q in make_known_item_queries(ids, titles, n)],
+        "attribute": [
+            (q.text, relevance.grades(q.target))
+            for q in make_queries(rows, {}, n)
+            if q.kind == "text" and q.text
+        ],
+    }
+
+
+def ensure_titles_index(data_dir: Path) -> None:
+    """The fashion catalog with only an id and a title, ingested into `data_dir` once."""
+    from service.cli import ingest
+
+    if current(data_dir / "index") is not None:
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "titles.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "title"])
+        writer.writerows((r["id"], r["productDisplayName"]) for r in load_rows())
+    ingest(path, data_dir=data_dir)
+
+
+def learn(
+    bench: Bench, steps: list[int], mix: dict[str, float], photos: Mapping[str, Path] | None
+) -> list[dict[str, Any]]:
+    """Simulated sessions through a real server on a fresh copy of the database, a refresh by
+    hand after each step, and the fused ranker measured with the head then active."""
+    data_dir = bench.settings.data_dir
+    with tempfile.TemporaryDirectory(prefix="fr-hybrid-") as tmp:
+        db = Path(tmp) / "fusionrank.db"
+        fresh_database(data_dir, db)
+        env = {"FUSIONRANK_DATABASE_URL": f"sqlite:///{db}", **REFRESH_ON_REQUEST}
+        proc, url = start_server(data_dir, env=env)
+        rows: list[dict[str, Any]] = []
+        try:
+            sim = Simulator(url, CATALOG, mix=mix, photos=photos)
+            done = 0
+            for step in steps:
+                report = sim.run(step - done, seed=3000 + step, concurrency=4, progress=True)
+                done = step
+                run = refresh(url)
+                version = httpx.get(f"{url}/v1/models", timeout=30).json()["active"]
+                detail = run.get("detail") or {}
+                rows.append(
+                    {
+                        "sessions": step,
+                        "failed_sessions": report.failed,
+                        "refresh": run["status"],
+                        "promoted": run.get("promoted"),
+                        "reason": detail.get("reason"),
+                        "mix": bench.mix(version),
+                        "version": version,
+                        "fused": bench.fused(version),
+                    }
+                )
+                print(rows[-1], flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    return rows
+
+
+def targets(results: dict[str, Any]) -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    for catalog, res in results.items():
+        base, before = res["baselines"], res["before"]
+        for name, per in base.items():
+            ndcg = before[name]["ndcg@10"]
+            out[f"{catalog} {name}: fused before clicks >= rrf"] = ndcg >= per["rrf"]["ndcg@10"]
+            if name == "known-item":
+                best = max(per[r]["ndcg@10"] for r in ("dense text", "dense head", "lexical"))
+                out[f"{catalog} known-item: fused >= 1.05x best single"] = ndcg >= 1.05 * best
+            if name == "attribute" and catalog == "fashion":
+                out["fashion attribute: fused >= 0.99x dense head"] = (
+                    ndcg >= 0.99 * per["dense head"]["ndcg@10"]
+                )
+        curve = [before] + [row["fused"] for row in res["learning"]]
+        if len(curve) > 1:
+            lift = 1.05 if catalog == "titles-only" else 1.0
+            for name in base:
+                first, last = curve[0][name]["ndcg@10"], curve[-1][name]["ndcg@10"]
+                out[f"{catalog} {name}: learning lifts it >= {lift:.2f}x"] = last >= lift * first
+            out[f"{catalog}: no promoted drop"] = all(
+                curve[i + 1][n]["ndcg@10"] >= curve[i][n]["ndcg@10"] - DROP_TOLERANCE
+                for i, row in enumerate(res["learning"])
+                if row["promoted"]
+                for n in base
+            )
+    return out
+
+
+def print_table(results: dict[str, Any], steps: list[int]) -> None:
+    print("\nhybrid retrieval, synthetic queries (NDCG@10 / recall@100)")
+    cols = ["dense text", "dense head", "lexical", "rrf", "fused"] + [f"after {s}" for s in steps]
+    print(f"{'catalog':12} {'set':11}" + "".join(f"{c:>17}" for c in cols))
+    for catalog, res in results.items():
+        for name, per in res["baselines"].items():
+            cells = [per[r] for r in ("dense text", "dense head", "lexical", "rrf")]
+            cells += [res["before"][name]] + [row["fused"][name] for row in res["learning"]]
+            text = "".join(f"{m['ndcg@10']:>9.4f} / {m['recall@100']:.3f}" for m in cells)
+            print(f"{catalog:12} {name:11}{text}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--titles-data-dir", type=Path, default=ROOT / ".bench-data-titles")
     ap.add_argument("--queries", type=int, default=400, help="queries per set")
+    ap.add_argument("--steps", default="1000,5000", help="sessions after which to refresh")
+    ap.add_argument("--catalogs", default="fashion,titles-only")
     args = ap.parse_args()
     require_shared()
-    ensure_index(args.data_dir)
-    settings = Settings(data_dir=args.data_dir)
-    embedder = make_embedder(settings)
-    index = CatalogIndex.load(current(settings.index_dir))  # type: ignore[arg-type]
-    version = index.meta["head_version"]
-    head, _ = load_head(settings.data_dir / "heads" / version)
-    searchers = {
-        name: Searcher(
-            embedder,
-            index,
-            ActiveHead(with_mix(head, hybrid), version),
-            per_channel=settings.candidates_per_channel,
-        )
-        for name, hybrid in (("dense head", False), ("fused head", True))
-    }
-    rows = load_rows()
-    ids, titles = [r["id"] for r in rows], [r["productDisplayName"] for r in rows]
-    catalog_pos = {pid: i for i, pid in enumerate(ids)}
-    pos = np.array([catalog_pos[m.id] for m in index.metas], np.int64)
-    known = KnownItemGrades(ids, titles)
-    relevance = Relevance(rows)
-    sets = {
-        "known-item": [
-            (q.text, known.grades(q)) for q in make_known_item_queries(ids, titles, args.queries)
-        ],
-        "attribute": [
-            (q.text, relevance.grades(q.target))
-            for q in make_queries(rows, {}, args.queries)
-            if q.kind == "text" and q.text
-        ],
-    }
-    relevant = {"known-item": 2, "attribute": 3}  # every asked word; every asked attribute
-    table = {name: evaluate(searchers, qs, pos, relevant[name]) for name, qs in sets.items()}
-    torch.set_num_threads(1)
-    print(f"\nhybrid retrieval before clicks, {len(index):,} products, synthetic queries")
-    print(f"{'set':11} {'ranker':11} {'NDCG@10':>9} {'recall@100':>11}")
-    for name, per in table.items():
-        for ranker, m in per.items():
-            print(f"{name:11} {ranker:11} {m['ndcg@10']:9.4f} {m['recall@100']:11.4f}")
-    payload = {"head_version": version, "synthetic": True, "table": table}
+    steps = [int(s) for s in args.steps.split(",") if s]
+    queries = query_sets(args.queries)
+    results: dict[str, Any] = {}
+    for catalog in args.catalogs.split(","):
+        if catalog == "fashion":
+            ensure_index(args.data_dir)
+            data_dir, mix, photos = args.data_dir, KNOWN_ITEM_MIX, shopper_photos()
+        else:
+            started = time.perf_counter()
+            ensure_titles_index(args.titles_data_dir)
+            print(f"titles-only index ready in {time.perf_counter() - started:.0f}s")
+            data_dir, mix, photos = args.titles_data_dir, {"text": 0.5, "known-item": 0.5}, None
+        bench = Bench(data_dir, make_embedder(Settings(data_dir=data_dir)), queries)
+        results[catalog] = {
+            "baselines": bench.baselines(),
+            "before": bench.fused(bench.bootstrap),
+            "learning": learn(bench, steps, mix, photos) if steps else [],
+        }
+    print_table(results, steps)
+    checks = targets(results)
+    print_targets(checks)
+    payload = {"synthetic": True, "steps": steps, "results": results, "targets": checks}
     print(f"wrote {write_json('hybrid', payload)}")
 
 

@@ -17,13 +17,15 @@ from tqdm import tqdm
 
 from model.head import Candidates, FusionHead, HeadConfig, Query, search_channels
 
+MIN_PAIRS = 100  # fewer (image, title) pairs cannot align the two spaces: no training then
+
 
 @dataclass(frozen=True)
 class BootstrapReport:
     epochs: int
-    pairs: int
-    final_loss: float
-    heldout_recall_at_10: float  # image->text, among the held-out pairs
+    pairs: int  # (image, title) pairs trained on; 0 for a catalog with (almost) no photos
+    final_loss: float | None  # None when nothing was trained
+    heldout_recall_at_10: float | None  # image->text, among the held-out pairs
     seconds: float
 
 
@@ -47,6 +49,9 @@ def bootstrap_head(
     head = FusionHead(config)
     rows = np.flatnonzero(has_image)
     rng.shuffle(rows)
+    if len(rows) < MIN_PAIRS:  # a titles-only catalog: its text channels need no alignment
+        calibrate(head, text, image, has_image, seed=seed)
+        return head, BootstrapReport(0, 0, None, None, time.perf_counter() - started)
     n_held = min(1000, len(rows) // 10)
     held, train = rows[:n_held], rows[n_held:]
     t_all, v_all = torch.from_numpy(text), torch.from_numpy(image)
@@ -78,7 +83,7 @@ def bootstrap_head(
             bar.update()
     bar.close()
     head.eval()
-    recall = _heldout_recall(head, t_all[held], v_all[held]) if n_held else float("nan")
+    recall = _heldout_recall(head, t_all[held], v_all[held])
     calibrate(head, text, image, has_image, seed=seed)
     report = BootstrapReport(epochs, len(train), loss_val, recall, time.perf_counter() - started)
     return head, report

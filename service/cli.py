@@ -44,16 +44,38 @@ def _settings(data_dir: Path | None) -> Settings:
     return Settings(data_dir=data_dir) if data_dir else Settings()
 
 
+def _column_list(value: str | None) -> list[str] | None:
+    return None if value is None else [c.strip() for c in value.split(",") if c.strip()]
+
+
 @app.command()
 def ingest(
     catalog: Annotated[
-        Path, typer.Argument(help="Catalog CSV: id, title, attributes..., image_path.")
+        Path,
+        typer.Argument(
+            help="Catalog file: CSV with a header row, or JSON Lines (.jsonl, .ndjson). Only an "
+            "id and a title are required; see the README for how columns are found."
+        ),
     ],
     data_dir: DataDir = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N products.")] = None,
+    id_column: Annotated[str | None, typer.Option(help="Column of the product id.")] = None,
+    title_column: Annotated[str | None, typer.Option(help="Column of the title.")] = None,
+    image_column: Annotated[
+        str | None, typer.Option(help="Column of the image path (relative to the file).")
+    ] = None,
+    text_columns: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated free-text columns (searched, not filterable)."),
+    ] = None,
+    attribute_columns: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated attribute columns; the rest are then ignored."),
+    ] = None,
 ) -> None:
     """Embed a catalog (cached by content hash), store it in SQL, bootstrap the head, build the
-    index. The previous index keeps serving until the new one is complete."""
+    index. The previous index keeps serving until the new one is complete. Column options
+    override FUSIONRANK_CATALOG_* settings."""
     from service.errors import FusionrankError
     from service.ingest import ingest_catalog
     from service.runtime import make_embedder
@@ -62,7 +84,15 @@ def ingest(
     if not catalog.is_file():
         typer.secho(f"error: catalog {catalog} does not exist", fg="red", err=True)
         raise typer.Exit(2)
+    given = {
+        "catalog_id_column": id_column,
+        "catalog_title_column": title_column,
+        "catalog_image_column": image_column,
+        "catalog_text_columns": _column_list(text_columns),
+        "catalog_attribute_columns": _column_list(attribute_columns),
+    }
     settings = _settings(data_dir)
+    settings = settings.model_copy(update={k: v for k, v in given.items() if v is not None})
     try:
         migrate(settings.database_url)
         report = ingest_catalog(

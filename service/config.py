@@ -36,6 +36,25 @@ class Settings(BaseSettings):
         0, ge=0, description="Searches run at once (more wait in line); 0 = one per CPU core."
     )
 
+    catalog_id_column: str | None = Field(
+        None, description="Catalog column of the product id; default: id, product_id or sku."
+    )
+    catalog_title_column: str | None = Field(
+        None, description="Catalog column of the title; default: title, name and the like."
+    )
+    catalog_image_column: str | None = Field(
+        None, description="Catalog column of the image path; default: image_path or image."
+    )
+    catalog_text_columns: list[str] | None = Field(
+        None,
+        description="Free-text catalog columns, searched but not filtered on (JSON list); "
+        "default: description, details, summary, bullet_points, features where present.",
+    )
+    catalog_attribute_columns: list[str] | None = Field(
+        None,
+        description="Filterable attribute columns (JSON list); default: every other column.",
+    )
+
     head_dim: int = Field(256, ge=16, le=2048, description="Width of the shared text/image space.")
     bootstrap_epochs: int = Field(8, ge=0, le=200)
     gate_fit_queries: int = Field(600, ge=0, description="Pseudo-queries per type; 0 = no fit.")

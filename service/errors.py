@@ -8,6 +8,7 @@ storage.errors.FusionrankError   500
 │   └── UnknownFilter            400  filter on an attribute the catalog lacks
 ├── PayloadTooLarge              413  image bytes or pixels over the limit
 ├── NotFound                     404  unknown product id
+├── NoProductImages              422  a photo query to a catalog without product images
 ├── service.hot_swap.IncompatibleHead 409  head trained for another index build
 └── NotReady                     503  no index built yet
 """
@@ -22,6 +23,7 @@ __all__ = [
     "FusionrankError",
     "InvalidEvents",
     "InvalidImage",
+    "NoProductImages",
     "NotFound",
     "NotReady",
     "PayloadTooLarge",
@@ -50,6 +52,11 @@ class PayloadTooLarge(FusionrankError):
 class NotFound(FusionrankError):
     status_code = 404
     code = "not_found"
+
+
+class NoProductImages(FusionrankError):
+    status_code = 422
+    code = "no_product_images"
 
 
 class NotReady(FusionrankError):

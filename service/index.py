@@ -130,6 +130,11 @@ class CatalogIndex:
     def has_image(self, rows: np.ndarray) -> np.ndarray:
         return self._has_image[rows]
 
+    def any_image(self) -> bool:
+        """Whether any product in the catalog now has an image (a photo query needs one)."""
+        with self._lock:
+            return bool((self._has_image[: self._n] & self._alive[: self._n]).any())
+
     def attribute_names(self) -> set[str]:
         return set(self.meta.get("attributes", []))
 
@@ -301,7 +306,9 @@ class CatalogIndex:
                     np.save(tmp / f"{space}.npy", arr[:n])
                 np.save(tmp / "has_image.npy", self._has_image[:n])
                 np.save(tmp / "alive.npy", self._alive[:n])
-                metas = [[m.id, m.title, m.attributes, m.image_path] for m in self.metas]
+                metas = [
+                    [m.id, m.title, m.attributes, m.image_path, m.description] for m in self.metas
+                ]
                 (tmp / "products.json").write_text(json.dumps(metas))
                 for space in SPACES:
                     faiss.write_index(self._faiss[space], str(tmp / f"{space}.faiss"))
@@ -320,7 +327,10 @@ class CatalogIndex:
             }
             if "colour.npy" in manifest.get("files", {}):  # verified above
                 arrays["colour"] = np.load(path / "colour.npy", allow_pickle=False)
-            metas = [ProductRecord(*m) for m in json.loads((path / "products.json").read_text())]
+            metas = [  # builds from before descriptions have four fields
+                ProductRecord(m[0], m[1], m[2], m[3], description=m[4] if len(m) > 4 else "")
+                for m in json.loads((path / "products.json").read_text())
+            ]
             indices = {s: faiss.read_index(str(path / f"{s}.faiss")) for s in SPACES}
             # a build from before the lexical channel: built from the titles below
             lexical = LexicalIndex.load(path / "lexical") if (path / "lexical").is_dir() else None
@@ -345,8 +355,9 @@ class CatalogIndex:
 
 
 def _terms(meta: ProductRecord) -> tuple[list[str], list[str]]:
-    """What the lexical channel reads of a product: its title, and its attribute text."""
-    return terms(meta.title), terms(product_text("", meta.attributes))
+    """What the lexical channel reads of a product: its title, and its attribute text and
+    description."""
+    return terms(meta.title), terms(product_text("", meta.attributes, meta.description))
 
 
 _thread_state = threading.local()

@@ -24,7 +24,7 @@ from learner.bootstrap import (
 from learner.versions import register_bootstrap
 from model.checkpoint import save_head
 from model.head import FusionHead, HeadConfig
-from service.catalog import NOT_EMBEDDED, product_text, read_catalog
+from service.catalog import NOT_EMBEDDED, CatalogColumns, product_text, read_catalog
 from service.config import Settings
 from service.embedder import Embedder
 from service.embedding_cache import content_key
@@ -48,7 +48,7 @@ class IngestReport:
     text_cache_hits: int
     image_cache_hits: int
     head_version: str
-    head_heldout_recall_at_10: float
+    head_heldout_recall_at_10: float | None  # None: too few photos to align (titles only)
     index: str
     seconds: dict[str, float]
 
@@ -68,7 +68,7 @@ class _Embedded:
 
 
 def ingest_catalog(
-    csv_path: Path,
+    catalog: Path,
     *,
     settings: Settings,
     embedder: Embedder,
@@ -76,8 +76,8 @@ def ingest_catalog(
     limit: int | None = None,
     progress: bool = True,
 ) -> IngestReport:
-    """Replace the catalog with the CSV's products and build a new index (the old one stays
-    loadable until the new one is complete)."""
+    """Replace the catalog with the file's products (service.catalog) and build a new index
+    (the old one stays loadable until the new one is complete)."""
     laps: dict[str, float] = {}
     started = last = time.perf_counter()
 
@@ -86,9 +86,9 @@ def ingest_catalog(
         now = time.perf_counter()
         laps[name], last = now - last, now
 
-    rows = read_catalog(csv_path, limit=limit)
+    rows = read_catalog(catalog, catalog_columns(settings), limit=limit)
     if not rows:
-        raise BadRequest(f"{csv_path} has no products")
+        raise BadRequest(f"{catalog} has no products")
     vecs = _embed(rows, embedder, progress=progress, lap=lap)
     revision = _store_products(sessions, rows, vecs.image_hashes)
     lap("sql")
@@ -112,11 +112,21 @@ def ingest_catalog(
     )
 
 
+def catalog_columns(settings: Settings) -> CatalogColumns:
+    return CatalogColumns(
+        id=settings.catalog_id_column,
+        title=settings.catalog_title_column,
+        image=settings.catalog_image_column,
+        text=settings.catalog_text_columns,
+        attributes=settings.catalog_attribute_columns,
+    )
+
+
 def _embed(
     rows: list[ProductRecord], embedder: Embedder, *, progress: bool, lap: Callable[[str], None]
 ) -> _Embedded:
     text, text_hits = embedder.texts(
-        [product_text(r.title, r.attributes) for r in rows], progress=progress
+        [product_text(r.title, r.attributes, r.description) for r in rows], progress=progress
     )
     lap("text")
     loaders = [(_file_loader(Path(r.image_path)) if r.image_path else None) for r in rows]
@@ -246,15 +256,16 @@ def _fit_gate(
     *,
     progress: bool,
     n: int,
-) -> float:
+) -> float | None:
     """Fit the gate on pseudo-queries made from the catalog's attributes and re-photographed
-    product images (flipped and cropped, standing in for a shopper's photo)."""
+    product images (flipped and cropped, standing in for a shopper's photo). None (no fit) for a
+    catalog without categorical attributes or photos to make them from."""
     keys = sorted({k for r in rows for k in r.attributes if k not in NOT_EMBEDDED})
     codes, vocabs = attribute_codes([r.attributes for r in rows], keys)
     # only categorical attributes: few distinct values relative to the catalog
     categorical = [j for j, v in enumerate(vocabs) if 1 < len(v) <= max(200, len(rows) // 20)]
     if n == 0 or not categorical or has_image.sum() < 10:
-        return float("nan")
+        return None
     codes, vocabs = codes[:, categorical], [vocabs[j] for j in categorical]
     phrases, comp_phrases, arrays = make_pseudo_queries(codes, vocabs, has_image, n=n)
     rng = np.random.default_rng(0)

@@ -66,13 +66,13 @@ class LexicalIndex:
         self._searcher = self._index.searcher()
 
     @classmethod
-    def build(
-        cls, docs: Iterable[Sequence[str]], rows: Iterable[int] | None = None
-    ) -> LexicalIndex:
-        """A new index of `docs` (each a product's terms), keyed by `rows` (default 0, 1, ...)."""
+    def build(cls, docs: Iterable[Doc], rows: Iterable[int] | None = None) -> LexicalIndex:
+        """A new index of `docs` (each a product's title terms and other terms), keyed by `rows`
+        (default 0, 1, ...)."""
         index = cls(Path(tempfile.mkdtemp(prefix="fusionrank-lexical-")))
         writer = index._index.writer(heap_size=128_000_000, num_threads=1)
-        for row, doc in zip(rows if rows is not None else itertools.count(), docs, strict=False):
+        keys: Iterable[int] = rows if rows is not None else itertools.count()
+        for row, doc in zip(keys, docs, strict=False):
             writer.add_document(_document(row, doc))
         writer.commit()
         writer.wait_merging_threads()

@@ -48,7 +48,12 @@ class CatalogWriter:
         self._lock = threading.Lock()  # one writer: revisions and index rows stay in step
 
     def put(
-        self, product_id: str, title: str, attributes: dict[str, Any], image: bytes | None
+        self,
+        product_id: str,
+        title: str,
+        attributes: dict[str, Any],
+        image: bytes | None,
+        description: str = "",
     ) -> Product:
         if image is not None:
             self.embedder.decode(image)  # reject a bad image before anything is written
@@ -63,7 +68,9 @@ class CatalogWriter:
             with transaction(self.sessions) as s:
                 upsert_products(
                     session=s,
-                    products=[ProductRecord(product_id, title, attrs, image_path, image_sha)],
+                    products=[
+                        ProductRecord(product_id, title, attrs, image_path, image_sha, description)
+                    ],
                 )
             with self.sessions() as s:
                 row = s.get(Product, product_id)
@@ -91,7 +98,7 @@ class CatalogWriter:
 
     def _apply(self, row: Product) -> None:
         off_the_leader()
-        text, _ = self.embedder.texts([product_text(row.title, row.attributes)])
+        text, _ = self.embedder.texts([product_text(row.title, row.attributes, row.description)])
         loader = (lambda p=row.image_path: Path(p).read_bytes()) if row.image_path else None
         image, colour, hashes, _ = self.embedder.images([loader])
         has_image = hashes[0] is not None
@@ -99,7 +106,11 @@ class CatalogWriter:
         if colour.shape[1] != self.index.dim("colour"):  # a build from before colour: none
             colour = np.zeros((1, self.index.dim("colour")), np.float32)
         meta = ProductRecord(
-            row.id, row.title, dict(row.attributes), row.image_path if has_image else None
+            row.id,
+            row.title,
+            dict(row.attributes),
+            row.image_path if has_image else None,
+            description=row.description,
         )
         vecs = {
             "text": text[0],

@@ -33,7 +33,7 @@ from model.position_bias import PositionBias, explore_order
 from service.embedder import Embedder
 from service.encode_threads import EncodeThreads
 from service.encoders import TextEncoder
-from service.errors import BadRequest, UnknownFilter
+from service.errors import BadRequest, NoProductImages, UnknownFilter
 from service.index import CatalogIndex
 from service.query_cache import QueryCache
 from storage.keys import content_key
@@ -208,6 +208,10 @@ class Searcher:
         started = time.perf_counter()
         active = self.active  # one read: a swap mid-request cannot mix two heads
         filters = self.normalise_filters(sq.filters)
+        if sq.image is not None and not self.index.any_image():
+            raise NoProductImages(
+                "this catalog has no product images to compare a photo with; search by text"
+            )
         qt, qv, qc, encode_ms = self._vectors(sq)
         q = active.head.query(
             None if qt is None else torch.from_numpy(qt),

@@ -10,18 +10,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from service.catalog import read_catalog
+from shoppers.known_items import KnownItemQuery, document_frequencies, known_item_query
 from shoppers.phrasings import PHRASINGS, Phrasings
 from storage.products import ProductRecord
 
 DEFAULT_MIX = {"text": 0.5, "image": 0.25, "composed": 0.25}
+# Shops whose shoppers also look for a product they know (hybrid retrieval, benchmarks.hybrid).
+KNOWN_ITEM_MIX = {"text": 0.3, "known-item": 0.3, "image": 0.2, "composed": 0.2}
 
 
 @dataclass(frozen=True, slots=True)
 class Intent:
-    kind: str  # text | image | composed
+    kind: str  # text | known-item | image | composed
     target: dict[str, str]
     text: str | None
     photo: Path | None
+    item: KnownItemQuery | None = None  # a known-item shopper's: graded by shoppers.known_items
 
 
 def read_photos(csv_path: Path) -> dict[str, Path]:
@@ -55,13 +59,16 @@ class Shoppers:
             a = r.attributes
             colours[(a["articleType"], a.get("gender", ""))][a.get("baseColour", "")] += 1
         self.colours = colours
+        self.df = document_frequencies([r.title for r in rows]) if "known-item" in mix else None
 
     def draw(self, rng: random.Random) -> Intent:
         kind = rng.choices(list(self.mix), weights=list(self.mix.values()))[0]
-        if kind != "text" and not self.with_photo:
+        if kind in ("image", "composed") and not self.with_photo:
             kind = "text"
         if kind == "text":
             return self._text(rng)
+        if kind == "known-item":
+            return self._known_item(rng)
         anchor = rng.choice(self.with_photo)
         photo = Path(anchor.image_path or "")
         a = anchor.attributes
@@ -99,6 +106,14 @@ class Shoppers:
             usage=a.get("usage", "").lower(),
         )
         return Intent("text", target, text, None)
+
+    def _known_item(self, rng: random.Random) -> Intent:
+        assert self.df is not None
+        while True:
+            r = rng.choice(self.rows)
+            item = known_item_query(r.id, r.title, self.df, rng)
+            if item is not None:
+                return Intent("known-item", {}, item.text, None, item)
 
 
 def _path(photo: Path | None) -> str | None:

@@ -39,30 +39,42 @@ def make_known_item_queries(
 ) -> list[KnownItemQuery]:
     """`n` queries for products drawn at random among those with at least two other words."""
     rng = random.Random(seed)
-    df = Counter(w for t in titles for w in set(words_of(t)))
+    df = document_frequencies(titles)
     order = list(range(len(ids)))
     rng.shuffle(order)
     out: list[KnownItemQuery] = []
     for i in order:
-        words = words_of(titles[i])
-        if not words:
-            continue
-        brand, rest = words[0], [w for w in dict.fromkeys(words[1:]) if _pickable(w)]
-        if len(rest) < 2:
-            continue
-        rest.sort(key=lambda w: df[w])  # rarest first
-        picked = rng.sample(rest[:3], rng.choice((1, 2)))
-        intended = [brand, *picked]
-        typed = list(intended)
-        if rng.random() < 0.3:
-            rng.shuffle(typed)
-        if rng.random() < 0.2:
-            j = max(range(len(typed)), key=lambda k: len(typed[k]))
-            typed[j] = _typo(typed[j], rng)
-        out.append(KnownItemQuery(" ".join(typed), ids[i], tuple(intended)))
+        q = known_item_query(ids[i], titles[i], df, rng)
+        if q is not None:
+            out.append(q)
         if len(out) >= n:
             break
     return out
+
+
+def document_frequencies(titles: Sequence[str]) -> Counter[str]:
+    return Counter(w for t in titles for w in set(words_of(t)))
+
+
+def known_item_query(
+    pid: str, title: str, df: Counter[str], rng: random.Random
+) -> KnownItemQuery | None:
+    """A shopper's query for this product, or None when its title has too few words to pick."""
+    words = words_of(title)
+    if not words:
+        return None
+    brand, rest = words[0], [w for w in dict.fromkeys(words[1:]) if _pickable(w)]
+    if len(rest) < 2:
+        return None
+    rest.sort(key=lambda w: df[w])  # rarest first
+    intended = [brand, *rng.sample(rest[:3], rng.choice((1, 2)))]
+    typed = list(intended)
+    if rng.random() < 0.3:
+        rng.shuffle(typed)
+    if rng.random() < 0.2:
+        j = max(range(len(typed)), key=lambda k: len(typed[k]))
+        typed[j] = _typo(typed[j], rng)
+    return KnownItemQuery(" ".join(typed), pid, tuple(intended))
 
 
 def _pickable(word: str) -> bool:

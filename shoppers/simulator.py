@@ -29,6 +29,7 @@ from tqdm import tqdm
 from service.catalog import read_catalog
 from shoppers.grades import Relevance, ndcg_at_10
 from shoppers.intents import DEFAULT_MIX, Shoppers
+from shoppers.known_items import KnownItemGrades
 from shoppers.phrasings import PHRASINGS, Phrasings
 
 CLICK = (0.03, 0.15, 0.45, 0.85)  # P(click | examined, grade)
@@ -85,6 +86,7 @@ class Simulator:
         rows = read_catalog(catalog)
         self.relevance = Relevance([{"id": r.id, **r.attributes} for r in rows])
         self.shoppers = Shoppers(rows, mix or DEFAULT_MIX, photos, phrasings)
+        self.known = KnownItemGrades([r.id for r in rows], [r.title for r in rows])
         self.eta, self.k, self.timeout = eta, k, timeout
         self.send_feedback = send_feedback
         self._local = threading.local()
@@ -120,7 +122,10 @@ class Simulator:
         if r.status_code != 200:
             return None
         res = r.json()
-        grades = self.relevance.grades(intent.target)
+        if intent.item is not None:
+            grades = self.known.grades(intent.item)
+        else:
+            grades = self.relevance.grades(intent.target)
         shown = [int(grades[self.relevance.pos[h["product_id"]]]) for h in res["results"]]
         events = [
             {

@@ -46,6 +46,7 @@ class Product(Base):
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     image_path: Mapped[str | None] = mapped_column(Text)
     image_sha256: Mapped[str | None] = mapped_column(String(64))

@@ -21,6 +21,7 @@ class ProductRecord:
     attributes: dict[str, Any]
     image_path: str | None
     image_sha256: str | None = None  # of the image's bytes, once they were read
+    description: str = ""  # free text beside the title (a catalog's text columns)
 
 
 def next_revision(*, session: Session) -> int:
@@ -43,6 +44,7 @@ def upsert_products(*, session: Session, products: list[ProductRecord]) -> int:
                 Product(
                     id=item.id,
                     title=item.title,
+                    description=item.description,
                     attributes=item.attributes,
                     image_path=item.image_path,
                     image_sha256=item.image_sha256,
@@ -55,11 +57,13 @@ def upsert_products(*, session: Session, products: list[ProductRecord]) -> int:
         elif (
             row.deleted
             or row.title != item.title
+            or row.description != item.description
             or row.attributes != item.attributes
             or row.image_sha256 != item.image_sha256
             or row.image_path != item.image_path
         ):
             row.title, row.attributes = item.title, item.attributes
+            row.description = item.description
             row.image_path, row.image_sha256 = item.image_path, item.image_sha256
             row.deleted, row.revision, row.updated_at = False, revision, utcnow()
             changed += 1

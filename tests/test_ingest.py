@@ -180,9 +180,9 @@ def test_read_catalog_resolves_relative_image_paths(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("sku,name\n1,x\n", "'id'"),
+        ("code,label\n1,x\n", "needs an id column"),
         ("id,title\n1,x\n1,y\n", "duplicate id"),
-        ("id,title\n1,\n", "empty id or title"),
+        ("id,title\n1,\n", "empty 'id' or 'title'"),
     ],
 )
 def test_read_catalog_rejects_bad_files(tmp_path, content, message):

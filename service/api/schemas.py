@@ -110,13 +110,25 @@ class ProductIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: str = Field(min_length=1, max_length=1000)
+    description: str = Field(
+        "", max_length=20000, description="Free text, searched but not filtered on."
+    )
     attributes: dict[str, FilterValue] = Field(default_factory=dict)
+
+    @field_validator("title", "description")
+    @classmethod
+    def _no_nul(cls, v: str) -> str:
+        if "\x00" in v:
+            raise ValueError("must not contain NUL characters")
+        return v
+
     image: str | None = Field(None, description="Base64-encoded image.")
 
 
 class ProductPublic(BaseModel):
     product_id: str
     title: str
+    description: str
     attributes: dict[str, Any]
     image_url: str | None
     revision: int
@@ -173,7 +185,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "Unknown id.",
         409: "Conflict, e.g. a head trained for another index build.",
         413: "Image or body too large.",
-        422: "Request does not match the schema, or feedback that names an unknown search.",
+        422: "Request does not match the schema, feedback that names an unknown search, or a "
+        "photo query to a catalog without product images.",
         503: "No index built yet: run `fusionrank ingest`.",
     }.items()
 }

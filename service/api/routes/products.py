@@ -22,6 +22,7 @@ router = APIRouter(prefix="/v1/products", tags=["products"])
 
 _MULTIPART = {
     "title": {"type": "string"},
+    "description": {"type": "string"},
     "attributes": {"type": "string", "description": "JSON object of attribute -> value."},
     "image": {"type": "string", "format": "binary"},
 }
@@ -31,6 +32,7 @@ def _public(request: Request, row: Product) -> ProductPublic:
     return ProductPublic(
         product_id=row.id,
         title=row.title,
+        description=row.description,
         attributes=row.attributes,
         image_url=image_url(request, row.id) if row.image_path else None,
         revision=row.revision,
@@ -78,7 +80,9 @@ async def put_product(
     body, image = await parse_body(request, ProductIn, max_image_bytes=limit)
     if body.image:
         image = decode_base64(body.image, limit)
-    row = await run_in_threadpool(writer.put, product_id, body.title, body.attributes, image)
+    row = await run_in_threadpool(
+        writer.put, product_id, body.title, body.attributes, image, body.description
+    )
     return _public(request, row)
 
 

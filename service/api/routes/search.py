@@ -37,6 +37,7 @@ def image_url(request: Request, product_id: str, base: str | None = None) -> str
 @router.post(
     "/v1/search",
     response_model=SearchResponse,
+    response_model_exclude_unset=True,  # `explanation` only when it was asked for
     responses={
         200: {
             "headers": {
@@ -94,7 +95,7 @@ async def search(
                 "title": h.product.title,
                 "image_url": image_url(request, h.product.id, base),
                 "attributes": h.product.attributes,
-                "explanation": h.explanation,
+                **({"explanation": h.explanation} if body.explain else {}),
             }
             for i, h in enumerate(result.hits, start=1)
         ],
