@@ -6,7 +6,7 @@ all searches at once, since a refresh reads about 100k shown products.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from learner.dataset import LoggedSearch
 from model.attributes import AttributeAgreement, many_photo_votes
 from model.catalog_view import ProductVectors
 from model.head import CHANNELS, FusionHead, HeadConfig, photo_features
-from model.hybrid import N_FEATURES, rank_features
+from model.hybrid import N_FEATURES, mix_features
 
 CHUNK = 1024  # searches whose product vectors are gathered at once
 
@@ -35,7 +35,7 @@ class Batch:
     grades: torch.Tensor  # (B, K) long
     positions: torch.Tensor  # (B, K) long, 1-based, as shown
     attr: torch.Tensor  # (B, K, F) attribute-agreement features (F = 0 without them)
-    ranks: torch.Tensor  # (B, K, 3) model.hybrid.rank_features (zeros for a head without the mix)
+    mix: torch.Tensor  # (B, K, 4) model.hybrid.mix_features (zeros for a head without the mix)
 
     def __len__(self) -> int:
         return int(self.qtype.shape[0])
@@ -64,6 +64,7 @@ class _Queries:
 
 
 Kept = list[tuple[LoggedSearch, np.ndarray]]  # a search and the index rows it showed
+EngagementOf = Callable[[LoggedSearch], list[float]]  # a search's products' engagement
 
 
 def build_features(
@@ -75,11 +76,13 @@ def build_features(
     colour_vecs: Mapping[str, np.ndarray] | None = None,
     *,
     per_channel: int,
+    engagement: EngagementOf | None = None,
 ) -> tuple[Features, list[LoggedSearch]]:
     """Tensors for the searches whose query vectors and products are all still known (a deleted
     product or a query logged before vectors were kept drops out; a photo logged without its
     colour descriptor reads as colourless). Returns them and the kept searches, in order.
-    `per_channel`: how deep the lexical and text lists that rank features read are, as served."""
+    `per_channel`: how deep the lexical and text lists that rank features read are, as served.
+    `engagement`: each search's products' engagement (default: the head's table as served)."""
     cfg = head.config
     kept = _known(searches, text_vecs, image_vecs, index)
     uniq = np.unique(np.concatenate([r for _, r in kept])) if kept else np.zeros(0, np.int64)
@@ -102,7 +105,7 @@ def build_features(
             if agree is not None:
                 _fill_attributes(b, sl, q, agree, votes, index, uniq, cfg.colour_dim)
         if head.mix is not None:
-            _fill_ranks(b, kept, q, index, per_channel)
+            _fill_mix(b, kept, q, index, per_channel, engagement or served_engagement(head))
     return Features(b, torch.cat([product["text"], product["pimage"]], dim=-1)), [
         s for s, _ in kept
     ]
@@ -148,7 +151,7 @@ def _empty_batch(
         grades=torch.from_numpy(grades),
         positions=torch.where(torch.from_numpy(valid), torch.arange(1, k_max + 1), 1),
         attr=torch.zeros(n, k_max, agree.n_features if agree else 0),
-        ranks=torch.zeros(n, k_max, N_FEATURES),
+        mix=torch.zeros(n, k_max, N_FEATURES),
     )
 
 
@@ -235,11 +238,21 @@ def _fill_attributes(
     b.attr[sl] = feats * ok[:, :, None]
 
 
-def _fill_ranks(b: Batch, kept: Kept, q: _Queries, index: ProductVectors, n: int) -> None:
-    """Each search's rank features, from its lexical and text lists retrieved again as served
-    (among the products its filters allow); a search without text has none."""
+def served_engagement(head: FusionHead) -> EngagementOf:
+    """The products' engagement as `head` serves it (zeros for a head without a table)."""
+    table = head.engagement
+    return lambda s: table.lift(s.product_ids) if table else [0.0] * len(s.product_ids)
+
+
+def _fill_mix(
+    b: Batch, kept: Kept, q: _Queries, index: ProductVectors, n: int, engagement: EngagementOf
+) -> None:
+    """Each search's mix features: rank features from its lexical and text lists retrieved
+    again as served (among the products its filters allow; none for a search without text),
+    and its products' engagement."""
     groups: dict[tuple[Any, ...], list[int]] = {}
-    for i, (s, _) in enumerate(kept):
+    for i, (s, shown) in enumerate(kept):
+        b.mix[i, : len(shown), 3] = torch.tensor(engagement(s))
         if s.query_text and bool(q.has_t[i]):
             key = tuple(sorted((a, tuple(v)) for a, v in (s.filters or {}).items()))
             groups.setdefault(key, []).append(i)
@@ -253,8 +266,8 @@ def _fill_ranks(b: Batch, kept: Kept, q: _Queries, index: ProductVectors, n: int
             assert s.query_text is not None
             if s.query_text not in lexical:
                 lexical[s.query_text] = index.search_lexical(s.query_text, n, allowed)
-            feats = rank_features(shown, lexical[s.query_text], text_rows)
-            b.ranks[i, : len(shown)] = torch.from_numpy(feats)
+            feats = mix_features(shown, lexical[s.query_text], text_rows, None)
+            b.mix[i, : len(shown), :3] = torch.from_numpy(feats[:, :3])
 
 
 def _stack(vectors: Sequence[np.ndarray | None], dim: int) -> torch.Tensor:
@@ -273,7 +286,7 @@ def scores(head: FusionHead, f: Features, b: Batch) -> torch.Tensor:
         out = out + head.interaction(b.q_feat, f.products[b.rows], b.qtype)
     if head.attributes is not None:
         out = out + head.attributes.score(b.attr, b.qtype)
-    return head.mixed(out, b.ranks, b.qtype).masked_fill(~b.valid, float("-inf"))
+    return head.mixed(out, b.mix, b.qtype).masked_fill(~b.valid, float("-inf"))
 
 
 @torch.no_grad()

@@ -36,6 +36,7 @@ from learner.dataset import (
     logged_query_vectors,
     replay_sample,
 )
+from learner.engagement import compute_engagement, leave_one_out
 from learner.features import Features, build_features
 from learner.gate import coverage_gate, holdout_gate
 from learner.holdout import Metrics, evaluate, judging_clip
@@ -254,11 +255,15 @@ def _fit(run: _Run, w: _Window) -> _Fitted | None:
     torch.manual_seed(tc.seed)  # a bilinear residual starts from random query weights
     candidate = child_head(parent, index, tc.rank, train_gate=tc.train_gate)
     run.lap("child_head")  # the first refresh also fits the attribute maps here
-    n = config.per_channel
-    f_train, _ = build_features(candidate, train_searches, tv, iv, index, cv, per_channel=n)
+    levels = max(config.event_grades.values())
+    table = compute_engagement(train_searches, bias, w.cutoff, levels)  # never the holdout's
+    candidate.engagement = table if candidate.mix is not None else None
+    n, own = config.per_channel, leave_one_out(table, bias, w.cutoff, levels)
+    f_train, _ = build_features(
+        candidate, train_searches, tv, iv, index, cv, per_channel=n, engagement=own
+    )
     f_hold, _ = build_features(candidate, holdout, tv, iv, index, cv, per_channel=n)
     run.lap("features")
-    levels = max(config.event_grades.values())
     candidate, info = train(candidate, f_train, bias, tc, levels=levels, progress=run.progress)
     run.lap("train")
     return _Fitted(

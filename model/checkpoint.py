@@ -10,19 +10,24 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from model.engagement import Engagement
 from model.head import FusionHead, HeadConfig
 from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
 
 WEIGHTS = "head.safetensors"
 CARD = "head.json"
+ENGAGEMENT = "engagement.json"  # model.engagement's table, when a refresh computed one
 
 
 def _weights_digest(head: FusionHead) -> str:
+    """Of everything that decides a ranking: the weights and the engagement table."""
     h = hashlib.sha256()
     for name, tensor in sorted(head.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().contiguous().numpy().tobytes())
+    if head.engagement is not None:
+        h.update(head.engagement.to_json().encode())
     return h.hexdigest()
 
 
@@ -45,6 +50,8 @@ def save_head(root: Path, head: FusionHead, card: dict[str, Any]) -> str:
         state = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"version": version})
         (tmp / CARD).write_text(json.dumps(full_card, indent=2, sort_keys=True))
+        if head.engagement is not None:
+            (tmp / ENGAGEMENT).write_text(head.engagement.to_json())
 
     write_artifact(root, version, write, {"kind": "fusion-head"}, make_current=False)
     return version
@@ -52,12 +59,14 @@ def save_head(root: Path, head: FusionHead, card: dict[str, Any]) -> str:
 
 def load_head(path: Path) -> tuple[FusionHead, dict[str, Any]]:
     """Load a head; a missing or corrupt file raises ArtifactError and nothing is loaded."""
-    read_manifest(path)
+    files = read_manifest(path).get("files", {})
     try:
         card: dict[str, Any] = json.loads((path / CARD).read_text())
         head = FusionHead(HeadConfig(**card["config"]))
         state = load_file(str(path / WEIGHTS))
         head.load_state_dict(state, strict=True)
+        if ENGAGEMENT in files:
+            head.engagement = Engagement.from_json((path / ENGAGEMENT).read_text())
     except (OSError, KeyError, ValueError, RuntimeError) as e:
         raise ArtifactError(f"head {path.name} cannot be loaded: {e}") from e
     head.eval()

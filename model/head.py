@@ -22,22 +22,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.attributes import AttributeAgreement
+from model.engagement import Engagement
 
 CHANNELS = ("text_text", "text_image", "image_image", "image_pimage", "image_text")
 QUERY_TYPES = ("text", "image", "composed")
 # What the hybrid mix weighs: the dense score above, then per-query rank and score features of
-# the lexical channel (BM25) and the frozen text channel (model.hybrid computes them).
-MIX = ("dense", "lexical_score", "lexical_rrf", "text_rrf")
+# the lexical channel (BM25) and the frozen text channel, and the product's engagement
+# (model.hybrid computes them).
+MIX = ("dense", "lexical_score", "lexical_rrf", "text_rrf", "engagement")
 # Before any click a text query ranks by reciprocal rank fusion of the lexical and the dense text
 # channel plus the normalised BM25, which keeps a product only the lexical channel found near the
 # top (plain RRF sinks it below products both lists hold in the middle: known-item queries 0.80
 # against 0.74), with a little of the dense score; the others rank by the dense score alone.
-# Measured on the fashion catalog (benchmarks.hybrid). The learner then moves these per type.
+# Engagement counts for nothing until clicks show it helps. Measured on the fashion catalog
+# (benchmarks.hybrid). The learner then moves these per query type.
 MIX_START = {
-    "text": (0.1, 2.0, 1.0, 1.0),
-    "image": (1.0, 0.0, 0.0, 0.0),
-    "composed": (1.0, 0.0, 0.0, 0.0),
+    "text": (0.1, 2.0, 1.0, 1.0, 0.0),
+    "image": (1.0, 0.0, 0.0, 0.0, 0.0),
+    "composed": (1.0, 0.0, 0.0, 0.0, 0.0),
 }
+assert all(len(w) == len(MIX) for w in MIX_START.values())
 
 
 def query_type(has_text: bool, has_image: bool) -> str:
@@ -91,7 +95,7 @@ class Candidates:
     image: torch.Tensor | None = None  # (n, image_dim), zeros where missing
     ptext: torch.Tensor | None = None  # (n, dim)
     codes: torch.Tensor | None = None  # (n, A) long
-    ranks: torch.Tensor | None = None  # (n, len(MIX) - 1) model.hybrid.rank_features, or zeros
+    mix: torch.Tensor | None = None  # (n, len(MIX) - 1) model.hybrid.mix_features
 
 
 def photo_features(
@@ -164,6 +168,7 @@ def product_features(c: Candidates) -> torch.Tensor:
 class FusionHead(nn.Module):
     chan_mean: torch.Tensor  # buffers: per-channel calibration, set by bootstrap.calibrate
     chan_std: torch.Tensor
+    engagement: Engagement | None  # set by a refresh, stored with the head (model.checkpoint)
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
@@ -184,6 +189,7 @@ class FusionHead(nn.Module):
             if config.hybrid
             else None
         )
+        self.engagement = None
         self.attributes = (
             AttributeAgreement(
                 config.attributes,
@@ -269,13 +275,13 @@ class FusionHead(nn.Module):
             adjust = adjust + self.attributes.score(feats, q.type_index)
         out["adjustment"] = adjust
         out["dense"] = out["fused"] + adjust
-        out["score"] = self.mixed(out["dense"], c.ranks, q.type_index)
+        out["score"] = self.mixed(out["dense"], c.mix, q.type_index)
         return out
 
     def mixed(
-        self, dense: torch.Tensor, ranks: torch.Tensor | None, qtype: int | torch.Tensor
+        self, dense: torch.Tensor, features: torch.Tensor | None, qtype: int | torch.Tensor
     ) -> torch.Tensor:
-        """The hybrid mix of the dense score (n,) or (B, n) with the rank features (..., n, F)
+        """The hybrid mix of the dense score (n,) or (B, n) with the mix features (..., n, F)
         for query type(s) `qtype`: the dense score alone for a head without the mix."""
         if self.mix is None:
             return dense
@@ -283,8 +289,8 @@ class FusionHead(nn.Module):
         if w.dim() == 2:
             w = w[:, None, :]
         out = w[..., 0] * dense
-        if ranks is not None:
-            out = out + (w[..., 1:] * ranks).sum(dim=-1)
+        if features is not None:
+            out = out + (w[..., 1:] * features).sum(dim=-1)
         return out
 
     def projection_digest(self) -> str:

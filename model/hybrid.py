@@ -1,27 +1,31 @@
-"""The rank features the hybrid mix (model.head.MIX) reads for each candidate of a search.
+"""The features the hybrid mix (model.head.MIX, after "dense") reads for each candidate.
 
-Each comes from a channel that does not depend on the head: the lexical channel's BM25 list and
-the frozen text channel's nearest-neighbour list. So serving and the learner compute them the
-same way, and a new head cannot change its own inputs.
+The rank features come from channels that do not depend on the head: the lexical channel's BM25
+list and the frozen text channel's nearest-neighbour list, so serving and the learner compute
+them the same way and a new head cannot change its own inputs. The last is the product's
+engagement (model.engagement), which the head carries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 RRF_K = 60  # the usual constant of reciprocal rank fusion
-N_FEATURES = 3  # lexical_score, lexical_rrf, text_rrf (model.head.MIX after "dense")
+N_FEATURES = 4  # lexical_score, lexical_rrf, text_rrf, engagement
 
 
-def rank_features(
+def mix_features(
     rows: np.ndarray,
     lexical: tuple[np.ndarray, np.ndarray] | None,
     text_rows: np.ndarray | None,
+    engagement: Sequence[float] | None,
 ) -> np.ndarray:
-    """(len(rows), 3) float32 for candidate `rows`: BM25 over the query's best BM25,
+    """(len(rows), 4) float32 for candidate `rows`: BM25 over the query's best BM25,
     K/(K + lexical rank), K/(K + text rank), from the lexical list (rows, scores) and the text
-    channel's list (rows), both best first. A candidate missing from a list, or a list that does
-    not exist, gives 0 (an infinite rank)."""
+    channel's list (rows), both best first, and the rows' engagement. A candidate missing from a
+    list, or a list that does not exist, gives 0 (an infinite rank); no engagement gives 0."""
     out = np.zeros((len(rows), N_FEATURES), np.float32)
     if lexical is not None and len(lexical[0]):
         rank, found = _ranks(rows, lexical[0])
@@ -32,6 +36,8 @@ def rank_features(
     if text_rows is not None and len(text_rows):
         rank, found = _ranks(rows, text_rows)
         out[found, 2] = RRF_K / (RRF_K + rank[found])
+    if engagement is not None:
+        out[:, 3] = engagement
     return out
 
 

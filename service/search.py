@@ -28,7 +28,7 @@ from model.head import (
     query_type,
     search_channels,
 )
-from model.hybrid import rank_features
+from model.hybrid import mix_features
 from model.position_bias import PositionBias, explore_order
 from service.embedder import Embedder
 from service.encode_threads import EncodeThreads
@@ -243,8 +243,12 @@ class Searcher:
         if len(rows):
             idx = self.index
             cands = candidates(idx, rows, active.head, with_image=q.image is not None)
-            if active.head.mix is not None:
-                cands.ranks = torch.from_numpy(rank_features(rows, lexical, text_rows))
+            head = active.head
+            if head.mix is not None:
+                lift = None
+                if head.engagement is not None:
+                    lift = head.engagement.lift([idx.metas[r].id for r in rows.tolist()])
+                cands.mix = torch.from_numpy(mix_features(rows, lexical, text_rows, lift))
             parts = active.head.parts(q, cands)
             scores = parts["score"].numpy()
             ranked = np.argsort(-scores, kind="stable")[: sq.k]
@@ -310,8 +314,8 @@ def explain(
                 "rank": found[1] if found else None,
             }
         values = [float(parts["dense"][i])]
-        if cands.ranks is not None:
-            values += cands.ranks[i].tolist()
+        if cands.mix is not None:
+            values += cands.mix[i].tolist()
         mix = (
             {n: {"weight": wt, "value": v} for n, wt, v in zip(MIX, w, values, strict=False)}
             if w is not None

@@ -9,7 +9,7 @@ can take it only once it has expired.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -19,12 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.db import transaction
 
 __all__ = ["utcnow"]  # re-exported: the registry's callers stamp runs with it
-from storage.models import ActiveModel, Lease, ModelVersion, TrainingRun, utcnow
-
-
-def _aware(ts: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were stored as UTC."""
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+from storage.models import ActiveModel, Lease, ModelVersion, TrainingRun, as_utc, utcnow
 
 
 # ---- versions --------------------------------------------------------------------------------
@@ -149,7 +144,7 @@ def last_window_end(session: Session) -> datetime | None:
         .order_by(ModelVersion.window_end.desc())
         .limit(1)
     )
-    return _aware(ts) if ts else None
+    return as_utc(ts) if ts else None
 
 
 # ---- leases ----------------------------------------------------------------------------------

@@ -240,3 +240,46 @@ def test_a_head_without_colour_ignores_logged_colour_descriptors(ingested, index
     colour = {"photo": np.ones(512, "f4")}
     f, kept = build_features(boot, [search], {}, image, index, colour, per_channel=100)
     assert kept == [search] and torch.isfinite(scores(boot, f, f.batch)).all()
+
+
+def test_the_learner_rebuilds_the_mix_features_serving_used(ingested, index, embedder):
+    """For a logged text search (filtered or not), the mix features the learner rebuilds for its
+    shown products, and the scores it gives them, are those serving explained."""
+    from service.search import ActiveHead, Searcher, SearchQuery
+
+    head = child_head(
+        load_head(ingested.settings.data_dir / "heads" / ingested.report.head_version)[0],
+        index,
+        rank=0,
+    )
+    head.eval()
+    assert head.mix is not None
+    n = ingested.settings.candidates_per_channel
+    searcher = Searcher(embedder, index, ActiveHead(head, "v"), per_channel=n)
+    for text, filters in [("blue running shoes for men", {}), ("watch", {"gender": "Women"})]:
+        res = searcher.search(SearchQuery(text=text, k=15, filters=filters, explain=True))
+        logged = LoggedSearch(
+            search_id="s",
+            created_at=utcnow(),
+            query_type=QUERY_TYPES.index("text"),
+            text_key="t",
+            image_key=None,
+            explore=False,
+            product_ids=tuple(h.product.id for h in res.hits),
+            model_positions=np.arange(1, len(res.hits) + 1),
+            propensities=np.ones(len(res.hits)),
+            grades=np.zeros(len(res.hits), np.int64),
+            filters={a: [v] for a, v in filters.items()} or None,
+            query_text=text,
+        )
+        f, _ = build_features(head, [logged], {"t": res.text_vector}, {}, index, per_channel=n)
+        for j, hit in enumerate(res.hits):
+            mix = hit.explanation["mix"]
+            want = [
+                mix[m]["value"] for m in ("lexical_score", "lexical_rrf", "text_rrf", "engagement")
+            ]
+            torch.testing.assert_close(f.batch.mix[0, j], torch.tensor(want), atol=1e-5, rtol=0)
+        got = scores(head, f, f.batch)[0, : len(res.hits)]
+        torch.testing.assert_close(
+            got, torch.tensor([h.score for h in res.hits]), atol=1e-4, rtol=0
+        )

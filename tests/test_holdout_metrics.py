@@ -32,7 +32,7 @@ def batch(scores: list[list[float]], grades: list[list[int]], qtype: list[int]) 
         grades=torch.tensor(grades),
         positions=torch.arange(1, k + 1).repeat(b, 1),
         attr=torch.zeros(b, k, 0),
-        ranks=torch.zeros(b, k, 3),
+        mix=torch.zeros(b, k, 4),
     )
 
 
