@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from learner.calibration import Calibration, fit_calibration
 from learner.child import child_head, merge_per_type
-from learner.dataset import (
-    Encoders,
-    LoggedSearch,
-    load_searches,
-    logged_query_vectors,
-    replay_sample,
-)
+from learner.dataset import Encoders, logged_query_vectors
 from learner.engagement import compute_engagement, leave_one_out
 from learner.features import Features, build_features
 from learner.gate import coverage_gate, holdout_gate
@@ -45,6 +39,7 @@ from learner.record import RunRecord, jsonable
 from learner.split import Split, split_window
 from learner.train import TrainConfig, train
 from learner.versions import prune_heads
+from learner.window import Window, load_window
 from model.catalog_view import ProductVectors
 from model.checkpoint import WEIGHTS, load_head, save_head
 from model.head import QUERY_TYPES, FusionHead
@@ -52,14 +47,7 @@ from model.position_bias import PositionBias, bias_of
 from storage.artifacts import read_manifest
 from storage.db import transaction
 from storage.impressions import mark_holdout
-from storage.registry import (
-    VersionIn,
-    active_version,
-    last_window_end,
-    register_version,
-    set_active,
-    utcnow,
-)
+from storage.registry import VersionIn, active_version, register_version, set_active
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +98,6 @@ class _Run:
 
     def finish(self, status: str, **fields: Any) -> dict[str, Any]:
         return self.record.finish(status, **fields)
-
-
-@dataclass
-class _Window:
-    parent_version: str
-    start: datetime | None
-    cutoff: datetime
-    searches: list[LoggedSearch]
-    replay: list[LoggedSearch]
-    carried: list[LoggedSearch]  # held out by earlier refreshes, never trained on
 
 
 @dataclass
@@ -187,45 +165,29 @@ def run_refresh(
     return _register(run, w, fit, verdict)
 
 
-def _load_window(run: _Run) -> _Window:
+def _load_window(run: _Run) -> Window:
     """The new searches and the replay sample; a reason in the detail if there are too few."""
     config = run.config
-    cutoff = utcnow() - config.settle
     with run.sessions() as s:
-        parent_version = active_version(s) or run.fallback_version
-        start = last_window_end(s)
-        window = load_searches(
-            s, grades=config.event_grades, start=start, end=cutoff, limit=config.max_window
+        w = load_window(
+            s,
+            grades=config.event_grades,
+            settle=config.settle,
+            max_window=config.max_window,
+            replay=config.replay,
+            fallback_version=run.fallback_version,
         )
-        replay, carried = [], []
-        if start is not None:
-            carried = load_searches(s, grades=config.event_grades, end=start, holdout=True)
-            if config.replay:
-                replay = replay_sample(
-                    s, grades=config.event_grades, end=start, limit=config.replay
-                )
-    engaged = sum(bool(x.grades.any()) for x in window)
     run.lap("load_searches")
-    run.detail.update(
-        {
-            "phase_seconds": run.record.phases,
-            "parent": parent_version,
-            "window": {"start": start.isoformat() if start else None, "end": cutoff.isoformat()},
-            "window_searches": len(window),
-            "window_engaged": engaged,
-            "replay_searches": len(replay),
-            "carried_holdout_searches": len(carried),
-        }
-    )
-    if engaged < config.min_new_engaged:
+    run.detail.update({"phase_seconds": run.record.phases, **w.describe()})
+    if w.engaged < config.min_new_engaged:
         run.detail["reason"] = (
-            f"not enough new feedback: {engaged} engaged searches since the last refresh, "
+            f"not enough new feedback: {w.engaged} engaged searches since the last refresh, "
             f"{config.min_new_engaged} needed"
         )
-    return _Window(parent_version, start, cutoff, window, replay, carried)
+    return w
 
 
-def _fit(run: _Run, w: _Window) -> _Fitted | None:
+def _fit(run: _Run, w: Window) -> _Fitted | None:
     """The candidate, warm-started from the active head and trained on all but the holdout;
     None (with the reason in the detail) if the active head belongs to another index build."""
     config, index, heads_dir = run.config, run.index, run.heads_dir
@@ -314,7 +276,7 @@ def _coverage_gate(run: _Run, fit: _Fitted, verdict: _Verdict) -> None:
     run.lap("coverage")
 
 
-def _register(run: _Run, w: _Window, fit: _Fitted, verdict: _Verdict) -> dict[str, Any]:
+def _register(run: _Run, w: Window, fit: _Fitted, verdict: _Verdict) -> dict[str, Any]:
     """Merge the accepted types into the active head, store the result and register it."""
     accept, parent_m = verdict.accept, verdict.parent_m
     # Judged again only when it differs from both: all accepted is the candidate itself, and
@@ -352,7 +314,7 @@ def _register(run: _Run, w: _Window, fit: _Fitted, verdict: _Verdict) -> dict[st
 
 def _keep(
     run: _Run,
-    w: _Window,
+    w: Window,
     fit: _Fitted,
     verdict: _Verdict,
     head: FusionHead,

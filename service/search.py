@@ -191,6 +191,68 @@ class Searcher:
                 self.photo_cache.put(ie.id, key, (qv, qc))
         return qt, qv, qc, encode_ms
 
+    def _retrieve(
+        self,
+        q: Query,
+        sq: SearchQuery,
+        head: FusionHead,
+        qv: np.ndarray | None,
+        allowed: np.ndarray | None,
+    ) -> _Pool:
+        """Candidates from every channel among the allowed rows: the FAISS ones, and the lexical
+        one for a query with words. Sets the photo's neighbour votes when the head reads them."""
+        n = max(self.per_channel, sq.k)
+        channels = search_channels(q)
+        found = [self.index.search(space, vec.numpy(), n, allowed)[0] for space, vec in channels]
+        agree = head.attributes
+        if agree is not None and agree.neighbours and qv is not None and q.pimage is not None:
+            near = None
+            if allowed is None and n == NEIGHBOUR_POOL:  # that channel found them: no 2nd search
+                near = next(
+                    rows
+                    for (space, vec), rows in zip(channels, found, strict=True)
+                    if space == "pimage" and vec is q.pimage
+                )
+            q.votes = photo_votes(agree, self.index, qv, q.pimage.numpy(), near)
+        lexical, text_rows = None, None
+        if sq.text and q.text is not None:  # the text channel is the first (search_channels)
+            lexical = self.index.search_lexical(sq.text, n, allowed)
+            text_rows = found[0]
+            found.append(lexical[0])
+        rows = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+        return _Pool(rows, lexical, text_rows)
+
+    def _rank(
+        self, q: Query, sq: SearchQuery, active: ActiveHead, pool: _Pool
+    ) -> tuple[list[Hit], bool]:
+        """The top k of the pool as the head scores it, in the order shown (exploring or not)."""
+        idx, head, rows = self.index, active.head, pool.rows
+        cands = candidates(idx, rows, head, with_image=q.image is not None)
+        if head.mix is not None:
+            lift = None
+            if head.engagement is not None:
+                lift = head.engagement.lift([idx.metas[r].id for r in rows.tolist()])
+            cands.mix = torch.from_numpy(mix_features(rows, pool.lexical, pool.text_rows, lift))
+        parts = head.parts(q, cands)
+        scores = parts["score"].numpy()
+        ranked = np.argsort(-scores, kind="stable")[: sq.k]
+        shown = list(range(len(ranked)))
+        explore = self._rng.random() < self.explore_rate
+        if explore:
+            shown = explore_order(len(ranked), self._rng)
+        why = explain(head, q, cands, parts, rows, pool.lexical) if sq.explain else None
+        hits = [
+            Hit(
+                idx.metas[rows[ranked[r]]],
+                float(scores[ranked[r]]),
+                model_position=r + 1,
+                propensity=active.bias.propensity(pos),
+                explanation=None if why is None else why[ranked[r]],
+            )
+            for pos, r in enumerate(shown, start=1)
+        ]
+        return hits, explore
+
     def normalise_filters(self, filters: dict[str, Any]) -> dict[str, list[str]]:
         known = self.index.attribute_names()
         for attr, value in filters.items():
@@ -219,54 +281,8 @@ class Searcher:
             None if qc is None else torch.from_numpy(qc),
         )
         allowed = self.index.filter_mask(filters) if filters else None
-        n = max(self.per_channel, sq.k)
-        channels = search_channels(q)
-        found = [self.index.search(space, vec.numpy(), n, allowed)[0] for space, vec in channels]
-        agree = active.head.attributes
-        if agree is not None and agree.neighbours and qv is not None and q.pimage is not None:
-            pool = None
-            if allowed is None and n == NEIGHBOUR_POOL:  # that channel found them: no 2nd search
-                pool = next(
-                    rows
-                    for (space, vec), rows in zip(channels, found, strict=True)
-                    if space == "pimage" and vec is q.pimage
-                )
-            q.votes = photo_votes(agree, self.index, qv, q.pimage.numpy(), pool)
-        lexical, text_rows = None, None
-        if sq.text and q.text is not None:  # the lexical list, and the text channel's (first)
-            lexical = self.index.search_lexical(sq.text, n, allowed)
-            text_rows = found[0]
-            found.append(lexical[0])
-        rows = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
-        hits: list[Hit] = []
-        explore = False
-        if len(rows):
-            idx = self.index
-            cands = candidates(idx, rows, active.head, with_image=q.image is not None)
-            head = active.head
-            if head.mix is not None:
-                lift = None
-                if head.engagement is not None:
-                    lift = head.engagement.lift([idx.metas[r].id for r in rows.tolist()])
-                cands.mix = torch.from_numpy(mix_features(rows, lexical, text_rows, lift))
-            parts = active.head.parts(q, cands)
-            scores = parts["score"].numpy()
-            ranked = np.argsort(-scores, kind="stable")[: sq.k]
-            shown = list(range(len(ranked)))
-            explore = self._rng.random() < self.explore_rate
-            if explore:
-                shown = explore_order(len(ranked), self._rng)
-            why = explain(active.head, q, cands, parts, rows, lexical) if sq.explain else None
-            hits = [
-                Hit(
-                    idx.metas[rows[ranked[r]]],
-                    float(scores[ranked[r]]),
-                    model_position=r + 1,
-                    propensity=active.bias.propensity(pos),
-                    explanation=None if why is None else why[ranked[r]],
-                )
-                for pos, r in enumerate(shown, start=1)
-            ]
+        pool = self._retrieve(q, sq, active.head, qv, allowed)
+        hits, explore = self._rank(q, sq, active, pool) if len(pool.rows) else ([], False)
         return SearchResult(
             search_id=uuid.uuid4().hex,
             model_version=active.version,
@@ -279,6 +295,15 @@ class Searcher:
             image_vector=qv,
             colour_vector=qc,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Pool:
+    """What a search's channels found: the candidate rows, and the two lists the mix reads."""
+
+    rows: np.ndarray  # sorted, unique
+    lexical: tuple[np.ndarray, np.ndarray] | None  # BM25 rows and scores, best first
+    text_rows: np.ndarray | None  # the frozen text channel's rows, best first
 
 
 def explain(
