@@ -58,6 +58,9 @@ bench: ## Run every benchmark on the full catalog (results in benchmarks/results
 	$(PYTHON) -m benchmarks.refresh_under_load
 	$(PYTHON) -m benchmarks.learning_curve
 	$(PYTHON) -m benchmarks.ablations
+	$(PYTHON) -m benchmarks.hybrid
+	$(PYTHON) -m benchmarks.lexical_engines
+	$(PYTHON) -m benchmarks.titles_ingest
 
 lint: ## ruff lint + format check, mypy
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
