@@ -20,8 +20,8 @@ import torch
 
 from model.head import FusionHead
 from service.catalog import product_text
-from service.lexical import LexicalIndex
-from service.tokens import terms
+from service.lexical import Doc, LexicalIndex, OutdatedIndex
+from service.tokens import terms, words
 from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
 from storage.products import ProductRecord
@@ -332,8 +332,7 @@ class CatalogIndex:
                 for m in json.loads((path / "products.json").read_text())
             ]
             indices = {s: faiss.read_index(str(path / f"{s}.faiss")) for s in SPACES}
-            # a build from before the lexical channel: built from the titles below
-            lexical = LexicalIndex.load(path / "lexical") if (path / "lexical").is_dir() else None
+            lexical = _load_lexical(path / "lexical")
         except (OSError, ValueError, RuntimeError) as e:
             raise ArtifactError(f"index {path.name} cannot be loaded: {e}; re-run ingest") from e
         meta = {k: v for k, v in manifest.items() if k != "files"}
@@ -354,10 +353,22 @@ class CatalogIndex:
         )
 
 
-def _terms(meta: ProductRecord) -> tuple[list[str], list[str]]:
+def _load_lexical(path: Path) -> LexicalIndex | None:
+    """The saved lexical index, or None (built again from the products) for a build from
+    before it or with an older layout of it."""
+    if not path.is_dir():
+        return None
+    try:
+        return LexicalIndex.load(path)
+    except OutdatedIndex:
+        return None
+
+
+def _terms(meta: ProductRecord) -> Doc:
     """What the lexical channel reads of a product: its title, and its attribute text and
     description."""
-    return terms(meta.title), terms(product_text("", meta.attributes, meta.description))
+    other = product_text("", meta.attributes, meta.description)
+    return Doc(terms(meta.title), terms(other), words(meta.title))
 
 
 _thread_state = threading.local()

@@ -19,6 +19,7 @@ import Stemmer
 # compounds of letters and digits joined by - . / (part numbers, fractions, decimals, t-shirt)
 _RAW = re.compile(r"[a-z0-9]+(?:[-./][a-z0-9]+)*")
 _ALNUM_RUNS = re.compile(r"[a-z]+|[0-9]+")
+_LETTERS = re.compile(r"[a-z]+")
 _NUMBER = re.compile(r"[0-9]+(?:[./][0-9]+)?")
 _NUMBER_UNIT = re.compile(r"([0-9]+(?:[./][0-9]+)?)([a-z]+)")
 # inch and foot marks after a number: 65" and 6' are units, not quotes
@@ -85,6 +86,13 @@ def terms(text: str) -> list[str]:
             if joined not in out:
                 out.append(joined)
     return out
+
+
+def words(text: str) -> list[str]:
+    """A text's words of letters as typed, folded but not stemmed, once each: what a misspelt
+    query word is compared with (a stem of a typo is no longer one edit from the right stem:
+    prnited -> prnite, printed -> print)."""
+    return list(dict.fromkeys(_LETTERS.findall(fold(text))))
 
 
 def query_terms(text: str) -> list[str]:

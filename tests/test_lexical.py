@@ -8,10 +8,11 @@ import time
 
 import numpy as np
 import pytest
+import tantivy
 
-from service.index import CatalogIndex
-from service.lexical import LexicalIndex
-from service.tokens import query_terms, terms
+from service.index import CatalogIndex, _load_lexical
+from service.lexical import LexicalIndex, OutdatedIndex
+from service.tokens import query_terms, terms, words
 from storage.errors import ArtifactError
 from storage.products import ProductRecord
 from tests.test_index import DIMS, make_index, unit
@@ -72,11 +73,36 @@ def test_bm25_ranks_the_part_number_first_and_changes_are_visible_at_once():
 
 
 def test_a_misspelt_word_is_matched_one_edit_away_and_a_real_word_is_not():
-    titles = ["Adidas running shoes", "Nike running shoes", "Addis bag"]
-    index = LexicalIndex.build([(terms(t), []) for t in titles])
+    titles = ["Adidas running shoes", "Nike running shoes", "Addis bag", "Printed top", "Plain top"]
+    index = LexicalIndex.build([(terms(t), [], words(t)) for t in titles])
     assert index.search("adiddas shoes", 3)[0][0] == 0  # unknown word: near matches count
+    assert index.search("adiads shoes", 3)[0][0] == 0  # two letters swapped is one edit
+    assert index.search("prnited top", 5)[0][0] == 3  # compared as typed, not as stems
     assert index.search("addis", 3)[0].tolist() == [2]  # a known word is matched exactly
     index.close()
+
+
+def test_a_misspelt_rare_word_counts_as_much_as_the_word_itself():
+    titles = [f"Formal shoes {c}" for c in ("black", "brown", "tan", "grey")] + [
+        "Clarks formal shoes black"
+    ]
+    index = LexicalIndex.build([(terms(t), [], words(t)) for t in titles])
+    assert index.search("clarks formal shoes", 5)[0][0] == 4
+    assert index.search("clars formal shoes", 5)[0][0] == 4
+    index.close()
+
+
+def test_a_lexical_index_of_an_older_layout_is_built_again(tmp_path):
+    builder = tantivy.SchemaBuilder()
+    builder.add_integer_field("row", indexed=True, fast=True)
+    for field in ("title", "other"):
+        builder.add_text_field(field, tokenizer_name="whitespace", index_option="freq")
+    old = tantivy.Index(builder.build(), path=str(tmp_path))
+    writer = old.writer(15_000_000, 1)
+    writer.commit()
+    with pytest.raises(OutdatedIndex):
+        LexicalIndex.load(tmp_path)
+    assert _load_lexical(tmp_path) is None  # CatalogIndex.load then builds it from the products
 
 
 def catalog(n: int = 40) -> CatalogIndex:
