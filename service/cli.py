@@ -40,6 +40,9 @@ def _entry_point() -> None:
     apply_openmp_policy()  # process-wide, before any command loads torch or faiss
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def _settings(data_dir: Path | None) -> Settings:
     return Settings(data_dir=data_dir) if data_dir else Settings()
 
@@ -120,10 +123,29 @@ def serve(
     data_dir: DataDir = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
-    """Run the HTTP API (one process; OpenAPI docs at /docs)."""
+    """Run the HTTP API (one process; OpenAPI docs at /docs). Without FUSIONRANK_API_KEYS every
+    caller is an admin, so it then binds to 127.0.0.1 whatever --host says."""
     from service.api.app import create_app
+    from service.api.security import Keyring
 
-    run_app(create_app(_settings(data_dir), on_ready=announce(host, port)), host, port, log_level)
+    settings = _settings(data_dir)
+    try:
+        keyring = Keyring(settings.api_keys.get_secret_value())
+    except ValueError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from e
+    if keyring.open:
+        if host not in LOOPBACK:
+            typer.secho(f"refusing to bind {host} with no API keys configured", fg="red", err=True)
+        host = host if host in LOOPBACK else "127.0.0.1"
+        typer.secho(
+            "WARNING: no API keys configured (FUSIONRANK_API_KEYS): anyone who can reach this "
+            f"port may change the catalog and the models. Listening on {host} only.",
+            fg="yellow",
+            bold=True,
+            err=True,
+        )
+    run_app(create_app(settings, on_ready=announce(host, port)), host, port, log_level)
 
 
 def announce(host: str, port: int) -> Callable[[Runtime], None]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -72,6 +73,21 @@ class Settings(BaseSettings):
         20000, ge=0, description="Filtered searches over at most this many products are exact."
     )
 
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated key:role pairs (roles: search, ingest, admin), sent as "
+        "`Authorization: Bearer <key>` or `X-API-Key`. None: every caller is an admin, and "
+        "`serve` binds to 127.0.0.1 only.",
+    )
+    rate_limit: str = Field(
+        "200/second;6000/minute",
+        description="Requests per API key and process, in `limits` notation; '' = no limit.",
+    )
+    max_body_bytes: int = Field(
+        12 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body; a bigger one is refused (413) before it is read.",
+    )
     max_image_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Upload size limit.")
     max_image_pixels: int = Field(40_000_000, ge=1024, description="Decompression-bomb limit.")
 
@@ -162,6 +178,16 @@ class Settings(BaseSettings):
     def _grades_positive(cls, v: dict[str, int]) -> dict[str, int]:
         if not v or any(g < 1 for g in v.values()):
             raise ValueError("event_grades needs at least one type, each with a grade >= 1")
+        return v
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, v: str) -> str:
+        if v:
+            try:
+                parse_many(v)
+            except ValueError as e:
+                raise ValueError(f"rate_limit {v!r}: {e}; e.g. '200/second;6000/minute'") from e
         return v
 
     @model_validator(mode="after")

@@ -6,7 +6,10 @@ storage.errors.FusionrankError   500
 ├── BadRequest                   400  malformed input the client must fix
 │   ├── InvalidImage             400  undecodable or truncated image
 │   └── UnknownFilter            400  filter on an attribute the catalog lacks
-├── PayloadTooLarge              413  image bytes or pixels over the limit
+├── Unauthorized                 401  no API key, or an unknown one
+├── Forbidden                    403  the key's role may not do this
+├── PayloadTooLarge              413  a body, image bytes or pixels over the limit
+├── RateLimited                  429  the key's request rate is over its limit
 ├── NotFound                     404  unknown product id
 ├── NoProductImages              422  a photo query to a catalog without product images
 ├── service.hot_swap.IncompatibleHead 409  head trained for another index build
@@ -20,6 +23,7 @@ from storage.errors import ArtifactError, FusionrankError, InvalidEvents
 __all__ = [
     "ArtifactError",
     "BadRequest",
+    "Forbidden",
     "FusionrankError",
     "InvalidEvents",
     "InvalidImage",
@@ -27,6 +31,8 @@ __all__ = [
     "NotFound",
     "NotReady",
     "PayloadTooLarge",
+    "RateLimited",
+    "Unauthorized",
     "UnknownFilter",
 ]
 
@@ -42,6 +48,26 @@ class InvalidImage(BadRequest):
 
 class UnknownFilter(BadRequest):
     code = "unknown_filter"
+
+
+class Unauthorized(FusionrankError):
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(FusionrankError):
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(FusionrankError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class PayloadTooLarge(FusionrankError):

@@ -16,8 +16,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from learner.train import TrainConfig
 from service import __version__
 from service.api.body import register_body_schemas
+from service.api.body_limit import BodyLimit
 from service.api.routes import feedback, health, metrics, models, products, search
 from service.api.schemas import FeedbackBatch, FeedbackEventIn, ProductIn, SearchRequest
+from service.api.security import Keyring, RateLimit
 from service.config import Settings
 from service.errors import FusionrankError, InvalidEvents
 from service.runtime import Runtime, start_runtime
@@ -36,9 +38,11 @@ def create_app(
     learner training as `train` says if given (a benchmark's ablation; see learner_config).
     `on_ready` is called once the runtime is loaded, before the first request is served."""
 
+    config = settings or (runtime.settings if runtime is not None else Settings())
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = runtime or start_runtime(settings or Settings(), train=train)
+        rt = runtime or start_runtime(config, train=train)
         app.state.runtime = rt
         if runtime is None:
             # The catalog is many long-lived objects whose full collection would stall requests
@@ -60,6 +64,9 @@ def create_app(
         summary="Multimodal product search that learns from shoppers.",
         lifespan=lifespan,
     )
+    app.state.keyring = Keyring(config.api_keys.get_secret_value())
+    app.state.rate_limit = RateLimit(config.rate_limit)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.include_router(search.router)
     app.include_router(products.router)
     app.include_router(feedback.router)
@@ -77,7 +84,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if exc.status_code >= 500:
             log.error("%s: %s", exc.code, exc.message)
         detail = exc.problems if isinstance(exc, InvalidEvents) else exc.message
-        return JSONResponse({"error": exc.code, "detail": detail}, exc.status_code)
+        return JSONResponse({"error": exc.code, "detail": detail}, exc.status_code, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

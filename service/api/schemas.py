@@ -178,6 +178,18 @@ class Health(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No API key, or an unknown one."},
+    403: {"model": ErrorBody, "description": "The key's role may not do this."},
+    429: {
+        "model": ErrorBody,
+        "description": "The key's request rate is over its limit.",
+        "headers": {
+            "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
+        },
+    },
+}
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": desc}
     for code, desc in {

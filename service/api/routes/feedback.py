@@ -12,17 +12,19 @@ from starlette.concurrency import run_in_threadpool
 from service.api.body import JSON_OVERHEAD, read_json_object, validate
 from service.api.deps import RuntimeDep
 from service.api.schemas import (
+    AUTH_RESPONSES,
     ERROR_RESPONSES,
     FeedbackAccepted,
     FeedbackBatch,
     FeedbackEventIn,
 )
+from service.api.security import Role, allow
 from service.errors import NotReady
 from storage.db import transaction
 from storage.errors import InvalidEvents
 from storage.feedback import EventIn, Recorded, record_events
 
-router = APIRouter(tags=["feedback"])
+router = APIRouter(tags=["feedback"], dependencies=allow(Role.INGEST), responses=AUTH_RESPONSES)
 
 MAX_BODY = 1000 * 1024 + JSON_OVERHEAD  # 1,000 events of up to ~1 KB each
 

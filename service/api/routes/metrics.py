@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import RuntimeDep
-from service.api.schemas import OnlineMetricsPublic
+from service.api.schemas import AUTH_RESPONSES, OnlineMetricsPublic
+from service.api.security import Role, allow
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], dependencies=allow(Role.ADMIN), responses=AUTH_RESPONSES)
 
 
 @router.get(

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import RuntimeDep
 from service.api.schemas import (
+    AUTH_RESPONSES,
     ERROR_RESPONSES,
     Activated,
     ModelList,
@@ -17,6 +18,7 @@ from service.api.schemas import (
     RunQueued,
     TrainingRunPublic,
 )
+from service.api.security import Role, allow
 from service.errors import NotFound, NotReady
 from service.hot_swap import IncompatibleHead, load_active_head
 from storage.db import transaction
@@ -30,7 +32,9 @@ from storage.registry import (
     set_active,
 )
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(
+    prefix="/v1/models", tags=["models"], dependencies=allow(Role.ADMIN), responses=AUTH_RESPONSES
+)
 
 
 @router.get("", response_model=ModelList, summary="Every head version, newest first")

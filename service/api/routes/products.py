@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from service.api.body import json_and_multipart, parse_body
 from service.api.deps import RuntimeDep, WriterDep
 from service.api.routes.search import image_url
-from service.api.schemas import ERROR_RESPONSES, ProductIn, ProductPublic
+from service.api.schemas import AUTH_RESPONSES, ERROR_RESPONSES, ProductIn, ProductPublic
+from service.api.security import Role, allow
 from service.errors import NotFound
 from service.images import decode_base64
 from storage.models import Product
@@ -47,7 +48,12 @@ def _load(rt: RuntimeDep, product_id: str) -> Product:
     return row
 
 
-@router.get("/{product_id}", response_model=ProductPublic, responses=ERROR_RESPONSES)
+@router.get(
+    "/{product_id}",
+    response_model=ProductPublic,
+    responses={**ERROR_RESPONSES, **AUTH_RESPONSES},
+    dependencies=allow(Role.SEARCH),
+)
 def read_product(product_id: str, request: Request, rt: RuntimeDep) -> ProductPublic:
     return _public(request, _load(rt, product_id))
 
@@ -56,6 +62,7 @@ def read_product(product_id: str, request: Request, rt: RuntimeDep) -> ProductPu
     "/{product_id}/image",
     response_class=FileResponse,
     responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, **ERROR_RESPONSES},
+    summary="A product's photo; needs no key, so a shop page's <img> can show it",
 )
 def read_product_image(product_id: str, rt: RuntimeDep) -> FileResponse:
     row = _load(rt, product_id)
@@ -69,7 +76,8 @@ def read_product_image(product_id: str, rt: RuntimeDep) -> FileResponse:
 @router.put(
     "/{product_id}",
     response_model=ProductPublic,
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, **AUTH_RESPONSES},
+    dependencies=allow(Role.ADMIN),
     openapi_extra=json_and_multipart(ProductIn, _MULTIPART),
     summary="Create or replace a product; searchable within a second",
 )
@@ -86,7 +94,12 @@ async def put_product(
     return _public(request, row)
 
 
-@router.delete("/{product_id}", status_code=204, responses=ERROR_RESPONSES)
+@router.delete(
+    "/{product_id}",
+    status_code=204,
+    responses={**ERROR_RESPONSES, **AUTH_RESPONSES},
+    dependencies=allow(Role.ADMIN),
+)
 async def delete_product(product_id: str, writer: WriterDep) -> Response:
     await run_in_threadpool(writer.delete, product_id)
     return Response(status_code=204)

@@ -11,13 +11,14 @@ from fastapi import APIRouter, Request, Response
 
 from service.api.body import json_and_multipart, parse_body
 from service.api.deps import RuntimeDep, SearcherDep
-from service.api.schemas import ERROR_RESPONSES, SearchRequest, SearchResponse
+from service.api.schemas import AUTH_RESPONSES, ERROR_RESPONSES, SearchRequest, SearchResponse
+from service.api.security import Role, allow
 from service.embedding_cache import content_key
 from service.images import decode_base64
 from service.search import Searcher, SearchQuery, SearchResult
 from storage.impressions import ImpressionIn, QueryVector, ShownItem
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], dependencies=allow(Role.SEARCH), responses=AUTH_RESPONSES)
 
 _MULTIPART = {
     "query": {"type": "string"},

@@ -1,0 +1,132 @@
+"""Who may call what: API keys with roles, and a request rate per key.
+
+`FUSIONRANK_API_KEYS` holds `key:role` pairs. A route declares the least role it needs with
+`Depends(require(Role.X))`; the OpenAPI spec then lists the two ways to send a key (bearer token
+or `X-API-Key`), so generated clients and the docs page's "Authorize" button work. Keys are
+kept only as SHA-256 digests, compared in constant time against every configured key, and a
+key is named in logs and metrics by its short fingerprint, never by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from fastapi import Depends, Request, Security, params
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from limits import RateLimitItem, parse_many, storage, strategies
+
+from service.errors import Forbidden, RateLimited, Unauthorized
+
+
+class Role(IntEnum):
+    """Each role may do what the ones below it may."""
+
+    SEARCH = 1  # search, read products
+    INGEST = 2  # and send feedback
+    ADMIN = 3  # and change the catalog, train, activate models
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str  # the key's fingerprint ("key-1a2b3c4d"), or "local" when no key is configured
+    role: Role
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class Keyring:
+    """The configured keys. With none, every caller is a local admin (the server then binds to
+    loopback only: service.cli)."""
+
+    def __init__(self, spec: str) -> None:
+        """`spec`: comma-separated `key:role` pairs. Raises ValueError saying what is wrong."""
+        self._keys: list[tuple[bytes, Caller]] = []
+        for pair in filter(None, (p.strip() for p in spec.split(","))):
+            key, sep, role = pair.rpartition(":")
+            if not sep or not key or role.upper() not in Role.__members__:
+                raise ValueError(
+                    "FUSIONRANK_API_KEYS must be comma-separated key:role pairs with roles "
+                    f"{', '.join(r.name.lower() for r in Role)}; one pair is not"
+                )
+            if len(key) < 16:
+                raise ValueError("every API key needs at least 16 characters; one is shorter")
+            digest = _digest(key)
+            self._keys.append((digest, Caller(f"key-{digest.hex()[:8]}", Role[role.upper()])))
+
+    @property
+    def open(self) -> bool:
+        return not self._keys
+
+    def caller(self, key: str) -> Caller | None:
+        """The key's caller, or None; every configured key is compared, whatever matches."""
+        digest, found = _digest(key), None
+        for known, caller in self._keys:
+            if hmac.compare_digest(digest, known):
+                found = caller
+        return found
+
+
+class RateLimit:
+    """Requests per caller, as `limits` counts them (e.g. "100/second;2000/minute"); in memory,
+    so each process counts its own."""
+
+    def __init__(self, spec: str) -> None:
+        self._items: list[RateLimitItem] = parse_many(spec) if spec else []
+        self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+
+    def check(self, name: str) -> None:
+        """Count one request of `name`; RateLimited, with the seconds to wait, when over."""
+        for item in self._items:
+            if not self._limiter.hit(item, name):
+                reset = self._limiter.get_window_stats(item, name).reset_time
+                raise RateLimited(
+                    f"rate limit of {item} exceeded; retry later",
+                    retry_after=max(1, math.ceil(reset - time.time())),
+                )
+
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <key>`")
+
+
+def require(role: Role) -> Callable[..., Awaitable[Caller]]:
+    """A dependency admitting callers with at least `role` (and within their rate)."""
+
+    async def check(
+        request: Request,
+        bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
+        header: str | None = Security(_header),
+    ) -> Caller:
+        keyring: Keyring = request.app.state.keyring
+        if keyring.open:
+            caller = Caller("local", Role.ADMIN)
+        else:
+            key = bearer.credentials if bearer is not None else header
+            if not key:
+                raise Unauthorized("send an API key: `Authorization: Bearer <key>` or `X-API-Key`")
+            found = keyring.caller(key)
+            if found is None:
+                raise Unauthorized("unknown API key")
+            caller = found
+            if caller.role < role:
+                raise Forbidden(
+                    f"this key's role is {caller.role.name.lower()}; this needs {role.name.lower()}"
+                )
+        request.state.caller = caller
+        request.app.state.rate_limit.check(caller.name)
+        return caller
+
+    return check
+
+
+def allow(role: Role) -> list[params.Depends]:
+    """`dependencies=` for a router or route that needs `role`."""
+    return [Depends(require(role))]
