@@ -3,7 +3,7 @@
 FusionrankError            500  (status_code is data; only service.api maps it to HTTP)
 ├── ArtifactError          500  artifact missing or failing its checksum: refused, not loaded
 ├── InvalidEvents          422  feedback for an unknown search, or a product it did not show
-└── service.errors.*            request errors (400, 401, 403, 404, 413, 429, 503): see service/errors.py
+└── service.errors.*            request errors (4xx, 503): see service/errors.py
 """
 
 from __future__ import annotations
