@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from service import logs
 from service.config import Settings
 from service.openmp import apply_openmp_policy
 
@@ -145,7 +145,8 @@ def serve(
             bold=True,
             err=True,
         )
-    run_app(create_app(settings, on_ready=announce(host, port)), host, port, log_level)
+    app_ = create_app(settings, on_ready=announce(host, port))
+    run_app(app_, host, port, log_level, settings.log_format)
 
 
 def announce(host: str, port: int) -> Callable[[Runtime], None]:
@@ -159,19 +160,19 @@ def announce(host: str, port: int) -> Callable[[Runtime], None]:
     return ready
 
 
-def run_app(app: Any, host: str, port: int, log_level: str) -> None:
-    """Serve `app` with uvicorn as `fusionrank serve` does (also benchmarks.variant_server)."""
+def run_app(app: Any, host: str, port: int, log_level: str, log_format: str = "json") -> None:
+    """Serve `app` with uvicorn as `fusionrank serve` does (also benchmarks.variant_server);
+    uvicorn's own lines go through the same handler (service.logs)."""
     import uvicorn
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(log_level, log_format)
     uvicorn.run(
         app,
         host=host,
         port=port,
         log_level=log_level,
-        access_log=False,
+        log_config=None,
+        access_log=False,  # service.telemetry logs each request, with its id
         timeout_graceful_shutdown=30,
     )
 
@@ -190,10 +191,8 @@ def learner(
 
     from service.runtime import start_runtime
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = _settings(data_dir).model_copy(update={"learner_in_process": False})
+    logs.configure(log_level, settings.log_format)
     rt = start_runtime(settings, background=False)
     try:
         if rt.learner is None:

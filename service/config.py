@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -82,6 +83,9 @@ class Settings(BaseSettings):
     rate_limit: str = Field(
         "200/second;6000/minute",
         description="Requests per API key and process, in `limits` notation; '' = no limit.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`serve` and `learner` log lines: JSON objects, or text for reading."
     )
     max_body_bytes: int = Field(
         12 * 1024 * 1024,

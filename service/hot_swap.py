@@ -70,6 +70,7 @@ class ModelWatcher:
         self.sessions, self.searcher, self.heads_dir = sessions, searcher, heads_dir
         self.poll_seconds = poll_seconds
         self.refused: dict[str, str] = {}  # version -> why (not retried until the pointer moves)
+        self.swaps = 0  # heads swapped in since start (service.telemetry)
         self._last_seen: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
@@ -100,6 +101,7 @@ class ModelWatcher:
             log.error("refusing head %s, still serving %s: %s", version, current.version, e.message)
             return None
         self.searcher.active = new  # one reference: in-flight searches keep the head they read
+        self.swaps += 1
         log.info("now serving head %s (was %s)", version, current.version)
         return version
 

@@ -80,6 +80,8 @@ class SearchResult:
     hits: list[Hit]
     latency_ms: float  # the whole search, encoders included
     encode_ms: float  # the frozen encoders alone (the floor a search cannot beat; 0 if cached)
+    retrieve_ms: float  # candidates from every channel
+    rank_ms: float  # the head scoring them
     explore: bool
     text_vector: np.ndarray | None  # the frozen query features, logged for the learner
     image_vector: np.ndarray | None
@@ -281,15 +283,20 @@ class Searcher:
             None if qc is None else torch.from_numpy(qc),
         )
         allowed = self.index.filter_mask(filters) if filters else None
+        retrieving = time.perf_counter()
         pool = self._retrieve(q, sq, active.head, qv, allowed)
+        ranking = time.perf_counter()
         hits, explore = self._rank(q, sq, active, pool) if len(pool.rows) else ([], False)
+        done = time.perf_counter()
         return SearchResult(
             search_id=uuid.uuid4().hex,
             model_version=active.version,
             query_type=QUERY_TYPES[q.type_index],
             hits=hits,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=(done - started) * 1000,
             encode_ms=encode_ms,
+            retrieve_ms=(ranking - retrieving) * 1000,
+            rank_ms=(done - ranking) * 1000,
             explore=explore,
             text_vector=qt,
             image_vector=qv,

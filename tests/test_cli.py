@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -86,8 +87,9 @@ def test_ingest_of_a_missing_file_fails_clearly(tmp_path):
 
 @pytest.mark.slow
 def test_serve_answers_and_drains_impressions_on_sigterm(ingested):
-    """`fusionrank serve` as a real process: it serves, and a SIGTERM right after a search still
-    gets that search's impression into the database (clean shutdown drains the queue)."""
+    """`fusionrank serve` as a real process: it serves, logs each request as a JSON line with
+    its ids, and a SIGTERM right after a search still gets that search's impression into the
+    database (clean shutdown drains the queue)."""
     port = free_port()
     env = {**os.environ, "FUSIONRANK_IMPRESSION_FLUSH_MS": "3000"}
     proc = subprocess.Popen(
@@ -100,8 +102,6 @@ def test_serve_answers_and_drains_impressions_on_sigterm(ingested):
             str(ingested.settings.data_dir),
             "--port",
             str(port),
-            "--log-level",
-            "warning",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -137,6 +137,11 @@ def test_serve_answers_and_drains_impressions_on_sigterm(ingested):
         # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM is normal
         assert proc.returncode in (0, -signal.SIGTERM), err[-2000:]
         assert "Traceback" not in err, err[-2000:]
+        lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        logged = [line for line in lines if line.get("search_id") == search_id]
+        assert len(logged) == 1, err[-2000:]
+        assert logged[0]["logger"] == "fusionrank.access" and logged[0]["status"] == 200
+        assert logged[0]["request_id"] == r.headers["x-request-id"]
     finally:
         if proc.poll() is None:
             proc.kill()

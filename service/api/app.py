@@ -23,6 +23,7 @@ from service.api.security import Keyring, RateLimit
 from service.config import Settings
 from service.errors import FusionrankError, InvalidEvents
 from service.runtime import Runtime, start_runtime
+from service.telemetry import RequestObserver, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or start_runtime(config, train=train)
         app.state.runtime = rt
+        telemetry.watch(
+            rt.sessions,
+            lambda: rt.searcher.active.version if rt.searcher is not None else None,
+            lambda: rt.watcher.swaps if rt.watcher is not None else 0,
+        )
         if runtime is None:
             # The catalog is many long-lived objects whose full collection would stall requests
             # in flight; frozen, the collector never scans them again.
@@ -64,14 +70,18 @@ def create_app(
         summary="Multimodal product search that learns from shoppers.",
         lifespan=lifespan,
     )
+    telemetry = Telemetry()
+    app.state.telemetry = telemetry
     app.state.keyring = Keyring(config.api_keys.get_secret_value())
     app.state.rate_limit = RateLimit(config.rate_limit)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(RequestObserver, telemetry=telemetry)  # outermost: it times the 413s too
     app.include_router(search.router)
     app.include_router(products.router)
     app.include_router(feedback.router)
     app.include_router(models.router)
     app.include_router(metrics.router)
+    app.include_router(metrics.prometheus)
     app.include_router(health.router)
     _install_error_handlers(app)
     register_body_schemas(app, [SearchRequest, ProductIn, FeedbackEventIn, FeedbackBatch])

@@ -13,6 +13,7 @@ from service.errors import NotReady
 from service.products import CatalogWriter
 from service.runtime import Runtime
 from service.search import Searcher
+from service.telemetry import Telemetry
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -34,5 +35,10 @@ async def get_writer(rt: RuntimeDep) -> CatalogWriter:
     return rt.writer
 
 
+async def get_telemetry(request: Request) -> Telemetry:
+    return request.app.state.telemetry  # type: ignore[no-any-return]
+
+
 SearcherDep = Annotated[Searcher, Depends(get_searcher)]
+TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
 WriterDep = Annotated[CatalogWriter, Depends(get_writer)]

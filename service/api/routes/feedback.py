@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from service.api.body import JSON_OVERHEAD, read_json_object, validate
-from service.api.deps import RuntimeDep
+from service.api.deps import RuntimeDep, TelemetryDep
 from service.api.schemas import (
     AUTH_RESPONSES,
     ERROR_RESPONSES,
@@ -75,7 +75,7 @@ def _events(body: FeedbackBatch, grades: dict[str, int]) -> list[EventIn]:
     openapi_extra=_BODY,
     summary="Record shopper events (one, or a batch of up to 1,000) for shown products",
 )
-async def feedback(request: Request, rt: RuntimeDep) -> FeedbackAccepted:
+async def feedback(request: Request, rt: RuntimeDep, telemetry: TelemetryDep) -> FeedbackAccepted:
     """202 only once the events are committed. The whole batch is refused (422, saying which
     event and why) if any event names an unknown search or a product that search did not show."""
     payload = await read_json_object(request, MAX_BODY)
@@ -99,7 +99,13 @@ async def feedback(request: Request, rt: RuntimeDep) -> FeedbackAccepted:
         with transaction(rt.sessions) as session:
             return record_events(session, events, received_at=datetime.now(UTC))
 
-    recorded = await run_in_threadpool(store)
+    try:
+        recorded = await run_in_threadpool(store)
+    except InvalidEvents:
+        telemetry.events.labels("rejected").inc(len(events))
+        raise
+    telemetry.events.labels("accepted").inc(recorded.accepted)
+    telemetry.events.labels("duplicate").inc(recorded.duplicates)
     for search_id, position, type_ in recorded.stored:
         rt.metrics.event(search_id, position, type_)
     return FeedbackAccepted(accepted=recorded.accepted, duplicates=recorded.duplicates)

@@ -10,7 +10,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 
 from service.api.body import json_and_multipart, parse_body
-from service.api.deps import RuntimeDep, SearcherDep
+from service.api.deps import RuntimeDep, SearcherDep, TelemetryDep
 from service.api.schemas import AUTH_RESPONSES, ERROR_RESPONSES, SearchRequest, SearchResponse
 from service.api.security import Role, allow
 from service.embedding_cache import content_key
@@ -57,7 +57,11 @@ def image_url(request: Request, product_id: str, base: str | None = None) -> str
     summary="Search the catalog by text, image, or both",
 )
 async def search(
-    request: Request, response: Response, rt: RuntimeDep, searcher: SearcherDep
+    request: Request,
+    response: Response,
+    rt: RuntimeDep,
+    searcher: SearcherDep,
+    telemetry: TelemetryDep,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     limit = rt.settings.max_image_bytes
@@ -75,8 +79,15 @@ async def search(
         explain=body.explain,
     )
     result = await rt.searches.run(lambda: searcher.search(query))  # on the loop or a thread
+    request.state.search_id = result.search_id  # for the access log line
+    logging = time.perf_counter()
     rt.impressions.log(_impression(body, result, searcher, image_sha))
     rt.metrics.shown(result.search_id, result.model_version)
+    stage = telemetry.search_stage.labels
+    stage("encode").observe(result.encode_ms / 1000)
+    stage("retrieve").observe(result.retrieve_ms / 1000)
+    stage("rank").observe(result.rank_ms / 1000)
+    stage("log").observe(time.perf_counter() - logging)
     # Where the time went, for operators and the latency benchmark (shown by browsers' devtools).
     response.headers["Server-Timing"] = (
         f"encode;dur={result.encode_ms:.2f}, search;dur={result.latency_ms:.2f}, "
