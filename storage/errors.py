@@ -2,11 +2,13 @@
 
 FusionrankError            500  (status_code is data; only service.api maps it to HTTP)
 ├── ArtifactError          500  artifact missing or failing its checksum: refused, not loaded
-├── InvalidEvents          422  feedback for an unknown search, or a product it did not show
+├── InvalidEvents          422  feedback for a product its search did not show (404: unknown search)
 └── service.errors.*            request errors (4xx, 503): see service/errors.py
 """
 
 from __future__ import annotations
+
+UNKNOWN_SEARCH = "unknown search_id"
 
 
 class FusionrankError(Exception):
@@ -25,7 +27,8 @@ class ArtifactError(FusionrankError):
 
 class InvalidEvents(FusionrankError):
     """Feedback that cannot be joined to what was shown. `problems` says which event and why;
-    none of the batch is stored, so the client can fix it and resend (event ids make it safe)."""
+    none of the batch is stored, so the client can fix it and resend (event ids make it safe).
+    404 when every problem is a search that does not exist, else 422."""
 
     status_code = 422
     code = "invalid_event"
@@ -33,3 +36,5 @@ class InvalidEvents(FusionrankError):
     def __init__(self, problems: list[dict[str, object]]) -> None:
         super().__init__(f"{len(problems)} event(s) rejected; nothing of this batch was stored")
         self.problems = problems
+        if all(p.get("problem") == UNKNOWN_SEARCH for p in problems):
+            self.status_code = 404

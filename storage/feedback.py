@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.db import chunks, insert_for
-from storage.errors import InvalidEvents
+from storage.errors import UNKNOWN_SEARCH, InvalidEvents
 from storage.models import FeedbackEvent, Impression, ImpressionItem
 
 _LOOKUP_CHUNK = 500  # search ids per IN (...) query
@@ -83,7 +83,7 @@ def record_events(
     problems: list[dict[str, object]] = []
     for i, e in enumerate(events):
         if e.search_id in unknown:
-            problems.append({"index": i, "search_id": e.search_id, "problem": "unknown search_id"})
+            problems.append({"index": i, "search_id": e.search_id, "problem": UNKNOWN_SEARCH})
         elif (e.search_id, e.product_id) not in positions:
             problems.append(
                 {

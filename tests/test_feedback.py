@@ -123,6 +123,9 @@ def test_unknown_search_or_unshown_product_rejects_the_whole_batch(client, db, s
     assert [p["problem"] for p in alone.json()["detail"]] == [
         "this search did not show this product"
     ]
+    # a batch whose only problem is searches that do not exist: 404, same body
+    unknown = client.post("/v1/feedback", json={**good, "search_id": "0" * 32})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "invalid_event"
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from learner.train import TrainConfig
 from service import __version__
@@ -84,8 +85,24 @@ def create_app(
     app.include_router(metrics.prometheus)
     app.include_router(health.router)
     _install_error_handlers(app)
-    register_body_schemas(app, [SearchRequest, ProductIn, FeedbackEventIn, FeedbackBatch])
+    register_body_schemas(
+        app,
+        [SearchRequest, ProductIn, FeedbackEventIn, FeedbackBatch],
+        enums={"FeedbackEventIn.type": list(config.event_grades)},
+    )
     return app
+
+
+def _methods_on(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves on `path` (RFC 9110's Allow)."""
+    return sorted(
+        {
+            method
+            for route in app.routes
+            if isinstance(route, Route) and route.path_regex.fullmatch(path)
+            for method in route.methods or ()
+        }
+    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -102,9 +119,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "validation_error", "detail": detail}, 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": code, "detail": exc.detail}, exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first route on this path
+            headers["Allow"] = ", ".join(_methods_on(app, request.url.path))
+        return JSONResponse({"error": code, "detail": exc.detail}, exc.status_code, headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

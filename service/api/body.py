@@ -43,6 +43,9 @@ def validate(model: type[M], data: Any, *, image_file: bool = False) -> M:
         raise RequestValidationError(e.errors(include_url=False, include_context=False)) from e
 
 
+BOOLEAN_FIELDS = ("explain",)
+
+
 async def parse_body(
     request: Request, model: type[M], *, max_image_bytes: int
 ) -> tuple[M, bytes | None]:
@@ -68,6 +71,10 @@ async def parse_body(
                         data[key] = json.loads(value) if value else None
                     except ValueError as e:
                         raise BadRequest(f"field {key!r} must be a JSON object") from e
+                elif key in BOOLEAN_FIELDS:  # as the spec says, not "0", "yes" or "on"
+                    if value not in ("true", "false"):
+                        raise BadRequest(f"field {key!r} must be true or false")
+                    data[key] = value == "true"
                 else:
                     data[key] = value
         return validate(model, data, image_file=image is not None), image
@@ -89,24 +96,35 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     return payload
 
 
-def json_and_multipart(model: type[BaseModel], multipart_props: dict[str, Any]) -> dict[str, Any]:
-    """OpenAPI requestBody for a route that parses its body itself (JSON or multipart).
-    The model must be registered with `register_body_schemas`."""
+def json_and_multipart(
+    model: type[BaseModel], multipart_props: dict[str, Any], **multipart_rules: Any
+) -> dict[str, Any]:
+    """OpenAPI requestBody for a route that parses its body itself (JSON or multipart), the
+    multipart form with `multipart_rules` (`required=[...]`, `anyOf=[...]`). The model must be
+    registered with `register_body_schemas`."""
     return {
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
                 "multipart/form-data": {
-                    "schema": {"type": "object", "properties": multipart_props}
+                    "schema": {"type": "object", "properties": multipart_props, **multipart_rules},
+                    "encoding": {  # object fields travel as JSON text parts
+                        name: {"contentType": "application/json"}
+                        for name, prop in multipart_props.items()
+                        if prop.get("type") == "object"
+                    },
                 },
             },
         }
     }
 
 
-def register_body_schemas(app: FastAPI, models: list[type[BaseModel]]) -> None:
-    """Add self-parsed request models to the OpenAPI components (FastAPI can't see them)."""
+def register_body_schemas(
+    app: FastAPI, models: list[type[BaseModel]], enums: dict[str, list[str]] | None = None
+) -> None:
+    """Add self-parsed request models to the OpenAPI components (FastAPI can't see them), with
+    `enums` ({"Model.field": values}) for values only the configuration knows."""
     default = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -117,6 +135,9 @@ def register_body_schemas(app: FastAPI, models: list[type[BaseModel]]) -> None:
                 schemas[model.__name__] = model.model_json_schema(
                     ref_template="#/components/schemas/{model}"
                 )
+            for name, values in (enums or {}).items():
+                model_name, field = name.split(".")
+                schemas[model_name]["properties"][field]["enum"] = values
             app.openapi_schema = spec
         return app.openapi_schema
 

@@ -3,26 +3,47 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from storage.models import as_utc
+
+# SQLite hands datetimes back without a zone; the spec promises RFC 3339 `date-time`.
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+# Text fields refuse NUL (PostgreSQL cannot store it); the spec says so.
+NO_NUL: dict[str, Any] = {"pattern": "^[^\\x00]*$"}
 FilterValue = str | int | float | bool
 Filters = dict[str, FilterValue | list[FilterValue]]
+# One filter's value, for the multipart form's JSON part (the JSON body's comes from the model).
+FILTER_SCHEMA = TypeAdapter(FilterValue | list[FilterValue]).json_schema()
+
+
+# What "at least one of query and image" means in JSON Schema: present, and not null or blank.
+QUERY_OR_IMAGE: list[Any] = [
+    {"required": ["query"], "properties": {"query": {"type": "string", "pattern": "\\S"}}},
+    {"required": ["image"], "properties": {"image": {"type": "string", "minLength": 1}}},
+]
 
 
 class SearchRequest(BaseModel):
     """At least one of `query` and `image`. Both = a composed query ("like this photo, but red")."""
 
-    query: str | None = Field(None, max_length=512, examples=["red summer dress"])
+    model_config = ConfigDict(json_schema_extra={"anyOf": QUERY_OR_IMAGE})
+
+    query: str | None = Field(
+        None, max_length=512, examples=["red summer dress"], json_schema_extra=NO_NUL
+    )
     image: str | None = Field(
         None, description="Base64-encoded JPEG/PNG/WebP (a data: URL is accepted too)."
     )
@@ -32,7 +53,7 @@ class SearchRequest(BaseModel):
         description="Attribute -> value or list of values (OR within one attribute, AND across).",
         examples=[{"gender": "Women", "baseColour": ["Red", "Maroon"]}],
     )
-    user_id: str | None = Field(None, max_length=128)
+    user_id: str | None = Field(None, max_length=128, json_schema_extra=NO_NUL)
     explain: bool = Field(
         False, description="Say per result what its score is made of (`explanation`)."
     )
@@ -109,9 +130,12 @@ class ProductIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=1000)
+    title: str = Field(min_length=1, max_length=1000, json_schema_extra=NO_NUL)
     description: str = Field(
-        "", max_length=20000, description="Free text, searched but not filtered on."
+        "",
+        max_length=20000,
+        description="Free text, searched but not filtered on.",
+        json_schema_extra=NO_NUL,
     )
     attributes: dict[str, FilterValue] = Field(default_factory=dict)
 
@@ -209,12 +233,12 @@ class ModelVersionPublic(BaseModel):
 
     version: str
     parent: str | None
-    created_at: datetime
+    created_at: UtcDatetime
     status: str = Field(description="bootstrap, promoted or rejected.")
     active: bool = False
     reason: str | None
-    window_start: datetime | None
-    window_end: datetime | None
+    window_start: UtcDatetime | None
+    window_end: UtcDatetime | None
     class_weights: dict[str, Any] | None
     metrics: dict[str, Any] | None = Field(description="Holdout metrics per query type.")
     artifact_sha256: str
@@ -236,9 +260,9 @@ class TrainingRunPublic(BaseModel):
     run_id: int = Field(validation_alias=AliasChoices("run_id", "id"))
     trigger: str
     status: str = Field(description="queued, running, succeeded, skipped or failed.")
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     candidate: str | None
     promoted: bool | None
     detail: dict[str, Any] | None

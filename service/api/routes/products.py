@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
@@ -12,7 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from service.api.body import json_and_multipart, parse_body
 from service.api.deps import RuntimeDep, WriterDep
 from service.api.routes.search import image_url
-from service.api.schemas import AUTH_RESPONSES, ERROR_RESPONSES, ProductIn, ProductPublic
+from service.api.schemas import (
+    AUTH_RESPONSES,
+    ERROR_RESPONSES,
+    NO_NUL,
+    ProductIn,
+    ProductPublic,
+)
 from service.api.security import Role, allow
 from service.errors import NotFound
 from service.images import decode_base64
@@ -20,11 +28,16 @@ from storage.models import Product
 from storage.products import get_product
 
 router = APIRouter(prefix="/v1/products", tags=["products"])
+ProductId = Annotated[str, PathParam(min_length=1, max_length=128)]
 
 _MULTIPART = {
-    "title": {"type": "string"},
-    "description": {"type": "string"},
-    "attributes": {"type": "string", "description": "JSON object of attribute -> value."},
+    "title": {"type": "string", "minLength": 1, "maxLength": 1000, **NO_NUL},
+    "description": {"type": "string", "maxLength": 20000, **NO_NUL},
+    "attributes": {
+        "type": "object",
+        "description": "Attribute -> value, a JSON part.",
+        "additionalProperties": {"type": ["string", "number", "boolean"]},
+    },
     "image": {"type": "string", "format": "binary"},
 }
 
@@ -54,17 +67,23 @@ def _load(rt: RuntimeDep, product_id: str) -> Product:
     responses={**ERROR_RESPONSES, **AUTH_RESPONSES},
     dependencies=allow(Role.SEARCH),
 )
-def read_product(product_id: str, request: Request, rt: RuntimeDep) -> ProductPublic:
+def read_product(product_id: ProductId, request: Request, rt: RuntimeDep) -> ProductPublic:
     return _public(request, _load(rt, product_id))
 
 
 @router.get(
     "/{product_id}/image",
     response_class=FileResponse,
-    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, **ERROR_RESPONSES},
+    responses={
+        200: {
+            "description": "The image as it was given, in its own format.",
+            "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **ERROR_RESPONSES,
+    },
     summary="A product's photo; needs no key, so a shop page's <img> can show it",
 )
-def read_product_image(product_id: str, rt: RuntimeDep) -> FileResponse:
+def read_product_image(product_id: ProductId, rt: RuntimeDep) -> FileResponse:
     row = _load(rt, product_id)
     if not row.image_path or not Path(row.image_path).is_file():
         raise NotFound(f"product {product_id!r} has no image")
@@ -78,11 +97,13 @@ def read_product_image(product_id: str, rt: RuntimeDep) -> FileResponse:
     response_model=ProductPublic,
     responses={**ERROR_RESPONSES, **AUTH_RESPONSES},
     dependencies=allow(Role.ADMIN),
-    openapi_extra=json_and_multipart(ProductIn, _MULTIPART),
+    openapi_extra=json_and_multipart(
+        ProductIn, _MULTIPART, required=["title"], additionalProperties=False
+    ),
     summary="Create or replace a product; searchable within a second",
 )
 async def put_product(
-    product_id: str, request: Request, rt: RuntimeDep, writer: WriterDep
+    product_id: ProductId, request: Request, rt: RuntimeDep, writer: WriterDep
 ) -> ProductPublic:
     limit = rt.settings.max_image_bytes
     body, image = await parse_body(request, ProductIn, max_image_bytes=limit)
@@ -100,6 +121,6 @@ async def put_product(
     responses={**ERROR_RESPONSES, **AUTH_RESPONSES},
     dependencies=allow(Role.ADMIN),
 )
-async def delete_product(product_id: str, writer: WriterDep) -> Response:
+async def delete_product(product_id: ProductId, writer: WriterDep) -> Response:
     await run_in_threadpool(writer.delete, product_id)
     return Response(status_code=204)

@@ -11,7 +11,15 @@ from fastapi import APIRouter, Request, Response
 
 from service.api.body import json_and_multipart, parse_body
 from service.api.deps import RuntimeDep, SearcherDep, TelemetryDep
-from service.api.schemas import AUTH_RESPONSES, ERROR_RESPONSES, SearchRequest, SearchResponse
+from service.api.schemas import (
+    AUTH_RESPONSES,
+    ERROR_RESPONSES,
+    FILTER_SCHEMA,
+    NO_NUL,
+    QUERY_OR_IMAGE,
+    SearchRequest,
+    SearchResponse,
+)
 from service.api.security import Role, allow
 from service.embedding_cache import content_key
 from service.images import decode_base64
@@ -21,11 +29,15 @@ from storage.impressions import ImpressionIn, QueryVector, ShownItem
 router = APIRouter(tags=["search"], dependencies=allow(Role.SEARCH), responses=AUTH_RESPONSES)
 
 _MULTIPART = {
-    "query": {"type": "string"},
+    "query": {"type": "string", "maxLength": 512, **NO_NUL},
     "image": {"type": "string", "format": "binary"},
     "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-    "filters": {"type": "string", "description": "JSON object, as in the JSON body."},
-    "user_id": {"type": "string"},
+    "filters": {
+        "type": "object",
+        "description": "As in the JSON body, a JSON part.",
+        "additionalProperties": FILTER_SCHEMA,
+    },
+    "user_id": {"type": "string", "maxLength": 128, **NO_NUL},
     "explain": {"type": "boolean", "default": False},
 }
 
@@ -53,7 +65,7 @@ def image_url(request: Request, product_id: str, base: str | None = None) -> str
         },
         **ERROR_RESPONSES,
     },
-    openapi_extra=json_and_multipart(SearchRequest, _MULTIPART),
+    openapi_extra=json_and_multipart(SearchRequest, _MULTIPART, anyOf=QUERY_OR_IMAGE),
     summary="Search the catalog by text, image, or both",
 )
 async def search(
