@@ -55,7 +55,7 @@ def test_searches_feedback_and_refreshes_are_counted(server):
         r = httpx.post(f"{url}/v1/feedback", json={**event, "type": "click"}, timeout=60)
         assert r.status_code == 202, r.text
     bad = {"search_id": "f" * 32, "product_id": product, "type": "click"}
-    assert httpx.post(f"{url}/v1/feedback", json=bad, timeout=60).status_code == 422
+    assert httpx.post(f"{url}/v1/feedback", json=bad, timeout=60).status_code == 404
     httpx.get(f"{url}/v1/products/{product}", timeout=30)
 
     after = scrape(url)
