@@ -55,6 +55,8 @@ class Telemetry:
             buckets=_STAGE_BUCKETS,
             registry=self.registry,
         )
+        # bound once: a search then skips four label lookups
+        self.stages = {stage: self.search_stage.labels(stage) for stage in SEARCH_STAGES}
         self.events = PromCounter(
             "fusionrank_feedback_events",
             "Feedback events: accepted (stored), duplicate (an event_id already stored), "

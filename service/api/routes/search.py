@@ -95,11 +95,11 @@ async def search(
     logging = time.perf_counter()
     rt.impressions.log(_impression(body, result, searcher, image_sha))
     rt.metrics.shown(result.search_id, result.model_version)
-    stage = telemetry.search_stage.labels
-    stage("encode").observe(result.encode_ms / 1000)
-    stage("retrieve").observe(result.retrieve_ms / 1000)
-    stage("rank").observe(result.rank_ms / 1000)
-    stage("log").observe(time.perf_counter() - logging)
+    stages = telemetry.stages
+    stages["encode"].observe(result.encode_ms / 1000)
+    stages["retrieve"].observe(result.retrieve_ms / 1000)
+    stages["rank"].observe(result.rank_ms / 1000)
+    stages["log"].observe(time.perf_counter() - logging)
     # Where the time went, for operators and the latency benchmark (shown by browsers' devtools).
     response.headers["Server-Timing"] = (
         f"encode;dur={result.encode_ms:.2f}, search;dur={result.latency_ms:.2f}, "
