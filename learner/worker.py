@@ -16,7 +16,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from learner.dataset import Encoders, count_events
 from learner.refresh import RefreshConfig, run_refresh
 from model.catalog_view import ProductVectors
+from storage.artifacts import remove_stale_temps
 from storage.models import TrainingRun
 from storage.registry import (
     acquire_lease,
@@ -51,6 +52,7 @@ class WorkerConfig:
 
     interval_minutes: float  # refresh at least this often
     min_new_events: int  # ...or as soon as this many new events have arrived
+    poll_seconds: float  # how often to count new events and take runs queued elsewhere
     lease_seconds: float  # a crashed learner's lease expires after this
     retention_days: float  # searches and their feedback older than this are deleted
     torch_threads: int  # 0: every core it may use
@@ -133,7 +135,14 @@ class Learner:
             max_instances=1,
             coalesce=True,
         )
-        sched.add_job(self.poll, "interval", seconds=30, max_instances=1, coalesce=True)
+        sched.add_job(  # at once too: a restarted learner takes what was queued meanwhile
+            self.poll,
+            "interval",
+            seconds=self.config.poll_seconds,
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+        )
         sched.add_job(self.purge, "interval", hours=6, max_instances=1, coalesce=True)
         sched.start()
         self._scheduler = sched
@@ -189,6 +198,7 @@ class Learner:
         beat.start()
         try:
             fail_abandoned_runs(self.sessions)
+            remove_stale_temps(self.config.heads_dir)  # a killed learner's half-written head
             if not claim_run(self.sessions, run_id):
                 return None
             self._last_trigger = utcnow()

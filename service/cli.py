@@ -221,6 +221,8 @@ def learner(
             )
             raise typer.Exit(0 if run.status in ("succeeded", "skipped") else 1)
         rt.learner.start_scheduler()
+        if rt.follower is not None:  # it trains on products other processes add too
+            rt.follower.start()
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         typer.echo("learner running; Ctrl-C to stop")

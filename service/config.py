@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     learner_min_new_events: int = Field(
         2000, ge=1, description="...or as soon as this many new events have arrived."
     )
+    learner_poll_seconds: float = Field(
+        10,
+        gt=0,
+        description="How often the learner counts new events and takes runs queued through the "
+        "API by any replica.",
+    )
     learner_refresh_on_drift: bool = Field(
         True, description="...or when ADWIN sees the click-through rate of a version shift."
     )
@@ -175,6 +181,12 @@ class Settings(BaseSettings):
     )
     model_poll_seconds: float = Field(
         2.0, gt=0, description="How often replicas check the registry."
+    )
+    catalog_poll_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How often a process applies catalog changes other processes committed "
+        "(a PUT or DELETE through another replica is searchable here within about this long).",
     )
 
     @field_validator("event_grades")

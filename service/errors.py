@@ -3,6 +3,8 @@
 storage.errors.FusionrankError   500
 ├── storage.errors.ArtifactError 500  checksum mismatch: refused, the old artifact keeps serving
 ├── storage.errors.InvalidEvents 422  feedback naming an unknown search or a product not shown
+├── storage.errors.DatabaseUnavailable 503  SQL unreachable: searches serve, writes are refused
+├── storage.errors.DiskFull      507  no space for an artifact or image; the previous one stays
 ├── BadRequest                   400  malformed input the client must fix
 │   ├── InvalidImage             400  undecodable or truncated image
 │   └── UnknownFilter            400  filter on an attribute the catalog lacks
@@ -18,11 +20,19 @@ storage.errors.FusionrankError   500
 
 from __future__ import annotations
 
-from storage.errors import ArtifactError, FusionrankError, InvalidEvents
+from storage.errors import (
+    ArtifactError,
+    DatabaseUnavailable,
+    DiskFull,
+    FusionrankError,
+    InvalidEvents,
+)
 
 __all__ = [
     "ArtifactError",
     "BadRequest",
+    "DatabaseUnavailable",
+    "DiskFull",
     "Forbidden",
     "FusionrankError",
     "InvalidEvents",

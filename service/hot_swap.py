@@ -10,7 +10,6 @@ check is refused and the current one keeps serving.
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from model.checkpoint import load_head
 from model.head import Query
 from model.position_bias import bias_of
 from service.encode_threads import off_the_leader
+from service.polling import Poller
 from service.search import ActiveHead, Searcher
 from storage.errors import FusionrankError
 from storage.registry import active_version
@@ -72,16 +72,13 @@ class ModelWatcher:
         self.refused: dict[str, str] = {}  # version -> why (not retried until the pointer moves)
         self.swaps = 0  # heads swapped in since start (service.telemetry)
         self._last_seen: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._poller = Poller("model-watcher", self.check_once, poll_seconds)
 
     def start(self) -> None:
-        self._thread.start()
+        self._poller.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():  # `fusionrank learner` never starts it
-            self._thread.join(10)
+        self._poller.stop()
 
     def check_once(self) -> str | None:
         """Swap to the registry's active version if it changed; returns the version swapped to."""
@@ -104,10 +101,3 @@ class ModelWatcher:
         self.swaps += 1
         log.info("now serving head %s (was %s)", version, current.version)
         return version
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.check_once()
-            except Exception:  # a database blip must not kill the watcher
-                log.exception("checking the model registry failed")

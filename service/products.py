@@ -1,7 +1,9 @@
 """Incremental catalog changes: one product in or out, searchable at once, no rebuild.
 
-SQL is the source of truth; the in-memory index is updated after the commit. On start-up,
-`reconcile` replays SQL changes newer than the index build, so changes survive restarts.
+SQL is the source of truth; the in-memory index follows it by revision. A write commits, then
+applies every change since the index's revision, its own and any another replica committed
+first. `reconcile` does the same on start-up (changes newer than the index build survive
+restarts) and every `catalog_poll_seconds` after (changes made through other replicas).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from service.encode_threads import off_the_leader
 from service.errors import NotFound
 from service.index import CatalogIndex, project
 from service.search import ActiveHead
+from storage.artifacts import disk_space
 from storage.db import transaction
 from storage.models import Product
 from storage.products import (
@@ -72,10 +75,10 @@ class CatalogWriter:
                         ProductRecord(product_id, title, attrs, image_path, image_sha, description)
                     ],
                 )
-            with self.sessions() as s:
+                s.flush()
                 row = s.get(Product, product_id)
                 assert row is not None
-            self._apply(row)
+            self._catch_up()
             return row
 
     def delete(self, product_id: str) -> None:
@@ -83,17 +86,22 @@ class CatalogWriter:
             with transaction(self.sessions) as s:
                 if not delete_product(session=s, product_id=product_id):
                     raise NotFound(f"product {product_id!r} does not exist")
-            self.index.delete(product_id)
+            self._catch_up()
 
     def reconcile(self) -> int:
         """Apply SQL changes newer than the index's revision; returns how many."""
-        with self._lock, self.sessions() as s:
+        with self._lock:
+            return self._catch_up()
+
+    def _catch_up(self) -> int:
+        with self.sessions() as s:
             rows = changed_since(session=s, revision=int(self.index.meta.get("revision", 0)))
         for row in rows:
             if row.deleted:
                 self.index.delete(row.id)
             else:
                 self._apply(row)
+            self.index.meta["revision"] = max(int(self.index.meta.get("revision", 0)), row.revision)
         return len(rows)
 
     def _apply(self, row: Product) -> None:
@@ -120,16 +128,18 @@ class CatalogWriter:
             "pimage": pimage[0],
         }
         self.index.upsert(meta, vecs, has_image)
-        self.index.meta["revision"] = max(int(self.index.meta.get("revision", 0)), row.revision)
 
     def _store_image(self, data: bytes, sha: str) -> Path:
         self.images_dir.mkdir(parents=True, exist_ok=True)
         path = self.images_dir / f"{sha}.img"
         if not path.exists():
             tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
-            with tmp.open("wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            try:
+                with disk_space("an uploaded image", self.images_dir), tmp.open("wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
         return path

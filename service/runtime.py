@@ -26,6 +26,7 @@ from service.hot_swap import ModelWatcher, load_active_head, warm
 from service.impressions import ImpressionLogger
 from service.index import CatalogIndex
 from service.online_metrics import OnlineMetrics
+from service.polling import Poller
 from service.products import CatalogWriter
 from service.search import ActiveHead, Searcher
 from storage.artifacts import current
@@ -49,11 +50,14 @@ class Runtime:
     searches: SearchDispatcher
     searcher: Searcher | None = None
     writer: CatalogWriter | None = None
+    follower: Poller | None = None  # applies catalog changes other processes commit
     watcher: ModelWatcher | None = None
     learner: Learner | None = None
     not_ready_reason: str = ""
 
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         if self.watcher is not None:
             self.watcher.stop()
         if self.learner is not None:
@@ -93,6 +97,7 @@ def learner_config(settings: Settings, train: TrainConfig | None = None) -> Work
     return WorkerConfig(
         interval_minutes=settings.learner_interval_minutes,
         min_new_events=settings.learner_min_new_events,
+        poll_seconds=settings.learner_poll_seconds,
         lease_seconds=settings.lease_seconds,
         retention_days=settings.retention_days,
         torch_threads=settings.torch_threads,
@@ -121,9 +126,9 @@ def start_runtime(
     background: bool = True,
     train: TrainConfig | None = None,
 ) -> Runtime:
-    """Everything a serving process needs. `background` starts the registry watcher and, if
-    configured, the in-process learner (tests that drive them by hand pass False). `train`:
-    see learner_config."""
+    """Everything a serving process needs. `background` starts the catalog follower, the
+    registry watcher and, if configured, the in-process learner (tests that drive them by hand
+    pass False). `train`: see learner_config."""
     migrate(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
@@ -199,6 +204,7 @@ def _load_catalog(rt: Runtime) -> None:
         images_dir=settings.images_dir,
     )
     applied = rt.writer.reconcile()
+    rt.follower = Poller("catalog-follower", rt.writer.reconcile, settings.catalog_poll_seconds)
     version = active.version
     log.info(
         "loaded %s (%d products, head %s, %d changes replayed)",
@@ -250,6 +256,8 @@ def _start_learning(rt: Runtime, config: WorkerConfig, *, background: bool) -> N
         serving=searcher.cores if settings.learner_in_process else None,
     )
     if background:
+        assert rt.follower is not None
+        rt.follower.start()
         rt.watcher.start()
         if settings.learner_in_process:
             rt.learner.start_scheduler()

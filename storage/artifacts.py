@@ -7,16 +7,18 @@ at any point leaves the previous build as the one CURRENT names, intact and load
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from storage.errors import ArtifactError
+from storage.errors import ArtifactError, DiskFull
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
@@ -43,13 +45,46 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def _out_of_space(e: BaseException, where: Path) -> bool:
+    """ENOSPC or a full quota, however the writing library reports it: an errno, the OS's
+    message inside another error (FAISS, safetensors), or a short write with neither (numpy's
+    "57600 requested and 6112 written") on a device with less than 1 MiB left."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if os.strerror(errno.ENOSPC) in str(e) or os.strerror(errno.EDQUOT) in str(e):
+        return True
+    try:
+        fs = os.statvfs(where)
+    except OSError:
+        return False
+    return fs.f_bavail * fs.f_frsize < 1 << 20
+
+
+@contextmanager
+def disk_space(what: str, where: Path) -> Iterator[None]:
+    """Turn running out of space while writing `what` into DiskFull, which says what to do."""
+    try:
+        yield
+    except Exception as e:
+        if not _out_of_space(e, where):
+            raise
+        raise DiskFull(
+            f"no space left on the device holding {where} while writing {what}; nothing was "
+            "made current and the previous version stays in use. Free space there and retry"
+        ) from e
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -67,27 +102,36 @@ def write_artifact(
     if final.exists():
         raise ArtifactError(f"artifact {final} already exists; artifacts are immutable")
     tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     try:
-        write_files(tmp)
-        payload = sorted(p for p in tmp.rglob("*") if p.is_file())
-        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in payload}
-        for p in payload:
-            _fsync_file(p)
-        for d in {p.parent for p in payload}:
-            _fsync_dir(d)
-        manifest = {**meta, "name": name, "files": files}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        _fsync_file(tmp / MANIFEST)
-        _fsync_dir(tmp)
+        with disk_space(f"artifact {name}", root):
+            _write_payload(tmp, name, write_files, meta)
         os.rename(tmp, final)
         _fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if make_current:
-        write_text_atomic(root / CURRENT, name)
+        with disk_space(f"the {CURRENT} pointer", root):
+            write_text_atomic(root / CURRENT, name)
     return final
+
+
+def _write_payload(
+    tmp: Path, name: str, write_files: Callable[[Path], None], meta: dict[str, Any]
+) -> None:
+    """The payload, its sha256 manifest (written last) and every fsync, in `tmp`."""
+    tmp.mkdir()
+    write_files(tmp)
+    payload = sorted(p for p in tmp.rglob("*") if p.is_file())
+    files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in payload}
+    for p in payload:
+        _fsync_file(p)
+    for d in {p.parent for p in payload}:
+        _fsync_dir(d)
+    manifest = {**meta, "name": name, "files": files}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    _fsync_file(tmp / MANIFEST)
+    _fsync_dir(tmp)
 
 
 def current(root: Path) -> Path | None:

@@ -31,9 +31,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # A database that stops answering must fail requests fast (503), not hang them.
+    kwargs.setdefault("connect_args", {"connect_timeout": 5})
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 10)
+        kwargs.setdefault("pool_timeout", 10)
     return create_engine(url, **kwargs)
 
 

@@ -3,6 +3,8 @@
 FusionrankError            500  (status_code is data; only service.api maps it to HTTP)
 ├── ArtifactError          500  artifact missing or failing its checksum: refused, not loaded
 ├── InvalidEvents          422  feedback for a product its search did not show (404: unknown search)
+├── DatabaseUnavailable    503  the database cannot be reached; nothing of the request was stored
+├── DiskFull               507  no space left for an artifact or image; the previous one stays
 └── service.errors.*            request errors (4xx, 503): see service/errors.py
 """
 
@@ -23,6 +25,23 @@ class FusionrankError(Exception):
 
 class ArtifactError(FusionrankError):
     code = "artifact_error"
+
+
+class DatabaseUnavailable(FusionrankError):
+    """The database did not answer (down, unreachable, or the connection broke). Searches keep
+    serving from memory; writes that need SQL are refused whole, so the client can retry."""
+
+    status_code = 503
+    code = "database_unavailable"
+    headers = {"Retry-After": "5"}
+
+
+class DiskFull(FusionrankError):
+    """No space left while writing an artifact or an uploaded image. The write was abandoned
+    before anything was made current: the previous version stays in use."""
+
+    status_code = 507
+    code = "insufficient_storage"
 
 
 class InvalidEvents(FusionrankError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from storage.db import chunks
@@ -24,7 +24,17 @@ class ProductRecord:
     description: str = ""  # free text beside the title (a catalog's text columns)
 
 
+# The PostgreSQL advisory lock every catalog write takes first ("frkc").
+CATALOG_LOCK = 0x66726B63
+
+
 def next_revision(*, session: Session) -> int:
+    """The revision this transaction's changes get. On PostgreSQL the transaction first takes
+    an advisory lock held to its commit, so writes from different replicas commit one at a time
+    in revision order: a replica that has applied revision r has seen every change up to r.
+    (SQLite has one writer at a time anyway.)"""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CATALOG_LOCK})
     return int(session.scalar(select(func.coalesce(func.max(Product.revision), 0))) or 0) + 1
 
 

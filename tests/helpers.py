@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import os
 import random
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -350,3 +354,78 @@ def live_server(settings: Settings, runtime: Any = None) -> Iterator[LiveServer]
         server.should_exit = True
         thread.join(60)
         assert not thread.is_alive(), "uvicorn did not shut down within 60 s"
+
+
+# ---------------------------------------------------------------------------------------------
+# `fusionrank` as separate processes (replicas, the learner, a killed ingest)
+# ---------------------------------------------------------------------------------------------
+def settings_env(settings: Settings, **extra: Any) -> dict[str, str]:
+    """The environment that gives a `fusionrank` process these settings (and `extra` ones)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUSIONRANK_")}
+    values = settings.model_dump(mode="json", exclude_defaults=True)
+    values["api_keys"] = settings.api_keys.get_secret_value()
+    for name, value in {**values, **extra}.items():
+        env[f"FUSIONRANK_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    url: str = ""
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+    def kill(self) -> None:
+        """SIGKILL: no handler, no cleanup, as the OOM killer or a power cut would."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+
+CLI = [sys.executable, "-m", "service.cli"]
+
+
+@contextmanager
+def fusionrank_process(
+    args: list[str],
+    env: dict[str, str],
+    log: Path,
+    *,
+    serve: bool = False,
+    program: list[str] = CLI,
+) -> Iterator[Process]:
+    """`fusionrank ARGS` in a process of its own, output in `log`. `serve`: on a free port,
+    returned once /readyz answers 200. Killed at the end if it is still running. `program`:
+    what to run instead of `python -m service.cli` (it gets ARGS too)."""
+    url = ""
+    if serve:
+        port = free_port()
+        args = [*args, "--port", str(port)]
+        url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*program, *args], env=env, stdout=out, stderr=out)
+    p = Process(proc, log, url)
+    try:
+        deadline = time.monotonic() + 120
+        while serve:
+            if proc.poll() is not None:
+                pytest.fail(f"fusionrank {args[0]} exited:\n{p.tail()}", pytrace=False)
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"fusionrank {args[0]} not ready in 120 s:\n{p.tail()}", pytrace=False)
+            time.sleep(0.2)
+        yield p
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sql
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
@@ -22,7 +23,7 @@ from service.api.routes import feedback, health, metrics, models, products, sear
 from service.api.schemas import FeedbackBatch, FeedbackEventIn, ProductIn, SearchRequest
 from service.api.security import Keyring, RateLimit
 from service.config import Settings
-from service.errors import FusionrankError, InvalidEvents
+from service.errors import DatabaseUnavailable, FusionrankError, InvalidEvents
 from service.runtime import Runtime, start_runtime
 from service.telemetry import RequestObserver, Telemetry
 
@@ -112,6 +113,20 @@ def _install_error_handlers(app: FastAPI) -> None:
             log.error("%s: %s", exc.code, exc.message)
         detail = exc.problems if isinstance(exc, InvalidEvents) else exc.message
         return JSONResponse({"error": exc.code, "detail": detail}, exc.status_code, exc.headers)
+
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        return await _domain(
+            request,
+            DatabaseUnavailable(
+                f"the database is unavailable ({type(exc).__name__}); nothing of this request "
+                "was stored. Searches still work; retry this in a few seconds"
+            ),
+        )
+
+    # What a down, unreachable or restarting database raises (SQLite: a locked file).
+    lost = (sql.OperationalError, sql.InterfaceError, sql.DisconnectionError, sql.TimeoutError)
+    for error in lost:
+        app.add_exception_handler(error, _database_down)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -223,7 +223,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "Image or body too large.",
         422: "Request does not match the schema, feedback that names an unknown search, or a "
         "photo query to a catalog without product images.",
-        503: "No index built yet: run `fusionrank ingest`.",
+        503: "Not ready (no index built yet: run `fusionrank ingest`), or the database is "
+        "unavailable (searches still serve; retry writes after Retry-After).",
+        507: "No disk space left for an artifact or an uploaded image; nothing was stored.",
     }.items()
 }
 

@@ -20,7 +20,9 @@ def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 def readyz(rt: RuntimeDep) -> Health | JSONResponse:
-    """Index, head and database are all usable."""
+    """Ready when the index and head are loaded: searches are served from memory. A database
+    that does not answer makes the replica `degraded` (still 200: searches work, writes answer
+    503), so a load balancer keeps it while the database recovers."""
     checks: dict[str, str] = {}
     try:
         with rt.engine.connect() as conn:
@@ -34,6 +36,7 @@ def readyz(rt: RuntimeDep) -> Health | JSONResponse:
     else:
         checks["index"] = f"ok ({len(rt.searcher.index)} products)"
         checks["head"] = f"ok ({rt.searcher.active.version})"
-    ready = all(v.startswith("ok") for v in checks.values())
-    body = Health(status="ready" if ready else "not_ready", checks=checks)
-    return body if ready else JSONResponse(body.model_dump(), status_code=503)
+    if not (checks["index"].startswith("ok") and checks["head"].startswith("ok")):
+        body = Health(status="not_ready", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=503)
+    return Health(status="ready" if checks["database"] == "ok" else "degraded", checks=checks)
