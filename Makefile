@@ -55,6 +55,7 @@ bench: ## Run every benchmark on the full catalog (results in benchmarks/results
 	$(PYTHON) -m benchmarks.encoder_warmth
 	$(PYTHON) -m benchmarks.feedback
 	$(PYTHON) -m benchmarks.hot_swap
+	$(PYTHON) -m benchmarks.load
 	$(PYTHON) -m benchmarks.refresh_under_load
 	$(PYTHON) -m benchmarks.learning_curve
 	$(PYTHON) -m benchmarks.ablations

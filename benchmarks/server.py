@@ -39,13 +39,17 @@ def start_server(
     proc = subprocess.Popen([sys.executable, "-m", *module, *args], env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+    except BaseException:  # interrupted while waiting: the caller never gets `proc` to stop
+        proc.kill()
+        raise
     proc.kill()
     raise SystemExit("server did not become ready in 180 s")
 

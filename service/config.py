@@ -82,7 +82,13 @@ class Settings(BaseSettings):
     )
     rate_limit: str = Field(
         "200/second;6000/minute",
-        description="Requests per API key and process, in `limits` notation; '' = no limit.",
+        description="Requests per API key, in `limits` notation; '' = no limit.",
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where requests are counted: memory:// (each process counts its own) or "
+        "redis://host:6379/0 (one count shared by every replica). If Redis stops answering, "
+        "requests are let through rather than refused.",
     )
     log_format: Literal["json", "text"] = Field(
         "json", description="`serve` and `learner` log lines: JSON objects, or text for reading."

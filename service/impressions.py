@@ -1,8 +1,9 @@
 """Impression logging off the request path: a queue and one writer thread that batches inserts.
 
 A search only enqueues (microseconds). The writer commits whatever has queued every flush
-interval; a failed write is retried with backoff, never dropped. `close()` drains the queue, so
-nothing acknowledged is lost on a clean shutdown.
+interval, or at once when feedback is waiting on a search (`hurry`); a failed write is retried
+with backoff, never dropped. `close()` drains the queue, so nothing acknowledged is lost on a
+clean shutdown.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class ImpressionLogger:
         self.written = 0
         self._pending: set[str] = set()  # logged, not yet committed: feedback may wait on them
         self._pending_lock = threading.Lock()
+        self._hurry = threading.Event()
         self._thread = threading.Thread(target=self._run, name="impression-writer", daemon=True)
         self._thread.start()
 
@@ -44,6 +46,10 @@ class ImpressionLogger:
         """Whether any of these searches is logged but not yet committed."""
         with self._pending_lock:
             return not self._pending.isdisjoint(search_ids)
+
+    def hurry(self) -> None:
+        """Write what is queued now rather than at the end of the flush interval."""
+        self._hurry.set()
 
     def close(self, timeout: float = 30.0) -> None:
         self._queue.put(_STOP)
@@ -77,8 +83,9 @@ class ImpressionLogger:
             self._write(batch)
             for _ in items:
                 self._queue.task_done()
-            if not stopping:
-                time.sleep(self._flush_s if self._queue.qsize() < self._max_batch else 0)
+            if not stopping and self._queue.qsize() < self._max_batch:
+                self._hurry.wait(self._flush_s)
+            self._hurry.clear()
 
     def _write(self, batch: list[ImpressionIn]) -> None:
         delay = 0.1

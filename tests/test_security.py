@@ -16,7 +16,7 @@ import pytest
 from helpers import free_port, live_server
 from pydantic import SecretStr
 
-from service.api.security import Keyring, Role
+from service.api.security import Keyring, RateLimit, Role
 
 pytestmark = pytest.mark.slow
 
@@ -196,3 +196,22 @@ def test_serve_without_keys_listens_on_loopback_only_and_says_so(tmp_path):
         _, err = proc.communicate(timeout=60)
     assert "refusing to bind 0.0.0.0 with no API keys" in err
     assert "Listening on 127.0.0.1 only" in err
+
+
+def test_a_redis_rate_limit_is_one_count_for_every_replica():
+    """Two processes' limiters on one real Redis share the count; on memory each counts its own;
+    a Redis that does not answer lets requests through rather than refusing every search."""
+    from service.errors import RateLimited
+
+    name = f"key-{os.urandom(4).hex()}"  # a caller no other run has counted
+    a, b = (RateLimit("4/minute", "redis://127.0.0.1:6379/0") for _ in range(2))
+    for limiter in (a, b, a, b):
+        limiter.check(name)
+    with pytest.raises(RateLimited):
+        b.check(name)
+    c, d = (RateLimit("4/minute") for _ in range(2))
+    for limiter in (c, d) * 4:
+        limiter.check(name)
+    down = RateLimit("1/minute", "redis://127.0.0.1:1/0")
+    for _ in range(3):
+        down.check(name)

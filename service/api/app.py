@@ -75,7 +75,7 @@ def create_app(
     telemetry = Telemetry()
     app.state.telemetry = telemetry
     app.state.keyring = Keyring(config.api_keys.get_secret_value())
-    app.state.rate_limit = RateLimit(config.rate_limit)
+    app.state.rate_limit = RateLimit(config.rate_limit, config.rate_limit_storage)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(RequestObserver, telemetry=telemetry)  # outermost: it times the 413s too
     app.include_router(search.router)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from limits import RateLimitItem, parse_many, storage, strategies
 
 from service.errors import Forbidden, RateLimited, Unauthorized
+
+log = logging.getLogger(__name__)
 
 
 class Role(IntEnum):
@@ -75,17 +78,30 @@ class Keyring:
 
 
 class RateLimit:
-    """Requests per caller, as `limits` counts them (e.g. "100/second;2000/minute"); in memory,
-    so each process counts its own."""
+    """Requests per caller, as `limits` counts them (e.g. "100/second;2000/minute"), in
+    `storage_uri`: memory:// counts per process, redis:// once across every replica. A store
+    that stops answering lets requests through (logged once per outage): a rate limit must not
+    take search down with it."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, storage_uri: str = "memory://") -> None:
         self._items: list[RateLimitItem] = parse_many(spec) if spec else []
-        self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(storage_uri))
+        self._store_down = False
 
     def check(self, name: str) -> None:
         """Count one request of `name`; RateLimited, with the seconds to wait, when over."""
         for item in self._items:
-            if not self._limiter.hit(item, name):
+            try:
+                allowed = self._limiter.hit(item, name)
+            except Exception:
+                if not self._store_down:
+                    log.exception("the rate-limit store failed; letting requests through")
+                self._store_down = True
+                return
+            if self._store_down:
+                log.info("the rate-limit store works again")
+                self._store_down = False
+            if not allowed:
                 reset = self._limiter.get_window_stats(item, name).reset_time
                 raise RateLimited(
                     f"rate limit of {item} exceeded; retry later",

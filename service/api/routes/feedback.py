@@ -86,9 +86,11 @@ async def feedback(request: Request, rt: RuntimeDep, telemetry: TelemetryDep) ->
     )
     events = _events(body, rt.settings.event_grades)
 
-    # A search is logged asynchronously; its feedback may come before the flush. Wait without
-    # holding a worker thread.
+    # A search is logged asynchronously; its feedback may come before the flush. Have it written
+    # now, and wait without holding a worker thread.
     searches = {e.search_id for e in events}
+    if rt.impressions.pending(searches):
+        rt.impressions.hurry()
     deadline = time.monotonic() + 10
     while rt.impressions.pending(searches):
         if time.monotonic() > deadline:
