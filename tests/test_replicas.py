@@ -65,10 +65,12 @@ def _eventually(check: Callable[[], bool], seconds: float, what: str) -> float:
     return time.monotonic() - t0
 
 
-def _top(url: str, query: str) -> list[str]:
+def _top(url: str, query: str, n: int = 5) -> list[str]:
+    """The first `n` results. Exploration (explore_rate) may swap the first two: a product
+    that ranks first is asserted to be in the top 2."""
     r = httpx.post(f"{url}/v1/search", json={"query": query, "k": 5}, timeout=60)
     assert r.status_code == 200, r.text
-    return [hit["product_id"] for hit in r.json()["results"]]
+    return [hit["product_id"] for hit in r.json()["results"]][:n]
 
 
 def test_a_model_the_learner_trains_is_served_by_both_replicas(deployment):
@@ -111,9 +113,9 @@ def test_a_catalog_change_through_one_replica_is_searchable_through_the_other(de
         timeout=60,
     )
     assert r.status_code == 200, r.text
-    assert _top(a, "Quokkafell Zephyrine")[0] == "replica-1"  # at once where it was made
+    assert "replica-1" in _top(a, "Quokkafell Zephyrine", 2)  # at once where it was made
     took = _eventually(
-        lambda: (_top(b, "Quokkafell Zephyrine") or [""])[0] == "replica-1",
+        lambda: "replica-1" in _top(b, "Quokkafell Zephyrine", 2),
         CATALOG_REACH_SECONDS,
         "the new product on the other replica",
     )
