@@ -188,6 +188,17 @@ def database_for(backend: str, directory: Path) -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------
 # ingest
 # ---------------------------------------------------------------------------------------------
+# A refresh on a few hundred simulated sessions: enough exploration to estimate position bias,
+# no settle time, and engaged-search floors that a small test catalog reaches.
+QUICK_LEARNING: dict[str, Any] = {
+    "explore_rate": 0.2,
+    "learner_settle_seconds": 0,
+    "learner_min_engaged": 20,
+    "learner_min_holdout_engaged": 10,
+    "learner_holdout_fraction": 0.3,
+}
+
+
 def make_settings(data_dir: Path, database_url: str = "", **overrides: Any) -> Settings:
     """Test settings: a short bootstrap, no exploration unless a test asks (explored searches
     are not ordered by score), no scheduled refreshes."""

@@ -25,6 +25,7 @@ import torch
 from helpers import (
     CLI,
     PG_URL,
+    QUICK_LEARNING,
     cloned_store,
     fusionrank_process,
     ingest_into,
@@ -234,11 +235,7 @@ def traffic(tmp_path_factory, ingested, embedder):
         ingested,
         "postgres",
         directory,
-        explore_rate=0.2,
-        learner_settle_seconds=0,
-        learner_min_engaged=20,
-        learner_min_holdout_engaged=10,
-        learner_holdout_fraction=0.3,
+        **QUICK_LEARNING,
         model_poll_seconds=0.2,
     ) as store:
         rt = start_test_runtime(store.settings, embedder)

@@ -13,7 +13,7 @@ from datetime import timedelta
 import httpx
 import pytest
 import torch
-from helpers import BACKENDS, cloned_store, live_server, start_test_runtime
+from helpers import BACKENDS, QUICK_LEARNING, cloned_store, live_server, start_test_runtime
 from sqlalchemy import delete
 
 from learner.coverage import retrieval_pools, shown_share
@@ -45,11 +45,7 @@ def loop(request, tmp_path_factory, ingested, embedder):
         ingested,
         request.param,
         directory,
-        explore_rate=0.2,
-        learner_settle_seconds=0,
-        learner_min_engaged=20,
-        learner_min_holdout_engaged=10,
-        learner_holdout_fraction=0.3,
+        **QUICK_LEARNING,
         model_poll_seconds=0.2,
         metrics_settle_seconds=1.0,
     ) as store:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from helpers import Process, cloned_store, fusionrank_process, settings_env
+from helpers import QUICK_LEARNING, Process, cloned_store, fusionrank_process, settings_env
 
 from shoppers.simulator import Simulator
 
@@ -39,11 +39,7 @@ def deployment(tmp_path_factory, ingested) -> Iterator[Deployment]:
             ingested,
             "postgres",
             directory,
-            explore_rate=0.2,
-            learner_settle_seconds=0,
-            learner_min_engaged=20,
-            learner_min_holdout_engaged=10,
-            learner_holdout_fraction=0.3,
+            **QUICK_LEARNING,
         ) as store,
         ExitStack() as stack,
     ):
