@@ -31,7 +31,7 @@ from benchmarks.common import (
 from benchmarks.server import start_server
 from learner.child import child_head
 from model.checkpoint import load_head, save_head
-from service.index import CatalogIndex
+from service.catalog.index import CatalogIndex
 from shoppers.queries import make_queries
 from storage.artifacts import current, read_manifest
 from storage.db import make_engine, session_factory, transaction

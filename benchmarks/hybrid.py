@@ -14,7 +14,7 @@ Rankers, each over the same index:
   dense text  the frozen text encoder's cosine (the FAISS text channel)
   dense head  the bootstrap head's dense score over its FAISS channels, no lexical channel (the
               service before the hybrid mix)
-  lexical     BM25 over title and attribute text (service.lexical)
+  lexical     BM25 over title and attribute text (service.catalog.lexical)
   rrf         reciprocal rank fusion (k=60) of lexical and dense text
   fused       the service as it ranks: every channel and the head's hybrid mix; before any
               click, then after each step of simulated sessions (shoppers.simulator with
@@ -56,11 +56,11 @@ from benchmarks.server import start_server
 from model.checkpoint import load_head
 from model.head import QUERY_TYPES, FusionHead, HeadConfig
 from model.hybrid import RRF_K
+from service.catalog.index import CatalogIndex
 from service.config import Settings
-from service.embedder import Embedder
-from service.index import CatalogIndex
+from service.encoding.embedder import Embedder
 from service.runtime import make_embedder
-from service.search import ActiveHead, Searcher, SearchQuery
+from service.search.searcher import ActiveHead, Searcher, SearchQuery
 from shoppers.grades import Relevance, ndcg_at_10
 from shoppers.intents import KNOWN_ITEM_MIX
 from shoppers.known_items import KnownItemGrades, make_known_item_queries

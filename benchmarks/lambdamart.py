@@ -30,10 +30,10 @@ from model.attributes import photo_votes
 from model.candidates import candidates
 from model.checkpoint import load_head
 from model.head import QUERY_TYPES, FusionHead, photo_features, search_channels
-from service.catalog import read_catalog
+from service.catalog.files import read_catalog
+from service.catalog.index import CatalogIndex
 from service.config import Settings
-from service.embedder import Embedder
-from service.index import CatalogIndex
+from service.encoding.embedder import Embedder
 from service.runtime import encoders_of
 from shoppers.grades import Relevance, ndcg_at_10
 from shoppers.intents import DEFAULT_MIX, Shoppers

@@ -216,7 +216,7 @@ def measure(
 
 
 def asked_again(data_dir: Path, bodies: dict[str, list[bytes]], repeats: int) -> dict[str, Any]:
-    """Searches asked before, on a server with the default query cache (service.query_cache):
+    """Searches asked before, on a server with the default query cache (service.search.query_cache):
     their vectors are kept, so they skip the encoders. Each query is asked once first."""
     proc, url = start_server(data_dir)
     try:

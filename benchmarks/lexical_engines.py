@@ -1,5 +1,5 @@
 """Which engine serves the lexical channel: bm25s, tantivy, SQLite FTS5 or PostgreSQL full-text,
-measured side by side on the same terms (service.tokens) at 44k real titles and at 1M.
+measured side by side on the same terms (service.catalog.tokens) at 44k real titles and at 1M.
 
 The 1M catalog is synthetic: each product is a real title and attribute text from the fashion
 catalog with a made-up model number ("KX-4821") and one more real word; the queries are
@@ -27,9 +27,9 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.common import CATALOG, require_shared, write_json
-from service.catalog import product_text, read_catalog
-from service.lexical import LexicalIndex
-from service.tokens import query_terms, terms
+from service.catalog.files import product_text, read_catalog
+from service.catalog.lexical import LexicalIndex
+from service.catalog.tokens import query_terms, terms
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -47,7 +47,8 @@ def _dir_size(path: Path) -> int:
 
 
 class Tantivy:
-    """service.lexical.LexicalIndex as fusionrank runs it: saved, then opened as a working copy."""
+    """service.catalog.lexical.LexicalIndex as fusionrank runs it: saved, then opened as a
+    working copy."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp

@@ -31,10 +31,10 @@ from benchmarks.common import (
     write_json,
 )
 from model.checkpoint import load_head
+from service.catalog.index import CatalogIndex
 from service.config import Settings
-from service.index import CatalogIndex
 from service.runtime import make_embedder
-from service.search import ActiveHead, Searcher, SearchQuery
+from service.search.searcher import ActiveHead, Searcher, SearchQuery
 from shoppers.grades import Relevance, metrics
 from shoppers.phrasings import PHRASINGS
 from shoppers.queries import make_queries

@@ -19,8 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.common import load_rows, require_shared, write_json
+from service.catalog.ingest import ingest_catalog
 from service.config import Settings
-from service.ingest import ingest_catalog
 from service.runtime import make_embedder
 from storage.db import make_engine, migrate, session_factory
 

@@ -61,7 +61,7 @@ class WorkerConfig:
 
 
 class CoreShare(Protocol):
-    """The cores of searches served by the same process (service.encode_threads.EncodeThreads)."""
+    """The cores of searches served by the same process (service.encoding.threads.EncodeThreads)."""
 
     def reserve(self) -> AbstractContextManager[int]:
         """Set cores aside for the duration; yields how many threads to use."""

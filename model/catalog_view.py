@@ -1,5 +1,5 @@
-"""What the model and the learner need of the catalog index, as protocols: service.index's
-CatalogIndex has it, and neither package imports service."""
+"""What the model and the learner need of the catalog index, as protocols:
+service.catalog.index's CatalogIndex has it, and neither package imports service."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 
 
 class CatalogView(Protocol):
-    """What a search's features need of the catalog index (service.index.CatalogIndex has it)."""
+    """What a search's features need of the catalog index (service.catalog.index.CatalogIndex
+    has it)."""
 
     code_cache: dict[Any, np.ndarray]  # see AttributeAgreement.row_codes
 

@@ -262,7 +262,7 @@ class FusionHead(nn.Module):
     def parts(self, q: Query, c: Candidates) -> dict[str, torch.Tensor]:
         """The score (n,) and what it is made of: the gate's fused channels, the learned
         adjustments (interaction, attribute agreement), the dense total, and the hybrid mix's
-        terms. `score` ranks; the rest explains (service.search's explain)."""
+        terms. `score` ranks; the rest explains (service.search.searcher's explain)."""
         sims, mask = self.channel_sims(q, c)
         out = {"fused": self.fuse(sims, mask, q.type_index)}
         adjust = torch.zeros_like(out["fused"])

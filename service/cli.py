@@ -79,8 +79,8 @@ def ingest(
     """Embed a catalog (cached by content hash), store it in SQL, bootstrap the head, build the
     index. The previous index keeps serving until the new one is complete. Column options
     override FUSIONRANK_CATALOG_* settings."""
+    from service.catalog.ingest import ingest_catalog
     from service.errors import FusionrankError
-    from service.ingest import ingest_catalog
     from service.runtime import make_embedder
     from storage.db import make_engine, migrate, session_factory
 

@@ -14,7 +14,7 @@ storage.errors.FusionrankError   500
 ├── RateLimited                  429  the key's request rate is over its limit
 ├── NotFound                     404  unknown product id
 ├── NoProductImages              422  a photo query to a catalog without product images
-├── service.hot_swap.IncompatibleHead 409  head trained for another index build
+├── service.search.hot_swap.IncompatibleHead 409  head trained for another index build
 └── NotReady                     503  no index built yet
 """
 

@@ -17,18 +17,18 @@ from learner.train import TrainConfig
 from learner.versions import register_bootstrap
 from learner.worker import Learner, WorkerConfig
 from model.checkpoint import load_head
+from service.catalog.index import CatalogIndex
+from service.catalog.writer import CatalogWriter
 from service.config import Settings
-from service.dispatch import SearchDispatcher
-from service.embedder import Embedder
-from service.encoders import load_colour_encoder, load_image_encoder, load_text_encoder
+from service.encoding.embedder import Embedder
+from service.encoding.encoders import load_colour_encoder, load_image_encoder, load_text_encoder
 from service.errors import FusionrankError
-from service.hot_swap import ModelWatcher, load_active_head, warm
-from service.impressions import ImpressionLogger
-from service.index import CatalogIndex
-from service.online_metrics import OnlineMetrics
 from service.polling import Poller
-from service.products import CatalogWriter
-from service.search import ActiveHead, Searcher
+from service.search.dispatch import SearchDispatcher
+from service.search.hot_swap import ModelWatcher, load_active_head, warm
+from service.search.impressions import ImpressionLogger
+from service.search.online_metrics import OnlineMetrics
+from service.search.searcher import ActiveHead, Searcher
 from storage.artifacts import current
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.registry import active_version, set_active
@@ -73,8 +73,8 @@ def search_concurrency(settings: Settings) -> int:
 
 def make_embedder(settings: Settings, *, serving: bool = False) -> Embedder:
     """Ingest batches use every core. Serving starts at one thread; each search then claims its
-    own (service.encode_threads.EncodeThreads): every free core alone on the event loop, one beside
-    other searches or elsewhere (one thread per query was 94 against 70 text searches/s at
+    own (service.encoding.threads.EncodeThreads): every free core alone on the event loop, one
+    beside other searches or elsewhere (one thread per query was 94 against 70 text searches/s at
     concurrency 4)."""
     threads = settings.torch_threads or (1 if serving else 0)
     if threads:

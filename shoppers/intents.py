@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from service.catalog import read_catalog
+from service.catalog.files import read_catalog
 from shoppers.known_items import KnownItemQuery, document_frequencies, known_item_query
 from shoppers.phrasings import PHRASINGS, Phrasings
 from storage.products import ProductRecord

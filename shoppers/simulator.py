@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from service.catalog import read_catalog
+from service.catalog.files import read_catalog
 from shoppers.grades import Relevance, ndcg_at_10
 from shoppers.intents import DEFAULT_MIX, Shoppers
 from shoppers.known_items import KnownItemGrades

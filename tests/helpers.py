@@ -114,7 +114,7 @@ def image_b64(path: str | Path) -> str:
 def embedder_for(settings: Settings, shared) -> Any:
     """An Embedder with `settings`' image limits that reuses the loaded encoders and the shared
     embedding cache (what make_embedder builds, minus loading the models again)."""
-    from service.embedder import Embedder
+    from service.encoding.embedder import Embedder
 
     return Embedder(
         shared.text_encoder,
@@ -209,7 +209,7 @@ def make_settings(data_dir: Path, database_url: str = "", **overrides: Any) -> S
 
 def ingest_into(settings: Settings, csv_path: Path, embedder) -> Any:
     """Migrate the settings' database and ingest the CSV with the given embedder."""
-    from service.ingest import ingest_catalog
+    from service.catalog.ingest import ingest_catalog
     from storage.db import make_engine, migrate, session_factory
 
     migrate(settings.database_url)

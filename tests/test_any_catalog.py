@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import BACKENDS, app_client, database_for, ingest_into, make_settings
 
-from service.catalog import CatalogColumns, read_catalog
+from service.catalog.files import CatalogColumns, read_catalog
 from service.errors import BadRequest
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from model.attributes import AttributeAgreement, categorical_attributes, photo_v
 from model.candidates import candidates
 from model.checkpoint import load_head, save_head
 from model.head import QUERY_TYPES, FusionHead, HeadConfig
-from service.index import CatalogIndex
+from service.catalog.index import CatalogIndex
 from storage.artifacts import current
 from storage.models import utcnow
 
@@ -245,7 +245,7 @@ def test_a_head_without_colour_ignores_logged_colour_descriptors(ingested, index
 def test_the_learner_rebuilds_the_mix_features_serving_used(ingested, index, embedder):
     """For a logged text search (filtered or not), the mix features the learner rebuilds for its
     shown products, and the scores it gives them, are those serving explained."""
-    from service.search import ActiveHead, Searcher, SearchQuery
+    from service.search.searcher import ActiveHead, Searcher, SearchQuery
 
     head = child_head(
         load_head(ingested.settings.data_dir / "heads" / ingested.report.head_version)[0],

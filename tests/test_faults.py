@@ -36,7 +36,7 @@ from helpers import (
 from sqlalchemy import func, select
 
 from model.checkpoint import load_head, save_head
-from service.index import CatalogIndex
+from service.catalog.index import CatalogIndex
 from shoppers.simulator import Simulator
 from storage.artifacts import current
 from storage.db import make_engine, session_factory, transaction

@@ -14,7 +14,7 @@ from helpers import ARTICLE_TYPES
 from learner.bootstrap import bootstrap_head
 from model.checkpoint import CARD, WEIGHTS, load_head, save_head
 from model.head import CHANNELS, QUERY_TYPES, Candidates, FusionHead, HeadConfig
-from service.catalog import product_text
+from service.catalog.files import product_text
 from storage.errors import ArtifactError
 
 pytestmark = pytest.mark.slow  # embeds 300 real products

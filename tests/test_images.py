@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.encoding.images import decode_base64, decode_image
 from service.errors import InvalidImage, PayloadTooLarge
-from service.images import decode_base64, decode_image
 
 LIMITS = {"max_bytes": 8 * 1024 * 1024, "max_pixels": 40_000_000}
 

@@ -10,7 +10,7 @@ import pytest
 from factories import impression
 from sqlalchemy import func, select, text
 
-from service.impressions import ImpressionLogger
+from service.search.impressions import ImpressionLogger
 from storage.db import make_engine
 from storage.models import Impression, ImpressionItem
 

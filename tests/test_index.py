@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 import pytest
 
-from service.index import SPACES, CatalogIndex
+from service.catalog.index import SPACES, CatalogIndex
 from storage.artifacts import CURRENT, current, read_manifest, remove_stale_temps
 from storage.errors import ArtifactError
 from storage.products import ProductRecord
@@ -323,7 +323,7 @@ CRASHER = textwrap.dedent(
     from pathlib import Path
     import faiss
     import storage.artifacts
-    from service.index import CatalogIndex
+    from service.catalog.index import CatalogIndex
 
     root, mode = Path(sys.argv[1]), sys.argv[2]
     index = CatalogIndex.load(root / "b1")

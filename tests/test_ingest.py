@@ -9,11 +9,11 @@ import pytest
 from helpers import ingest_into, make_settings, start_test_runtime, write_catalog
 from sqlalchemy import func, select
 
-from service.catalog import read_catalog
-from service.embedder import Embedder
+from service.catalog.files import read_catalog
+from service.catalog.index import CatalogIndex
+from service.encoding.embedder import Embedder
 from service.errors import BadRequest
-from service.index import CatalogIndex
-from service.search import SearchQuery
+from service.search.searcher import SearchQuery
 from storage.artifacts import current
 from storage.db import make_engine, session_factory
 from storage.models import Product

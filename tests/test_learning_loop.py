@@ -207,10 +207,10 @@ def test_activate_rolls_back_and_forward_and_searches_follow(loop, client, refre
 
 def test_loading_a_head_off_the_event_loop_uses_one_thread(loop, refreshed):
     """The watcher and the activate route load heads on threads of their own; copying weights
-    there on every core would lead a second OpenMP team (service.search.EncodeThreads.lead)."""
+    there on every core would lead a second OpenMP team (EncodeThreads.lead)."""
     import torch
 
-    from service.hot_swap import load_active_head
+    from service.search.hot_swap import load_active_head
 
     active = loop.runtime.searcher.active
     seen: list[int] = []

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tantivy
 
-from service.index import CatalogIndex, _load_lexical
-from service.lexical import LexicalIndex, OutdatedIndex
-from service.tokens import query_terms, terms, words
+from service.catalog.index import CatalogIndex, _load_lexical
+from service.catalog.lexical import LexicalIndex, OutdatedIndex
+from service.catalog.tokens import query_terms, terms, words
 from storage.errors import ArtifactError
 from storage.products import ProductRecord
 from tests.test_index import DIMS, make_index, unit

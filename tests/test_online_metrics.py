@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.online_metrics import OnlineMetrics
+from service.search.online_metrics import OnlineMetrics
 
 
 class Clock:

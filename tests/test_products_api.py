@@ -145,7 +145,7 @@ def test_put_without_image_is_text_searchable(store, embedder):
 
 def test_a_catalog_write_encodes_on_one_thread(store, embedder, monkeypatch):
     """It runs on a worker thread, and one that encoded on every core would lead a second
-    OpenMP team, after which every search pays (service.search.EncodeThreads.lead)."""
+    OpenMP team, after which every search pays (service.search.searcher.EncodeThreads.lead)."""
     import torch
 
     seen: list[int] = []

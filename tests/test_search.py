@@ -22,7 +22,7 @@ from helpers import (
 )
 from PIL import Image
 
-from service.search import Searcher, SearchQuery
+from service.search.searcher import Searcher, SearchQuery
 from storage.artifacts import current
 from storage.errors import ArtifactError
 
@@ -304,8 +304,8 @@ def test_concurrent_searches_and_writes(tmp_path, ingested, embedder, backend):
 def test_an_index_built_with_other_encoders_is_not_served(ingested, embedder, tmp_path):
     """Vectors of another checkpoint (here the same network at another input size, so even the
     width matches) would rank nonsense: the service refuses, and says what to do."""
-    from service.embedder import Embedder
-    from service.encoders import EfficientNetLite0ImageEncoder
+    from service.encoding.embedder import Embedder
+    from service.encoding.encoders import EfficientNetLite0ImageEncoder
     from service.runtime import start_runtime
 
     other = Embedder(
@@ -328,7 +328,7 @@ def test_a_lone_search_runs_on_the_event_loop_and_concurrent_ones_on_the_pool():
     import asyncio
     import time
 
-    from service.dispatch import SearchDispatcher
+    from service.search.dispatch import SearchDispatcher
 
     def where() -> str:
         time.sleep(0.05)  # long enough for the others to be in flight
@@ -357,7 +357,7 @@ def test_a_lone_search_runs_on_the_event_loop_and_concurrent_ones_on_the_pool():
 def test_a_lone_query_encodes_on_every_core_and_concurrent_ones_on_one_each():
     import torch
 
-    from service.encode_threads import EncodeThreads
+    from service.encoding.threads import EncodeThreads
 
     before = torch.get_num_threads()
     seen: dict[str, int] = {}
@@ -408,7 +408,7 @@ def test_only_the_leading_thread_encodes_a_lone_query_on_every_core():
     team stops spinning for good. So a lone query on any thread but the leader uses one core."""
     import torch
 
-    from service.encode_threads import EncodeThreads
+    from service.encoding.threads import EncodeThreads
 
     before = torch.get_num_threads()
     budget = EncodeThreads(2)
@@ -430,7 +430,7 @@ def test_only_the_leading_thread_encodes_a_lone_query_on_every_core():
 
 
 def test_a_lone_query_moves_to_one_thread_when_two_are_slower_and_back_when_they_recover():
-    from service.encode_threads import ThreadChoice
+    from service.encoding.threads import ThreadChoice
 
     choice = ThreadChoice(window=5, explore_every=4, max_every=16, min_samples=3)
     first = [choice.choose("text", 2) for _ in range(4)]
@@ -453,7 +453,7 @@ def test_a_lone_query_moves_to_one_thread_when_two_are_slower_and_back_when_they
 def lone_image_queries(count: int, encode_ms) -> list[int]:
     """The thread counts ThreadChoice (with the service's defaults) picks for `count` lone image
     queries on 2 cores, each taking `encode_ms(query number, threads)`."""
-    from service.encode_threads import ThreadChoice
+    from service.encoding.threads import ThreadChoice
 
     choice = ThreadChoice()
     picks = []
@@ -483,7 +483,7 @@ def test_a_burst_of_noise_does_not_keep_lone_queries_on_the_slower_thread_count(
 
 
 def test_only_encodes_that_had_the_cores_to_themselves_teach_the_choice():
-    from service.encode_threads import EncodeThreads
+    from service.encoding.threads import EncodeThreads
 
     budget = EncodeThreads(2)
     with budget.claim("text"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from service.catalog import read_catalog
+from service.catalog.files import read_catalog
 from shoppers.intents import Shoppers, read_photos
 from shoppers.phrasings import PHRASINGS
 from tests.helpers import write_catalog
@@ -118,7 +118,7 @@ def test_the_search_path_loads_no_training_code():
     import sys
 
     probe = (
-        "import sys, service.search, service.hot_swap, model.checkpoint; "
+        "import sys, service.search.searcher, service.search.hot_swap, model.checkpoint; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('learner', 'shoppers')))"
     )
     out = subprocess.run(

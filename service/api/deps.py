@@ -9,10 +9,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.catalog.writer import CatalogWriter
 from service.errors import NotReady
-from service.products import CatalogWriter
 from service.runtime import Runtime
-from service.search import Searcher
+from service.search.searcher import Searcher
 from service.telemetry import Telemetry
 
 

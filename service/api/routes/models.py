@@ -20,7 +20,7 @@ from service.api.schemas import (
 )
 from service.api.security import Role, allow
 from service.errors import NotFound, NotReady
-from service.hot_swap import IncompatibleHead, load_active_head
+from service.search.hot_swap import IncompatibleHead, load_active_head
 from storage.db import transaction
 from storage.errors import ArtifactError
 from storage.registry import (

@@ -22,8 +22,8 @@ from service.api.schemas import (
     ProductPublic,
 )
 from service.api.security import Role, allow
+from service.encoding.images import decode_base64
 from service.errors import NotFound
-from service.images import decode_base64
 from storage.models import Product
 from storage.products import get_product
 

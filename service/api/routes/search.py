@@ -21,9 +21,9 @@ from service.api.schemas import (
     SearchResponse,
 )
 from service.api.security import Role, allow
-from service.embedding_cache import content_key
-from service.images import decode_base64
-from service.search import Searcher, SearchQuery, SearchResult
+from service.encoding.cache import content_key
+from service.encoding.images import decode_base64
+from service.search.searcher import Searcher, SearchQuery, SearchResult
 from storage.impressions import ImpressionIn, QueryVector, ShownItem
 
 router = APIRouter(tags=["search"], dependencies=allow(Role.SEARCH), responses=AUTH_RESPONSES)

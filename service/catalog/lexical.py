@@ -5,11 +5,12 @@ second, answers in well under a millisecond at 1M titles, and takes a change in 
 milliseconds without a rebuild; bm25s must rebuild its matrix for every change, and SQLite FTS5
 and PostgreSQL score every matching document before sorting, which is slow for common words.
 
-Documents are keyed by their row in the catalog index (service.index), so the lexical channel
-and the FAISS channels name products the same way. The terms come from service.tokens and are
-indexed as they are (tantivy's whitespace tokenizer), so the catalog and the queries are read by
-the same Python function. A saved index is a plain directory inside the index build, checksummed
-with it; a loaded one is a private working copy, so changes never touch the build.
+Documents are keyed by their row in the catalog index (service.catalog.index), so the lexical
+channel and the FAISS channels name products the same way. The terms come from
+service.catalog.tokens and are indexed as they are (tantivy's whitespace tokenizer), so the
+catalog and the queries are read by the same Python function. A saved index is a plain
+directory inside the index build, checksummed with it; a loaded one is a private working copy,
+so changes never touch the build.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import tantivy
 
-from service.tokens import query_terms, terms, words
+from service.catalog.tokens import query_terms, terms, words
 
 ROW, TITLE, OTHER, SPELLING = "row", "title", "other", "spelling"
 # Title and attribute text are separate BM25 fields: a long title then does not dilute a short
@@ -37,7 +38,7 @@ FUZZY_MIN_LENGTH = 5  # shorter words have too many neighbours one edit away
 
 
 class Doc(NamedTuple):
-    """What the channel indexes of one product (service.tokens makes each list)."""
+    """What the channel indexes of one product (service.catalog.tokens makes each list)."""
 
     title: Sequence[str]  # the title's terms (terms)
     other: Sequence[str]  # the attribute and description terms (terms)

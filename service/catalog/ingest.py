@@ -24,12 +24,12 @@ from learner.bootstrap import (
 from learner.versions import register_bootstrap
 from model.checkpoint import save_head
 from model.head import FusionHead, HeadConfig
-from service.catalog import NOT_EMBEDDED, CatalogColumns, product_text, read_catalog
+from service.catalog.files import NOT_EMBEDDED, CatalogColumns, product_text, read_catalog
+from service.catalog.index import CatalogIndex, project
 from service.config import Settings
-from service.embedder import Embedder
-from service.embedding_cache import content_key
+from service.encoding.cache import content_key
+from service.encoding.embedder import Embedder
 from service.errors import BadRequest
-from service.index import CatalogIndex, project
 from storage.artifacts import remove_stale_temps
 from storage.db import transaction
 from storage.products import (
@@ -76,7 +76,7 @@ def ingest_catalog(
     limit: int | None = None,
     progress: bool = True,
 ) -> IngestReport:
-    """Replace the catalog with the file's products (service.catalog) and build a new index
+    """Replace the catalog with the file's products (service.catalog.files) and build a new index
     (the old one stays loadable until the new one is complete)."""
     laps: dict[str, float] = {}
     started = last = time.perf_counter()

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.catalog import product_text
-from service.embedder import Embedder
-from service.embedding_cache import content_key
-from service.encode_threads import off_the_leader
+from service.catalog.files import product_text
+from service.catalog.index import CatalogIndex, project
+from service.encoding.cache import content_key
+from service.encoding.embedder import Embedder
+from service.encoding.threads import off_the_leader
 from service.errors import NotFound
-from service.index import CatalogIndex, project
-from service.search import ActiveHead
+from service.search.searcher import ActiveHead
 from storage.artifacts import disk_space
 from storage.db import transaction
 from storage.models import Product

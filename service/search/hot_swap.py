@@ -19,9 +19,9 @@ from model.candidates import candidates
 from model.checkpoint import load_head
 from model.head import Query
 from model.position_bias import bias_of
-from service.encode_threads import off_the_leader
+from service.encoding.threads import off_the_leader
 from service.polling import Poller
-from service.search import ActiveHead, Searcher
+from service.search.searcher import ActiveHead, Searcher
 from storage.errors import FusionrankError
 from storage.registry import active_version
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from model.head import FusionHead
-from service.catalog import product_text
-from service.lexical import Doc, LexicalIndex, OutdatedIndex
-from service.tokens import terms, words
+from service.catalog.files import product_text
+from service.catalog.lexical import Doc, LexicalIndex, OutdatedIndex
+from service.catalog.tokens import terms, words
 from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
 from storage.products import ProductRecord

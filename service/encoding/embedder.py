@@ -11,10 +11,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from service.embedding_cache import EmbeddingCache, content_key
-from service.encoders import ImageEncoder, TextEncoder
+from service.encoding.cache import EmbeddingCache, content_key
+from service.encoding.encoders import ImageEncoder, TextEncoder
+from service.encoding.images import decode_image
 from service.errors import FusionrankError
-from service.images import decode_image
 
 
 class ImageVectors(NamedTuple):

@@ -30,12 +30,12 @@ from model.head import (
 )
 from model.hybrid import mix_features
 from model.position_bias import PositionBias, explore_order
-from service.embedder import Embedder
-from service.encode_threads import EncodeThreads
-from service.encoders import TextEncoder
+from service.catalog.index import CatalogIndex
+from service.encoding.embedder import Embedder
+from service.encoding.encoders import TextEncoder
+from service.encoding.threads import EncodeThreads
 from service.errors import BadRequest, NoProductImages, UnknownFilter
-from service.index import CatalogIndex
-from service.query_cache import QueryCache
+from service.search.query_cache import QueryCache
 from storage.keys import content_key
 from storage.products import ProductRecord
 
@@ -109,7 +109,7 @@ class Searcher:
         query_cache: int = 0,
     ) -> None:
         """`query_cache`: how many texts, and how many photos, keep their vectors
-        (service.query_cache; 0: every query is encoded)."""
+        (service.search.query_cache; 0: every query is encoded)."""
         self.embedder = embedder
         self.index = index
         self.active = active
