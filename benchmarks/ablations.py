@@ -48,7 +48,7 @@ from benchmarks.lambdamart import LambdaMart
 from benchmarks.server import rss_mb
 from benchmarks.variant_server import VARIANTS, start
 from service.config import Settings
-from service.runtime import make_embedder
+from service.encoding.embedder import make_embedder
 from shoppers.intents import read_photos
 from shoppers.phrasings import PHRASINGS
 from shoppers.simulator import Simulator
@@ -103,7 +103,7 @@ def run_variant(
     rows: list[dict[str, Any]] = []
     ltr = None
     if name == "lambdamart":
-        ltr = LambdaMart(data_dir, make_embedder(Settings(data_dir=data_dir), serving=True))
+        ltr = LambdaMart(data_dir, make_embedder(Settings(data_dir=data_dir)))
     try:
         done = 0
         trainer = Simulator(url, CATALOG, photos=photos, eta=eta)

@@ -30,7 +30,7 @@ def main() -> None:
     from PIL import Image
 
     from service.config import Settings
-    from service.runtime import make_embedder
+    from service.encoding.embedder import make_embedder
 
     spec = json.loads(Path(sys.argv[1]).read_text())
     photos = {

@@ -30,7 +30,7 @@ def main() -> None:
 
     from benchmarks.common import load_rows, require_shared, shopper_photos, write_json
     from service.config import Settings
-    from service.runtime import make_embedder
+    from service.encoding.embedder import make_embedder
     from shoppers.queries import make_queries
 
     require_shared()

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from sqlalchemy import func, select
 
 from benchmarks.common import print_targets, write_json
 from benchmarks.server import start_server
 from storage.db import make_engine, migrate, session_factory, transaction
+from storage.feedback import count_events
 from storage.impressions import ImpressionIn, ShownItem, add_impressions
-from storage.models import FeedbackEvent
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -131,7 +130,7 @@ def stored_rows(url: str) -> int:
     engine = make_engine(url)
     try:
         with session_factory(engine)() as s:
-            return int(s.scalar(select(func.count()).select_from(FeedbackEvent)) or 0)
+            return count_events(session=s)
     finally:
         engine.dispose()
 

@@ -35,6 +35,7 @@ from service.catalog.index import CatalogIndex
 from shoppers.queries import make_queries
 from storage.artifacts import current, read_manifest
 from storage.db import make_engine, session_factory, transaction
+from storage.models import VersionStatus
 from storage.registry import VersionIn, register_version
 
 
@@ -51,7 +52,10 @@ def second_head(data_dir: Path, url: str, boot: str) -> str:
     engine = make_engine(url)
     with transaction(session_factory(engine)) as s:
         sha = read_manifest(heads / version)["files"]["head.safetensors"]
-        register_version(s, VersionIn(version, boot, "promoted", sha, reason="hot-swap bench"))
+        register_version(
+            session=s,
+            v=VersionIn(version, boot, VersionStatus.PROMOTED, sha, reason="hot-swap bench"),
+        )
     engine.dispose()
     return version
 

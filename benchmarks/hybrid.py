@@ -58,8 +58,7 @@ from model.head import QUERY_TYPES, FusionHead, HeadConfig
 from model.hybrid import RRF_K
 from service.catalog.index import CatalogIndex
 from service.config import Settings
-from service.encoding.embedder import Embedder
-from service.runtime import make_embedder
+from service.encoding.embedder import Embedder, make_embedder
 from service.search.searcher import ActiveHead, Searcher, SearchQuery
 from shoppers.grades import Relevance, ndcg_at_10
 from shoppers.intents import KNOWN_ITEM_MIX

@@ -34,7 +34,7 @@ from service.catalog.files import read_catalog
 from service.catalog.index import CatalogIndex
 from service.config import Settings
 from service.encoding.embedder import Embedder
-from service.runtime import encoders_of
+from service.learning import encoders_of
 from shoppers.grades import Relevance, ndcg_at_10
 from shoppers.intents import DEFAULT_MIX, Shoppers
 from storage.artifacts import current
@@ -70,7 +70,7 @@ class LambdaMart:
         engine = create_engine(f"sqlite:///{database}")
         with sessionmaker(engine)() as s:
             logs = load_searches(s, grades=grades, with_events_only=True)
-            tv, iv, cv = logged_query_vectors(s, logs, encoders_of(self.embedder))
+            tv, iv, cv = logged_query_vectors(s, logs, encoders_of(self.index))
         engine.dispose()
         f, _ = build_features(
             self.head,

@@ -33,7 +33,7 @@ from benchmarks.common import (
 from model.checkpoint import load_head
 from service.catalog.index import CatalogIndex
 from service.config import Settings
-from service.runtime import make_embedder
+from service.encoding.embedder import make_embedder
 from service.search.searcher import ActiveHead, Searcher, SearchQuery
 from shoppers.grades import Relevance, metrics
 from shoppers.phrasings import PHRASINGS

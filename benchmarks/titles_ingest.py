@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.common import load_rows, require_shared, write_json
 from service.catalog.ingest import ingest_catalog
 from service.config import Settings
-from service.runtime import make_embedder
+from service.encoding.embedder import make_embedder
 from storage.db import make_engine, migrate, session_factory
 
 TARGET_SECONDS = 600

@@ -10,7 +10,7 @@ Usage: python -m benchmarks.variant_server --variant no-ips [--port N] [--log-le
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +21,8 @@ from benchmarks.server import start_server
 from service.api.app import create_app
 from service.cli import announce, run_app
 from service.config import Settings
-from service.runtime import learner_config
+from service.learning import learner_config
+from service.serving import start_runtime
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,9 @@ def main() -> None:
     args = ap.parse_args()
 
     settings = Settings()
-    train = dataclasses.replace(
-        learner_config(settings).refresh.train, **VARIANTS[args.variant].train
-    )
-    app = create_app(settings, train=train, on_ready=announce(args.host, args.port))
+    learning = learner_config(settings, **VARIANTS[args.variant].train)
+    start = functools.partial(start_runtime, learning=learning)
+    app = create_app(settings, start=start, on_ready=announce(args.host, args.port))
     run_app(app, args.host, args.port, args.log_level)
 
 

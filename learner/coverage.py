@@ -1,11 +1,12 @@
 """How much of what a head would serve its holdout can vouch for.
 
 The holdout scores re-rankings of the products each logged search showed, but a served head ranks
-its whole FAISS pool (`candidates_per_channel` per channel, about 200 products), and what it lifts
-from outside the shown ones has no logged evidence either way (a candidate once passed the holdout
-while serving mostly products it never showed; README, Promotion). So the gate also retrieves each
-sampled holdout search's pool again, from its logged query vectors, and measures the share of a
-head's top 10 over that pool that the search had shown.
+its whole pool (`candidates_per_channel` per channel, about 200 products), and what it lifts from
+outside the shown ones has no logged evidence either way (a candidate once passed the holdout while
+serving mostly products it never showed; docs/ablation-coverage-guard.md). So the gate also
+retrieves each sampled holdout search's pool again, with serving's retrieval (model.retrieval) on
+its logged query vectors, and measures the share of a head's top 10 over that pool that the
+search had shown.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 from learner.dataset import LoggedSearch
 from learner.features import all_scores, build_features
 from model.catalog_view import ProductVectors
-from model.head import QUERY_TYPES, FusionHead, search_channels
+from model.head import QUERY_TYPES, FusionHead
+from model.retrieval import depth, filter_key, retrieve
 
 
 def retrieval_pools(
@@ -31,47 +33,29 @@ def retrieval_pools(
     index: ProductVectors,
     per_channel: int,
 ) -> list[LoggedSearch]:
-    """The searches again, each with the product ids serving would score for it (the union of
-    its channels' top `per_channel` among the products its filters allow, the lexical channel's
-    too for a hybrid head) in place of what it showed, grades 0. Searches whose query vectors
-    are not logged, or whose filters no longer allow any product, are left out."""
+    """The searches again, each with the product ids serving would score for it (its pool from
+    model.retrieval, among the products its filters allow) in place of what it showed, grades 0.
+    Searches whose query vectors are not logged, or whose filters no longer allow any product,
+    are left out."""
     usable = [s for s in searches if s.vectors_in(text_vecs, image_vecs)]
+    groups: dict[tuple[Any, ...], list[LoggedSearch]] = {}
+    for s in usable:  # one retrieval per query type, filter and depth: a batch shares them
+        n = depth(per_channel, len(s.product_ids))
+        groups.setdefault((s.query_type, filter_key(s.filters), n), []).append(s)
     out: list[LoggedSearch] = []
-    for t in range(len(QUERY_TYPES)):
-        group = [s for s in usable if s.query_type == t]
-        if not group:
-            continue
-        texts = [text_vecs[s.text_key] for s in group if s.text_key]
-        images = [image_vecs[s.image_key] for s in group if s.image_key]
+    for (_, _, n), group in groups.items():
         with torch.no_grad():  # a query type has both vectors in every search, or none
             q = head.query(
-                torch.from_numpy(np.stack(texts)) if texts else None,
-                torch.from_numpy(np.stack(images)) if images else None,
+                _stacked([text_vecs[s.text_key] for s in group if s.text_key]),
+                _stacked([image_vecs[s.image_key] for s in group if s.image_key]),
             )
-        channels = [(space, vec.numpy().astype(np.float32)) for space, vec in search_channels(q)]
-        # served from the products their filters allow: so are their pools (a mask per filter)
-        by_filter: dict[tuple[Any, ...], tuple[Mapping[str, list[str]] | None, list[int]]] = {}
-        for i, s in enumerate(group):
-            key = tuple(sorted((a, tuple(v)) for a, v in (s.filters or {}).items()))
-            by_filter.setdefault(key, (s.filters, []))[1].append(i)
-        found: dict[int, list[np.ndarray]] = {}
-        for filters, members in by_filter.values():
-            allowed = index.filter_mask(filters) if filters else None
-            per_space = [
-                index.search_many(space, vecs[members], per_channel, allowed=allowed)
-                for space, vecs in channels
-            ]
-            for j, i in enumerate(members):
-                found[i] = [rows[j] for rows in per_space]
-                text = group[i].query_text
-                if text and head.mix is not None:  # served with its lexical list too
-                    found[i].append(index.search_lexical(text, per_channel, allowed)[0])
-        metas = index.metas
-        for i, s in enumerate(group):
-            rows = np.unique(np.concatenate(found[i]))
-            if not len(rows):  # its filters allow no product any more
+        filters = group[0].filters
+        allowed = index.filter_mask(filters) if filters else None
+        words = [s.query_text for s in group]
+        for s, pool in zip(group, retrieve(index, q, words, n=n, allowed=allowed), strict=True):
+            if not len(pool.rows):  # its filters allow no product any more
                 continue
-            ids = tuple(metas[r].id for r in rows)
+            ids = tuple(index.metas[r].id for r in pool.rows)
             zeros = np.zeros(len(ids), np.int64)
             out.append(
                 dataclasses.replace(
@@ -83,6 +67,10 @@ def retrieval_pools(
                 )
             )
     return out
+
+
+def _stacked(vectors: list[np.ndarray]) -> torch.Tensor | None:
+    return torch.from_numpy(np.stack(vectors)) if vectors else None
 
 
 @torch.no_grad()

@@ -15,14 +15,13 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from model.filters import filter_values
 from model.head import QUERY_TYPES
-from storage.db import chunks
+from storage.feedback import event_types
+from storage.impressions import engaged_per_type, logged_searches, query_vectors, shown_items
 from storage.keys import content_key
-from storage.models import FeedbackEvent, Impression, ImpressionItem, QueryEmbedding
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,34 +62,16 @@ def load_searches(
     """Searches logged in [start, end), oldest first: the newest `limit` if given, or a uniform
     random `limit` of them with `sample` (the replay buffer). `holdout`: only those held out
     (True) or only those not (False) by a refresh (learner.split)."""
-    imp = Impression
-    # columns, not ORM entities: a refresh reads hundreds of thousands of shown items
-    q = select(
-        imp.search_id,
-        imp.created_at,
-        imp.query_type,
-        imp.query_text,
-        imp.image_sha256,
-        imp.explore,
-        imp.filters,
+    impressions = logged_searches(
+        session=session,
+        start=start,
+        end=end,
+        with_events_only=with_events_only,
+        holdout=holdout,
+        query_type=query_type,
+        limit=limit,
+        sample=sample,
     )
-    if start is not None:
-        q = q.where(imp.created_at >= start)
-    if end is not None:
-        q = q.where(imp.created_at < end)
-    if holdout is not None:
-        q = q.where(imp.holdout.is_(holdout))
-    if query_type is not None:
-        q = q.where(imp.query_type == query_type)
-    if with_events_only:
-        q = q.where(
-            select(FeedbackEvent.id).where(FeedbackEvent.search_id == imp.search_id).exists()
-        )
-    newest = (imp.created_at.desc(), imp.search_id)
-    q = q.order_by(func.random()) if sample else q.order_by(*newest)
-    if limit is not None:
-        q = q.limit(limit)
-    impressions = sorted(session.execute(q).tuples(), key=lambda i: (i[1], i[0]))
     if not impressions:
         return []
     shown, labels = _shown_and_labels(session, [i[0] for i in impressions], grades)
@@ -124,14 +105,7 @@ def replay_sample(
     """A random sample of at most `limit` engaged searches logged before `end` and not held
     out, shared evenly between query types (a type with fewer leaves its share to the others): a
     type that is a small share of the traffic keeps its history in training."""
-    engaged = select(FeedbackEvent.id).where(FeedbackEvent.search_id == Impression.search_id)
-    counts = dict(
-        session.execute(
-            select(Impression.query_type, func.count())
-            .where(Impression.created_at < end, Impression.holdout.is_(False), engaged.exists())
-            .group_by(Impression.query_type)
-        ).all()
-    )
+    counts = engaged_per_type(session=session, end=end)
     out: list[LoggedSearch] = []
     for qtype, n in even_shares(counts, limit).items():
         out += load_searches(
@@ -164,29 +138,17 @@ def _shown_and_labels(
 ) -> tuple[dict[str, tuple[list[str], list[int], list[float]]], dict[tuple[str, str], int]]:
     """Per search, in shown order: product ids, model positions and logged propensities; and per
     (search, product) the highest grade among its events."""
-    item = ImpressionItem
     shown: dict[str, tuple[list[str], list[int], list[float]]] = {}
     labels: dict[tuple[str, str], int] = {}
-    for chunk in chunks(ids, 500):
-        for sid, pid, pos, model_pos, prop in session.execute(
-            select(
-                item.search_id, item.product_id, item.position, item.model_position, item.propensity
-            )
-            .where(item.search_id.in_(chunk))
-            .order_by(item.search_id, item.position)
-        ).tuples():
-            cols = shown.setdefault(sid, ([], [], []))
-            cols[0].append(pid)
-            cols[1].append(model_pos or pos)
-            cols[2].append(prop if prop else 1.0 / pos)
-        for sid, pid, etype in session.execute(
-            select(FeedbackEvent.search_id, FeedbackEvent.product_id, FeedbackEvent.type).where(
-                FeedbackEvent.search_id.in_(chunk)
-            )
-        ):
-            g = grades.get(etype, 0)  # a type removed from the settings no longer counts
-            if g > labels.get((sid, pid), 0):
-                labels[(sid, pid)] = g
+    for sid, pid, pos, model_pos, prop in shown_items(session=session, search_ids=ids):
+        cols = shown.setdefault(sid, ([], [], []))
+        cols[0].append(pid)
+        cols[1].append(model_pos or pos)
+        cols[2].append(prop if prop else 1.0 / pos)
+    for sid, pid, etype in event_types(session=session, search_ids=ids):
+        g = grades.get(etype, 0)  # a type removed from the settings no longer counts
+        if g > labels.get((sid, pid), 0):
+            labels[(sid, pid)] = g
     return shown, labels
 
 
@@ -221,21 +183,8 @@ def load_query_vectors(
     session: Session, keys: Sequence[str], encoder: str, dim: int
 ) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for chunk in chunks(sorted(set(keys)), 500):
-        rows = session.execute(
-            select(QueryEmbedding.key, QueryEmbedding.vector).where(
-                QueryEmbedding.encoder == encoder, QueryEmbedding.key.in_(chunk)
-            )
-        )
-        for key, blob in rows:
-            vec = np.frombuffer(blob, dtype=np.float32)
-            if vec.shape == (dim,):
-                out[key] = vec
+    for key, blob in query_vectors(session=session, keys=keys, encoder=encoder).items():
+        vec = np.frombuffer(blob, dtype=np.float32)
+        if vec.shape == (dim,):
+            out[key] = vec
     return out
-
-
-def count_events(session: Session, *, since: datetime | None = None) -> int:
-    q = select(func.count()).select_from(FeedbackEvent)
-    if since is not None:
-        q = q.where(FeedbackEvent.received_at >= since)
-    return int(session.scalar(q) or 0)

@@ -18,6 +18,7 @@ from model.attributes import AttributeAgreement, many_photo_votes
 from model.catalog_view import ProductVectors
 from model.head import CHANNELS, FusionHead, HeadConfig, photo_features
 from model.hybrid import N_FEATURES, mix_features
+from model.retrieval import depth, filter_key, text_lists
 
 CHUNK = 1024  # searches whose product vectors are gathered at once
 
@@ -248,26 +249,22 @@ def _fill_mix(
     b: Batch, kept: Kept, q: _Queries, index: ProductVectors, n: int, engagement: EngagementOf
 ) -> None:
     """Each search's mix features: rank features from its lexical and text lists retrieved
-    again as served (among the products its filters allow; none for a search without text),
-    and its products' engagement."""
+    again as served (model.retrieval, among the products its filters allow; none for a search
+    without text), and its products' engagement."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, (s, shown) in enumerate(kept):
         b.mix[i, : len(shown), 3] = torch.tensor(engagement(s))
         if s.query_text and bool(q.has_t[i]):
-            key = tuple(sorted((a, tuple(v)) for a, v in (s.filters or {}).items()))
+            key = (filter_key(s.filters), depth(n, len(shown)))
             groups.setdefault(key, []).append(i)
-    for members in groups.values():
+    for (_, deep), members in groups.items():
         filters = kept[members[0]][0].filters
         allowed = index.filter_mask(filters) if filters else None
-        text_lists = index.search_many("text", q.qt[members].numpy(), n, allowed=allowed)
-        lexical: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for i, text_rows in zip(members, text_lists, strict=True):
-            s, shown = kept[i]
-            assert s.query_text is not None
-            if s.query_text not in lexical:
-                lexical[s.query_text] = index.search_lexical(s.query_text, n, allowed)
-            feats = mix_features(shown, lexical[s.query_text], text_rows, None)
-            b.mix[i, : len(shown), :3] = torch.from_numpy(feats[:, :3])
+        words = [kept[i][0].query_text for i in members]
+        found = text_lists(index, q.qt[members].numpy(), words, n=deep, allowed=allowed)
+        for i, lists in zip(members, found, strict=True):
+            shown = kept[i][1]
+            b.mix[i, : len(shown), :3] = torch.from_numpy(mix_features(shown, lists, None)[:, :3])
 
 
 def _stack(vectors: Sequence[np.ndarray | None], dim: int) -> torch.Tensor:

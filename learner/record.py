@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.models import RunStatus
 from storage.registry import update_run, utcnow
 
 log = logging.getLogger(__name__)
@@ -32,14 +33,14 @@ class RunRecord:
         t = time.perf_counter()
         self.phases[name], self._last = round(t - self._last, 2), t
 
-    def finish(self, status: str, **fields: Any) -> dict[str, Any]:
+    def finish(self, status: RunStatus, **fields: Any) -> dict[str, Any]:
         """Store the run's outcome and detail; returns the detail."""
         detail = self.detail
         detail["seconds"] = round(time.perf_counter() - self.started, 2)
         detail["status"] = status
         update_run(
-            self.sessions,
-            self.run_id,
+            sessions=self.sessions,
+            run_id=self.run_id,
             status=status,
             finished_at=utcnow(),
             detail=jsonable(detail),

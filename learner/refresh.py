@@ -47,6 +47,7 @@ from model.position_bias import PositionBias, bias_of
 from storage.artifacts import read_manifest
 from storage.db import transaction
 from storage.impressions import mark_holdout
+from storage.models import RunStatus, VersionStatus
 from storage.registry import VersionIn, active_version, register_version, set_active
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, kw_only=True)
 class RefreshConfig:
     """How a refresh windows, judges and keeps. The fields without a default are user settings
-    (service.config.Settings holds their defaults; service.runtime.learner_config copies them)."""
+    (service.config.Settings holds their defaults; service.learning.learner_config copies them)."""
 
     event_grades: dict[str, int]
     settle: timedelta
@@ -96,7 +97,7 @@ class _Run:
     def lap(self, name: str) -> None:
         self.record.lap(name)
 
-    def finish(self, status: str, **fields: Any) -> dict[str, Any]:
+    def finish(self, status: RunStatus, **fields: Any) -> dict[str, Any]:
         return self.record.finish(status, **fields)
 
 
@@ -155,10 +156,10 @@ def run_refresh(
     run = _Run(sessions, index, heads_dir, encoders, config, fallback_version, progress, record)
     w = _load_window(run)
     if "reason" in run.detail:
-        return run.finish("skipped")
+        return run.finish(RunStatus.SKIPPED)
     fit = _fit(run, w)
     if fit is None:
-        return run.finish("skipped")
+        return run.finish(RunStatus.SKIPPED)
     verdict = _judge(run, fit)
     if any(verdict.accept.values()):  # what the holdout cannot see: products it never showed
         _coverage_gate(run, fit, verdict)
@@ -337,22 +338,22 @@ def _keep(
     weights_sha = read_manifest(run.heads_dir / version)["files"][WEIGHTS]
     if version == w.parent_version:
         run.detail["reason"] = "training did not change the head (no epoch beat the start)"
-        return run.finish("succeeded", promoted=False)
+        return run.finish(RunStatus.SUCCEEDED, promoted=False)
     reason = (
         f"promoted for {', '.join(run.detail['accepted_types'])}"
         if promoted
         else "rejected: " + "; ".join(f"{t}: {r}" for t, r in verdict.reasons.items())
     )
     with transaction(run.sessions) as s:
-        if promoted and active_version(s) not in (w.parent_version, None):
+        if promoted and active_version(session=s) not in (w.parent_version, None):
             promoted = False  # an operator switched versions meanwhile: theirs stands
             reason = "rejected: the active version changed during the run; " + reason
         registered = register_version(
-            s,
-            VersionIn(
+            session=s,
+            v=VersionIn(
                 version=version,
                 parent=w.parent_version,
-                status="promoted" if promoted else "rejected",
+                status=VersionStatus.PROMOTED if promoted else VersionStatus.REJECTED,
                 artifact_sha256=weights_sha,
                 reason=reason,
                 run_id=run.record.run_id,
@@ -363,15 +364,15 @@ def _keep(
             ),
         )
         if promoted and registered:
-            set_active(s, version)
+            set_active(session=s, version=version)
         if registered:  # the window is consumed: its holdout stays out of later training
-            mark_holdout(s, fit.split.hold, fit.split.release)
+            mark_holdout(session=s, hold=fit.split.hold, release=fit.split.release)
     if not registered:
         reason = f"identical to the already registered {version}; nothing new registered"
         promoted = False
     run.detail.update({"candidate": version, "promoted": promoted, "reason": reason})
     _prune(run)
-    return run.finish("succeeded", candidate=version, promoted=promoted)
+    return run.finish(RunStatus.SUCCEEDED, candidate=version, promoted=promoted)
 
 
 def _prune(run: _Run) -> None:

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from model.checkpoint import WEIGHTS
 from storage.artifacts import delete_artifact, read_manifest
+from storage.models import VersionStatus
 from storage.registry import VersionIn, active_version, register_version, versions_past
 
 
@@ -15,11 +16,11 @@ def register_bootstrap(session: Session, root: Path, version: str) -> None:
     """Record a head built at ingest in the registry (once; versions are immutable)."""
     weights_sha = read_manifest(root / version)["files"][WEIGHTS]
     register_version(
-        session,
-        VersionIn(
+        session=session,
+        v=VersionIn(
             version=version,
             parent=None,
-            status="bootstrap",
+            status=VersionStatus.BOOTSTRAP,
             artifact_sha256=weights_sha,
             reason="bootstrapped from the catalog at ingest",
         ),
@@ -32,8 +33,8 @@ def prune_heads(session: Session, root: Path, keep: int) -> list[str]:
     Their registry rows, with reasons and metrics, stay; such a version can no longer be activated.
     Returns the versions whose files were deleted."""
     pruned = []
-    for version in versions_past(session, keep):
+    for version in versions_past(session=session, keep=keep):
         session.rollback()  # a fresh read: an operator may have activated it meanwhile
-        if active_version(session) != version and delete_artifact(root, version):
+        if active_version(session=session) != version and delete_artifact(root, version):
             pruned.append(version)
     return pruned

@@ -51,8 +51,8 @@ def load_window(
 ) -> Window:
     """The window of the next refresh, on the active head (or `fallback_version`)."""
     cutoff = utcnow() - settle
-    parent_version = active_version(session) or fallback_version
-    start = last_window_end(session)
+    parent_version = active_version(session=session) or fallback_version
+    start = last_window_end(session=session)
     window = load_searches(session, grades=grades, start=start, end=cutoff, limit=max_window)
     replayed: list[LoggedSearch] = []
     carried: list[LoggedSearch] = []

@@ -22,19 +22,20 @@ from typing import Any, Protocol
 
 import torch
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from learner.dataset import Encoders, count_events
+from learner.dataset import Encoders
 from learner.refresh import RefreshConfig, run_refresh
 from model.catalog_view import ProductVectors
 from storage.artifacts import remove_stale_temps
-from storage.models import TrainingRun
+from storage.feedback import count_events
+from storage.models import RunStatus
 from storage.registry import (
     acquire_lease,
     claim_run,
     create_run,
     fail_abandoned_runs,
+    queued_runs,
     release_lease,
     update_run,
     utcnow,
@@ -48,7 +49,7 @@ LEASE = "learner"
 @dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
     """When and how the worker refreshes. Every field is a user setting: service.config.Settings
-    holds the defaults and service.runtime.learner_config copies them here."""
+    holds the defaults and service.learning.learner_config copies them here."""
 
     interval_minutes: float  # refresh at least this often
     min_new_events: int  # ...or as soon as this many new events have arrived
@@ -97,7 +98,7 @@ class Learner:
         """Queue a refresh and return its run id. It runs in this process's background thread
         if this process runs refreshes (`runs_here`); otherwise the learner process's next poll
         takes it, so an API replica never trains on its own CPU."""
-        run_id = create_run(self.sessions, trigger)
+        run_id = create_run(sessions=self.sessions, trigger=trigger)
         if self.runs_here:
             self._submit(run_id)
         return run_id
@@ -150,8 +151,8 @@ class Learner:
     def poll(self) -> None:
         """Refresh when enough events arrived since the last trigger; run runs queued elsewhere."""
         with self.sessions() as s:
-            n = count_events(s, since=self._last_trigger)
-            queued = list(s.scalars(select(TrainingRun.id).where(TrainingRun.status == "queued")))
+            n = count_events(session=s, since=self._last_trigger)
+            queued = queued_runs(session=s)
         for run_id in queued:
             self._submit(run_id)
         if n >= self.config.min_new_events and self._pending == 0:
@@ -161,17 +162,17 @@ class Learner:
     def purge(self) -> int:
         """Apply the retention bound (also under the lease: one process purges)."""
         ttl = timedelta(seconds=self.config.lease_seconds)
-        if not acquire_lease(self.sessions, "retention", self.holder, ttl):
+        if not acquire_lease(sessions=self.sessions, name="retention", holder=self.holder, ttl=ttl):
             return 0
         try:
             cutoff = utcnow() - timedelta(days=self.config.retention_days)
             with self.sessions() as s:
-                n = purge_before(s, cutoff)
+                n = purge_before(session=s, cutoff=cutoff)
             if n:
                 log.info("retention: deleted %d searches older than %s", n, cutoff)
             return n
         finally:
-            release_lease(self.sessions, "retention", self.holder)
+            release_lease(sessions=self.sessions, name="retention", holder=self.holder)
 
     def close(self) -> None:
         if self._scheduler is not None:
@@ -184,22 +185,24 @@ class Learner:
         stays queued (any learner's next poll picks it up); a run another process has already
         claimed is left alone."""
         ttl = timedelta(seconds=self.config.lease_seconds)
-        if not acquire_lease(self.sessions, LEASE, self.holder, ttl):
+        if not acquire_lease(sessions=self.sessions, name=LEASE, holder=self.holder, ttl=ttl):
             log.info("run %d stays queued: another learner holds the lease", run_id)
             return None
         stop = threading.Event()
 
         def heartbeat() -> None:  # keep the lease while training, however long that takes
             while not stop.wait(ttl.total_seconds() / 3):
-                if not acquire_lease(self.sessions, LEASE, self.holder, ttl):
+                if not acquire_lease(
+                    sessions=self.sessions, name=LEASE, holder=self.holder, ttl=ttl
+                ):
                     log.error("lost the learner lease during run %d", run_id)
 
         beat = threading.Thread(target=heartbeat, name="learner-lease", daemon=True)
         beat.start()
         try:
-            fail_abandoned_runs(self.sessions)
+            fail_abandoned_runs(sessions=self.sessions)
             remove_stale_temps(self.config.heads_dir)  # a killed learner's half-written head
-            if not claim_run(self.sessions, run_id):
+            if not claim_run(sessions=self.sessions, run_id=run_id):
                 return None
             self._last_trigger = utcnow()
             with self.serving.reserve() if self.serving else nullcontext(None) as shared:
@@ -220,9 +223,9 @@ class Learner:
         except Exception as e:
             log.exception("refresh run %d failed", run_id)
             update_run(
-                self.sessions,
-                run_id,
-                status="failed",
+                sessions=self.sessions,
+                run_id=run_id,
+                status=RunStatus.FAILED,
                 finished_at=utcnow(),
                 error=f"{type(e).__name__}: {e}",
             )
@@ -230,4 +233,4 @@ class Learner:
         finally:
             stop.set()
             beat.join()
-            release_lease(self.sessions, LEASE, self.holder)
+            release_lease(sessions=self.sessions, name=LEASE, holder=self.holder)

@@ -9,6 +9,7 @@ engagement (model.engagement), which the head carries.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,17 +17,25 @@ RRF_K = 60  # the usual constant of reciprocal rank fusion
 N_FEATURES = 4  # lexical_score, lexical_rrf, text_rrf, engagement
 
 
+@dataclass(frozen=True, slots=True)
+class RankLists:
+    """The ranked lists the mix reads for one query with a text vector (model.retrieval finds
+    them)."""
+
+    lexical: tuple[np.ndarray, np.ndarray] | None  # BM25 rows and scores; None without words
+    text_rows: np.ndarray  # the frozen text channel's rows, best first
+
+
 def mix_features(
-    rows: np.ndarray,
-    lexical: tuple[np.ndarray, np.ndarray] | None,
-    text_rows: np.ndarray | None,
-    engagement: Sequence[float] | None,
+    rows: np.ndarray, lists: RankLists | None, engagement: Sequence[float] | None
 ) -> np.ndarray:
     """(len(rows), 4) float32 for candidate `rows`: BM25 over the query's best BM25,
     K/(K + lexical rank), K/(K + text rank), from the lexical list (rows, scores) and the text
     channel's list (rows), both best first, and the rows' engagement. A candidate missing from a
     list, or a list that does not exist, gives 0 (an infinite rank); no engagement gives 0."""
     out = np.zeros((len(rows), N_FEATURES), np.float32)
+    lexical = None if lists is None else lists.lexical
+    text_rows = None if lists is None else lists.text_rows
     if lexical is not None and len(lexical[0]):
         rank, found = _ranks(rows, lexical[0])
         best = float(lexical[1].max())

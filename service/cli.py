@@ -1,10 +1,14 @@
-"""The `fusionrank` command line: ingest a catalog, serve the API, run the learner, simulate
-shoppers, migrate the database."""
+"""The `fusionrank` command line: ingest a catalog, serve the API, run the learner, migrate the
+database. Each command is an entry point: it decides the process's thread policy and hands it
+to the composition root it starts (service.serving, service.learning)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -14,10 +18,11 @@ import typer
 
 from service import logs
 from service.config import Settings
-from service.openmp import apply_openmp_policy
+from service.threads import apply_openmp_policy
 
 if TYPE_CHECKING:
-    from service.runtime import Runtime
+    from service.learning import LearnerProcess
+    from service.serving import Runtime
 
 app = typer.Typer(
     help="fusionrank: multimodal product search that learns from shoppers.\n\n"
@@ -79,11 +84,6 @@ def ingest(
     """Embed a catalog (cached by content hash), store it in SQL, bootstrap the head, build the
     index. The previous index keeps serving until the new one is complete. Column options
     override FUSIONRANK_CATALOG_* settings."""
-    from service.catalog.ingest import ingest_catalog
-    from service.errors import FusionrankError
-    from service.runtime import make_embedder
-    from storage.db import make_engine, migrate, session_factory
-
     if not catalog.is_file():
         typer.secho(f"error: catalog {catalog} does not exist", fg="red", err=True)
         raise typer.Exit(2)
@@ -96,6 +96,17 @@ def ingest(
     }
     settings = _settings(data_dir)
     settings = settings.model_copy(update={k: v for k, v in given.items() if v is not None})
+    _ingest(catalog, settings, limit)
+
+
+def _ingest(catalog: Path, settings: Settings, limit: int | None) -> None:
+    from service.catalog.ingest import ingest_catalog
+    from service.encoding.embedder import make_embedder
+    from service.errors import FusionrankError
+    from service.threads import ThreadPolicy
+    from storage.db import make_engine, migrate, session_factory
+
+    ThreadPolicy.batch(settings).apply()
     try:
         migrate(settings.database_url)
         report = ingest_catalog(
@@ -127,6 +138,8 @@ def serve(
     caller is an admin, so it then binds to 127.0.0.1 whatever --host says."""
     from service.api.app import create_app
     from service.api.security import Keyring
+    from service.serving import start_runtime
+    from service.threads import ThreadPolicy
 
     settings = _settings(data_dir)
     try:
@@ -145,7 +158,8 @@ def serve(
             bold=True,
             err=True,
         )
-    app_ = create_app(settings, on_ready=announce(host, port))
+    start = functools.partial(start_runtime, threads=ThreadPolicy.serving(settings))
+    app_ = create_app(settings, start=start, on_ready=announce(host, port))
     run_app(app_, host, port, log_level, settings.log_format)
 
 
@@ -186,103 +200,44 @@ def learner(
     """Run the learner beside API replicas (set FUSIONRANK_LEARNER_IN_PROCESS=false on them):
     refreshes on the schedule, on new events and on queued API requests; one at a time across
     all processes (a lease in SQL)."""
-    import signal
-    import threading
+    from service.learning import start_learner
+    from service.threads import ThreadPolicy
 
-    from service.runtime import start_runtime
-
-    settings = _settings(data_dir).model_copy(update={"learner_in_process": False})
+    settings = _settings(data_dir)
     logs.configure(log_level, settings.log_format)
-    rt = start_runtime(settings, background=False)
+    ThreadPolicy.batch(settings).apply()
+    process = start_learner(settings)
+    if isinstance(process, str):
+        typer.secho(f"error: {process}", fg="red", err=True)
+        raise typer.Exit(2)
     try:
-        if rt.learner is None:
-            typer.secho(f"error: {rt.not_ready_reason}", fg="red", err=True)
-            raise typer.Exit(2)
         if once:
-            rt.learner.runs_here = True
-            run_id = rt.learner.request("cli")
-            rt.learner.close()  # waits for the run
-            from storage.registry import get_run
-
-            with rt.sessions() as s:
-                run = get_run(s, run_id)
-            assert run is not None
-            typer.echo(
-                json.dumps(
-                    {
-                        "run_id": run_id,
-                        "status": run.status,
-                        "error": run.error,
-                        "detail": run.detail,
-                    },
-                    indent=2,
-                    default=str,
-                )
-            )
-            raise typer.Exit(0 if run.status in ("succeeded", "skipped") else 1)
-        rt.learner.start_scheduler()
-        if rt.follower is not None:  # it trains on products other processes add too
-            rt.follower.start()
+            raise typer.Exit(_refresh_once(process))
+        process.learner.start_scheduler()
+        process.follower.start()
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         typer.echo("learner running; Ctrl-C to stop")
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
     finally:
-        rt.close()
+        process.close()
 
 
-@app.command()
-def simulate(
-    catalog: Annotated[
-        Path, typer.Argument(help="The catalog CSV the server was ingested from (true grades).")
-    ],
-    url: Annotated[str, typer.Option(help="Base URL of a running fusionrank.")] = (
-        "http://127.0.0.1:8000"
-    ),
-    sessions: Annotated[int, typer.Option(min=1, help="Shopper sessions to run.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed: the same seed replays the same shoppers.")] = 0,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Parallel shoppers.")] = 4,
-    eta: Annotated[
-        float, typer.Option(min=0.0, help="Position bias: position k is examined w.p. k^-eta.")
-    ] = 1.0,
-    k: Annotated[int, typer.Option(min=1, max=100, help="Results per search.")] = 20,
-    photos: Annotated[
-        Path | None,
-        typer.Option(
-            help="A catalog-format CSV of shopper photos of catalog products (e.g. "
-            "fashion224/catalog_224.csv); photo shoppers send those instead of the catalog's "
-            "own images."
-        ),
-    ] = None,
-    phrasings: Annotated[
-        str,
-        typer.Option(
-            help="How shoppers word their queries: 'train' (the default wordings), 'dev' (the "
-            "benchmark queries' wordings) or 'heldout' (wordings used nowhere else, to check that "
-            "learning carries over)."
-        ),
-    ] = "train",
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the report here.")
-    ] = None,
-) -> None:
-    """Drive a running service with simulated shoppers (search, then click, add to cart, buy)
-    and report the NDCG@10 of what it showed against the catalog's true grades."""
-    from shoppers.cli import run_simulation
+def _refresh_once(process: LearnerProcess) -> int:
+    """Run one refresh now, print its outcome; the exit status says whether it failed."""
+    from storage.models import RunStatus
+    from storage.registry import get_run
 
-    run_simulation(
-        catalog,
-        url=url,
-        sessions=sessions,
-        seed=seed,
-        concurrency=concurrency,
-        eta=eta,
-        k=k,
-        photos=photos,
-        phrasings=phrasings,
-        json_out=json_out,
-    )
+    process.learner.runs_here = True
+    run_id = process.learner.request("cli")
+    process.learner.close()  # waits for the run
+    with process.sessions() as s:
+        run = get_run(session=s, run_id=run_id)
+    assert run is not None
+    outcome = {"run_id": run_id, "status": run.status, "error": run.error, "detail": run.detail}
+    typer.echo(json.dumps(outcome, indent=2, default=str))
+    return 0 if run.status in (RunStatus.SUCCEEDED, RunStatus.SKIPPED) else 1
 
 
 @app.command()

@@ -12,7 +12,7 @@ storage.errors.FusionrankError   500
 ├── Forbidden                    403  the key's role may not do this
 ├── PayloadTooLarge              413  a body, image bytes or pixels over the limit
 ├── RateLimited                  429  the key's request rate is over its limit
-├── NotFound                     404  unknown product id
+├── NotFound                     404  unknown product id, model version or training run
 ├── NoProductImages              422  a photo query to a catalog without product images
 ├── service.search.hot_swap.IncompatibleHead 409  head trained for another index build
 └── NotReady                     503  no index built yet

@@ -21,17 +21,15 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs
-from storage.models import TrainingRun
+from storage.registry import finished_runs
 
 access = logging.getLogger("fusionrank.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
-FINISHED = ("succeeded", "failed", "skipped")
 SEARCH_STAGES = ("encode", "retrieve", "rank", "log")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1, 5)
 _STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 1)
@@ -122,14 +120,8 @@ class _LearnerCollector(Collector):
         yield swaps
 
     def _read_new_runs(self) -> None:
-        query = select(
-            TrainingRun.id, TrainingRun.trigger, TrainingRun.status, TrainingRun.finished_at,
-            TrainingRun.detail,
-        ).where(TrainingRun.status.in_(FINISHED))  # fmt: skip
-        if self._since is not None:
-            query = query.where(TrainingRun.finished_at >= self._since)
         with self.sessions() as s:
-            rows = s.execute(query).all()
+            rows = finished_runs(session=s, since=self._since)
         for run_id, trigger, status, finished_at, detail in rows:
             if run_id in self._seen:
                 continue

@@ -7,11 +7,11 @@ counted once) together with the position the product was shown at.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.db import chunks, insert_for
@@ -40,7 +40,7 @@ class EventIn:
         return "auto:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-def shown_positions(session: Session, search_ids: Sequence[str]) -> dict[tuple[str, str], int]:
+def shown_positions(*, session: Session, search_ids: Sequence[str]) -> dict[tuple[str, str], int]:
     """(search_id, product_id) -> position for every product those searches showed."""
     out: dict[tuple[str, str], int] = {}
     for chunk in chunks(search_ids, _LOOKUP_CHUNK):
@@ -54,7 +54,7 @@ def shown_positions(session: Session, search_ids: Sequence[str]) -> dict[tuple[s
     return out
 
 
-def known_searches(session: Session, search_ids: Sequence[str]) -> set[str]:
+def known_searches(*, session: Session, search_ids: Sequence[str]) -> set[str]:
     found: set[str] = set()
     for chunk in chunks(search_ids, _LOOKUP_CHUNK):
         found.update(
@@ -71,15 +71,15 @@ class Recorded:
 
 
 def record_events(
-    session: Session, events: Sequence[EventIn], *, received_at: datetime
+    *, session: Session, events: Sequence[EventIn], received_at: datetime
 ) -> Recorded:
     """Store a batch atomically. Raises InvalidEvents, storing nothing, if any event names an
     unknown search or a product that search did not show."""
     search_ids = sorted({e.search_id for e in events})
-    positions = shown_positions(session, search_ids)
+    positions = shown_positions(session=session, search_ids=search_ids)
     unknown = set(search_ids) - {sid for sid, _ in positions}
     if unknown:  # a search can show zero products; only then is the impressions table needed
-        unknown -= known_searches(session, sorted(unknown))
+        unknown -= known_searches(session=session, search_ids=sorted(unknown))
     problems: list[dict[str, object]] = []
     for i, e in enumerate(events):
         if e.search_id in unknown:
@@ -124,3 +124,21 @@ def record_events(
         for (key,) in inserted.all()
     ]
     return Recorded(accepted=len(stored), duplicates=len(events) - len(stored), stored=stored)
+
+
+def event_types(*, session: Session, search_ids: Sequence[str]) -> Iterator[tuple[str, str, str]]:
+    """(search_id, product_id, type) of every event on those searches."""
+    for chunk in chunks(search_ids, _LOOKUP_CHUNK):
+        yield from session.execute(
+            select(FeedbackEvent.search_id, FeedbackEvent.product_id, FeedbackEvent.type).where(
+                FeedbackEvent.search_id.in_(chunk)
+            )
+        ).tuples()
+
+
+def count_events(*, session: Session, since: datetime | None = None) -> int:
+    """Events stored, those received at or after `since` if given."""
+    q = select(func.count()).select_from(FeedbackEvent)
+    if since is not None:
+        q = q.where(FeedbackEvent.received_at >= since)
+    return int(session.scalar(q) or 0)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from storage.db import chunks, insert_for
-from storage.models import Impression, ImpressionItem, QueryEmbedding
+from storage.models import FeedbackEvent, Impression, ImpressionItem, QueryEmbedding
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +107,98 @@ def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> Non
         )
 
 
-def mark_holdout(session: Session, hold: Iterable[str], release: Iterable[str]) -> None:
+def mark_holdout(*, session: Session, hold: Iterable[str], release: Iterable[str]) -> None:
     """Mark searches as held out by a refresh (`hold`), and unmark those given to training."""
     for ids, value in ((sorted(hold), True), (sorted(release), False)):
         for chunk in chunks(ids, 500):
             session.execute(
                 update(Impression).where(Impression.search_id.in_(chunk)).values(holdout=value)
             )
+
+
+# (search_id, created_at, query_type, query_text, image_sha256, explore, filters)
+SearchRow = tuple[str, datetime, str, str | None, str | None, bool, dict[str, Any] | None]
+
+
+def logged_searches(
+    *,
+    session: Session,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    with_events_only: bool = False,
+    holdout: bool | None = None,
+    query_type: str | None = None,
+    limit: int | None = None,
+    sample: bool = False,
+) -> list[SearchRow]:
+    """Searches logged in [start, end), oldest first: the newest `limit` if given, or a uniform
+    random `limit` of them with `sample`. `holdout`: only those held out (True) or only those not
+    (False); `with_events_only`: only those with feedback."""
+    imp = Impression
+    # columns, not ORM entities: a refresh reads hundreds of thousands of shown items
+    q = select(
+        imp.search_id,
+        imp.created_at,
+        imp.query_type,
+        imp.query_text,
+        imp.image_sha256,
+        imp.explore,
+        imp.filters,
+    )
+    if start is not None:
+        q = q.where(imp.created_at >= start)
+    if end is not None:
+        q = q.where(imp.created_at < end)
+    if holdout is not None:
+        q = q.where(imp.holdout.is_(holdout))
+    if query_type is not None:
+        q = q.where(imp.query_type == query_type)
+    if with_events_only:
+        q = q.where(
+            select(FeedbackEvent.id).where(FeedbackEvent.search_id == imp.search_id).exists()
+        )
+    newest = (imp.created_at.desc(), imp.search_id)
+    q = q.order_by(func.random()) if sample else q.order_by(*newest)
+    if limit is not None:
+        q = q.limit(limit)
+    return sorted(session.execute(q).tuples(), key=lambda i: (i[1], i[0]))
+
+
+def engaged_per_type(*, session: Session, end: datetime) -> dict[str, int]:
+    """Per query type, how many searches logged before `end`, not held out, have feedback."""
+    engaged = select(FeedbackEvent.id).where(FeedbackEvent.search_id == Impression.search_id)
+    rows = session.execute(
+        select(Impression.query_type, func.count())
+        .where(Impression.created_at < end, Impression.holdout.is_(False), engaged.exists())
+        .group_by(Impression.query_type)
+    ).tuples()
+    return dict(rows.all())
+
+
+def shown_items(
+    *, session: Session, search_ids: Sequence[str]
+) -> Iterator[tuple[str, str, int, int | None, float | None]]:
+    """(search_id, product_id, position, model_position, propensity) of every product those
+    searches showed, in shown order per search."""
+    item = ImpressionItem
+    for chunk in chunks(search_ids, 500):
+        yield from session.execute(
+            select(
+                item.search_id, item.product_id, item.position, item.model_position, item.propensity
+            )
+            .where(item.search_id.in_(chunk))
+            .order_by(item.search_id, item.position)
+        ).tuples()
+
+
+def query_vectors(*, session: Session, keys: Sequence[str], encoder: str) -> dict[str, bytes]:
+    """The logged vectors (float32 bytes) of `encoder` for those content keys, where kept."""
+    out: dict[str, bytes] = {}
+    for chunk in chunks(sorted(set(keys)), 500):
+        rows = session.execute(
+            select(QueryEmbedding.key, QueryEmbedding.vector).where(
+                QueryEmbedding.encoder == encoder, QueryEmbedding.key.in_(chunk)
+            )
+        )
+        out.update(rows.tuples())
+    return out

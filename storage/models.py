@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -17,8 +18,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     false,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -37,6 +40,48 @@ def utcnow() -> datetime:
 def as_utc(ts: datetime) -> datetime:
     """SQLite hands back naive datetimes; they were stored as UTC."""
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+class RunStatus(StrEnum):
+    """A training run's state: queued, then running, then succeeded, skipped or failed."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+FINISHED_RUNS = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED)
+
+
+class VersionStatus(StrEnum):
+    """How a head version came to be: built at ingest, or a refresh's candidate, kept either way."""
+
+    BOOTSTRAP = "bootstrap"
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class StrEnumColumn(TypeDecorator[E], Generic[E]):
+    """A StrEnum stored as its plain value in a VARCHAR, so the schema (and every stored value)
+    is what it was before the enum existed and no migration is needed."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum  # an attribute named after the argument: it is part of the cache key
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 class Base(DeclarativeBase):
@@ -150,7 +195,7 @@ class ModelVersion(Base):
     version: Mapped[str] = mapped_column(String(64), primary_key=True)
     parent: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    status: Mapped[str] = mapped_column(String(16))  # bootstrap | promoted | rejected
+    status: Mapped[VersionStatus] = mapped_column(StrEnumColumn(VersionStatus, 16))
     reason: Mapped[str | None] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(Integer)
     window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -177,7 +222,7 @@ class TrainingRun(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     trigger: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16))  # queued | running | succeeded | failed
+    status: Mapped[RunStatus] = mapped_column(StrEnumColumn(RunStatus, 16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -19,7 +19,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.db import transaction
 
 __all__ = ["utcnow"]  # re-exported: the registry's callers stamp runs with it
-from storage.models import ActiveModel, Lease, ModelVersion, TrainingRun, as_utc, utcnow
+from storage.models import (
+    FINISHED_RUNS,
+    ActiveModel,
+    Lease,
+    ModelVersion,
+    RunStatus,
+    TrainingRun,
+    VersionStatus,
+    as_utc,
+    utcnow,
+)
 
 
 # ---- versions --------------------------------------------------------------------------------
@@ -27,7 +37,7 @@ from storage.models import ActiveModel, Lease, ModelVersion, TrainingRun, as_utc
 class VersionIn:
     version: str
     parent: str | None
-    status: str  # bootstrap | promoted | rejected
+    status: VersionStatus
     artifact_sha256: str
     reason: str | None = None
     run_id: int | None = None
@@ -37,7 +47,7 @@ class VersionIn:
     metrics: dict[str, Any] | None = None
 
 
-def register_version(session: Session, v: VersionIn) -> bool:
+def register_version(*, session: Session, v: VersionIn) -> bool:
     """Insert a version row; False if that version is already registered (immutable)."""
     if session.get(ModelVersion, v.version) is not None:
         return False
@@ -46,23 +56,23 @@ def register_version(session: Session, v: VersionIn) -> bool:
     return True
 
 
-def list_versions(session: Session, limit: int = 100) -> list[ModelVersion]:
+def list_versions(*, session: Session, limit: int = 100) -> list[ModelVersion]:
     q = select(ModelVersion).order_by(ModelVersion.created_at.desc()).limit(limit)
     return list(session.scalars(q))
 
 
-def get_version(session: Session, version: str) -> ModelVersion | None:
+def get_version(*, session: Session, version: str) -> ModelVersion | None:
     return session.get(ModelVersion, version)
 
 
-def versions_past(session: Session, keep: int) -> list[str]:
+def versions_past(*, session: Session, keep: int) -> list[str]:
     """Versions older than the newest `keep`, except bootstrap heads and the active one: those
     whose artifacts retention may delete."""
     newest = select(ModelVersion.version).order_by(ModelVersion.created_at.desc()).limit(keep)
     q = (
         select(ModelVersion.version)
         .where(
-            ModelVersion.status != "bootstrap",
+            ModelVersion.status != VersionStatus.BOOTSTRAP,
             ModelVersion.version.not_in(newest),
             ModelVersion.version.not_in(select(ActiveModel.version)),
         )
@@ -71,11 +81,11 @@ def versions_past(session: Session, keep: int) -> list[str]:
     return list(session.scalars(q))
 
 
-def active_version(session: Session) -> str | None:
+def active_version(*, session: Session) -> str | None:
     return session.scalar(select(ActiveModel.version).where(ActiveModel.id == 1))
 
 
-def set_active(session: Session, version: str) -> None:
+def set_active(*, session: Session, version: str) -> None:
     """Point every replica at `version` (which must be registered)."""
     row = session.get(ActiveModel, 1)
     if row is None:
@@ -86,34 +96,34 @@ def set_active(session: Session, version: str) -> None:
 
 
 # ---- runs ------------------------------------------------------------------------------------
-def create_run(sessions: sessionmaker[Session], trigger: str) -> int:
+def create_run(*, sessions: sessionmaker[Session], trigger: str) -> int:
     with transaction(sessions) as s:
-        run = TrainingRun(trigger=trigger, status="queued", created_at=utcnow())
+        run = TrainingRun(trigger=trigger, status=RunStatus.QUEUED, created_at=utcnow())
         s.add(run)
         s.flush()
         return run.id
 
 
-def claim_run(sessions: sessionmaker[Session], run_id: int) -> bool:
+def claim_run(*, sessions: sessionmaker[Session], run_id: int) -> bool:
     """queued -> running, atomically: exactly one learner gets a run."""
     with transaction(sessions) as s:
         result = s.execute(
             update(TrainingRun)
-            .where(TrainingRun.id == run_id, TrainingRun.status == "queued")
-            .values(status="running", started_at=utcnow())
+            .where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.QUEUED)
+            .values(status=RunStatus.RUNNING, started_at=utcnow())
         )
         return bool(getattr(result, "rowcount", 0))
 
 
-def fail_abandoned_runs(sessions: sessionmaker[Session]) -> int:
+def fail_abandoned_runs(*, sessions: sessionmaker[Session]) -> int:
     """Mark runs still 'running' as failed. Call only while holding the learner lease: then no
     live learner is running them (theirs was killed, its lease expired)."""
     with transaction(sessions) as s:
         result = s.execute(
             update(TrainingRun)
-            .where(TrainingRun.status == "running")
+            .where(TrainingRun.status == RunStatus.RUNNING)
             .values(
-                status="failed",
+                status=RunStatus.FAILED,
                 finished_at=utcnow(),
                 error="the learner running it stopped before finishing (its lease expired); "
                 "nothing of it was registered",
@@ -122,21 +132,46 @@ def fail_abandoned_runs(sessions: sessionmaker[Session]) -> int:
         return int(getattr(result, "rowcount", 0) or 0)
 
 
-def update_run(sessions: sessionmaker[Session], run_id: int, **fields: Any) -> None:
+def update_run(*, sessions: sessionmaker[Session], run_id: int, **fields: Any) -> None:
     with transaction(sessions) as s:
         s.execute(update(TrainingRun).where(TrainingRun.id == run_id).values(**fields))
 
 
-def list_runs(session: Session, limit: int = 100) -> list[TrainingRun]:
+def list_runs(*, session: Session, limit: int = 100) -> list[TrainingRun]:
     q = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)
     return list(session.scalars(q))
 
 
-def get_run(session: Session, run_id: int) -> TrainingRun | None:
+def queued_runs(*, session: Session) -> list[int]:
+    """Ids of the runs no learner has claimed yet."""
+    return list(
+        session.scalars(select(TrainingRun.id).where(TrainingRun.status == RunStatus.QUEUED))
+    )
+
+
+FinishedRun = tuple[int, str, RunStatus, datetime | None, dict[str, Any] | None]
+
+
+def finished_runs(*, session: Session, since: datetime | None = None) -> list[FinishedRun]:
+    """(id, trigger, status, finished_at, detail) of the finished runs, those that finished at or
+    after `since` if given."""
+    q = select(
+        TrainingRun.id,
+        TrainingRun.trigger,
+        TrainingRun.status,
+        TrainingRun.finished_at,
+        TrainingRun.detail,
+    ).where(TrainingRun.status.in_(FINISHED_RUNS))
+    if since is not None:
+        q = q.where(TrainingRun.finished_at >= since)
+    return list(session.execute(q).tuples())
+
+
+def get_run(*, session: Session, run_id: int) -> TrainingRun | None:
     return session.get(TrainingRun, run_id)
 
 
-def last_window_end(session: Session) -> datetime | None:
+def last_window_end(*, session: Session) -> datetime | None:
     """Where the previous successful refresh's training window ended."""
     ts = session.scalar(
         select(ModelVersion.window_end)
@@ -148,7 +183,9 @@ def last_window_end(session: Session) -> datetime | None:
 
 
 # ---- leases ----------------------------------------------------------------------------------
-def acquire_lease(sessions: sessionmaker[Session], name: str, holder: str, ttl: timedelta) -> bool:
+def acquire_lease(
+    *, sessions: sessionmaker[Session], name: str, holder: str, ttl: timedelta
+) -> bool:
     """Take or renew the lease `name` for `holder`; False if someone else holds a live one."""
     now = utcnow()
     with transaction(sessions) as s:
@@ -167,7 +204,7 @@ def acquire_lease(sessions: sessionmaker[Session], name: str, holder: str, ttl: 
         return False
 
 
-def release_lease(sessions: sessionmaker[Session], name: str, holder: str) -> None:
+def release_lease(*, sessions: sessionmaker[Session], name: str, holder: str) -> None:
     with transaction(sessions) as s:
         s.execute(
             update(Lease)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from storage.models import Impression
 
 
-def purge_before(session: Session, cutoff: datetime, batch: int = 5000) -> int:
+def purge_before(*, session: Session, cutoff: datetime, batch: int = 5000) -> int:
     """Delete impressions (and their items and events) created before `cutoff`, in batches so
     a large purge does not hold one long lock. Returns how many impressions were deleted."""
     total = 0

@@ -11,7 +11,7 @@ CI=true, where it is a failure: PostgreSQL coverage must never vanish silently.
 
 from __future__ import annotations
 
-from service.openmp import apply_openmp_policy
+from service.threads import apply_openmp_policy
 
 apply_openmp_policy()  # as every entry point does, before torch and faiss load
 
@@ -92,7 +92,7 @@ def catalog_csv(catalog_rows, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def embedder(tmp_path_factory):
     """The real encoders (MiniLM + EfficientNet-Lite0), loaded once; cache in a session dir."""
-    from service.runtime import make_embedder
+    from service.encoding.embedder import make_embedder
 
     return make_embedder(Settings(data_dir=tmp_path_factory.mktemp("embedder")))
 

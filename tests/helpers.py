@@ -290,7 +290,7 @@ def cloned_store(template: Ingested, backend: str, directory: Path, **overrides)
 # ---------------------------------------------------------------------------------------------
 def start_test_runtime(settings: Settings, shared_embedder):
     """The real start-up path (migrate, load index and head, reconcile) with loaded encoders."""
-    from service.runtime import start_runtime
+    from service.serving import start_runtime
 
     return start_runtime(settings, embedder=embedder_for(settings, shared_embedder))
 

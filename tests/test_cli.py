@@ -16,6 +16,7 @@ from sqlalchemy import inspect, select
 from typer.testing import CliRunner
 
 from service.cli import app
+from shoppers.cli import app as simulator
 from storage.db import make_engine, session_factory
 from storage.models import Impression
 
@@ -25,8 +26,9 @@ runner = CliRunner()
 def test_help():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0, result.output
-    for command in ("ingest", "serve", "learner", "simulate", "migrate"):
+    for command in ("ingest", "serve", "learner", "migrate"):
         assert command in result.output
+    assert "simulate" not in result.output  # the simulator is not part of the product
 
 
 @pytest.mark.parametrize(
@@ -35,10 +37,6 @@ def test_help():
         ("ingest", ["--data-dir", "--limit", "catalog"]),
         ("serve", ["--host", "--port", "--data-dir", "--log-level"]),
         ("migrate", ["--data-dir"]),
-        (
-            "simulate",
-            ["--url", "--sessions", "--seed", "--eta", "--photos", "--phrasings", "--json"],
-        ),
     ],
 )
 def test_subcommand_help(command, options):
@@ -48,16 +46,25 @@ def test_subcommand_help(command, options):
         assert option in result.output.lower()
 
 
+def test_the_simulator_runs_as_a_module_of_its_own():
+    result = subprocess.run(
+        [sys.executable, "-m", "shoppers", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    for option in ("--url", "--sessions", "--seed", "--eta", "--photos", "--phrasings", "--json"):
+        assert option in result.stdout
+
+
 def test_simulate_reports_an_unreachable_service(catalog_csv):
     url = f"http://127.0.0.1:{free_port()}"
-    args = ["simulate", str(catalog_csv), "--url", url, "--sessions", "3", "--concurrency", "1"]
-    result = runner.invoke(app, args)
+    args = [str(catalog_csv), "--url", url, "--sessions", "3", "--concurrency", "1"]
+    result = runner.invoke(simulator, args)
     assert result.exit_code == 2, result.output
     assert "cannot reach" in result.stderr and url in result.stderr
 
 
 def test_simulate_refuses_unknown_phrasings(catalog_csv):
-    result = runner.invoke(app, ["simulate", str(catalog_csv), "--phrasings", "nope"])
+    result = runner.invoke(simulator, [str(catalog_csv), "--phrasings", "nope"])
     assert result.exit_code == 2, result.output
     assert "--phrasings is one of train, dev, heldout" in result.stderr
 

@@ -359,13 +359,13 @@ def test_a_corrupt_head_made_active_elsewhere_is_refused_and_the_old_one_keeps_s
         next(head.parameters()).add_(1.0)  # other weights: a version of its own
     victim = save_head(heads, head, {"parent": serving})
     with transaction(rt.sessions) as s:
-        register_version(s, VersionIn(victim, serving, "rejected", "0" * 64))
+        register_version(session=s, v=VersionIn(victim, serving, "rejected", "0" * 64))
     weights = heads / victim / "head.safetensors"
     original = weights.read_bytes()
     try:
         weights.write_bytes(original[:-8] + bytes(b ^ 0xFF for b in original[-8:]))
         with transaction(rt.sessions) as s:
-            set_active(s, victim)
+            set_active(session=s, version=victim)
         deadline = time.monotonic() + 10
         while victim not in rt.watcher.refused:
             assert time.monotonic() < deadline, "the watcher never looked at the new pointer"
@@ -376,7 +376,7 @@ def test_a_corrupt_head_made_active_elsewhere_is_refused_and_the_old_one_keeps_s
     finally:
         weights.write_bytes(original)
         with transaction(rt.sessions) as s:
-            set_active(s, serving)
+            set_active(session=s, version=serving)
 
 
 def test_ingest_on_a_full_disk_says_so_and_the_previous_build_keeps_serving(

@@ -21,7 +21,7 @@ from learner.dataset import load_searches, logged_query_vectors
 from learner.refresh import run_refresh
 from model.checkpoint import load_head, save_head
 from model.head import QUERY_TYPES
-from service.runtime import encoders_of, learner_config
+from service.learning import encoders_of, learner_config
 from shoppers.simulator import Simulator
 from storage.artifacts import delete_artifact, read_manifest
 from storage.db import transaction
@@ -106,7 +106,7 @@ def test_coverage_tells_the_logging_head_from_one_that_serves_what_was_never_sho
     head, _ = load_head(loop.settings.data_dir / "heads" / loop.bootstrap)
     with rt.sessions() as s:
         logged = load_searches(s, grades=loop.settings.event_grades)
-        tv, iv, cv = logged_query_vectors(s, logged, encoders_of(rt.embedder))
+        tv, iv, cv = logged_query_vectors(s, logged, encoders_of(rt.searcher.index))
     index = rt.searcher.index
     pools = retrieval_pools(head, logged, tv, iv, index, loop.settings.candidates_per_channel)
     assert len(pools) == len(logged) >= 300
@@ -142,7 +142,7 @@ def test_coverage_pools_of_filtered_searches_hold_what_their_filters_allow(loop,
     while True:  # the impression writer flushes in the background
         with rt.sessions() as s:
             logged = [x for x in load_searches(s, grades={}) if x.search_id in ids]
-            tv, iv, cv = logged_query_vectors(s, logged, encoders_of(rt.embedder))
+            tv, iv, cv = logged_query_vectors(s, logged, encoders_of(rt.searcher.index))
         if len(logged) == len(ids) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -254,7 +254,7 @@ def test_a_version_whose_files_retention_deleted_is_listed_but_not_activated(loo
         next(head.parameters()).add_(1.0)  # other weights: a version of its own
     version = save_head(heads, head, {"parent": loop.bootstrap})
     with transaction(loop.runtime.sessions) as s:
-        register_version(s, VersionIn(version, loop.bootstrap, "rejected", "0" * 64))
+        register_version(session=s, v=VersionIn(version, loop.bootstrap, "rejected", "0" * 64))
     try:
         assert delete_artifact(heads, version) and not (heads / version).exists()
         listed = {m["version"] for m in client.get("/v1/models").json()["versions"]}
@@ -313,23 +313,26 @@ def test_hot_swaps_under_load_fail_no_request(loop, client, refreshed):
 def test_only_one_learner_holds_the_lease(loop):
     sessions = loop.runtime.sessions
     ttl = timedelta(seconds=30)
-    assert acquire_lease(sessions, "test-lease", "a", ttl)
-    assert not acquire_lease(sessions, "test-lease", "b", ttl)
-    assert acquire_lease(sessions, "test-lease", "a", ttl)  # renewal by the holder
-    release_lease(sessions, "test-lease", "a")
-    assert acquire_lease(sessions, "test-lease", "b", ttl)
-    release_lease(sessions, "test-lease", "b")
+    assert acquire_lease(sessions=sessions, name="test-lease", holder="a", ttl=ttl)
+    assert not acquire_lease(sessions=sessions, name="test-lease", holder="b", ttl=ttl)
+    # renewal by the holder
+    assert acquire_lease(sessions=sessions, name="test-lease", holder="a", ttl=ttl)
+    release_lease(sessions=sessions, name="test-lease", holder="a")
+    assert acquire_lease(sessions=sessions, name="test-lease", holder="b", ttl=ttl)
+    release_lease(sessions=sessions, name="test-lease", holder="b")
 
 
 def test_a_run_waits_while_another_learner_trains(loop, client):
     sessions = loop.runtime.sessions
-    assert acquire_lease(sessions, "learner", "someone-else", timedelta(seconds=60))
+    assert acquire_lease(
+        sessions=sessions, name="learner", holder="someone-else", ttl=timedelta(seconds=60)
+    )
     try:
         run_id = client.post("/v1/models/train").json()["run_id"]
         time.sleep(1.0)
         assert client.get(f"/v1/models/runs/{run_id}").json()["status"] == "queued"
     finally:
-        release_lease(sessions, "learner", "someone-else")
+        release_lease(sessions=sessions, name="learner", holder="someone-else")
     loop.runtime.learner.poll()  # what the scheduler does every 30 s
     deadline = time.monotonic() + 120
     while (run := client.get(f"/v1/models/runs/{run_id}").json())["status"] in (
@@ -367,7 +370,7 @@ def test_replicas_on_postgres_pick_up_a_new_version_within_seconds(ingested, emb
             ):
                 with transaction(rts[0].sessions) as s:
                     register_version(
-                        s, VersionIn(version, boot, "promoted", "0" * 64, reason="test")
+                        session=s, v=VersionIn(version, boot, "promoted", "0" * 64, reason="test")
                     )
                 r = httpx.post(f"{a.url}/v1/models/{version}/activate", timeout=30)
                 assert r.status_code == 200, r.text
@@ -388,9 +391,9 @@ def test_a_learner_killed_mid_run_leaves_a_failed_run_and_no_version(loop, clien
     to take the lease; the registry gains nothing from it."""
     sessions = loop.runtime.sessions
     before = {v["version"] for v in client.get("/v1/models").json()["versions"]}
-    dead = create_run(sessions, "api")
-    assert claim_run(sessions, dead)  # a learner took it ... and was killed
-    assert not claim_run(sessions, dead)  # nobody else can take it twice
+    dead = create_run(sessions=sessions, trigger="api")
+    assert claim_run(sessions=sessions, run_id=dead)  # a learner took it ... and was killed
+    assert not claim_run(sessions=sessions, run_id=dead)  # nobody else can take it twice
     fresh = client.post("/v1/models/train").json()["run_id"]
     deadline = time.monotonic() + 120
     while client.get(f"/v1/models/runs/{fresh}").json()["status"] in ("queued", "running"):
@@ -419,10 +422,12 @@ def test_the_gate_refuses_a_type_whose_top_10_the_holdout_never_showed(loop, cli
         logloss_tolerance=1e9,
         min_shown_share=1.01,
     )
-    assert acquire_lease(sessions, "learner", "gate-test", timedelta(seconds=300))
+    assert acquire_lease(
+        sessions=sessions, name="learner", holder="gate-test", ttl=timedelta(seconds=300)
+    )
     try:
-        run_id = create_run(sessions, "test")
-        assert claim_run(sessions, run_id)
+        run_id = create_run(sessions=sessions, trigger="test")
+        assert claim_run(sessions=sessions, run_id=run_id)
         detail = run_refresh(
             sessions=sessions,
             index=learner.index,
@@ -433,7 +438,7 @@ def test_the_gate_refuses_a_type_whose_top_10_the_holdout_never_showed(loop, cli
             fallback_version=learner.fallback_version,
         )
     finally:
-        release_lease(sessions, "learner", "gate-test")
+        release_lease(sessions=sessions, name="learner", holder="gate-test")
     assert detail["status"] == "succeeded" and not detail.get("promoted"), detail
     holdout = detail["holdout"]["candidate"]
     judged = [t for t in QUERY_TYPES if holdout[t]["engaged"] >= config.min_holdout_engaged]

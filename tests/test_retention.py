@@ -32,9 +32,9 @@ def test_purge_deletes_old_searches_items_and_events_only(sessions):
         add_impressions(session=s, impressions=[*old, new])
     with transaction(sessions) as s:
         events = [event(sid, "p1", ts=now) for sid in ("old0", "old3", "new")]
-        assert record_events(s, events, received_at=now).accepted == 3
+        assert record_events(session=s, events=events, received_at=now).accepted == 3
     with sessions() as s:
-        assert purge_before(s, now - timedelta(days=90), batch=3) == 7
+        assert purge_before(session=s, cutoff=now - timedelta(days=90), batch=3) == 7
     with sessions() as s:
         count = lambda model: s.scalar(select(func.count()).select_from(model))  # noqa: E731
         assert count(Impression) == 1 and count(ImpressionItem) == 3
@@ -52,9 +52,9 @@ def test_head_retention_keeps_the_newest_the_bootstraps_and_the_active(sessions,
         version = save_head(heads, FusionHead(HeadConfig()), {"parent": "test"})
         versions.append(version)
         with transaction(sessions) as s:
-            register_version(s, VersionIn(version, None, status, "0" * 64))
+            register_version(session=s, v=VersionIn(version, None, status, "0" * 64))
     with transaction(sessions) as s:
-        set_active(s, versions[1])
+        set_active(session=s, version=versions[1])
     crashed = heads / f"{DELETED}{versions[2]}-0000"  # what a crash mid-delete leaves
     crashed.mkdir()
     with sessions() as s:

@@ -306,7 +306,7 @@ def test_an_index_built_with_other_encoders_is_not_served(ingested, embedder, tm
     width matches) would rank nonsense: the service refuses, and says what to do."""
     from service.encoding.embedder import Embedder
     from service.encoding.encoders import EfficientNetLite0ImageEncoder
-    from service.runtime import start_runtime
+    from service.serving import start_runtime
 
     other = Embedder(
         embedder.text_encoder,

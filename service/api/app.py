@@ -5,17 +5,23 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from importlib.resources import files
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import exc as sql
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
-from learner.train import TrainConfig
 from service import __version__
 from service.api.body import register_body_schemas
 from service.api.body_limit import BodyLimit
@@ -24,28 +30,71 @@ from service.api.schemas import FeedbackBatch, FeedbackEventIn, ProductIn, Searc
 from service.api.security import Keyring, RateLimit
 from service.config import Settings
 from service.errors import DatabaseUnavailable, FusionrankError, InvalidEvents
-from service.runtime import Runtime, start_runtime
+from service.serving import Runtime, start_runtime
 from service.telemetry import RequestObserver, Telemetry
 
 log = logging.getLogger(__name__)
+
+# Swagger UI's and ReDoc's files, shipped by the fastapi-offline package: /docs needs no CDN.
+DOCS_ASSETS = "/docs-assets"
+
+
+Start = Callable[[Settings], Runtime]  # builds a serving process's runtime (service.serving)
 
 
 def create_app(
     settings: Settings | None = None,
     runtime: Runtime | None = None,
     *,
-    train: TrainConfig | None = None,
+    start: Start = start_runtime,
     on_ready: Callable[[Runtime], None] | None = None,
 ) -> FastAPI:
-    """`runtime` lets tests hand in one they built; otherwise the lifespan builds it, with the
-    learner training as `train` says if given (a benchmark's ablation; see learner_config).
-    `on_ready` is called once the runtime is loaded, before the first request is served."""
-
+    """`runtime` lets tests hand in one they built; otherwise the lifespan builds it with
+    `start` (the serving composition root, given its thread policy or learner configuration by
+    the entry point). `on_ready` is called once the runtime is loaded, before the first request
+    is served."""
     config = settings or (runtime.settings if runtime is not None else Settings())
+    telemetry = Telemetry()
+    app = FastAPI(
+        title="fusionrank",
+        version=__version__,
+        summary="Multimodal product search that learns from shoppers.",
+        lifespan=_lifespan(config, runtime, start, on_ready, telemetry),
+        docs_url=None,  # served by _install_docs from local files instead of a CDN
+        redoc_url=None,
+    )
+    app.state.telemetry = telemetry
+    app.state.keyring = Keyring(config.api_keys.get_secret_value())
+    app.state.rate_limit = RateLimit(config.rate_limit, config.rate_limit_storage)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(RequestObserver, telemetry=telemetry)  # outermost: it times the 413s too
+    for router in (search.router, products.router, feedback.router, models.router):
+        app.include_router(router)
+    for router in (metrics.router, metrics.prometheus, health.router):
+        app.include_router(router)
+    _install_docs(app)
+    _install_error_handlers(app)
+    register_body_schemas(
+        app,
+        [SearchRequest, ProductIn, FeedbackEventIn, FeedbackBatch],
+        enums={"FeedbackEventIn.type": list(config.event_grades)},
+    )
+    return app
+
+
+def _lifespan(
+    config: Settings,
+    runtime: Runtime | None,
+    start: Start,
+    on_ready: Callable[[Runtime], None] | None,
+    telemetry: Telemetry,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Load the runtime before the first request (or take the one given) and close what it
+    built on shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = runtime or start_runtime(config, train=train)
+        rt = runtime or start(config)
         app.state.runtime = rt
         telemetry.watch(
             rt.sessions,
@@ -66,32 +115,7 @@ def create_app(
                 gc.unfreeze()
                 rt.close()  # drains the impression queue: nothing acknowledged is lost
 
-    app = FastAPI(
-        title="fusionrank",
-        version=__version__,
-        summary="Multimodal product search that learns from shoppers.",
-        lifespan=lifespan,
-    )
-    telemetry = Telemetry()
-    app.state.telemetry = telemetry
-    app.state.keyring = Keyring(config.api_keys.get_secret_value())
-    app.state.rate_limit = RateLimit(config.rate_limit, config.rate_limit_storage)
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
-    app.add_middleware(RequestObserver, telemetry=telemetry)  # outermost: it times the 413s too
-    app.include_router(search.router)
-    app.include_router(products.router)
-    app.include_router(feedback.router)
-    app.include_router(models.router)
-    app.include_router(metrics.router)
-    app.include_router(metrics.prometheus)
-    app.include_router(health.router)
-    _install_error_handlers(app)
-    register_body_schemas(
-        app,
-        [SearchRequest, ProductIn, FeedbackEventIn, FeedbackBatch],
-        enums={"FeedbackEventIn.type": list(config.event_grades)},
-    )
-    return app
+    return lifespan
 
 
 def _methods_on(app: FastAPI, path: str) -> list[str]:
@@ -104,6 +128,44 @@ def _methods_on(app: FastAPI, path: str) -> list[str]:
             for method in route.methods or ()
         }
     )
+
+
+def _install_docs(app: FastAPI) -> None:
+    """/docs and /redoc as FastAPI serves them by default, with their scripts, styles and icon
+    served from `DOCS_ASSETS` (no API key: like the spec itself, they are public)."""
+    assets = StaticFiles(directory=str(files("fastapi_offline") / "static"))
+    app.mount(DOCS_ASSETS, assets, name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+    redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=root + redirect_url,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            init_oauth=app.swagger_ui_init_oauth,
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def _install_error_handlers(app: FastAPI) -> None:

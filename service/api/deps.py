@@ -11,8 +11,8 @@ from fastapi import Depends, Request
 
 from service.catalog.writer import CatalogWriter
 from service.errors import NotReady
-from service.runtime import Runtime
 from service.search.searcher import Searcher
+from service.serving import Runtime
 from service.telemetry import Telemetry
 
 

@@ -11,7 +11,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -25,8 +24,36 @@ UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 NO_NUL: dict[str, Any] = {"pattern": "^[^\\x00]*$"}
 FilterValue = str | int | float | bool
 Filters = dict[str, FilterValue | list[FilterValue]]
-# One filter's value, for the multipart form's JSON part (the JSON body's comes from the model).
-FILTER_SCHEMA = TypeAdapter(FilterValue | list[FilterValue]).json_schema()
+# What a multipart form field repeats of its model field's JSON Schema (limits, in this order).
+_FORM_KEYWORDS = (
+    "type",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "pattern",
+    "additionalProperties",
+)
+
+
+def form_field(
+    model: type[BaseModel], name: str, *, default: bool = False, **extra: Any
+) -> dict[str, Any]:
+    """The multipart form's schema of `model`'s field `name`, read from the model's own schema
+    (a nullable field's non-null branch), so each limit is declared once, on the model.
+    `default`: state the model's default too; `extra`: what only the form says."""
+    prop = model.model_json_schema()["properties"][name]
+    branch: dict[str, Any] = next((b for b in prop.get("anyOf", []) if b.get("type") != "null"), {})
+    merged = {**branch, **prop}
+    out = {k: merged[k] for k in _FORM_KEYWORDS if k in merged}
+    if default:
+        out["default"] = merged["default"]
+    return out | extra
+
+
+def form_required(model: type[BaseModel]) -> list[str]:
+    """The fields a form must carry: those the model requires."""
+    return [name for name, field in model.model_fields.items() if field.is_required()]
 
 
 # What "at least one of query and image" means in JSON Schema: present, and not null or blank.

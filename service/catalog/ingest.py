@@ -97,7 +97,7 @@ def ingest_catalog(
     name = _build_index(settings, rows, vecs, head, encoders, version=version, revision=revision)
     with transaction(sessions) as s:  # a new build starts a new generation of learned heads
         register_bootstrap(s, settings.data_dir / "heads", version)
-        set_active(s, version)
+        set_active(session=s, version=version)
     lap("index")
     laps["total"] = time.perf_counter() - started
     return IngestReport(

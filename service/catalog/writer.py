@@ -8,9 +8,11 @@ restarts) and every `catalog_poll_seconds` after (changes made through other rep
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +43,15 @@ class CatalogWriter:
         self,
         *,
         sessions: sessionmaker[Session],
-        embedder: Embedder,
+        embedder: Callable[[], Embedder],
         index: CatalogIndex,
         head: ActiveHead,
         images_dir: Path,
     ) -> None:
-        self.sessions, self.embedder, self.index = sessions, embedder, index
+        """`embedder` gives the encoders when a change needs them: a learner process that
+        follows the catalog loads them only once a product changes."""
+        self.sessions, self.index = sessions, index
+        self._embedder = functools.cache(embedder)
         self.head, self.images_dir = head, images_dir
         self._lock = threading.Lock()  # one writer: revisions and index rows stay in step
 
@@ -59,7 +64,7 @@ class CatalogWriter:
         description: str = "",
     ) -> Product:
         if image is not None:
-            self.embedder.decode(image)  # reject a bad image before anything is written
+            self._embedder().decode(image)  # reject a bad image before anything is written
         with self._lock:
             with self.sessions() as s:
                 old = get_product(session=s, product_id=product_id)
@@ -106,9 +111,9 @@ class CatalogWriter:
 
     def _apply(self, row: Product) -> None:
         off_the_leader()
-        text, _ = self.embedder.texts([product_text(row.title, row.attributes, row.description)])
+        text, _ = self._embedder().texts([product_text(row.title, row.attributes, row.description)])
         loader = (lambda p=row.image_path: Path(p).read_bytes()) if row.image_path else None
-        image, colour, hashes, _ = self.embedder.images([loader])
+        image, colour, hashes, _ = self._embedder().images([loader])
         has_image = hashes[0] is not None
         ptext, pimage = project(self.head.head, text, image)
         if colour.shape[1] != self.index.dim("colour"):  # a build from before colour: none

@@ -11,8 +11,15 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from service.config import Settings
 from service.encoding.cache import EmbeddingCache, content_key
-from service.encoding.encoders import ImageEncoder, TextEncoder
+from service.encoding.encoders import (
+    ImageEncoder,
+    TextEncoder,
+    load_colour_encoder,
+    load_image_encoder,
+    load_text_encoder,
+)
 from service.encoding.images import decode_image
 from service.errors import FusionrankError
 
@@ -175,3 +182,16 @@ def _read(loader: Callable[[], bytes] | None) -> bytes | None:
         return loader()
     except OSError:
         return None
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    """The configured encoders with the embedding cache of the data directory."""
+    return Embedder(
+        load_text_encoder(settings),
+        load_image_encoder(settings),
+        settings.cache_dir,
+        colour_encoder=load_colour_encoder(settings),
+        batch_size=settings.encode_batch_size,
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+    )

@@ -7,10 +7,15 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 class ThreadChoice:
@@ -114,6 +119,35 @@ class EncodeThreads:
         self._leader: int | None = None  # the thread whose lone encodes may use every core
         self._lock = threading.Lock()
         self.choice = ThreadChoice()
+        # a composed query's second encoder (a thread starts on first use)
+        self._beside = ThreadPoolExecutor(1, thread_name_prefix="encode-beside")
+
+    def warm(self, encode: Callable[[], object]) -> None:
+        """Run `encode` twice at every thread count an encode may be given: the first encodes
+        at a count are several times slower, and the choice must not learn from them."""
+        before = torch.get_num_threads()
+        try:
+            for n in self.counts():
+                torch.set_num_threads(n)
+                encode()
+                encode()
+        finally:
+            torch.set_num_threads(before)
+
+    def side_by_side(
+        self, threads: int, here: Callable[[], T], beside: Callable[[], U]
+    ) -> tuple[T, U]:
+        """`here` on this thread and `beside` on a helper thread, on half of `threads` each:
+        neither of a composed query's encoders makes good use of a second core alone."""
+
+        def run_beside() -> U:
+            torch.set_num_threads(threads // 2)  # per OS thread: the helper's own count
+            with torch.inference_mode():
+                return beside()
+
+        torch.set_num_threads(threads - threads // 2)
+        pending = self._beside.submit(run_beside)
+        return here(), pending.result()
 
     def lead(self) -> None:
         """From now on, only the calling thread encodes on more than one core (unless `fixed`);

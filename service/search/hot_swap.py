@@ -20,10 +20,12 @@ from model.checkpoint import load_head
 from model.head import Query
 from model.position_bias import bias_of
 from service.encoding.threads import off_the_leader
+from service.errors import NotFound
 from service.polling import Poller
 from service.search.searcher import ActiveHead, Searcher
-from storage.errors import FusionrankError
-from storage.registry import active_version
+from storage.db import transaction
+from storage.errors import ArtifactError, FusionrankError
+from storage.registry import active_version, get_version, set_active
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class ModelWatcher:
     def check_once(self) -> str | None:
         """Swap to the registry's active version if it changed; returns the version swapped to."""
         with self.sessions() as s:
-            version = active_version(s)
+            version = active_version(session=s)
         if version != self._last_seen:  # the pointer moved: earlier refusals may be stale
             self.refused.clear()
             self._last_seen = version
@@ -101,3 +103,38 @@ class ModelWatcher:
         self.swaps += 1
         log.info("now serving head %s (was %s)", version, current.version)
         return version
+
+
+def missing(version: str) -> str:
+    return (
+        f"version {version} cannot be served: its files are missing (head retention deletes "
+        "those of old versions, FUSIONRANK_LEARNER_KEEP_HEADS); its record stays in GET /v1/models"
+    )
+
+
+def activate_version(*, watcher: ModelWatcher, version: str) -> str | None:
+    """Serve `version` everywhere (a rollback or roll-forward): verify that its head loads and
+    fits this index, point the registry at it, and swap it into this process at once (the other
+    replicas follow within a poll). Returns the version it replaced. Raises NotFound for a
+    version never registered, IncompatibleHead for one whose files are gone or that belongs to
+    another index build; the registry then still names the previous version."""
+    sessions, heads = watcher.sessions, watcher.heads_dir
+    with sessions() as s:
+        if get_version(session=s, version=version) is None:
+            raise NotFound(f"no model version {version}; see GET /v1/models")
+    if not (heads / version).exists():
+        raise IncompatibleHead(missing(version))
+    try:  # verify before pointing anyone at it
+        load_active_head(heads, version, watcher.searcher.active)
+    except ArtifactError as e:
+        raise IncompatibleHead(f"version {version} cannot be served: {e.message}") from e
+    with transaction(sessions) as s:
+        previous = active_version(session=s)
+        set_active(session=s, version=version)
+    if not (heads / version).exists() and previous:  # pruned by a refresh meanwhile
+        with transaction(sessions) as s:
+            set_active(session=s, version=previous)
+        raise IncompatibleHead(missing(version))
+    watcher.refused.pop(version, None)
+    watcher.check_once()  # this process at once; the other replicas within a poll
+    return previous

@@ -7,7 +7,6 @@ import random
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,22 +18,19 @@ from model.attributes import NEIGHBOUR_POOL, photo_votes
 from model.candidates import candidates
 from model.filters import filter_values
 from model.head import (
-    CHANNELS,
-    MIX,
     QUERY_TYPES,
-    Candidates,
     FusionHead,
     Query,
     query_type,
-    search_channels,
 )
 from model.hybrid import mix_features
 from model.position_bias import PositionBias, explore_order
+from model.retrieval import Pool, depth, retrieve
 from service.catalog.index import CatalogIndex
 from service.encoding.embedder import Embedder
-from service.encoding.encoders import TextEncoder
 from service.encoding.threads import EncodeThreads
 from service.errors import BadRequest, NoProductImages, UnknownFilter
+from service.search.explain import explain
 from service.search.query_cache import QueryCache
 from storage.keys import content_key
 from storage.products import ProductRecord
@@ -88,12 +84,6 @@ class SearchResult:
     colour_vector: np.ndarray | None
 
 
-@torch.inference_mode()
-def _encode_text(encoder: TextEncoder, text: str, threads: int) -> np.ndarray:
-    torch.set_num_threads(threads)  # per OS thread: the helper's own count
-    return encoder.encode([text])[0]
-
-
 class Searcher:
     def __init__(
         self,
@@ -119,8 +109,6 @@ class Searcher:
         # More encodes at once than torch has cores for only makes every one of them slower.
         self._encode_slots = threading.BoundedSemaphore(concurrency)
         self.cores = EncodeThreads(threads or os.cpu_count() or 1, fixed=threads > 0)
-        # a composed query's text encoder, beside its image encoder (a thread starts on first use)
-        self._text_thread = ThreadPoolExecutor(1, thread_name_prefix="encode-text")
         self.text_cache: QueryCache[np.ndarray] = QueryCache(query_cache)
         self.photo_cache: QueryCache[tuple[np.ndarray, np.ndarray | None]] = QueryCache(query_cache)
 
@@ -133,15 +121,12 @@ class Searcher:
         (EncodeThreads.lead)."""
         self.cores.lead()
         blank = Image.new("RGB", (224, 224), "white")
-        before = torch.get_num_threads()
-        try:
-            for n in self.cores.counts():
-                torch.set_num_threads(n)
-                for _ in range(2):
-                    self.embedder.text_encoder.encode(["warm up"])
-                    self.embedder.image_encoder.encode([blank])
-        finally:
-            torch.set_num_threads(before)
+
+        def encode() -> None:
+            self.embedder.text_encoder.encode(["warm up"])
+            self.embedder.image_encoder.encode([blank])
+
+        self.cores.warm(encode)
 
     def _encode(
         self, text: str | None, image: Image.Image | None, threads: int
@@ -151,10 +136,10 @@ class Searcher:
         use of a second core for a single query."""
         te, ie = self.embedder.text_encoder, self.embedder.image_encoder
         if text and image is not None and threads > 1:
-            torch.set_num_threads(threads - threads // 2)
-            pending = self._text_thread.submit(_encode_text, te, text, threads // 2)
-            qv = ie.encode([image])[0]
-            return pending.result(), qv
+            qv, qt = self.cores.side_by_side(
+                threads, lambda: ie.encode([image])[0], lambda: te.encode([text])[0]
+            )
+            return qt, qv
         qt = te.encode([text])[0] if text else None
         qv = ie.encode([image])[0] if image is not None else None
         return qt, qv
@@ -200,32 +185,20 @@ class Searcher:
         head: FusionHead,
         qv: np.ndarray | None,
         allowed: np.ndarray | None,
-    ) -> _Pool:
-        """Candidates from every channel among the allowed rows: the FAISS ones, and the lexical
-        one for a query with words. Sets the photo's neighbour votes when the head reads them."""
-        n = max(self.per_channel, sq.k)
-        channels = search_channels(q)
-        found = [self.index.search(space, vec.numpy(), n, allowed)[0] for space, vec in channels]
+    ) -> Pool:
+        """The query's pool (model.retrieval). Sets the photo's neighbour votes when the head
+        reads them."""
+        n = depth(self.per_channel, sq.k)
+        pool = retrieve(self.index, q, [sq.text], n=n, allowed=allowed)[0]
         agree = head.attributes
         if agree is not None and agree.neighbours and qv is not None and q.pimage is not None:
-            near = None
-            if allowed is None and n == NEIGHBOUR_POOL:  # that channel found them: no 2nd search
-                near = next(
-                    rows
-                    for (space, vec), rows in zip(channels, found, strict=True)
-                    if space == "pimage" and vec is q.pimage
-                )
+            # the photo's channel found its neighbour pool when it searched as deep, unfiltered
+            near = pool.photo_rows if allowed is None and n == NEIGHBOUR_POOL else None
             q.votes = photo_votes(agree, self.index, qv, q.pimage.numpy(), near)
-        lexical, text_rows = None, None
-        if sq.text and q.text is not None:  # the text channel is the first (search_channels)
-            lexical = self.index.search_lexical(sq.text, n, allowed)
-            text_rows = found[0]
-            found.append(lexical[0])
-        rows = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
-        return _Pool(rows, lexical, text_rows)
+        return pool
 
     def _rank(
-        self, q: Query, sq: SearchQuery, active: ActiveHead, pool: _Pool
+        self, q: Query, sq: SearchQuery, active: ActiveHead, pool: Pool
     ) -> tuple[list[Hit], bool]:
         """The top k of the pool as the head scores it, in the order shown (exploring or not)."""
         idx, head, rows = self.index, active.head, pool.rows
@@ -234,7 +207,7 @@ class Searcher:
             lift = None
             if head.engagement is not None:
                 lift = head.engagement.lift([idx.metas[r].id for r in rows.tolist()])
-            cands.mix = torch.from_numpy(mix_features(rows, pool.lexical, pool.text_rows, lift))
+            cands.mix = torch.from_numpy(mix_features(rows, pool.lists, lift))
         parts = head.parts(q, cands)
         scores = parts["score"].numpy()
         ranked = np.argsort(-scores, kind="stable")[: sq.k]
@@ -242,7 +215,8 @@ class Searcher:
         explore = self._rng.random() < self.explore_rate
         if explore:
             shown = explore_order(len(ranked), self._rng)
-        why = explain(head, q, cands, parts, rows, pool.lexical) if sq.explain else None
+        lexical = pool.lists.lexical if pool.lists is not None else None
+        why = explain(head, q, cands, parts, rows, lexical) if sq.explain else None
         hits = [
             Hit(
                 idx.metas[rows[ranked[r]]],
@@ -302,63 +276,3 @@ class Searcher:
             image_vector=qv,
             colour_vector=qc,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class _Pool:
-    """What a search's channels found: the candidate rows, and the two lists the mix reads."""
-
-    rows: np.ndarray  # sorted, unique
-    lexical: tuple[np.ndarray, np.ndarray] | None  # BM25 rows and scores, best first
-    text_rows: np.ndarray | None  # the frozen text channel's rows, best first
-
-
-def explain(
-    head: FusionHead,
-    q: Query,
-    cands: Candidates,
-    parts: dict[str, torch.Tensor],
-    rows: np.ndarray,
-    lexical: tuple[np.ndarray, np.ndarray] | None,
-) -> list[dict[str, Any]]:
-    """Per candidate: each channel's score and its rank among this search's candidates (the
-    lexical channel: BM25 and the rank in its own list, null when it did not find the product),
-    the gate's fusion of the dense channels, the learned adjustment (interaction and attribute
-    agreement), and the hybrid mix's weighted terms that make the final score."""
-    sims, mask = head.channel_sims(q, cands)
-    order = torch.argsort(torch.argsort(-sims.masked_fill(~mask, float("-inf")), dim=0), dim=0)
-    lex_rank: dict[int, tuple[float, int]] = {}
-    if lexical is not None:
-        for rank, (r, s) in enumerate(zip(lexical[0].tolist(), lexical[1].tolist(), strict=True)):
-            lex_rank[r] = (s, rank + 1)
-    w = head.mix[q.type_index].tolist() if head.mix is not None else None
-    out = []
-    for i, row in enumerate(rows.tolist()):
-        channels: dict[str, dict[str, Any]] = {
-            name: {"score": float(sims[i, c]), "rank": int(order[i, c]) + 1}
-            for c, name in enumerate(CHANNELS)
-            if mask[i, c]
-        }
-        if lexical is not None:
-            found = lex_rank.get(row)
-            channels["lexical"] = {
-                "score": found[0] if found else 0.0,
-                "rank": found[1] if found else None,
-            }
-        values = [float(parts["dense"][i])]
-        if cands.mix is not None:
-            values += cands.mix[i].tolist()
-        mix = (
-            {n: {"weight": wt, "value": v} for n, wt, v in zip(MIX, w, values, strict=False)}
-            if w is not None
-            else None
-        )
-        out.append(
-            {
-                "channels": channels,
-                "fused": float(parts["fused"][i]),
-                "adjustment": float(parts["adjustment"][i]),
-                "mix": mix,
-            }
-        )
-    return out

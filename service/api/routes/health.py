@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from service.api.deps import RuntimeDep
 from service.api.schemas import Health
+from storage.db import ping
 
 router = APIRouter(tags=["health"])
 
@@ -25,8 +25,7 @@ def readyz(rt: RuntimeDep) -> Health | JSONResponse:
     503), so a load balancer keeps it while the database recovers."""
     checks: dict[str, str] = {}
     try:
-        with rt.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        ping(rt.engine)
         checks["database"] = "ok"
     except Exception as e:  # noqa: BLE001 - any failure means not ready
         checks["database"] = f"error: {type(e).__name__}"

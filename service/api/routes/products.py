@@ -17,9 +17,10 @@ from service.api.routes.search import image_url
 from service.api.schemas import (
     AUTH_RESPONSES,
     ERROR_RESPONSES,
-    NO_NUL,
     ProductIn,
     ProductPublic,
+    form_field,
+    form_required,
 )
 from service.api.security import Role, allow
 from service.encoding.images import decode_base64
@@ -30,9 +31,10 @@ from storage.products import get_product
 router = APIRouter(prefix="/v1/products", tags=["products"])
 ProductId = Annotated[str, PathParam(min_length=1, max_length=128)]
 
+# The form's limits are ProductIn's (parse_body validates the form with it too).
 _MULTIPART = {
-    "title": {"type": "string", "minLength": 1, "maxLength": 1000, **NO_NUL},
-    "description": {"type": "string", "maxLength": 20000, **NO_NUL},
+    "title": form_field(ProductIn, "title"),
+    "description": form_field(ProductIn, "description"),
     "attributes": {
         "type": "object",
         "description": "Attribute -> value, a JSON part.",
@@ -98,7 +100,7 @@ def read_product_image(product_id: ProductId, rt: RuntimeDep) -> FileResponse:
     responses={**ERROR_RESPONSES, **AUTH_RESPONSES},
     dependencies=allow(Role.ADMIN),
     openapi_extra=json_and_multipart(
-        ProductIn, _MULTIPART, required=["title"], additionalProperties=False
+        ProductIn, _MULTIPART, required=form_required(ProductIn), additionalProperties=False
     ),
     summary="Create or replace a product; searchable within a second",
 )

@@ -14,11 +14,10 @@ from service.api.deps import RuntimeDep, SearcherDep, TelemetryDep
 from service.api.schemas import (
     AUTH_RESPONSES,
     ERROR_RESPONSES,
-    FILTER_SCHEMA,
-    NO_NUL,
     QUERY_OR_IMAGE,
     SearchRequest,
     SearchResponse,
+    form_field,
 )
 from service.api.security import Role, allow
 from service.encoding.cache import content_key
@@ -28,17 +27,16 @@ from storage.impressions import ImpressionIn, QueryVector, ShownItem
 
 router = APIRouter(tags=["search"], dependencies=allow(Role.SEARCH), responses=AUTH_RESPONSES)
 
+# The form's fields and limits are SearchRequest's (parse_body validates the form with it too).
 _MULTIPART = {
-    "query": {"type": "string", "maxLength": 512, **NO_NUL},
+    "query": form_field(SearchRequest, "query"),
     "image": {"type": "string", "format": "binary"},
-    "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-    "filters": {
-        "type": "object",
-        "description": "As in the JSON body, a JSON part.",
-        "additionalProperties": FILTER_SCHEMA,
-    },
-    "user_id": {"type": "string", "maxLength": 128, **NO_NUL},
-    "explain": {"type": "boolean", "default": False},
+    "k": form_field(SearchRequest, "k", default=True),
+    "filters": form_field(
+        SearchRequest, "filters", description="As in the JSON body, a JSON part."
+    ),
+    "user_id": form_field(SearchRequest, "user_id"),
+    "explain": form_field(SearchRequest, "explain", default=True),
 }
 
 

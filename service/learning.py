@@ -1,0 +1,141 @@
+"""The composition root of `fusionrank learner`: what refreshing needs and nothing a search
+does (no searcher, no query encoders until a catalog change needs them), and the learner's
+configuration from the settings, shared with an in-process learner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from learner.dataset import Encoders
+from learner.refresh import RefreshConfig
+from learner.train import TrainConfig
+from learner.versions import register_bootstrap
+from learner.worker import Learner, WorkerConfig
+from model.checkpoint import load_head
+from service.catalog.index import CatalogIndex
+from service.catalog.writer import CatalogWriter
+from service.config import Settings
+from service.encoding.embedder import make_embedder
+from service.polling import Poller
+from service.search.searcher import ActiveHead
+from storage.artifacts import current
+from storage.db import make_engine, migrate, session_factory, transaction
+from storage.registry import active_version, set_active
+
+
+def learner_config(settings: Settings, **train: Any) -> WorkerConfig:
+    """The learner's configuration from the settings, the one place their defaults live.
+    `train`: TrainConfig fields to override (a benchmark's ablation switches a feature off)."""
+    return WorkerConfig(
+        interval_minutes=settings.learner_interval_minutes,
+        min_new_events=settings.learner_min_new_events,
+        poll_seconds=settings.learner_poll_seconds,
+        lease_seconds=settings.lease_seconds,
+        retention_days=settings.retention_days,
+        torch_threads=settings.torch_threads,
+        heads_dir=settings.data_dir / "heads",
+        refresh=RefreshConfig(
+            event_grades=settings.event_grades,
+            settle=timedelta(seconds=settings.learner_settle_seconds),
+            holdout_fraction=settings.learner_holdout_fraction,
+            min_new_engaged=settings.learner_min_engaged,
+            min_holdout_engaged=settings.learner_min_holdout_engaged,
+            replay=settings.learner_replay,
+            max_window=settings.learner_max_window,
+            margin=settings.promotion_margin,
+            min_shown_share=settings.learner_min_shown_share,
+            per_channel=settings.candidates_per_channel,
+            keep_heads=settings.learner_keep_heads,
+            train=replace(TrainConfig(ips_clip=settings.learner_ips_clip), **train),
+        ),
+    )
+
+
+def load_catalog(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> tuple[CatalogIndex, ActiveHead] | str:
+    """The CURRENT index build and the head built with it (registered, and made active when the
+    registry has none), or why there is none."""
+    build = current(settings.index_dir)
+    if build is None:
+        return f"no index in {settings.index_dir}; run `fusionrank ingest CATALOG.csv` first"
+    index = CatalogIndex.load(
+        build, ef_search=settings.hnsw_ef_search, exact_limit=settings.exact_filter_limit
+    )
+    heads, version = settings.data_dir / "heads", index.meta["head_version"]
+    head, _card = load_head(heads / version)
+    with transaction(sessions) as s:  # databases from before the registry, or a copied build
+        register_bootstrap(s, heads, version)
+        if active_version(session=s) is None:
+            set_active(session=s, version=version)
+    return index, ActiveHead(head, version)
+
+
+def active_or(sessions: sessionmaker[Session], version: str) -> str:
+    """The registry's active version, or `version` if it names none."""
+    with sessions() as s:
+        return active_version(session=s) or version
+
+
+def encoders_of(index: CatalogIndex) -> Encoders:
+    """Which logged query vectors the learner reads: those of the encoders the index was built
+    with (serving refuses an index whose encoders it does not run)."""
+    built: dict[str, str] = index.meta.get("encoders") or {}
+    colour = built.get("colour") if index.dim("colour") else None
+    return Encoders(
+        built.get("text", ""),
+        index.dim("text"),
+        built.get("image", ""),
+        index.dim("image"),
+        colour,
+        index.dim("colour") if colour else 0,
+    )
+
+
+@dataclass
+class LearnerProcess:
+    """Everything `fusionrank learner` holds."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    learner: Learner
+    follower: Poller  # it trains on products other processes add too
+
+    def close(self) -> None:
+        self.follower.stop()
+        self.learner.close()
+        self.engine.dispose()
+
+
+def start_learner(settings: Settings, config: WorkerConfig | None = None) -> LearnerProcess | str:
+    """The learner process's parts, or why it cannot start (no index yet)."""
+    migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+    loaded = load_catalog(settings, sessions)
+    if isinstance(loaded, str):
+        engine.dispose()
+        return loaded
+    index, boot = loaded
+    writer = CatalogWriter(
+        sessions=sessions,
+        embedder=lambda: make_embedder(settings),
+        index=index,
+        head=boot,
+        images_dir=settings.images_dir,
+    )
+    writer.reconcile()
+    learner = Learner(
+        config or learner_config(settings),
+        sessions,
+        index,
+        encoders_of(index),
+        fallback_version=boot.version,
+    )
+    follower = Poller("catalog-follower", writer.reconcile, settings.catalog_poll_seconds)
+    return LearnerProcess(engine, sessions, learner, follower)

@@ -1,0 +1,3 @@
+from shoppers.cli import app
+
+app(prog_name="python -m shoppers")
