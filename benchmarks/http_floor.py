@@ -44,6 +44,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        timeout_keep_alive=600,  # the benchmark's blocks alternate: its connection idles a while
     )
 
 

@@ -36,14 +36,15 @@ def retrieval_pools(
     """The searches again, each with the product ids serving would score for it (its pool from
     model.retrieval, among the products its filters allow) in place of what it showed, grades 0.
     Searches whose query vectors are not logged, or whose filters no longer allow any product,
-    are left out."""
+    are left out; the rest keep their order."""
     usable = [s for s in searches if s.vectors_in(text_vecs, image_vecs)]
-    groups: dict[tuple[Any, ...], list[LoggedSearch]] = {}
-    for s in usable:  # one retrieval per query type, filter and depth: a batch shares them
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, s in enumerate(usable):  # one retrieval per query type, filter and depth
         n = depth(per_channel, len(s.product_ids))
-        groups.setdefault((s.query_type, filter_key(s.filters), n), []).append(s)
-    out: list[LoggedSearch] = []
-    for (_, _, n), group in groups.items():
+        groups.setdefault((s.query_type, filter_key(s.filters), n), []).append(i)
+    pools: dict[int, np.ndarray] = {}
+    for (_, _, n), members in groups.items():
+        group = [usable[i] for i in members]
         with torch.no_grad():  # a query type has both vectors in every search, or none
             q = head.query(
                 _stacked([text_vecs[s.text_key] for s in group if s.text_key]),
@@ -51,21 +52,23 @@ def retrieval_pools(
             )
         filters = group[0].filters
         allowed = index.filter_mask(filters) if filters else None
-        words = [s.query_text for s in group]
-        for s, pool in zip(group, retrieve(index, q, words, n=n, allowed=allowed), strict=True):
-            if not len(pool.rows):  # its filters allow no product any more
-                continue
-            ids = tuple(index.metas[r].id for r in pool.rows)
-            zeros = np.zeros(len(ids), np.int64)
-            out.append(
-                dataclasses.replace(
-                    s,
-                    product_ids=ids,
-                    model_positions=zeros,
-                    propensities=zeros.astype(np.float32),
-                    grades=zeros,
-                )
+        found = retrieve(index, q, [s.query_text for s in group], n=n, allowed=allowed)
+        pools.update((i, pool.rows) for i, pool in zip(members, found, strict=True))
+    out: list[LoggedSearch] = []
+    for i, s in enumerate(usable):  # in the order given
+        if not len(pools[i]):  # its filters allow no product any more
+            continue
+        ids = tuple(index.metas[r].id for r in pools[i])
+        zeros = np.zeros(len(ids), np.int64)
+        out.append(
+            dataclasses.replace(
+                s,
+                product_ids=ids,
+                model_positions=zeros,
+                propensities=zeros.astype(np.float32),
+                grades=zeros,
             )
+        )
     return out
 
 

@@ -17,12 +17,12 @@ from learner.train import TrainConfig
 from learner.versions import register_bootstrap
 from learner.worker import Learner, WorkerConfig
 from model.checkpoint import load_head
+from model.head import FusionHead
 from service.catalog.index import CatalogIndex
 from service.catalog.writer import CatalogWriter
 from service.config import Settings
 from service.encoding.embedder import make_embedder
 from service.polling import Poller
-from service.search.searcher import ActiveHead
 from storage.artifacts import current
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.registry import active_version, set_active
@@ -56,9 +56,14 @@ def learner_config(settings: Settings, **train: Any) -> WorkerConfig:
     )
 
 
-def load_catalog(
-    settings: Settings, sessions: sessionmaker[Session]
-) -> tuple[CatalogIndex, ActiveHead] | str:
+@dataclass(frozen=True)
+class Catalog:
+    index: CatalogIndex
+    head: FusionHead  # the head built with the index
+    version: str  # its version
+
+
+def load_catalog(settings: Settings, sessions: sessionmaker[Session]) -> Catalog | str:
     """The CURRENT index build and the head built with it (registered, and made active when the
     registry has none), or why there is none."""
     build = current(settings.index_dir)
@@ -73,7 +78,7 @@ def load_catalog(
         register_bootstrap(s, heads, version)
         if active_version(session=s) is None:
             set_active(session=s, version=version)
-    return index, ActiveHead(head, version)
+    return Catalog(index, head, version)
 
 
 def active_or(sessions: sessionmaker[Session], version: str) -> str:
@@ -121,12 +126,12 @@ def start_learner(settings: Settings, config: WorkerConfig | None = None) -> Lea
     if isinstance(loaded, str):
         engine.dispose()
         return loaded
-    index, boot = loaded
+    index, head, version = loaded.index, loaded.head, loaded.version
     writer = CatalogWriter(
         sessions=sessions,
         embedder=lambda: make_embedder(settings),
         index=index,
-        head=boot,
+        head=head,
         images_dir=settings.images_dir,
     )
     writer.reconcile()
@@ -135,7 +140,7 @@ def start_learner(settings: Settings, config: WorkerConfig | None = None) -> Lea
         sessions,
         index,
         encoders_of(index),
-        fallback_version=boot.version,
+        fallback_version=version,
     )
     follower = Poller("catalog-follower", writer.reconcile, settings.catalog_poll_seconds)
     return LearnerProcess(engine, sessions, learner, follower)

@@ -21,7 +21,7 @@ from service.search.dispatch import SearchDispatcher
 from service.search.hot_swap import ModelWatcher, load_active_head, warm
 from service.search.impressions import ImpressionLogger
 from service.search.online_metrics import OnlineMetrics
-from service.search.searcher import Searcher
+from service.search.searcher import ActiveHead, Searcher
 from service.threads import ThreadPolicy
 from storage.db import make_engine, migrate, session_factory
 
@@ -105,7 +105,7 @@ def _serve_catalog(rt: Runtime, policy: ThreadPolicy) -> None:
     if isinstance(loaded, str):
         rt.not_ready_reason = loaded
         return
-    index, boot = loaded
+    index, boot = loaded.index, ActiveHead(loaded.head, loaded.version)
     mismatch = encoder_mismatch(index, rt.embedder)
     if mismatch:
         rt.not_ready_reason = mismatch
@@ -134,7 +134,7 @@ def _serve_catalog(rt: Runtime, policy: ThreadPolicy) -> None:
         sessions=rt.sessions,
         embedder=lambda: embedder,
         index=index,
-        head=boot,
+        head=boot.head,
         images_dir=settings.images_dir,
     )
     applied = rt.writer.reconcile()

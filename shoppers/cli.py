@@ -57,13 +57,7 @@ def simulate(
     """Drive a running fusionrank with simulated shoppers (search, then click, add to cart,
     buy) and report the NDCG@10 of what it showed against the catalog's true grades. Exits 1
     if a session failed, 2 on bad arguments or an unreachable service."""
-    for path in (catalog, photos):
-        if path is not None and not path.is_file():
-            typer.secho(f"error: {path} does not exist", fg="red", err=True)
-            raise typer.Exit(2)
-    if phrasings not in PHRASINGS:
-        typer.secho(f"error: --phrasings is one of {', '.join(PHRASINGS)}", fg="red", err=True)
-        raise typer.Exit(2)
+    _check(catalog, photos, phrasings)
     sim = Simulator(
         url,
         catalog,
@@ -92,3 +86,14 @@ def _print(report: SimulationReport) -> None:
         n, ndcg, engaged = int(r["sessions"]), r["ndcg@10"], r["sessions_with_events"]
         typer.echo(f"{kind:10} {n:9d} {ndcg:8.4f} {engaged:12.3f}")
     typer.echo(f"{report.events} events sent; {report.failed} failed sessions")
+
+
+def _check(catalog: Path, photos: Path | None, phrasings: str) -> None:
+    """Exit 2 with a message for arguments no run could use."""
+    for path in (catalog, photos):
+        if path is not None and not path.is_file():
+            typer.secho(f"error: {path} does not exist", fg="red", err=True)
+            raise typer.Exit(2)
+    if phrasings not in PHRASINGS:
+        typer.secho(f"error: --phrasings is one of {', '.join(PHRASINGS)}", fg="red", err=True)
+        raise typer.Exit(2)

@@ -200,5 +200,5 @@ def query_vectors(*, session: Session, keys: Sequence[str], encoder: str) -> dic
                 QueryEmbedding.encoder == encoder, QueryEmbedding.key.in_(chunk)
             )
         )
-        out.update(rows.tuples())
+        out.update(rows.tuples().all())  # a list: a Result has keys() and would be read as a map
     return out

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from model.head import FusionHead
 from service.catalog.files import product_text
 from service.catalog.index import CatalogIndex, project
 from service.encoding.cache import content_key
 from service.encoding.embedder import Embedder
 from service.encoding.threads import off_the_leader
 from service.errors import NotFound
-from service.search.searcher import ActiveHead
 from storage.artifacts import disk_space
 from storage.db import transaction
 from storage.models import Product
@@ -45,11 +45,13 @@ class CatalogWriter:
         sessions: sessionmaker[Session],
         embedder: Callable[[], Embedder],
         index: CatalogIndex,
-        head: ActiveHead,
+        head: FusionHead,
         images_dir: Path,
     ) -> None:
-        """`embedder` gives the encoders when a change needs them: a learner process that
-        follows the catalog loads them only once a product changes."""
+        """`head`: whose frozen projections place new products in the index's spaces (every
+        version trained on this build shares them); `embedder` gives the encoders when a change
+        needs them: a learner process that follows the catalog loads them only once a product
+        changes."""
         self.sessions, self.index = sessions, index
         self._embedder = functools.cache(embedder)
         self.head, self.images_dir = head, images_dir
@@ -115,7 +117,7 @@ class CatalogWriter:
         loader = (lambda p=row.image_path: Path(p).read_bytes()) if row.image_path else None
         image, colour, hashes, _ = self._embedder().images([loader])
         has_image = hashes[0] is not None
-        ptext, pimage = project(self.head.head, text, image)
+        ptext, pimage = project(self.head, text, image)
         if colour.shape[1] != self.index.dim("colour"):  # a build from before colour: none
             colour = np.zeros((1, self.index.dim("colour")), np.float32)
         meta = ProductRecord(

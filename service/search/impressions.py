@@ -3,7 +3,7 @@
 A search only enqueues (microseconds). The writer commits whatever has queued every flush
 interval, or at once when feedback is waiting on a search (`hurry`); a failed write is retried
 with backoff, never dropped. `close()` drains the queue, so nothing acknowledged is lost on a
-clean shutdown.
+clean shutdown. `impression_of` is the record a search leaves for the learner.
 """
 
 from __future__ import annotations
@@ -12,14 +12,63 @@ import logging
 import queue
 import threading
 import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import transaction
-from storage.impressions import ImpressionIn, add_impressions
+from storage.impressions import ImpressionIn, QueryVector, ShownItem, add_impressions
+from storage.keys import content_key
+
+if TYPE_CHECKING:  # the writer thread itself needs none of the query path
+    from service.search.searcher import Searcher, SearchResult
 
 log = logging.getLogger(__name__)
 _STOP = object()
+
+
+def impression_of(
+    *,
+    result: SearchResult,
+    searcher: Searcher,
+    query_text: str | None,
+    image_sha256: str | None,
+    filters: dict[str, Any] | None,
+    user_id: str | None,
+    k: int,
+) -> ImpressionIn:
+    """The search as the learner will replay it, with its frozen query vectors so that the
+    learner never re-encodes a query."""
+    embedder = searcher.embedder
+    text_key = content_key(query_text) if query_text else None
+    vectors = [
+        QueryVector(key, encoder.id, vec.tobytes())
+        for key, encoder, vec in (
+            (text_key, embedder.text_encoder, result.text_vector),
+            (image_sha256, embedder.image_encoder, result.image_vector),
+            (image_sha256, embedder.colour_encoder, result.colour_vector),
+        )
+        if key and encoder is not None and vec is not None
+    ]
+    return ImpressionIn(
+        search_id=result.search_id,
+        created_at=datetime.now(UTC),
+        query_text=query_text,
+        has_image=image_sha256 is not None,
+        image_sha256=image_sha256,
+        query_type=result.query_type,
+        filters=filters or None,
+        user_id=user_id,
+        model_version=result.model_version,
+        k=k,
+        latency_ms=result.latency_ms,
+        items=[
+            ShownItem(h.product.id, h.score, h.model_position, h.propensity) for h in result.hits
+        ],
+        explore=result.explore,
+        vectors=tuple(vectors),
+    )
 
 
 class ImpressionLogger:

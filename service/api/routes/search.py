@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -22,8 +21,8 @@ from service.api.schemas import (
 from service.api.security import Role, allow
 from service.encoding.cache import content_key
 from service.encoding.images import decode_base64
-from service.search.searcher import Searcher, SearchQuery, SearchResult
-from storage.impressions import ImpressionIn, QueryVector, ShownItem
+from service.search.impressions import impression_of
+from service.search.searcher import SearchQuery
 
 router = APIRouter(tags=["search"], dependencies=allow(Role.SEARCH), responses=AUTH_RESPONSES)
 
@@ -91,7 +90,17 @@ async def search(
     result = await rt.searches.run(lambda: searcher.search(query))  # on the loop or a thread
     request.state.search_id = result.search_id  # for the access log line
     logging = time.perf_counter()
-    rt.impressions.log(_impression(body, result, searcher, image_sha))
+    rt.impressions.log(
+        impression_of(
+            result=result,
+            searcher=searcher,
+            query_text=body.query,
+            image_sha256=image_sha,
+            filters=body.filters,
+            user_id=body.user_id,
+            k=body.k,
+        )
+    )
     rt.metrics.shown(result.search_id, result.model_version)
     stages = telemetry.stages
     stages["encode"].observe(result.encode_ms / 1000)
@@ -122,39 +131,3 @@ async def search(
             for i, h in enumerate(result.hits, start=1)
         ],
     }
-
-
-def _impression(
-    body: SearchRequest, result: SearchResult, searcher: Searcher, image_sha: str | None
-) -> ImpressionIn:
-    """The search as the learner will replay it, with its frozen query vectors so that the
-    learner never re-encodes a query."""
-    embedder = searcher.embedder
-    text_key = content_key(body.query) if body.query else None
-    vectors = [
-        QueryVector(key, encoder.id, vec.tobytes())
-        for key, encoder, vec in (
-            (text_key, embedder.text_encoder, result.text_vector),
-            (image_sha, embedder.image_encoder, result.image_vector),
-            (image_sha, embedder.colour_encoder, result.colour_vector),
-        )
-        if key and encoder is not None and vec is not None
-    ]
-    return ImpressionIn(
-        search_id=result.search_id,
-        created_at=datetime.now(UTC),
-        query_text=body.query,
-        has_image=image_sha is not None,
-        image_sha256=image_sha,
-        query_type=result.query_type,
-        filters=body.filters or None,
-        user_id=body.user_id,
-        model_version=result.model_version,
-        k=body.k,
-        latency_ms=result.latency_ms,
-        items=[
-            ShownItem(h.product.id, h.score, h.model_position, h.propensity) for h in result.hits
-        ],
-        explore=result.explore,
-        vectors=tuple(vectors),
-    )
