@@ -124,7 +124,7 @@ def test_a_lone_composed_query_runs_its_two_encoders_side_by_side(runtime, inges
             threads=threads,
         )
         found[threads] = searcher.search(query)
-    assert calls[0][0].startswith("encode-text") and calls[0][1] == 1
+    assert calls[0][0].startswith("encode-beside") and calls[0][1] == 1
     assert calls[1][0] == threading.current_thread().name
     side_by_side, one_after_other = found[2], found[1]
     np.testing.assert_allclose(side_by_side.text_vector, one_after_other.text_vector, atol=1e-5)

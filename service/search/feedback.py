@@ -11,11 +11,11 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from service.api.schemas import FeedbackEventIn
 from service.errors import InvalidEvents, NotReady
 from service.search.impressions import ImpressionLogger
 from service.search.online_metrics import OnlineMetrics
@@ -26,7 +26,22 @@ from storage.feedback import EventIn, Recorded, record_events
 WAIT_FOR_SEARCHES_S = 10.0  # then 503: the impression writer is stuck (retrying its database)
 
 
-def to_events(events: Sequence[FeedbackEventIn], grades: Mapping[str, int]) -> list[EventIn]:
+class FeedbackEvent(Protocol):
+    """One shopper action as a client sent it (service.api.schemas.FeedbackEventIn has it)."""
+
+    @property
+    def event_id(self) -> str | None: ...
+    @property
+    def search_id(self) -> str: ...
+    @property
+    def product_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def ts(self) -> datetime | None: ...
+
+
+def to_events(events: Sequence[FeedbackEvent], grades: Mapping[str, int]) -> list[EventIn]:
     """The events as stored, stamped now if the client gave no time; InvalidEvents if any has a
     type the settings do not grade."""
     now = datetime.now(UTC)
@@ -64,7 +79,7 @@ async def wait_for_searches(impressions: ImpressionLogger, search_ids: set[str])
 
 async def record_feedback(
     *,
-    events: Sequence[FeedbackEventIn],
+    events: Sequence[FeedbackEvent],
     grades: Mapping[str, int],
     sessions: sessionmaker[Session],
     impressions: ImpressionLogger,

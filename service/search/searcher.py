@@ -1,4 +1,4 @@
-"""One search: encode the query, gather candidates from FAISS channels, let the head rank them."""
+"""One search: encode the query, retrieve its pool (model.retrieval), let the head rank it."""
 
 from __future__ import annotations
 
