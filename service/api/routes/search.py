@@ -21,8 +21,8 @@ from service.api.schemas import (
 from service.api.security import Role, allow
 from service.encoding.cache import content_key
 from service.encoding.images import decode_base64
-from service.search.impressions import impression_of
 from service.search.searcher import SearchQuery
+from service.search.served import record_search
 
 router = APIRouter(tags=["search"], dependencies=allow(Role.SEARCH), responses=AUTH_RESPONSES)
 
@@ -89,24 +89,15 @@ async def search(
     )
     result = await rt.searches.run(lambda: searcher.search(query))  # on the loop or a thread
     request.state.search_id = result.search_id  # for the access log line
-    logging = time.perf_counter()
-    rt.impressions.log(
-        impression_of(
-            result=result,
-            searcher=searcher,
-            query_text=body.query,
-            image_sha256=image_sha,
-            filters=body.filters,
-            user_id=body.user_id,
-            k=body.k,
-        )
+    record_search(
+        query=query,
+        result=result,
+        searcher=searcher,
+        impressions=rt.impressions,
+        metrics=rt.metrics,
+        telemetry=telemetry,
+        filters=body.filters,
     )
-    rt.metrics.shown(result.search_id, result.model_version)
-    stages = telemetry.stages
-    stages["encode"].observe(result.encode_ms / 1000)
-    stages["retrieve"].observe(result.retrieve_ms / 1000)
-    stages["rank"].observe(result.rank_ms / 1000)
-    stages["log"].observe(time.perf_counter() - logging)
     # Where the time went, for operators and the latency benchmark (shown by browsers' devtools).
     response.headers["Server-Timing"] = (
         f"encode;dur={result.encode_ms:.2f}, search;dur={result.latency_ms:.2f}, "
