@@ -19,7 +19,6 @@ COPY service/ service/
 COPY learner/ learner/
 COPY model/ model/
 COPY storage/ storage/
-COPY shoppers/ shoppers/
 COPY demo/ demo/
 # Editable, so that the schema migrations in /app/alembic are found next to the code.
 RUN pip install -e . \
