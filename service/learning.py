@@ -61,11 +61,12 @@ class Catalog:
     index: CatalogIndex
     head: FusionHead  # the head built with the index
     version: str  # its version
+    active: str  # the registry's active version (this one when the registry named none)
 
 
 def load_catalog(settings: Settings, sessions: sessionmaker[Session]) -> Catalog | str:
-    """The CURRENT index build and the head built with it (registered, and made active when the
-    registry has none), or why there is none."""
+    """The CURRENT index build, the head built with it (registered, and made active when the
+    registry has none) and the active version, or why there is none."""
     build = current(settings.index_dir)
     if build is None:
         return f"no index in {settings.index_dir}; run `fusionrank ingest CATALOG.csv` first"
@@ -76,15 +77,10 @@ def load_catalog(settings: Settings, sessions: sessionmaker[Session]) -> Catalog
     head, _card = load_head(heads / version)
     with transaction(sessions) as s:  # databases from before the registry, or a copied build
         register_bootstrap(s, heads, version)
-        if active_version(session=s) is None:
+        active = active_version(session=s)
+        if active is None:
             set_active(session=s, version=version)
-    return Catalog(index, head, version)
-
-
-def active_or(sessions: sessionmaker[Session], version: str) -> str:
-    """The registry's active version, or `version` if it names none."""
-    with sessions() as s:
-        return active_version(session=s) or version
+    return Catalog(index, head, version, active or version)
 
 
 def encoders_of(index: CatalogIndex) -> Encoders:

@@ -15,7 +15,7 @@ from service.catalog.writer import CatalogWriter
 from service.config import Settings
 from service.encoding.embedder import Embedder, make_embedder
 from service.errors import FusionrankError
-from service.learning import active_or, encoders_of, learner_config, load_catalog
+from service.learning import encoders_of, learner_config, load_catalog
 from service.polling import Poller
 from service.search.dispatch import SearchDispatcher
 from service.search.hot_swap import ModelWatcher, load_active_head, warm
@@ -111,7 +111,7 @@ def _serve_catalog(rt: Runtime, policy: ThreadPolicy) -> None:
         rt.not_ready_reason = mismatch
         return
     active = boot
-    chosen = active_or(rt.sessions, boot.version)
+    chosen = loaded.active
     if chosen != boot.version:
         try:
             active = load_active_head(settings.data_dir / "heads", chosen, boot)
