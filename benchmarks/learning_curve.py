@@ -154,7 +154,7 @@ def decisions(runs: list[dict[str, Any]]) -> dict[str, Any]:
     per_type: dict[str, Counter[str]] = {t: Counter() for t in QUERY_TYPES}
     for r in runs:
         for t, why in (r["type_reasons"] or {}).items():
-            if why == "better on the holdout":
+            if why.startswith("better on the holdout"):
                 per_type[t]["promoted" if r["promoted"] else "accepted, not promoted"] += 1
             else:
                 per_type[t][next((v for k, v in REFUSALS.items() if k in why), why)] += 1

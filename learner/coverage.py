@@ -67,6 +67,7 @@ def retrieval_pools(
                 model_positions=zeros,
                 propensities=zeros.astype(np.float32),
                 grades=zeros,
+                memory=None,  # what the memory would lift there is not logged: 0
             )
         )
     return out

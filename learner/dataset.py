@@ -38,6 +38,7 @@ class LoggedSearch:
     grades: np.ndarray  # (k,) int, 0 = skip
     filters: Mapping[str, list[str]] | None = None  # attribute -> allowed values, as searched
     query_text: str | None = None  # as typed: the lexical channel reads it
+    memory: np.ndarray | None = None  # (k,) float, the query memory's lift as served
 
     def vectors_in(self, text_vecs: Mapping[str, Any], image_vecs: Mapping[str, Any]) -> bool:
         """Whether every query vector this search needs is among those given (a query logged
@@ -79,7 +80,7 @@ def load_searches(
     for sid, created_at, query_type, query_text, image_sha256, explore, filters in impressions:
         if sid not in shown:
             continue
-        products, model_positions, propensities = shown[sid]
+        products, model_positions, propensities, memory = shown[sid]
         out.append(
             LoggedSearch(
                 search_id=sid,
@@ -94,6 +95,7 @@ def load_searches(
                 grades=np.array([labels.get((sid, p), 0) for p in products], dtype=np.int64),
                 filters=filter_values(filters) if filters else None,
                 query_text=query_text,
+                memory=np.array(memory, dtype=np.float32),
             )
         )
     return out
@@ -135,16 +137,19 @@ def even_shares(available: Mapping[str, int], total: int) -> dict[str, int]:
 
 def _shown_and_labels(
     session: Session, ids: list[str], grades: dict[str, int]
-) -> tuple[dict[str, tuple[list[str], list[int], list[float]]], dict[tuple[str, str], int]]:
-    """Per search, in shown order: product ids, model positions and logged propensities; and per
-    (search, product) the highest grade among its events."""
-    shown: dict[str, tuple[list[str], list[int], list[float]]] = {}
+) -> tuple[
+    dict[str, tuple[list[str], list[int], list[float], list[float]]], dict[tuple[str, str], int]
+]:
+    """Per search, in shown order: product ids, model positions, logged propensities and memory
+    lifts; and per (search, product) the highest grade among its events."""
+    shown: dict[str, tuple[list[str], list[int], list[float], list[float]]] = {}
     labels: dict[tuple[str, str], int] = {}
-    for sid, pid, pos, model_pos, prop in shown_items(session=session, search_ids=ids):
-        cols = shown.setdefault(sid, ([], [], []))
+    for sid, pid, pos, model_pos, prop, memory in shown_items(session=session, search_ids=ids):
+        cols = shown.setdefault(sid, ([], [], [], []))
         cols[0].append(pid)
         cols[1].append(model_pos or pos)
         cols[2].append(prop if prop else 1.0 / pos)
+        cols[3].append(memory or 0.0)
     for sid, pid, etype in event_types(session=session, search_ids=ids):
         g = grades.get(etype, 0)  # a type removed from the settings no longer counts
         if g > labels.get((sid, pid), 0):

@@ -36,7 +36,7 @@ class Batch:
     grades: torch.Tensor  # (B, K) long
     positions: torch.Tensor  # (B, K) long, 1-based, as shown
     attr: torch.Tensor  # (B, K, F) attribute-agreement features (F = 0 without them)
-    mix: torch.Tensor  # (B, K, 4) model.hybrid.mix_features (zeros for a head without the mix)
+    mix: torch.Tensor  # (B, K, 5) model.hybrid.mix_features (zeros for a head without the mix)
 
     def __len__(self) -> int:
         return int(self.qtype.shape[0])
@@ -250,10 +250,12 @@ def _fill_mix(
 ) -> None:
     """Each search's mix features: rank features from its lexical and text lists retrieved
     again as served (model.retrieval, among the products its filters allow; none for a search
-    without text), and its products' engagement."""
+    without text), its products' engagement, and the memory lift each was served with."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, (s, shown) in enumerate(kept):
         b.mix[i, : len(shown), 3] = torch.tensor(engagement(s))
+        if s.memory is not None:
+            b.mix[i, : len(shown), 4] = torch.from_numpy(s.memory)
         if s.query_text and bool(q.has_t[i]):
             key = (filter_key(s.filters), depth(n, len(shown)))
             groups.setdefault(key, []).append(i)

@@ -1,7 +1,10 @@
-"""The numbers a candidate is judged on: IPS-weighted NDCG@10 of re-ranking what was shown, and
-the log-loss of its calibrated event probabilities."""
+"""The numbers a candidate is judged on: IPS-weighted NDCG@10 of re-ranking what was shown, its
+paired gain over the active head, and the log-loss of its calibrated event probabilities."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 
@@ -65,6 +68,49 @@ def evaluate(
                 float((v[sel] * w).sum() / w.sum()) if w.sum() > 0 else float("nan")
             )
         out[name] = row
+    return out
+
+
+@dataclass(frozen=True)
+class PairedGain:
+    """The candidate's IPS-weighted NDCG@10 gain over the active head on the same searches, with
+    the delta-method standard error of that ratio estimator."""
+
+    gain: float  # sum(dcg_candidate - dcg_active) / sum(idcg)
+    se: float  # inf with fewer than two searches, nan with none
+    searches: int
+
+    @classmethod
+    def of(cls, diff: torch.Tensor, idcg: torch.Tensor) -> PairedGain:
+        """From per-search DCG differences and ideal DCGs. The gain is a ratio of sums, so its
+        variance is that of the linearised residual diff - gain * idcg, divided by sum(idcg)^2
+        (with n / (n - 1) for the mean estimated from the same searches)."""
+        n = len(diff)
+        d, w = diff.double(), idcg.double()
+        total = float(w.sum())
+        if n == 0 or total <= 0:
+            return cls(float("nan"), float("nan"), n)
+        gain = float(d.sum()) / total
+        if n < 2:  # one search says nothing about the spread between searches
+            return cls(gain, math.inf, n)
+        ss = float(((d - gain * w) ** 2).sum())
+        return cls(gain, math.sqrt(ss * n / (n - 1)) / total, n)
+
+
+def paired_gain(
+    candidate: FusionHead, active: FusionHead, f: Features, bias: PositionBias, clip: float
+) -> dict[str, PairedGain]:
+    """Per query type: the candidate's IPS-weighted NDCG@10 gain over `active` on the same
+    engaged searches `evaluate` scores. Pairing them search by search removes the variance the
+    two heads share (which searches were easy), which two separate metrics would count twice."""
+    b = f.batch
+    dcg_c, idcg = _dcg_per_search(all_scores(candidate, f), b, bias, clip)
+    dcg_a, _ = _dcg_per_search(all_scores(active, f), b, bias, clip)
+    engaged = idcg > 0
+    out: dict[str, PairedGain] = {}
+    for i, t in enumerate(QUERY_TYPES):
+        sel = engaged & (b.qtype == i)
+        out[t] = PairedGain.of(dcg_c[sel] - dcg_a[sel], idcg[sel])
     return out
 
 

@@ -7,10 +7,12 @@
    newest `holdout_fraction` of its new searches, topped up from earlier refreshes' holdouts
    until it has `min_holdout_engaged` engaged searches. Nothing trains on a held-out search.
 3. The position bias is re-fitted; the candidate warm-starts from the active head.
-4. Per query type, the candidate must beat the active head on the holdout's IPS-weighted NDCG@10
-   by `margin` without a worse click log-loss (beyond `logloss_tolerance`), and the holdout must
-   have shown enough of what it would serve (learner.coverage); types that fail keep the active
-   head's behaviour, so no promotion can lower any type's holdout metric.
+4. Per query type, the candidate must be surely better than the active head on the holdout's
+   IPS-weighted NDCG@10: a paired test over its engaged searches, whose lower confidence bound
+   (at `confidence`) of the gain must exceed `margin` (learner.gate.gain_test). Its click
+   log-loss may not be worse (beyond `logloss_tolerance`), and the holdout must have shown enough
+   of what it would serve (learner.coverage); types that fail keep the active head's behaviour,
+   so no promotion can lower any type's holdout metric.
 5. The candidate is stored (atomically, verified on load) and registered either way: promoted
    and activated, or rejected with its reason and metrics.
 """
@@ -32,8 +34,8 @@ from learner.child import child_head, merge_per_type
 from learner.dataset import Encoders, logged_query_vectors
 from learner.engagement import compute_engagement, leave_one_out
 from learner.features import Features, build_features
-from learner.gate import coverage_gate, holdout_gate
-from learner.holdout import Metrics, evaluate, judging_clip
+from learner.gate import coverage_gate, gain_test, holdout_gate
+from learner.holdout import Metrics, evaluate, judging_clip, paired_gain
 from learner.position_bias import estimate
 from learner.record import RunRecord, jsonable
 from learner.split import Split, split_window
@@ -67,7 +69,8 @@ class RefreshConfig:
     min_holdout_engaged: int  # per query type, to judge that type at all
     replay: int
     max_window: int
-    margin: float
+    margin: float  # the least gain the lower confidence bound of a type's paired gain must exceed
+    confidence: float  # of that one-sided bound
     logloss_tolerance: float = 0.002
     # learner.coverage: the least share of a type's served top 10 its holdout searches showed
     min_shown_share: float
@@ -245,15 +248,22 @@ def _fit(run: _Run, w: Window) -> _Fitted | None:
 
 
 def _judge(run: _Run, fit: _Fitted) -> _Verdict:
-    """Per query type, whether the candidate beats the active head on the holdout, and why."""
+    """Per query type, whether the candidate is surely better than the active head on the
+    holdout, and why; the paired test's numbers go in the detail."""
     config = run.config
     parent_m, _ = fit.judge(fit.parent)
     cand_m, cand_cal = fit.judge(fit.candidate)
+    paired = paired_gain(fit.candidate, fit.parent, fit.f_hold, fit.bias, fit.clip)
+    tests = {
+        t: gain_test(g, margin=config.margin, confidence=config.confidence)
+        for t, g in paired.items()
+    }
+    run.detail["paired"] = {t: test.as_detail() for t, test in tests.items()}
     accept, reasons = holdout_gate(
         parent_m,
         cand_m,
+        tests,
         min_engaged=config.min_holdout_engaged,
-        margin=config.margin,
         logloss_tolerance=config.logloss_tolerance,
     )
     run.lap("judge")

@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from model.engagement import Engagement
-from model.head import FusionHead, HeadConfig
+from model.head import MIX, MIX_START, QUERY_TYPES, FusionHead, HeadConfig
 from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
 
@@ -57,13 +58,23 @@ def save_head(root: Path, head: FusionHead, card: dict[str, Any]) -> str:
     return version
 
 
+def _from_older(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A head saved before the mix had all of MIX's terms gets the missing ones at their
+    starting weights: it ranked without them, and they are 0 where they have nothing to say."""
+    mix = state.get("mix")
+    if mix is not None and mix.shape[1] < len(MIX):
+        start = torch.tensor([MIX_START[t] for t in QUERY_TYPES], dtype=mix.dtype)
+        state = {**state, "mix": torch.cat([mix, start[:, mix.shape[1] :]], dim=1)}
+    return state
+
+
 def load_head(path: Path) -> tuple[FusionHead, dict[str, Any]]:
     """Load a head; a missing or corrupt file raises ArtifactError and nothing is loaded."""
     files = read_manifest(path).get("files", {})
     try:
         card: dict[str, Any] = json.loads((path / CARD).read_text())
         head = FusionHead(HeadConfig(**card["config"]))
-        state = load_file(str(path / WEIGHTS))
+        state = _from_older(load_file(str(path / WEIGHTS)))
         head.load_state_dict(state, strict=True)
         if ENGAGEMENT in files:
             head.engagement = Engagement.from_json((path / ENGAGEMENT).read_text())

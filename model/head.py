@@ -27,9 +27,9 @@ from model.engagement import Engagement
 CHANNELS = ("text_text", "text_image", "image_image", "image_pimage", "image_text")
 QUERY_TYPES = ("text", "image", "composed")
 # What the hybrid mix weighs: the dense score above, then per-query rank and score features of
-# the lexical channel (BM25) and the frozen text channel, and the product's engagement
-# (model.hybrid computes them).
-MIX = ("dense", "lexical_score", "lexical_rrf", "text_rrf", "engagement")
+# the lexical channel (BM25) and the frozen text channel, the product's engagement, and the
+# query memory's lift for this query and product (model.hybrid computes them).
+MIX = ("dense", "lexical_score", "lexical_rrf", "text_rrf", "engagement", "memory")
 # Before any click a text query ranks by reciprocal rank fusion of the lexical and the dense text
 # channel plus the normalised BM25, which keeps a product only the lexical channel found near the
 # top (plain RRF sinks it below products both lists hold in the middle), and the dense score,
@@ -37,11 +37,13 @@ MIX = ("dense", "lexical_score", "lexical_rrf", "text_rrf", "engagement")
 # others rank by the dense score alone. Engagement counts for nothing until clicks show it
 # helps. Chosen on both catalogs of benchmarks.hybrid as the best known-item ranking that is at
 # least RRF on every query set (dense 0.1 instead of 0.8: titles-only attribute queries 0.747,
-# below RRF's 0.758). The learner then moves these per query type.
+# below RRF's 0.758). The query memory's lift counts from the start: it is 0 for a query the
+# memory knows nothing of, and where shoppers chose, what they chose is the best evidence there
+# is (benchmarks.query_memory). The learner then moves these per query type.
 MIX_START = {
-    "text": (0.8, 2.0, 1.0, 1.0, 0.0),
-    "image": (1.0, 0.0, 0.0, 0.0, 0.0),
-    "composed": (1.0, 0.0, 0.0, 0.0, 0.0),
+    "text": (0.8, 2.0, 1.0, 1.0, 0.0, 1.0),
+    "image": (1.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+    "composed": (1.0, 0.0, 0.0, 0.0, 0.0, 1.0),
 }
 assert all(len(w) == len(MIX) for w in MIX_START.values())
 

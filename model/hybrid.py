@@ -2,8 +2,9 @@
 
 The rank features come from channels that do not depend on the head: the lexical channel's BM25
 list and the frozen text channel's nearest-neighbour list, so serving and the learner compute
-them the same way and a new head cannot change its own inputs. The last is the product's
-engagement (model.engagement), which the head carries.
+them the same way and a new head cannot change its own inputs. Then the product's engagement
+(model.engagement), which the head carries, and the query memory's lift (model.query_memory),
+which serving reads live and logs with each shown product for the learner.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 RRF_K = 60  # the usual constant of reciprocal rank fusion
-N_FEATURES = 4  # lexical_score, lexical_rrf, text_rrf, engagement
+N_FEATURES = 5  # lexical_score, lexical_rrf, text_rrf, engagement, memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +28,16 @@ class RankLists:
 
 
 def mix_features(
-    rows: np.ndarray, lists: RankLists | None, engagement: Sequence[float] | None
+    rows: np.ndarray,
+    lists: RankLists | None,
+    engagement: Sequence[float] | None,
+    memory: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(len(rows), 4) float32 for candidate `rows`: BM25 over the query's best BM25,
+    """(len(rows), 5) float32 for candidate `rows`: BM25 over the query's best BM25,
     K/(K + lexical rank), K/(K + text rank), from the lexical list (rows, scores) and the text
-    channel's list (rows), both best first, and the rows' engagement. A candidate missing from a
-    list, or a list that does not exist, gives 0 (an infinite rank); no engagement gives 0."""
+    channel's list (rows), both best first, the rows' engagement and their memory lift. A
+    candidate missing from a list, or a list that does not exist, gives 0 (an infinite rank); no
+    engagement or memory gives 0."""
     out = np.zeros((len(rows), N_FEATURES), np.float32)
     lexical = None if lists is None else lists.lexical
     text_rows = None if lists is None else lists.text_rows
@@ -47,6 +52,8 @@ def mix_features(
         out[found, 2] = RRF_K / (RRF_K + rank[found])
     if engagement is not None:
         out[:, 3] = engagement
+    if memory is not None:
+        out[:, 4] = memory
     return out
 
 

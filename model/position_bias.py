@@ -50,6 +50,18 @@ def explore_order(n: int, rng: random.Random) -> list[int]:
     return order
 
 
+def explore_deeper(
+    page: list[int], deeper: list[int], rng: random.Random, first_slot: int = 3
+) -> list[int]:
+    """The page with one of `deeper` (items ranked below it) in its place at a random slot from
+    `first_slot` on, the page's last item dropped: how a product no shopper has seen for a query
+    gets the examinations that let the query memory find it. Unchanged when either is empty."""
+    if not page or not deeper:
+        return page
+    slot = rng.randint(min(first_slot, len(page)), len(page)) - 1
+    return [*page[:slot], rng.choice(deeper), *page[slot:-1]]
+
+
 def bias_of(card: dict[str, Any]) -> PositionBias:
     """The position bias a head was trained under, from its model card (the prior for a
     bootstrap head)."""

@@ -72,10 +72,12 @@ def retrieve(
     n: int,
     allowed: np.ndarray | None = None,
     threads: int = 1,
+    extra: Sequence[np.ndarray] | None = None,
 ) -> list[Pool]:
     """The pools of a batch of queries of one type, all under the same filter (`allowed`: a row
     mask, None for every alive row). `q` holds (B, d) vectors and their projections (or (d,) for
-    one query); `words`: each query's text as typed, None when it has none."""
+    one query); `words`: each query's text as typed, None when it has none; `extra`: each
+    query's rows from channels outside the index (the query memory's), already filtered."""
     b = len(words)
     searched: list[list[np.ndarray]] = [[] for _ in range(b)]
     lists: list[RankLists] | None = None
@@ -93,9 +95,11 @@ def retrieve(
             searched[i].append(rows)
     pools = []
     for i in range(b):
-        extra = None if lists is None else lists[i]
-        if extra is not None and extra.lexical is not None:
-            searched[i].append(extra.lexical[0])
+        found_lists = None if lists is None else lists[i]
+        if found_lists is not None and found_lists.lexical is not None:
+            searched[i].append(found_lists.lexical[0])
+        if extra is not None and len(extra[i]):
+            searched[i].append(extra[i])
         rows = np.unique(np.concatenate(searched[i])) if searched[i] else np.zeros(0, np.int64)
-        pools.append(Pool(rows, extra, None if photo is None else photo[i]))
+        pools.append(Pool(rows, found_lists, None if photo is None else photo[i]))
     return pools

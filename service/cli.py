@@ -213,8 +213,7 @@ def learner(
     try:
         if once:
             raise typer.Exit(_refresh_once(process))
-        process.learner.start_scheduler()
-        process.follower.start()
+        process.start()
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         typer.echo("learner running; Ctrl-C to stop")

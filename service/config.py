@@ -115,6 +115,52 @@ class Settings(BaseSettings):
         description="Share of searches whose adjacent results are randomly swapped, from which "
         "the position bias is estimated.",
     )
+    explore_deep_rate: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Share of searches that show, at a random place from the third on, one "
+        "product ranked just below the page that shoppers of the query have not yet seen: how "
+        "the query memory finds what the first page hides.",
+    )
+    memory_half_life_days: float = Field(
+        14.0,
+        gt=0,
+        description="The query memory (what shoppers of each query did with each product): "
+        "what happened this long ago counts half.",
+    )
+    memory_prior: float = Field(
+        5.0,
+        gt=0,
+        description="Examinations' worth of a product's usual rate that its memory for a query "
+        "starts from: more trusts a query's first clicks less.",
+    )
+    memory_similar_floor: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Least cosine (frozen text encoder) between a query and a logged one it "
+        "borrows memory from while it has little of its own.",
+    )
+    memory_photo_floor: float = Field(
+        0.95,
+        ge=0.0,
+        le=1.0,
+        description="Least cosine between a photo and a logged one it borrows memory from: "
+        "near-duplicates only.",
+    )
+    memory_poll_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How often the logs are folded into the query memory, and how often every "
+        "process reads what was folded.",
+    )
+    memory_max_pairs: int = Field(
+        2_000_000,
+        ge=1000,
+        description="Most (query, product) pairs the memory keeps; the least recently updated "
+        "go first. Each costs about 200 bytes in every process.",
+    )
 
     learner_in_process: bool = Field(
         True,
@@ -161,7 +207,19 @@ class Settings(BaseSettings):
     learner_ips_clip: float = Field(
         20.0, ge=1.0, description="Largest inverse-propensity weight (bias against variance)."
     )
-    promotion_margin: float = Field(0.002, ge=0, description="IPS-NDCG@10 gain to promote.")
+    promotion_margin: float = Field(
+        0.0,
+        ge=0,
+        description="Least IPS-NDCG@10 gain over the active version that the lower confidence "
+        "bound of a query type's paired gain on its holdout searches must exceed to promote it.",
+    )
+    promotion_confidence: float = Field(
+        0.95,
+        ge=0.5,
+        lt=1,
+        description="Confidence of that one-sided lower bound: how sure the gate must be that the "
+        "gain exceeds promotion_margin (0.5 judges on the estimate alone).",
+    )
     learner_min_shown_share: float = Field(
         0.25,
         ge=0.0,

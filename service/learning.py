@@ -18,11 +18,13 @@ from learner.versions import register_bootstrap
 from learner.worker import Learner, WorkerConfig
 from model.checkpoint import load_head
 from model.head import FusionHead
+from model.query_memory import MemoryConfig
 from service.catalog.index import CatalogIndex
 from service.catalog.writer import CatalogWriter
 from service.config import Settings
 from service.encoding.embedder import make_embedder
 from service.polling import Poller
+from service.search.memory import FoldConfig, MemoryFold
 from storage.artifacts import current
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.registry import active_version, set_active
@@ -48,12 +50,38 @@ def learner_config(settings: Settings, **train: Any) -> WorkerConfig:
             replay=settings.learner_replay,
             max_window=settings.learner_max_window,
             margin=settings.promotion_margin,
+            confidence=settings.promotion_confidence,
             min_shown_share=settings.learner_min_shown_share,
             per_channel=settings.candidates_per_channel,
             keep_heads=settings.learner_keep_heads,
             train=replace(TrainConfig(ips_clip=settings.learner_ips_clip), **train),
         ),
     )
+
+
+def memory_config(settings: Settings) -> MemoryConfig:
+    """How every process reads the query memory."""
+    return MemoryConfig(
+        half_life_days=settings.memory_half_life_days,
+        prior=settings.memory_prior,
+        similar_floor=settings.memory_similar_floor,
+        photo_floor=settings.memory_photo_floor,
+    )
+
+
+def memory_fold(
+    settings: Settings, sessions: sessionmaker[Session], encoders: Encoders
+) -> MemoryFold:
+    """What folds the logs into the query memory: any process that learns (one at a time)."""
+    config = FoldConfig(
+        grades=settings.event_grades,
+        half_life_days=settings.memory_half_life_days,
+        text_encoder=encoders.text_id,
+        image_encoder=encoders.image_id,
+        retention_days=settings.retention_days,
+        max_pairs=settings.memory_max_pairs,
+    )
+    return MemoryFold(sessions, config, lease_seconds=settings.lease_seconds)
 
 
 @dataclass(frozen=True)
@@ -106,9 +134,16 @@ class LearnerProcess:
     sessions: sessionmaker[Session]
     learner: Learner
     follower: Poller  # it trains on products other processes add too
+    memory: Poller  # folds the logs into the query memory
+
+    def start(self) -> None:
+        self.learner.start_scheduler()
+        self.follower.start()
+        self.memory.start()
 
     def close(self) -> None:
         self.follower.stop()
+        self.memory.stop()
         self.learner.close()
         self.engine.dispose()
 
@@ -131,12 +166,11 @@ def start_learner(settings: Settings, config: WorkerConfig | None = None) -> Lea
         images_dir=settings.images_dir,
     )
     writer.reconcile()
+    encoders = encoders_of(index)
     learner = Learner(
-        config or learner_config(settings),
-        sessions,
-        index,
-        encoders_of(index),
-        fallback_version=version,
+        config or learner_config(settings), sessions, index, encoders, fallback_version=version
     )
     follower = Poller("catalog-follower", writer.reconcile, settings.catalog_poll_seconds)
-    return LearnerProcess(engine, sessions, learner, follower)
+    fold = memory_fold(settings, sessions, encoders)
+    memory = Poller("memory-fold", fold.run, settings.memory_poll_seconds)
+    return LearnerProcess(engine, sessions, learner, follower, memory)

@@ -10,16 +10,18 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from learner.worker import Learner, WorkerConfig
+from model.query_memory import QueryMemory
 from service.catalog.index import CatalogIndex
 from service.catalog.writer import CatalogWriter
 from service.config import Settings
 from service.encoding.embedder import Embedder, make_embedder
 from service.errors import FusionrankError
-from service.learning import encoders_of, learner_config, load_catalog
+from service.learning import encoders_of, learner_config, load_catalog, memory_config, memory_fold
 from service.polling import Poller
 from service.search.dispatch import SearchDispatcher
 from service.search.hot_swap import ModelWatcher, load_active_head, warm
 from service.search.impressions import ImpressionLogger
+from service.search.memory import MemoryFollower
 from service.search.online_metrics import OnlineMetrics
 from service.search.searcher import ActiveHead, Searcher
 from service.threads import ThreadPolicy
@@ -45,11 +47,14 @@ class Runtime:
     follower: Poller | None = None  # applies catalog changes other processes commit
     watcher: ModelWatcher | None = None
     learner: Learner | None = None
+    memory_follower: Poller | None = None  # reads what the query memory's folds wrote
+    memory_fold: Poller | None = None  # folds the logs into it, beside an in-process learner
     not_ready_reason: str = ""
 
     def close(self) -> None:
-        if self.follower is not None:
-            self.follower.stop()
+        for poller in (self.follower, self.memory_follower, self.memory_fold):
+            if poller is not None:
+                poller.stop()
         if self.watcher is not None:
             self.watcher.stop()
         if self.learner is not None:
@@ -125,7 +130,9 @@ def _serve_catalog(rt: Runtime, policy: ThreadPolicy) -> None:
         concurrency=policy.search_concurrency,
         threads=policy.search_threads,
         explore_rate=settings.explore_rate,
+        explore_deep_rate=settings.explore_deep_rate,
         query_cache=settings.query_cache,
+        memory=QueryMemory(memory_config(settings)),
     )
     warm(active, rt.searcher)  # e.g. a head's per-row attribute codes, before the first shopper
     rt.searcher.warm_encoders()
@@ -139,6 +146,10 @@ def _serve_catalog(rt: Runtime, policy: ThreadPolicy) -> None:
     )
     applied = rt.writer.reconcile()
     rt.follower = Poller("catalog-follower", rt.writer.reconcile, settings.catalog_poll_seconds)
+    assert rt.searcher.memory is not None
+    memory = MemoryFollower(rt.sessions, rt.searcher.memory)
+    memory.poll()  # what shoppers did so far, before the first search
+    rt.memory_follower = Poller("memory-follower", memory.poll, settings.memory_poll_seconds)
     log.info(
         "loaded %s (%d products, head %s, %d changes replayed)",
         index.meta.get("name", "index"),
@@ -174,18 +185,25 @@ def _start_learning(rt: Runtime, config: WorkerConfig, *, background: bool) -> N
     rt.watcher = ModelWatcher(
         rt.sessions, searcher, settings.data_dir / "heads", settings.model_poll_seconds
     )
+    encoders = encoders_of(searcher.index)
     rt.learner = Learner(
         config,
         rt.sessions,
         searcher.index,
-        encoders_of(searcher.index),
+        encoders,
         fallback_version=searcher.index.meta["head_version"],
         serving=searcher.cores if settings.learner_in_process else None,
     )
+    if settings.learner_in_process:
+        fold = memory_fold(settings, rt.sessions, encoders)
+        rt.memory_fold = Poller("memory-fold", fold.run, settings.memory_poll_seconds)
     if background:
-        assert rt.follower is not None
+        assert rt.follower is not None and rt.memory_follower is not None
         rt.follower.start()
+        rt.memory_follower.start()
         rt.watcher.start()
+        if rt.memory_fold is not None:
+            rt.memory_fold.start()
         if settings.learner_in_process:
             rt.learner.start_scheduler()
             if settings.learner_refresh_on_drift:

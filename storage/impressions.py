@@ -20,6 +20,7 @@ class ShownItem:
     score: float
     model_position: int
     propensity: float
+    memory: float = 0.0  # the query memory's lift it was ranked with
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +46,18 @@ class ImpressionIn:
     items: list[ShownItem]  # in shown order: position = index + 1
     explore: bool = False
     vectors: tuple[QueryVector, ...] = ()
+    caller: str | None = None  # the API key's fingerprint; None without keys
 
 
-_ITEM_COLUMNS = ("search_id", "position", "product_id", "score", "model_position", "propensity")
+_ITEM_COLUMNS = (
+    "search_id",
+    "position",
+    "product_id",
+    "score",
+    "model_position",
+    "propensity",
+    "memory",
+)
 
 
 def _executemany(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -84,6 +94,7 @@ def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> Non
                 "query_type": i.query_type,
                 "filters": i.filters,
                 "user_id": i.user_id,
+                "caller": i.caller,
                 "model_version": i.model_version,
                 "k": i.k,
                 "latency_ms": i.latency_ms,
@@ -93,7 +104,7 @@ def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> Non
         ],
     )
     items = [
-        (i.search_id, pos, it.product_id, it.score, it.model_position, it.propensity)
+        (i.search_id, pos, it.product_id, it.score, it.model_position, it.propensity, it.memory)
         for i in impressions
         for pos, it in enumerate(i.items, start=1)
     ]
@@ -177,14 +188,19 @@ def engaged_per_type(*, session: Session, end: datetime) -> dict[str, int]:
 
 def shown_items(
     *, session: Session, search_ids: Sequence[str]
-) -> Iterator[tuple[str, str, int, int | None, float | None]]:
-    """(search_id, product_id, position, model_position, propensity) of every product those
-    searches showed, in shown order per search."""
+) -> Iterator[tuple[str, str, int, int | None, float | None, float | None]]:
+    """(search_id, product_id, position, model_position, propensity, memory) of every product
+    those searches showed, in shown order per search."""
     item = ImpressionItem
     for chunk in chunks(search_ids, 500):
         yield from session.execute(
             select(
-                item.search_id, item.product_id, item.position, item.model_position, item.propensity
+                item.search_id,
+                item.product_id,
+                item.position,
+                item.model_position,
+                item.propensity,
+                item.memory,
             )
             .where(item.search_id.in_(chunk))
             .order_by(item.search_id, item.position)

@@ -118,6 +118,9 @@ class Impression(Base):
     query_type: Mapped[str] = mapped_column(String(16))
     filters: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     user_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    # The API key that searched (its fingerprint; None without keys): with no user id, the one
+    # shopper the query memory counts a key's searches as.
+    caller: Mapped[str | None] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(64), index=True)
     k: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
@@ -148,6 +151,9 @@ class ImpressionItem(Base):
     model_position: Mapped[int | None] = mapped_column(Integer)
     # Probability that a shopper examines this position, as estimated when it was shown.
     propensity: Mapped[float | None] = mapped_column(Float)
+    # The query memory's lift for this product as served (model.query_memory): the learner
+    # trains the memory's weight on what serving read, not on memory that came after.
+    memory: Mapped[float | None] = mapped_column(Float)
 
     impression: Mapped[Impression] = relationship(back_populates="items")
 
@@ -240,3 +246,63 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MemoryQuery(Base):
+    """A query the query memory knows (model.query_memory): its normalised key, a wording as
+    shoppers typed it, and its frozen vector, so that a similar new query can borrow from it.
+    `fold` is the memory fold that last wrote the row: followers read what is newer."""
+
+    __tablename__ = "memory_queries"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the normal form
+    kind: Mapped[str] = mapped_column(String(16))  # text | image | composed
+    text: Mapped[str] = mapped_column(Text)  # the normal form (terms, or photo:<sha256>)
+    wording: Mapped[str | None] = mapped_column(Text)  # as first typed
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, the frozen encoder's
+    searches: Mapped[float] = mapped_column(Float)  # decayed to `at`
+    at: Mapped[float] = mapped_column(Float, index=True)  # epoch seconds of the last update
+    fold: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class MemoryPair(Base):
+    """What shoppers of one query did with one product: examinations (the shown positions'
+    examination probabilities) and graded events (grade over the highest grade), each shopper
+    counted once and decayed to `at`; and the shoppers per event type, for reading."""
+
+    __tablename__ = "memory_pairs"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    exam: Mapped[float] = mapped_column(Float)
+    gain: Mapped[float] = mapped_column(Float)
+    events: Mapped[dict[str, Any]] = mapped_column(JSON)  # event type -> decayed shoppers
+    at: Mapped[float] = mapped_column(Float, index=True)
+    fold: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class MemoryShopper(Base):
+    """The most one shopper (a user id, a key without user ids, or else the search itself) gave
+    a query and product, so that repeating a search or an event adds nothing: the abuse bound."""
+
+    __tablename__ = "memory_shoppers"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    shopper: Mapped[str] = mapped_column(String(200), primary_key=True)
+    exam: Mapped[float] = mapped_column(Float)
+    grade: Mapped[float] = mapped_column(Float)
+    types: Mapped[str] = mapped_column(Text)  # event types seen, comma-separated
+    at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class MemoryCursor(Base):
+    """How far the query memory has folded the logs (impressions created and events received
+    up to these times), and the number of the last fold."""
+
+    __tablename__ = "memory_cursor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    impressions_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    events_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fold: Mapped[int] = mapped_column(BigInteger)

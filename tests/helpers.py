@@ -200,9 +200,10 @@ QUICK_LEARNING: dict[str, Any] = {
 
 
 def make_settings(data_dir: Path, database_url: str = "", **overrides: Any) -> Settings:
-    """Test settings: a short bootstrap, no exploration unless a test asks (explored searches
-    are not ordered by score), no scheduled refreshes."""
+    """Test settings: a short bootstrap, no exploration of either kind unless a test asks
+    (explored searches are not ordered by score), no scheduled refreshes."""
     overrides.setdefault("explore_rate", 0.0)
+    overrides.setdefault("explore_deep_rate", 0.0)
     overrides.setdefault("learner_in_process", False)  # tests trigger refreshes themselves
     return Settings(data_dir=data_dir, database_url=database_url, bootstrap_epochs=3, **overrides)
 

@@ -4,6 +4,7 @@ vectors read a query's category, and a head carrying them scores the same after 
 from __future__ import annotations
 
 import copy
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,7 +17,8 @@ from learner.features import build_features, scores
 from model.attributes import AttributeAgreement, categorical_attributes, photo_votes
 from model.candidates import candidates
 from model.checkpoint import load_head, save_head
-from model.head import QUERY_TYPES, FusionHead, HeadConfig
+from model.head import MIX, QUERY_TYPES, FusionHead, HeadConfig
+from model.query_memory import MemoryConfig, QueryMemory
 from service.catalog.index import CatalogIndex
 from storage.artifacts import current
 from storage.models import utcnow
@@ -245,6 +247,7 @@ def test_a_head_without_colour_ignores_logged_colour_descriptors(ingested, index
 def test_the_learner_rebuilds_the_mix_features_serving_used(ingested, index, embedder):
     """For a logged text search (filtered or not), the mix features the learner rebuilds for its
     shown products, and the scores it gives them, are those serving explained."""
+    from service.search.memory import memory_key
     from service.search.searcher import ActiveHead, Searcher, SearchQuery
 
     head = child_head(
@@ -255,7 +258,12 @@ def test_the_learner_rebuilds_the_mix_features_serving_used(ingested, index, emb
     head.eval()
     assert head.mix is not None
     n = ingested.settings.candidates_per_channel
-    searcher = Searcher(embedder, index, ActiveHead(head, "v"), per_channel=n)
+    memory = QueryMemory(
+        MemoryConfig(half_life_days=14, prior=5, similar_floor=0.8, photo_floor=0.95)
+    )
+    for i, pid in enumerate(m.id for m in index.metas[:40]):  # what shoppers of "watch" did
+        memory.put_pair(memory_key("watch", None).key, pid, gain=i % 3, exam=2.0, at=time.time())
+    searcher = Searcher(embedder, index, ActiveHead(head, "v"), per_channel=n, memory=memory)
     for text, filters in [("blue running shoes for men", {}), ("watch", {"gender": "Women"})]:
         res = searcher.search(SearchQuery(text=text, k=15, filters=filters, explain=True))
         logged = LoggedSearch(
@@ -271,14 +279,15 @@ def test_the_learner_rebuilds_the_mix_features_serving_used(ingested, index, emb
             grades=np.zeros(len(res.hits), np.int64),
             filters={a: [v] for a, v in filters.items()} or None,
             query_text=text,
+            memory=np.array([h.memory for h in res.hits], np.float32),
         )
         f, _ = build_features(head, [logged], {"t": res.text_vector}, {}, index, per_channel=n)
         for j, hit in enumerate(res.hits):
             mix = hit.explanation["mix"]
-            want = [
-                mix[m]["value"] for m in ("lexical_score", "lexical_rrf", "text_rrf", "engagement")
-            ]
+            want = [mix[m]["value"] for m in MIX[1:]]
             torch.testing.assert_close(f.batch.mix[0, j], torch.tensor(want), atol=1e-5, rtol=0)
+        if text == "watch":  # the memory is part of what the learner must rebuild
+            assert any(h.memory != 0 for h in res.hits)
         got = scores(head, f, f.batch)[0, : len(res.hits)]
         torch.testing.assert_close(
             got, torch.tensor([h.score for h in res.hits]), atol=1e-4, rtol=0

@@ -418,7 +418,8 @@ def test_the_gate_refuses_a_type_whose_top_10_the_holdout_never_showed(loop, cli
     active = client.get("/v1/models").json()["active"]
     config = dataclasses.replace(
         learner_config(loop.settings).refresh,
-        margin=-1.0,
+        margin=-2.0,  # below any gain (all lie in [-1, 1]): at confidence 0.5 the bound is it
+        confidence=0.5,
         logloss_tolerance=1e9,
         min_shown_share=1.01,
     )

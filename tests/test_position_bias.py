@@ -8,7 +8,7 @@ import random
 import pytest
 
 from learner.position_bias import estimate
-from model.position_bias import PositionBias, explore_order
+from model.position_bias import PositionBias, explore_deeper, explore_order
 
 
 def test_explore_order_moves_items_at_most_one_place_and_swaps_every_pair_a_quarter():
@@ -81,3 +81,20 @@ def test_without_explored_traffic_the_prior_stands():
     curve, _ = estimate(searches, prior_eta=1.0, positions=10)
     assert curve.examination == pytest.approx(prior.examination)
     assert curve.source == "prior"
+
+
+def test_deeper_exploration_puts_one_unseen_product_on_the_page_from_the_third_place():
+    rng = random.Random(0)
+    page, deeper = list(range(10)), [14, 17]
+    slots = set()
+    for _ in range(300):
+        shown = explore_deeper(page, deeper, rng)
+        assert len(shown) == 10 and len(set(shown)) == 10
+        (new,) = set(shown) - set(page)
+        assert new in deeper and 9 not in shown  # the page's last gives way
+        slot = shown.index(new)
+        assert slot >= 2 and [x for x in shown if x != new] == page[:9]  # the rest keep order
+        slots.add(slot)
+    assert slots == set(range(2, 10))
+    assert explore_deeper(page, [], rng) == page and explore_deeper([], deeper, rng) == []
+    assert explore_deeper([0, 1], [5], rng) == [0, 5]  # a short page: its last place

@@ -49,7 +49,7 @@ def test_a_rare_query_type_is_judged_and_promoted_under_the_default_schedule(
             ):
                 sim = Simulator(srv.url, ingested.csv, k=10, mix=MIX)
                 runs: list[dict] = []
-                for chunk in range(12):
+                for chunk in range(20):  # a paired test at 95% needs a clear gain
                     report = sim.run(CHUNK, seed=500 + chunk, concurrency=2, progress=False)
                     assert report.failed == 0
                     time.sleep(settings.learner_settle_seconds + 0.5)
@@ -72,8 +72,10 @@ def test_a_rare_query_type_is_judged_and_promoted_under_the_default_schedule(
     assert held[judged]["engaged"] >= 50 and held[judged]["carried"] > 0, held
     # ... and promoted, without lowering any type on the holdout
     promoted = next(
-        r for r in refreshed if r["promoted"] and "image" in r["detail"]["accepted_types"]
+        (r for r in refreshed if r["promoted"] and "image" in r["detail"]["accepted_types"]),
+        None,
     )
+    assert promoted is not None, [r["detail"].get("paired", {}).get("image") for r in refreshed]
     hold = promoted["detail"]["holdout"]
     for t in ("text", "image", "composed"):
         if hold["final"][t]["engaged"]:

@@ -118,6 +118,35 @@ class MixTerm(BaseModel):
     value: float = Field(description="The product's value: the dense score, or a rank feature.")
 
 
+class SimilarQuery(BaseModel):
+    query: str = Field(description="A logged query's normal form (its lexical terms).")
+    similarity: float = Field(description="Cosine of the two queries' frozen text vectors.")
+
+
+class MemoryTerm(BaseModel):
+    """What the query memory holds for this query and product (model.query_memory)."""
+
+    lift: float = Field(description="log(rate / product_rate): the mix's `memory` value.")
+    events: float = Field(
+        description="Graded events (grade over the highest grade), each shopper once, decayed."
+    )
+    examinations: float = Field(
+        description="Expected examinations: the examination probability of every position it "
+        "was shown at, each shopper once, decayed."
+    )
+    rate: float = Field(description="Events per examination, smoothed toward product_rate.")
+    product_rate: float = Field(
+        description="The product's rate over every query, smoothed toward the catalog's."
+    )
+    borrowed_share: float = Field(
+        description="The share of the examinations that came from similar queries."
+    )
+    similar_queries: list[SimilarQuery] = Field(
+        description="The logged queries this one borrowed from (empty when it has enough "
+        "memory of its own)."
+    )
+
+
 class Explanation(BaseModel):
     """Why a product ranks where it does: score = sum of mix weight x value (or `dense` for a
     head without the mix)."""
@@ -132,7 +161,11 @@ class Explanation(BaseModel):
     )
     mix: dict[str, MixTerm] | None = Field(
         description="The hybrid mix: dense (fused + adjustment), lexical_score (BM25 over the "
-        "query's best), lexical_rrf and text_rrf (60 / (60 + rank))."
+        "query's best), lexical_rrf and text_rrf (60 / (60 + rank)), engagement (the "
+        "product's lift over every query) and memory (its lift for this query)."
+    )
+    memory: MemoryTerm | None = Field(
+        None, description="The query memory's evidence; null when it holds nothing for the query."
     )
 
 
@@ -331,4 +364,30 @@ class OnlineMetricsPublic(BaseModel):
         None,
         description="Query vectors reused by repeated searches in this process, for 'text' and "
         "'photo'; null while the index is not loaded.",
+    )
+
+
+class MemoryProduct(BaseModel):
+    product_id: str
+    title: str | None = Field(description="Null when the product is no longer in the catalog.")
+    examinations: float = Field(
+        description="Expected examinations (each shown position's examination probability), "
+        "each shopper once, decayed to now."
+    )
+    events: dict[str, float] = Field(
+        description="Per event type, the shoppers who did it, decayed to now."
+    )
+    graded: float = Field(description="Graded events (grade over the highest grade), decayed.")
+    lift: float = Field(description="The memory term a search for this query ranks it with.")
+
+
+class MemoryAnswer(BaseModel):
+    """What the query memory holds for one query."""
+
+    query: str = Field(description="As asked.")
+    normal: str = Field(description="Its normal form: the lexical terms, sorted.")
+    searches: float = Field(description="Searches of it, decayed to now.")
+    products: list[MemoryProduct] = Field(description="Most lifted first.")
+    similar_queries: list[SimilarQuery] = Field(
+        description="Logged queries it borrows from while it has little memory of its own."
     )

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from model.head import CHANNELS, MIX, Candidates, FusionHead, Query
+from model.query_memory import Evidence, Lift
 
 
 def explain(
@@ -59,3 +60,16 @@ def explain(
             }
         )
     return out
+
+
+def memory_detail(lift: Lift, recalled: Evidence) -> dict[str, Any]:
+    """The memory term of one product: its lift and what it rests on."""
+    return {
+        "lift": lift.lift,
+        "events": lift.events,
+        "examinations": lift.exam,
+        "rate": lift.rate,
+        "product_rate": lift.product_rate,
+        "borrowed_share": lift.borrowed_share,
+        "similar_queries": [{"query": t, "similarity": s} for t, s in recalled.neighbours],
+    }

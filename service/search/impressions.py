@@ -36,6 +36,7 @@ def impression_of(
     image_sha256: str | None,
     filters: dict[str, Any] | None,
     user_id: str | None,
+    caller: str | None,
     k: int,
 ) -> ImpressionIn:
     """The search as the learner will replay it, with its frozen query vectors so that the
@@ -64,10 +65,12 @@ def impression_of(
         k=k,
         latency_ms=result.latency_ms,
         items=[
-            ShownItem(h.product.id, h.score, h.model_position, h.propensity) for h in result.hits
+            ShownItem(h.product.id, h.score, h.model_position, h.propensity, h.memory)
+            for h in result.hits
         ],
         explore=result.explore,
         vectors=tuple(vectors),
+        caller=caller,
     )
 
 

@@ -24,16 +24,27 @@ from model.head import (
     query_type,
 )
 from model.hybrid import mix_features
-from model.position_bias import PositionBias, explore_order
+from model.position_bias import PositionBias, explore_deeper, explore_order
+from model.query_memory import Evidence, QueryMemory
 from model.retrieval import Pool, depth, retrieve
 from service.catalog.index import CatalogIndex
 from service.encoding.embedder import Embedder
 from service.encoding.threads import EncodeThreads
 from service.errors import BadRequest, NoProductImages, UnknownFilter
-from service.search.explain import explain
+from service.search.explain import explain, memory_detail
+from service.search.memory import memory_key
 from service.search.query_cache import QueryCache
 from storage.keys import content_key
 from storage.products import ProductRecord
+
+# Deep exploration picks from the products ranked just below the page: promising by the model's
+# own ranking, and yet unseen for the query.
+DEEPER = 10
+
+
+def _unseen(recalled: Evidence | None, product_id: str) -> bool:
+    """Whether shoppers of the query have had less than one expected look at the product."""
+    return recalled is None or recalled.own_exam_of(product_id) < 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +76,7 @@ class Hit:
     score: float
     model_position: int  # rank the model gave it; differs from the shown one when exploring
     propensity: float  # P(examined) at the shown position
+    memory: float = 0.0  # the query memory's lift it was ranked with (logged for the learner)
     explanation: dict[str, Any] | None = None  # with SearchQuery.explain: see explain()
 
 
@@ -95,16 +107,21 @@ class Searcher:
         concurrency: int = 1,
         threads: int = 0,
         explore_rate: float = 0.0,
+        explore_deep_rate: float = 0.0,
         rng: random.Random | None = None,
         query_cache: int = 0,
+        memory: QueryMemory | None = None,
     ) -> None:
         """`query_cache`: how many texts, and how many photos, keep their vectors
-        (service.search.query_cache; 0: every query is encoded)."""
+        (service.search.query_cache; 0: every query is encoded); `memory`: what shoppers of
+        each query did (service.search.memory keeps it live; None: no memory)."""
         self.embedder = embedder
         self.index = index
         self.active = active
         self.per_channel = per_channel
         self.explore_rate = explore_rate
+        self.explore_deep_rate = explore_deep_rate
+        self.memory = memory
         self._rng = rng or random.Random()
         # More encodes at once than torch has cores for only makes every one of them slower.
         self._encode_slots = threading.BoundedSemaphore(concurrency)
@@ -185,11 +202,15 @@ class Searcher:
         head: FusionHead,
         qv: np.ndarray | None,
         allowed: np.ndarray | None,
+        recalled: Evidence | None,
     ) -> Pool:
-        """The query's pool (model.retrieval). Sets the photo's neighbour votes when the head
-        reads them."""
+        """The query's pool (model.retrieval), with the products the memory favours for it.
+        Sets the photo's neighbour votes when the head reads them."""
         n = depth(self.per_channel, sq.k)
-        pool = retrieve(self.index, q, [sq.text], n=n, allowed=allowed)[0]
+        extra = None
+        if recalled is not None and self.memory is not None:
+            extra = [self._memory_rows(self.memory.favoured(recalled), allowed)]
+        pool = retrieve(self.index, q, [sq.text], n=n, allowed=allowed, extra=extra)[0]
         agree = head.attributes
         if agree is not None and agree.neighbours and qv is not None and q.pimage is not None:
             # the photo's channel found its neighbour pool when it searched as deep, unfiltered
@@ -197,24 +218,46 @@ class Searcher:
             q.votes = photo_votes(agree, self.index, qv, q.pimage.numpy(), near)
         return pool
 
+    def _memory_rows(self, product_ids: list[str], allowed: np.ndarray | None) -> np.ndarray:
+        """The index rows of these products that exist and the search's filters allow."""
+        found = [self.index.row_of.get(p, -1) for p in product_ids]
+        rows = np.array([r for r in found if r >= 0], dtype=np.int64)
+        return rows if allowed is None or not len(rows) else rows[allowed[rows]]
+
+    def _recall(
+        self, sq: SearchQuery, qt: np.ndarray | None, qv: np.ndarray | None
+    ) -> Evidence | None:
+        """The query's memory, or None (no memory, or nothing in it for this query)."""
+        if self.memory is None or (sq.image is not None and not sq.image_sha256):
+            return None
+        mk = memory_key(sq.text, sq.image_sha256)
+        vector = qt if mk.kind == "text" else qv if mk.kind == "image" else None
+        return self.memory.recall(mk.key, mk.kind, vector)
+
     def _rank(
-        self, q: Query, sq: SearchQuery, active: ActiveHead, pool: Pool
+        self, q: Query, sq: SearchQuery, active: ActiveHead, pool: Pool, recalled: Evidence | None
     ) -> tuple[list[Hit], bool]:
         """The top k of the pool as the head scores it, in the order shown (exploring or not)."""
         idx, head, rows = self.index, active.head, pool.rows
         cands = candidates(idx, rows, head, with_image=q.image is not None)
+        ids = [idx.metas[r].id for r in rows.tolist()]
+        memory = None
+        if recalled is not None and self.memory is not None:
+            memory = self.memory.lifts(recalled, ids)
         if head.mix is not None:
-            lift = None
-            if head.engagement is not None:
-                lift = head.engagement.lift([idx.metas[r].id for r in rows.tolist()])
-            cands.mix = torch.from_numpy(mix_features(rows, pool.lists, lift))
+            lift = head.engagement.lift(ids) if head.engagement is not None else None
+            cands.mix = torch.from_numpy(mix_features(rows, pool.lists, lift, memory))
         parts = head.parts(q, cands)
         scores = parts["score"].numpy()
-        ranked = np.argsort(-scores, kind="stable")[: sq.k]
-        shown = list(range(len(ranked)))
+        ranked = np.argsort(-scores, kind="stable")
+        shown = list(range(min(sq.k, len(ranked))))
         explore = self._rng.random() < self.explore_rate
         if explore:
-            shown = explore_order(len(ranked), self._rng)
+            shown = explore_order(len(shown), self._rng)
+        elif self._rng.random() < self.explore_deep_rate:
+            deeper = range(len(shown), min(len(shown) + DEEPER, len(ranked)))
+            unseen = [r for r in deeper if _unseen(recalled, ids[ranked[r]])]
+            shown = explore_deeper(shown, unseen, self._rng)
         lexical = pool.lists.lexical if pool.lists is not None else None
         why = explain(head, q, cands, parts, rows, lexical) if sq.explain else None
         hits = [
@@ -223,11 +266,19 @@ class Searcher:
                 float(scores[ranked[r]]),
                 model_position=r + 1,
                 propensity=active.bias.propensity(pos),
-                explanation=None if why is None else why[ranked[r]],
+                memory=0.0 if memory is None else float(memory[ranked[r]]),
+                explanation=None
+                if why is None
+                else why[ranked[r]] | {"memory": self._memory_detail(recalled, ids[ranked[r]])},
             )
             for pos, r in enumerate(shown, start=1)
         ]
         return hits, explore
+
+    def _memory_detail(self, recalled: Evidence | None, product_id: str) -> dict[str, Any] | None:
+        if recalled is None or self.memory is None:
+            return None
+        return memory_detail(self.memory.lift(recalled, product_id), recalled)
 
     def normalise_filters(self, filters: dict[str, Any]) -> dict[str, list[str]]:
         known = self.index.attribute_names()
@@ -258,9 +309,10 @@ class Searcher:
         )
         allowed = self.index.filter_mask(filters) if filters else None
         retrieving = time.perf_counter()
-        pool = self._retrieve(q, sq, active.head, qv, allowed)
+        recalled = self._recall(sq, qt, qv)
+        pool = self._retrieve(q, sq, active.head, qv, allowed, recalled)
         ranking = time.perf_counter()
-        hits, explore = self._rank(q, sq, active, pool) if len(pool.rows) else ([], False)
+        hits, explore = self._rank(q, sq, active, pool, recalled) if len(pool.rows) else ([], False)
         done = time.perf_counter()
         return SearchResult(
             search_id=uuid.uuid4().hex,

@@ -20,10 +20,11 @@ def record_search(
     metrics: OnlineMetrics,
     telemetry: Telemetry,
     filters: dict[str, Any] | None,
+    caller: str | None,
 ) -> None:
     """Queue the search's impression (written off the request path), start its online metrics
     and observe where its time went. `filters`: as the client sent them, which the learner
-    replays."""
+    replays; `caller`: the API key's fingerprint (None without keys)."""
     logging = time.perf_counter()
     impressions.log(
         impression_of(
@@ -33,6 +34,7 @@ def record_search(
             image_sha256=query.image_sha256,
             filters=filters,
             user_id=query.user_id,
+            caller=caller,
             k=query.k,
         )
     )

@@ -39,6 +39,13 @@ _MULTIPART = {
 }
 
 
+def _caller_name(request: Request) -> str | None:
+    """The key that searched, which the query memory counts as one shopper when the search
+    names no user; None without keys (every caller is the loopback's own "local")."""
+    caller = getattr(request.state, "caller", None)
+    return None if caller is None or caller.name == "local" else caller.name
+
+
 def image_url(request: Request, product_id: str, base: str | None = None) -> str:
     base = base or str(request.base_url).rstrip("/")
     return f"{base}/v1/products/{quote(product_id, safe='')}/image"
@@ -97,6 +104,7 @@ async def search(
         metrics=rt.metrics,
         telemetry=telemetry,
         filters=body.filters,
+        caller=_caller_name(request),
     )
     # Where the time went, for operators and the latency benchmark (shown by browsers' devtools).
     response.headers["Server-Timing"] = (

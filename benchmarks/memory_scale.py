@@ -1,0 +1,191 @@
+"""The query memory's size and update cost at a million feedback events.
+
+Logs like a shop's are written straight into a fresh database through the storage layer (the
+API's own writers): searches of Zipf-popular queries over a catalog of product ids, each
+showing 20 products, by distinct shoppers, and position-biased events on them. Then the memory
+folds them, as the learner does live, and one process follows the result. Reported: fold time
+and rate, rows and bytes per memory table, a follower's load time and the RSS it adds, and one
+search's memory read (recall and lifts of 200 candidates), median of many.
+
+Usage: python -m benchmarks.memory_scale [--events 1000000] [--database sqlite|postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select, text
+from tqdm import tqdm
+
+from model.query_memory import MemoryConfig, QueryMemory
+from service.search.memory import FoldConfig, MemoryFold, MemoryFollower, memory_key
+from storage.db import make_engine, migrate, session_factory, transaction
+from storage.feedback import EventIn, record_events
+from storage.impressions import ImpressionIn, ShownItem, add_impressions
+from storage.models import MemoryPair, MemoryQuery, MemoryShopper
+
+from benchmarks.common import write_json
+
+GRADES = {"click": 1, "add_to_cart": 2, "purchase": 3}
+QUERIES, PRODUCTS, K = 50_000, 50_000, 20
+EVENTS_PER_SEARCH = 2.0  # a click-heavy shop: events per search on average
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_logs(sessions, events: int, seed: int = 3) -> int:
+    """Searches and events until `events` events are stored; returns the searches written."""
+    rng = random.Random(seed)
+    zipf = 1.0 / np.arange(1, QUERIES + 1) ** 1.05
+    cdf = np.cumsum(zipf / zipf.sum())
+    start = datetime.now(UTC) - timedelta(days=7)
+    written = searches = 0
+    bar = tqdm(total=events, desc="write logs", unit="event")
+    while written < events:
+        batch, evs = [], []
+        for _ in range(1000):
+            q = int(np.searchsorted(cdf, rng.random()))
+            sid = uuid.uuid4().hex
+            base = (q * 7919) % PRODUCTS
+            shown = [f"p{(base + rng.randrange(60)) % PRODUCTS}" for _ in range(K)]
+            shown = list(dict.fromkeys(shown))
+            batch.append(
+                ImpressionIn(
+                    search_id=sid,
+                    created_at=start + timedelta(seconds=searches),
+                    query_text=f"query number {q}",
+                    has_image=False,
+                    image_sha256=None,
+                    query_type="text",
+                    filters=None,
+                    user_id=f"u{rng.randrange(200_000)}",
+                    model_version="h-bench",
+                    k=K,
+                    latency_ms=1.0,
+                    items=[ShownItem(p, 1.0, i, 1.0 / i) for i, p in enumerate(shown, 1)],
+                )
+            )
+            searches += 1
+            for pos, pid in enumerate(shown, 1):
+                if rng.random() < EVENTS_PER_SEARCH / pos / 3.6:
+                    evs.append((sid, pid, rng.choice(("click", "click", "add_to_cart", "purchase"))))
+        with transaction(sessions) as s:
+            add_impressions(session=s, impressions=batch)
+        when = start + timedelta(seconds=searches)
+        with transaction(sessions) as s:
+            record_events(
+                session=s,
+                events=[EventIn(sid, pid, t, when, event_id=uuid.uuid4().hex) for sid, pid, t in evs],
+                received_at=when,
+            )
+        written += len(evs)
+        bar.update(len(evs))
+    bar.close()
+    return searches
+
+
+def table_bytes(engine, table: str) -> int | None:
+    with engine.connect() as c:
+        if engine.dialect.name == "postgresql":
+            return int(c.execute(text(f"SELECT pg_total_relation_size('{table}')")).scalar())
+        try:
+            return int(
+                c.execute(text(f"SELECT SUM(pgsize) FROM dbstat WHERE name LIKE '%{table}%'")).scalar()
+            )
+        except Exception:  # SQLite built without dbstat
+            return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fr-memory-scale-") as tmp:
+        url = (
+            f"sqlite:///{tmp}/bench.db"
+            if args.database == "sqlite"
+            else "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        )
+        if args.database == "postgres":
+            schema = f"memscale_{os.getpid()}"
+            admin = make_engine(url)
+            with admin.begin() as c:
+                c.execute(text(f"CREATE SCHEMA {schema}"))
+            admin.dispose()
+            url += f"?options=-csearch_path%3D{schema}"
+        migrate(url)
+        engine = make_engine(url)
+        sessions = session_factory(engine)
+        t0 = time.perf_counter()
+        searches = write_logs(sessions, args.events)
+        write_s = time.perf_counter() - t0
+        config = FoldConfig(
+            grades=GRADES,
+            half_life_days=14,
+            text_encoder="none",
+            image_encoder="none",
+            retention_days=90,
+            max_pairs=10_000_000,
+        )
+        fold = MemoryFold(sessions, config, lease_seconds=3600, clock=lambda: time.time() + 10)
+        t0 = time.perf_counter()
+        folded = fold.run()
+        fold_s = time.perf_counter() - t0
+        with sessions() as s:
+            rows = {
+                m.__tablename__: int(s.scalar(select(func.count()).select_from(m)) or 0)
+                for m in (MemoryQuery, MemoryPair, MemoryShopper)
+            }
+        sizes = {t: table_bytes(engine, t) for t in rows}
+        memory = QueryMemory(
+            MemoryConfig(half_life_days=14, prior=5, similar_floor=0.8, photo_floor=0.95)
+        )
+        before = rss_mb()
+        t0 = time.perf_counter()
+        MemoryFollower(sessions, memory).poll()
+        load_s = time.perf_counter() - t0
+        added_mb = rss_mb() - before
+        reads = []
+        candidates = [f"p{i}" for i in range(200)]
+        for q in range(0, 2000, 10):
+            t = time.perf_counter()
+            ev = memory.recall(memory_key(f"query number {q}", None).key, "text", None)
+            if ev is not None:
+                memory.lifts(ev, candidates)
+            reads.append((time.perf_counter() - t) * 1000)
+        engine.dispose()
+    result = {
+        "database": args.database,
+        "events": args.events,
+        "searches": searches,
+        "write_logs_s": round(write_s, 1),
+        "fold_s": round(fold_s, 1),
+        "fold_rows_per_s": round(folded / fold_s),
+        "rows": rows,
+        "bytes": sizes,
+        "follower_load_s": round(load_s, 1),
+        "follower_rss_mb": round(added_mb, 1),
+        "read_ms_p50": round(float(np.median(reads)), 3),
+    }
+    print(f"\nquery memory at {args.events:,} events ({searches:,} searches), {args.database}")
+    for k, v in result.items():
+        print(f"  {k:<16} {v}")
+    print(f"wrote {write_json(f'memory_scale_{args.database}', result)}")
+
+
+if __name__ == "__main__":
+    main()

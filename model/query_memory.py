@@ -1,0 +1,224 @@
+"""The query memory: what the shoppers of each query did with each product, read as a lift.
+
+For every normalised query and product the memory holds examinations (each shown position's
+examination probability, from the fitted position bias) and graded events (grade over the
+highest grade), each shopper counted once and both decayed with a half-life. A product's rate
+for a query is its graded events per examination, smoothed toward its rate over every other
+query, itself smoothed toward the catalog's; the hybrid mix reads the log of that rate over the
+product's elsewhere, so a query with no memory gets 0 for every product and changes nothing,
+and a product shoppers choose for this query alone still rises for it.
+
+A query with little evidence of its own borrows from the logged queries nearest to it (by its
+frozen vector, above a similarity floor), weighted by similarity, and less the more it has of
+its own. Text queries borrow from texts; a photo from near-duplicate photos (a higher floor);
+a composed query only from itself, since its words change what the photo asks for.
+
+Values are kept scaled to one reference time (value * 2^((at - t0) / half_life)), so sums over
+pairs updated at different times add up, and a rate, a ratio of two sums, needs no decay.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+KINDS = ("text", "image", "composed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryConfig:
+    """How the memory is read. Every field is a user setting (service.config.Settings)."""
+
+    half_life_days: float
+    prior: float  # examinations' worth of the product's own rate a (query, product) starts with
+    similar_floor: float  # least cosine of a text query another one borrows from
+    photo_floor: float  # least cosine of a near-duplicate photo
+    similar_k: int = 5  # most neighbours borrowed from
+    borrow_until: float = 10.0  # a query with this many examinations of its own borrows half
+    product_prior: float = 5.0  # examinations' worth of the catalog's rate a product starts with
+    channel: int = 20  # most products the memory adds to a query's candidates
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One query's memory as a search reads it."""
+
+    own: dict[str, tuple[float, float]]  # product id -> scaled (gain, exam)
+    borrowed: dict[str, tuple[float, float]]  # the same from similar queries, weighted
+    neighbours: list[tuple[str, float]]  # (normal form, similarity) of the queries borrowed from
+    own_exam: float  # the query's own examinations, decayed to now
+    now: float  # what a scaled value is worth now
+
+    def own_exam_of(self, product_id: str) -> float:
+        """The query's own examinations of the product, decayed to now."""
+        return self.own.get(product_id, (0.0, 0.0))[1] * self.now
+
+
+@dataclass(frozen=True, slots=True)
+class Lift:
+    """A product's memory term and what it rests on, for `explain`."""
+
+    lift: float
+    events: float  # graded events, decayed to now (own plus borrowed)
+    exam: float  # examinations, decayed to now
+    rate: float  # smoothed events per examination
+    product_rate: float  # what the product gets for every other query (the prior)
+    borrowed_share: float  # of the examinations, the part from similar queries
+
+
+@dataclass
+class _Neighbours:
+    """Logged queries of one kind by frozen vector: HNSW, so a search stays well under a
+    millisecond with a hundred thousand logged queries."""
+
+    floor: float
+    index: faiss.Index | None = None
+    keys: list[str] = field(default_factory=list)
+
+    def add(self, key: str, vector: np.ndarray) -> None:
+        if self.index is None:
+            self.index = faiss.IndexHNSWFlat(len(vector), 16, faiss.METRIC_INNER_PRODUCT)
+            self.index.hnsw.efSearch = 64
+        self.index.add(np.ascontiguousarray(vector[None], dtype=np.float32))
+        self.keys.append(key)
+
+    def near(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        if self.index is None or not self.keys:
+            return []
+        sims, ids = self.index.search(np.ascontiguousarray(vector[None], dtype=np.float32), k)
+        return [
+            (self.keys[i], float(s))
+            for s, i in zip(sims[0], ids[0], strict=True)
+            if i >= 0 and s >= self.floor
+        ]
+
+
+class QueryMemory:
+    """The memory one process reads, filled by whoever follows the store (service.search.memory)
+    or, in tests, directly. Thread safe: one follower writes while searches read."""
+
+    def __init__(self, config: MemoryConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self._t0 = clock()
+        self._lock = threading.Lock()
+        self.pairs: dict[str, dict[str, tuple[float, float]]] = {}  # key -> pid -> scaled
+        self.queries: dict[str, tuple[str, str, float]] = {}  # key -> (kind, text, searches)
+        self._products: dict[str, tuple[float, float]] = {}  # pid -> scaled sums
+        self._total = (0.0, 0.0)
+        self._near = {
+            "text": _Neighbours(config.similar_floor),
+            "image": _Neighbours(config.photo_floor),
+        }
+        self._has_vector: set[str] = set()
+
+    # ---- writing --------------------------------------------------------------------------
+    def _scale(self, at: float) -> float:
+        return 2.0 ** ((at - self._t0) / (self.config.half_life_days * 86400))
+
+    def put_pair(self, key: str, product_id: str, gain: float, exam: float, at: float) -> None:
+        """Set a pair's decayed values as of `at` (epoch seconds), replacing what it held."""
+        s = self._scale(at)
+        new = (gain * s, exam * s)
+        with self._lock:
+            by_product = self.pairs.setdefault(key, {})
+            old = by_product.get(product_id, (0.0, 0.0))
+            by_product[product_id] = new
+            g, e = self._products.get(product_id, (0.0, 0.0))
+            self._products[product_id] = (g + new[0] - old[0], e + new[1] - old[1])
+            self._total = (
+                self._total[0] + new[0] - old[0],
+                self._total[1] + new[1] - old[1],
+            )
+
+    def put_query(
+        self, key: str, kind: str, text: str, vector: np.ndarray | None, searches: float
+    ) -> None:
+        with self._lock:
+            self.queries[key] = (kind, text, searches)
+            if vector is not None and kind in self._near and key not in self._has_vector:
+                self._near[kind].add(key, vector / max(float(np.linalg.norm(vector)), 1e-12))
+                self._has_vector.add(key)
+
+    def adopt(self, other: QueryMemory) -> None:
+        """Take over everything `other` holds at once (a follower's fresh reload)."""
+        with self._lock:
+            self._t0, self.pairs, self.queries = other._t0, other.pairs, other.queries
+            self._products, self._total = other._products, other._total
+            self._near, self._has_vector = other._near, other._has_vector
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.pairs.values())
+
+    # ---- reading --------------------------------------------------------------------------
+    def _now_factor(self) -> float:
+        return 1.0 / self._scale(self._clock())
+
+    def decay(self, at: float) -> float:
+        """What a value as of `at` (epoch seconds) is worth now."""
+        return self._scale(at) * self._now_factor()
+
+    def recall(self, key: str, kind: str, vector: np.ndarray | None) -> Evidence | None:
+        """The query's own memory and, while it has little, what similar queries lend; None
+        when the memory has nothing for it (the search then skips the memory entirely)."""
+        if not self._total[1]:
+            return None
+        own = self.pairs.get(key, {})
+        now = self._now_factor()
+        own_exam = sum(e for _, e in own.values()) * now
+        cfg = self.config
+        lend = cfg.borrow_until / (cfg.borrow_until + own_exam)
+        borrowed: dict[str, tuple[float, float]] = {}
+        neighbours: list[tuple[str, float]] = []
+        near = self._near.get(kind)
+        if vector is not None and near is not None and lend > 0.05:
+            unit = vector / max(float(np.linalg.norm(vector)), 1e-12)
+            with self._lock:
+                found = near.near(unit, cfg.similar_k + 1)
+            for other, sim in found:
+                pairs = self.pairs.get(other)
+                if other == key or not pairs:
+                    continue
+                w = lend * (sim - near.floor) / (1.0 - near.floor + 1e-9)
+                neighbours.append((self.queries.get(other, ("", other, 0.0))[1], sim))
+                for pid, (g, e) in list(pairs.items()):
+                    bg, be = borrowed.get(pid, (0.0, 0.0))
+                    borrowed[pid] = (bg + w * g, be + w * e)
+        if not own and not borrowed:
+            return None
+        return Evidence(own, borrowed, neighbours, own_exam, now)
+
+    def lifts(self, evidence: Evidence, product_ids: Sequence[str]) -> np.ndarray:
+        """(n,) float32: each product's log rate for the query over its own rate."""
+        return np.array([self.lift(evidence, pid).lift for pid in product_ids], dtype=np.float32)
+
+    def lift(self, evidence: Evidence, product_id: str) -> Lift:
+        cfg, now = self.config, self._now_factor()
+        total_g, total_e = self._total
+        catalog = total_g / total_e if total_e > 0 else 0.0
+        pg, pe = self._products.get(product_id, (0.0, 0.0))
+        og, oe = evidence.own.get(product_id, (0.0, 0.0))
+        product = (max(pg - og, 0.0) * now + cfg.product_prior * catalog) / (
+            max(pe - oe, 0.0) * now + cfg.product_prior
+        )
+        bg, be = evidence.borrowed.get(product_id, (0.0, 0.0))
+        g, e = (og + bg) * now, (oe + be) * now
+        if product <= 0 or e <= 0:
+            return Lift(0.0, g, e, product, product, 0.0)
+        rate = (g + cfg.prior * product) / (e + cfg.prior)
+        return Lift(math.log(rate / product), g, e, rate, product, be * now / e)
+
+    def favoured(self, evidence: Evidence) -> list[str]:
+        """The products the memory lifts most for the query, best first: a channel of their
+        own, so a product shoppers keep choosing stays a candidate whatever retrieval finds."""
+        seen = set(evidence.own) | set(evidence.borrowed)
+        scored = [(self.lift(evidence, pid), pid) for pid in seen]
+        good = [(x.lift, pid) for x, pid in scored if x.lift > 0 and x.events > 0]
+        good.sort(reverse=True)
+        return [pid for _, pid in good[: self.config.channel]]
