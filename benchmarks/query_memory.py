@@ -194,14 +194,16 @@ class Shop:
         }
 
     def time_to_top3(self, intents: Sequence[Intent], tries: int = 5) -> list[dict[str, Any]]:
-        """For a few popular queries: a grade-3 product from ranks 20-60 bought by one new
+        """For a few popular queries: a grade-3 product from ranks 20-100 bought by one new
         shopper after another until a plain search shows it in the top 3."""
-        out = []
-        for intent in intents[:tries]:
+        out: list[dict[str, Any]] = []
+        for intent in intents:
             assert intent.text
+            if len(out) == tries:
+                break
             ids = [h["product_id"] for h in self.search(intent.text, 100, EVALUATOR)["results"]]
             _, shown = self.grades_of(intent, ids)
-            deep = [p for p, g in zip(ids[20:60], shown[20:60], strict=False) if g == 3]
+            deep = [p for p, g in zip(ids[20:], shown[20:], strict=False) if g == 3]
             if not deep:
                 continue
             product, started, buyers = deep[0], time.monotonic(), 0
@@ -308,9 +310,7 @@ def main() -> None:
     require_shared()
     data_dir = args.data_dir or DEFAULT_DATA_DIR / f"memory-{args.catalog}-{args.products}"
     csv_path = ensure_data(data_dir, args.catalog, args.products)
-    results = [
-        run(data_dir, csv_path, float(rate), args) for rate in args.explore_deep.split(",")
-    ]
+    results = [run(data_dir, csv_path, float(rate), args) for rate in args.explore_deep.split(",")]
     print(f"\n{args.catalog}, {args.products} products, {args.sessions} sessions")
     print(
         f"{'explore':>8} {'sessions':>8} {'head':>6} {'weighted':>8} {'ceil10':>6} "

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         "what happened this long ago counts half.",
     )
     memory_prior: float = Field(
-        5.0,
+        2.0,
         gt=0,
         description="Examinations' worth of a product's usual rate that its memory for a query "
         "starts from: more trusts a query's first clicks less.",
@@ -214,7 +214,7 @@ class Settings(BaseSettings):
         "bound of a query type's paired gain on its holdout searches must exceed to promote it.",
     )
     promotion_confidence: float = Field(
-        0.95,
+        0.9,
         ge=0.5,
         lt=1,
         description="Confidence of that one-sided lower bound: how sure the gate must be that the "

@@ -83,6 +83,20 @@ def test_a_new_query_borrows_from_similar_logged_ones_only_above_the_floor():
     assert m.recall("new", "text", far) is None  # unrelated: nothing to borrow
 
 
+def test_a_photo_borrows_only_from_near_duplicate_photos_and_words_never_from_photos():
+    m = _memory()
+    rng = np.random.default_rng(1)
+    photo = rng.normal(size=1280).astype(np.float32)
+    m.put_query("photo-a", "image", "photo:a", photo, 10)
+    m.put_pair("photo-a", "p", gain=3.0, exam=4.0, at=1e9)
+    duplicate = photo + 0.05 * rng.normal(size=1280).astype(np.float32)  # cosine ~0.999
+    similar = photo + 0.6 * rng.normal(size=1280).astype(np.float32)  # cosine ~0.86
+    assert m.recall("photo-b", "image", duplicate) is not None
+    assert m.recall("photo-c", "image", similar) is None
+    assert m.recall("words", "text", photo[:384]) is None  # kinds never mix
+    assert m.recall("photo-b red", "composed", duplicate) is None  # composed: its own only
+
+
 # ---- folding real logs ----------------------------------------------------------------------
 def _search(s, query: str, products: list[str], *, user: str | None = None, caller=None) -> str:
     sid = uuid.uuid4().hex
