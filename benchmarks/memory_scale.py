@@ -147,7 +147,7 @@ def main() -> None:
             retention_days=90,
             max_pairs=10_000_000,
         )
-        fold = MemoryFold(sessions, config, lease_seconds=3600, clock=lambda: time.time() + 10)
+        fold = MemoryFold(sessions, config, lease_seconds=3600)
         t0 = time.perf_counter()
         folded = fold.run()
         fold_s = time.perf_counter() - t0
@@ -162,7 +162,7 @@ def main() -> None:
         )
         before = rss_mb()
         t0 = time.perf_counter()
-        MemoryFollower(sessions, memory).poll()
+        MemoryFollower(sessions, memory, ["none"]).poll()
         load_s = time.perf_counter() - t0
         added_mb = rss_mb() - before
         # every logged query with a vector, as text queries have: the similar-query lookup runs
@@ -170,7 +170,7 @@ def main() -> None:
         vectors = rng.normal(size=(QUERIES, 384)).astype(np.float32)
         for q in range(QUERIES):
             mk = memory_key(f"query number {q}", None)
-            memory.put_query(mk.key, "text", mk.normal, vectors[q], 1.0)
+            memory.put_query(mk.key, "text", mk.normal, vectors[q])
         reads = []
         candidates = [f"p{i}" for i in range(200)]
         for q in list(range(0, 2000, 10)) + list(range(40_000, 50_000, 50)):  # head and tail

@@ -10,7 +10,9 @@ send a user id of their own. Every --every sessions it measures, against true gr
 - the head queries' NDCG@10, plain and weighted by traffic, and their ceilings: their top 10,
   and their top 100, re-ordered by true grades;
 - 100 held-out queries never searched in the run;
-- the NDCG@10 of what the traffic was shown meanwhile (what exploration costs shoppers now).
+- the NDCG@10 of what the traffic was shown meanwhile (what exploration costs shoppers now);
+- the median milliseconds of those searches beyond the encoders (Server-Timing), which the
+  memory adds to as it fills.
 
 The evaluator searches as one user of its own: the memory counts it once per query and product.
 It runs once per exploration rate (--explore-deep, default 0.1 and 0), each on a fresh
@@ -125,6 +127,7 @@ class Shop:
     def __init__(self, url: str, relevance: Relevance, queries: Queries) -> None:
         self.url, self.relevance, self.q = url, relevance, queries
         self._clients: dict[int, httpx.Client] = {}
+        self.timing = ""  # the last search's Server-Timing (measure() searches one at a time)
 
     def client(self) -> httpx.Client:
         import threading
@@ -141,6 +144,7 @@ class Shop:
     def search(self, text: str, k: int, user: str) -> dict[str, Any]:
         r = self.client().post("/v1/search", json={"query": text, "k": k, "user_id": user})
         r.raise_for_status()
+        self.timing = r.headers.get("server-timing", "")
         return r.json()  # type: ignore[no-any-return]
 
     def session(self, seed: int) -> float:
@@ -170,10 +174,11 @@ class Shop:
 
     def measure(self, intents: Sequence[Intent]) -> dict[str, np.ndarray]:
         """Per query: NDCG@10 of its top 10, and of its top 10 and top 100 by true grade."""
-        out: dict[str, list[float]] = {"ndcg": [], "ceiling10": [], "ceiling100": []}
+        out: dict[str, list[float]] = {"ndcg": [], "ceiling10": [], "ceiling100": [], "ms": []}
         for intent in intents:
             assert intent.text
             ids = [h["product_id"] for h in self.search(intent.text, 100, EVALUATOR)["results"]]
+            out["ms"].append(_beyond_encoders(self.timing))
             grades, shown = self.grades_of(intent, ids)
             out["ndcg"].append(ndcg_at_10(shown, grades))
             out["ceiling10"].append(ndcg_at_10(sorted(shown[:10], reverse=True), grades))
@@ -190,6 +195,9 @@ class Shop:
             "ceiling10_weighted": float(head["ceiling10"] @ w),
             "ceiling100_weighted": float(head["ceiling100"] @ w),
             "held_out": float(held["ndcg"].mean()),
+            # the search without its encoders (which a repeated query skips): what the memory
+            # adds to, as it fills
+            "search_ms_p50": float(np.median(np.concatenate([head["ms"], held["ms"]]))),
             "traffic_shown": float(np.mean(shown)) if shown else None,
         }
 
@@ -233,6 +241,12 @@ class Shop:
             else:
                 out.append({"query": intent.text, "buyers": None, "seconds": None})
         return out
+
+
+def _beyond_encoders(timing: str) -> float:
+    """Milliseconds of a search beyond its encoders, from its Server-Timing header."""
+    parts = dict(p.strip().split(";dur=") for p in timing.split(","))
+    return float(parts["search"]) - float(parts["encode"])
 
 
 def _wait_top3(shop: Shop, text: str, product: str, seconds: float) -> float | None:
@@ -314,7 +328,7 @@ def main() -> None:
     print(f"\n{args.catalog}, {args.products} products, {args.sessions} sessions")
     print(
         f"{'explore':>8} {'sessions':>8} {'head':>6} {'weighted':>8} {'ceil10':>6} "
-        f"{'ceil100':>7} {'held-out':>8} {'shown':>6}"
+        f"{'ceil100':>7} {'held-out':>8} {'shown':>6} {'ms':>5}"
     )
     targets: dict[str, bool] = {}
     for res in results:
@@ -324,7 +338,8 @@ def main() -> None:
                 f"{res['explore_deep']:>8} {row['sessions']:>8} {row['head']:6.3f} "
                 f"{row['head_weighted']:8.3f} {row['ceiling10_weighted']:6.3f} "
                 f"{row['ceiling100_weighted']:7.3f} {row['held_out']:8.3f} "
-                f"{'' if shown is None else f'{shown:6.3f}'}"
+                f"{'' if shown is None else f'{shown:6.3f}':>6} "
+                f"{row.get('search_ms_p50', float('nan')):5.2f}"
             )
         start, end = res["curve"][0], res["curve"][-1]
         gap = start["ceiling100_weighted"] - start["head_weighted"]

@@ -28,15 +28,18 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-KINDS = ("text", "image", "composed")
+
+def decay(age_s: float, half_life_days: float) -> float:
+    """What a value `age_s` seconds old is worth now."""
+    return 0.5 ** (max(age_s, 0.0) / (half_life_days * 86400))
 
 
 @dataclass(frozen=True, kw_only=True)
 class MemoryConfig:
-    """How the memory is read. Every field is a user setting (service.config.Settings)."""
+    """How the memory is read: the first four fields are user settings (service.config)."""
 
     half_life_days: float
-    prior: float  # examinations' worth of the product's own rate a (query, product) starts with
+    prior: float  # examinations' worth of the product's rate elsewhere a (query, product) starts
     similar_floor: float  # least cosine of a text query another one borrows from
     photo_floor: float  # least cosine of a near-duplicate photo
     similar_k: int = 5  # most neighbours borrowed from
@@ -45,14 +48,18 @@ class MemoryConfig:
     channel: int = 20  # most products the memory adds to a query's candidates
 
 
+Sums = dict[str, tuple[float, float]]  # product id -> scaled (gain, exam)
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """One query's memory as a search reads it."""
+    """One query's memory as a search reads it: copies, so the follower may write meanwhile."""
 
-    own: dict[str, tuple[float, float]]  # product id -> scaled (gain, exam)
-    borrowed: dict[str, tuple[float, float]]  # the same from similar queries, weighted
+    own: Sums
+    borrowed: Sums  # from similar queries, weighted by similarity and by how little is own
+    lent: Sums  # the same unweighted: the prior leaves it out, as it leaves out `own`
     neighbours: list[tuple[str, float]]  # (normal form, similarity) of the queries borrowed from
-    own_exam: float  # the query's own examinations, decayed to now
+    t0: float  # the reference time its values are scaled to
     now: float  # what a scaled value is worth now
 
     def own_exam_of(self, product_id: str) -> float:
@@ -85,11 +92,13 @@ class _Neighbours:
         if self.index is None:
             self.index = faiss.IndexHNSWFlat(len(vector), 16, faiss.METRIC_INNER_PRODUCT)
             self.index.hnsw.efSearch = 64
+        if len(vector) != self.index.d:  # another encoder's: the follower keeps only ours
+            return
         self.index.add(np.ascontiguousarray(vector[None], dtype=np.float32))
         self.keys.append(key)
 
     def near(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
-        if self.index is None or not self.keys:
+        if self.index is None or not self.keys or len(vector) != self.index.d:
             return []
         sims, ids = self.index.search(np.ascontiguousarray(vector[None], dtype=np.float32), k)
         return [
@@ -97,6 +106,10 @@ class _Neighbours:
             for s, i in zip(sims[0], ids[0], strict=True)
             if i >= 0 and s >= self.floor
         ]
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 class QueryMemory:
@@ -108,9 +121,9 @@ class QueryMemory:
         self._clock = clock
         self._t0 = clock()
         self._lock = threading.Lock()
-        self.pairs: dict[str, dict[str, tuple[float, float]]] = {}  # key -> pid -> scaled
-        self.queries: dict[str, tuple[str, str, float]] = {}  # key -> (kind, text, searches)
-        self._products: dict[str, tuple[float, float]] = {}  # pid -> scaled sums
+        self.pairs: dict[str, Sums] = {}  # query key -> its products
+        self.queries: dict[str, str] = {}  # query key -> normal form
+        self._products: Sums = {}  # per product, over every query
         self._total = (0.0, 0.0)
         self._near = {
             "text": _Neighbours(config.similar_floor),
@@ -124,9 +137,9 @@ class QueryMemory:
 
     def put_pair(self, key: str, product_id: str, gain: float, exam: float, at: float) -> None:
         """Set a pair's decayed values as of `at` (epoch seconds), replacing what it held."""
-        s = self._scale(at)
-        new = (gain * s, exam * s)
         with self._lock:
+            s = self._scale(at)
+            new = (gain * s, exam * s)
             by_product = self.pairs.setdefault(key, {})
             old = by_product.get(product_id, (0.0, 0.0))
             by_product[product_id] = new
@@ -137,13 +150,11 @@ class QueryMemory:
                 self._total[1] + new[1] - old[1],
             )
 
-    def put_query(
-        self, key: str, kind: str, text: str, vector: np.ndarray | None, searches: float
-    ) -> None:
+    def put_query(self, key: str, kind: str, text: str, vector: np.ndarray | None) -> None:
         with self._lock:
-            self.queries[key] = (kind, text, searches)
+            self.queries[key] = text
             if vector is not None and kind in self._near and key not in self._has_vector:
-                self._near[kind].add(key, vector / max(float(np.linalg.norm(vector)), 1e-12))
+                self._near[kind].add(key, _unit(vector))
                 self._has_vector.add(key)
 
     def adopt(self, other: QueryMemory) -> None:
@@ -157,57 +168,61 @@ class QueryMemory:
         return sum(len(p) for p in self.pairs.values())
 
     # ---- reading --------------------------------------------------------------------------
-    def _now_factor(self) -> float:
-        return 1.0 / self._scale(self._clock())
-
     def decay(self, at: float) -> float:
         """What a value as of `at` (epoch seconds) is worth now."""
-        return self._scale(at) * self._now_factor()
+        return decay(self._clock() - at, self.config.half_life_days)
 
     def recall(self, key: str, kind: str, vector: np.ndarray | None) -> Evidence | None:
         """The query's own memory and, while it has little, what similar queries lend; None
         when the memory has nothing for it (the search then skips the memory entirely)."""
         if not self._total[1]:
             return None
-        own = self.pairs.get(key, {})
-        now = self._now_factor()
-        own_exam = sum(e for _, e in own.values()) * now
         cfg = self.config
-        lend = cfg.borrow_until / (cfg.borrow_until + own_exam)
-        borrowed: dict[str, tuple[float, float]] = {}
-        neighbours: list[tuple[str, float]] = []
-        near = self._near.get(kind)
-        if vector is not None and near is not None and lend > 0.05:
-            unit = vector / max(float(np.linalg.norm(vector)), 1e-12)
-            with self._lock:
-                found = near.near(unit, cfg.similar_k + 1)
+        with self._lock:
+            t0 = self._t0
+            now = 1.0 / self._scale(self._clock())
+            own = dict(self.pairs.get(key, {}))
+            lend = cfg.borrow_until / (cfg.borrow_until + sum(e for _, e in own.values()) * now)
+            near = self._near.get(kind)
+            found = []
+            if vector is not None and near is not None and lend > 0.05:
+                found = near.near(_unit(vector), cfg.similar_k + 1)
+            borrowed: Sums = {}
+            lent: Sums = {}
+            neighbours = []
             for other, sim in found:
                 pairs = self.pairs.get(other)
                 if other == key or not pairs:
                     continue
-                w = lend * (sim - near.floor) / (1.0 - near.floor + 1e-9)
-                neighbours.append((self.queries.get(other, ("", other, 0.0))[1], sim))
-                for pid, (g, e) in list(pairs.items()):
+                w = lend * (sim - near.floor) / (1.0 - near.floor + 1e-9)  # type: ignore[union-attr]
+                neighbours.append((self.queries.get(other, other), sim))
+                for pid, (g, e) in pairs.items():
                     bg, be = borrowed.get(pid, (0.0, 0.0))
                     borrowed[pid] = (bg + w * g, be + w * e)
+                    lg, le = lent.get(pid, (0.0, 0.0))
+                    lent[pid] = (lg + g, le + e)
         if not own and not borrowed:
             return None
-        return Evidence(own, borrowed, neighbours, own_exam, now)
+        return Evidence(own, borrowed, lent, neighbours, t0, now)
 
     def lifts(self, evidence: Evidence, product_ids: Sequence[str]) -> np.ndarray:
-        """(n,) float32: each product's log rate for the query over its own rate."""
-        return np.array([self.lift(evidence, pid).lift for pid in product_ids], dtype=np.float32)
+        """(n,) float32: each product's log rate for the query over its rate elsewhere."""
+        return np.array([self.lift(evidence, pid).lift for pid in product_ids], np.float32)
 
     def lift(self, evidence: Evidence, product_id: str) -> Lift:
-        cfg, now = self.config, self._now_factor()
+        cfg = self.config
+        # the evidence's values in this memory's scale, should a reload have moved it since
+        to_here = 2.0 ** ((evidence.t0 - self._t0) / (cfg.half_life_days * 86400))
+        now = evidence.now / to_here
         total_g, total_e = self._total
         catalog = total_g / total_e if total_e > 0 else 0.0
         pg, pe = self._products.get(product_id, (0.0, 0.0))
-        og, oe = evidence.own.get(product_id, (0.0, 0.0))
-        product = (max(pg - og, 0.0) * now + cfg.product_prior * catalog) / (
-            max(pe - oe, 0.0) * now + cfg.product_prior
+        og, oe = (x * to_here for x in evidence.own.get(product_id, (0.0, 0.0)))
+        bg, be = (x * to_here for x in evidence.borrowed.get(product_id, (0.0, 0.0)))
+        lg, le = (x * to_here for x in evidence.lent.get(product_id, (0.0, 0.0)))
+        product = (max(pg - og - lg, 0.0) * now + cfg.product_prior * catalog) / (
+            max(pe - oe - le, 0.0) * now + cfg.product_prior
         )
-        bg, be = evidence.borrowed.get(product_id, (0.0, 0.0))
         g, e = (og + bg) * now, (oe + be) * now
         if product <= 0 or e <= 0:
             return Lift(0.0, g, e, product, product, 0.0)
@@ -216,9 +231,11 @@ class QueryMemory:
 
     def favoured(self, evidence: Evidence) -> list[str]:
         """The products the memory lifts most for the query, best first: a channel of their
-        own, so a product shoppers keep choosing stays a candidate whatever retrieval finds."""
-        seen = set(evidence.own) | set(evidence.borrowed)
-        scored = [(self.lift(evidence, pid), pid) for pid in seen]
-        good = [(x.lift, pid) for x, pid in scored if x.lift > 0 and x.events > 0]
-        good.sort(reverse=True)
-        return [pid for _, pid in good[: self.config.channel]]
+        own, so a product shoppers keep choosing stays a candidate whatever retrieval finds.
+        Only products with events can be lifted, so only they are scored."""
+        chosen = {p for p, (g, _) in evidence.own.items() if g > 0}
+        chosen |= {p for p, (g, _) in evidence.borrowed.items() if g > 0}
+        scored = [(self.lift(evidence, pid).lift, pid) for pid in chosen]
+        return [
+            pid for lift, pid in sorted(scored, reverse=True)[: self.config.channel] if lift > 0
+        ]

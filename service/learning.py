@@ -134,12 +134,13 @@ class LearnerProcess:
     sessions: sessionmaker[Session]
     learner: Learner
     follower: Poller  # it trains on products other processes add too
-    memory: Poller  # folds the logs into the query memory
+    memory: MemoryFold  # folds the logs into the query memory
+    memory_seconds: float
 
     def start(self) -> None:
         self.learner.start_scheduler()
         self.follower.start()
-        self.memory.start()
+        self.memory.start(self.memory_seconds)
 
     def close(self) -> None:
         self.follower.stop()
@@ -172,5 +173,4 @@ def start_learner(settings: Settings, config: WorkerConfig | None = None) -> Lea
     )
     follower = Poller("catalog-follower", writer.reconcile, settings.catalog_poll_seconds)
     fold = memory_fold(settings, sessions, encoders)
-    memory = Poller("memory-fold", fold.run, settings.memory_poll_seconds)
-    return LearnerProcess(engine, sessions, learner, follower, memory)
+    return LearnerProcess(engine, sessions, learner, follower, fold, settings.memory_poll_seconds)

@@ -21,7 +21,7 @@ from service.polling import Poller
 from service.search.dispatch import SearchDispatcher
 from service.search.hot_swap import ModelWatcher, load_active_head, warm
 from service.search.impressions import ImpressionLogger
-from service.search.memory import MemoryFollower
+from service.search.memory import MemoryFold, MemoryFollower
 from service.search.online_metrics import OnlineMetrics
 from service.search.searcher import ActiveHead, Searcher
 from service.threads import ThreadPolicy
@@ -48,13 +48,15 @@ class Runtime:
     watcher: ModelWatcher | None = None
     learner: Learner | None = None
     memory_follower: Poller | None = None  # reads what the query memory's folds wrote
-    memory_fold: Poller | None = None  # folds the logs into it, beside an in-process learner
+    memory_fold: MemoryFold | None = None  # folds the logs into it, beside an in-process learner
     not_ready_reason: str = ""
 
     def close(self) -> None:
-        for poller in (self.follower, self.memory_follower, self.memory_fold):
+        for poller in (self.follower, self.memory_follower):
             if poller is not None:
                 poller.stop()
+        if self.memory_fold is not None:
+            self.memory_fold.stop()
         if self.watcher is not None:
             self.watcher.stop()
         if self.learner is not None:
@@ -147,7 +149,8 @@ def _serve_catalog(rt: Runtime, policy: ThreadPolicy) -> None:
     applied = rt.writer.reconcile()
     rt.follower = Poller("catalog-follower", rt.writer.reconcile, settings.catalog_poll_seconds)
     assert rt.searcher.memory is not None
-    memory = MemoryFollower(rt.sessions, rt.searcher.memory)
+    encoders = (rt.embedder.text_encoder.id, rt.embedder.image_encoder.id)
+    memory = MemoryFollower(rt.sessions, rt.searcher.memory, encoders)
     memory.poll()  # what shoppers did so far, before the first search
     rt.memory_follower = Poller("memory-follower", memory.poll, settings.memory_poll_seconds)
     log.info(
@@ -195,15 +198,14 @@ def _start_learning(rt: Runtime, config: WorkerConfig, *, background: bool) -> N
         serving=searcher.cores if settings.learner_in_process else None,
     )
     if settings.learner_in_process:
-        fold = memory_fold(settings, rt.sessions, encoders)
-        rt.memory_fold = Poller("memory-fold", fold.run, settings.memory_poll_seconds)
+        rt.memory_fold = memory_fold(settings, rt.sessions, encoders)
     if background:
         assert rt.follower is not None and rt.memory_follower is not None
         rt.follower.start()
         rt.memory_follower.start()
         rt.watcher.start()
         if rt.memory_fold is not None:
-            rt.memory_fold.start()
+            rt.memory_fold.start(settings.memory_poll_seconds)
         if settings.learner_in_process:
             rt.learner.start_scheduler()
             if settings.learner_refresh_on_drift:

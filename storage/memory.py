@@ -1,17 +1,18 @@
 """Query memory repository: the logs a fold reads, the rows it writes, and what followers read.
 
-One fold at a time writes (service.search.memory holds a lease for it), and each fold numbers
-the rows it writes, so a follower reads exactly what changed since the fold it saw last.
+One fold at a time writes (service.search.memory holds a lease for it, and claim_fold refuses a
+second), marking the impressions and events it counted, and each fold numbers the rows it
+writes, so a follower reads exactly what changed since the fold it saw last.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Delete, delete, func, select, tuple_
+from sqlalchemy import CursorResult, Delete, case, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from storage.db import chunks, insert_for
@@ -19,7 +20,7 @@ from storage.models import (
     FeedbackEvent,
     Impression,
     ImpressionItem,
-    MemoryCursor,
+    MemoryFold,
     MemoryPair,
     MemoryQuery,
     MemoryShopper,
@@ -27,14 +28,11 @@ from storage.models import (
 )
 
 _CHUNK = 400  # (key, product) pairs per IN (...) list
-BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    impressions_until: datetime
-    events_until: datetime
-    fold: int
+class FoldRace(RuntimeError):
+    """Another process folded meanwhile (its lease had lapsed): this fold must not count the
+    same logs again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,24 +43,29 @@ class LoggedQuery:
     created_at: datetime
     query_text: str | None
     image_sha256: str | None
-    query_type: str
     user_id: str | None
     caller: str | None
 
 
-def cursor(*, session: Session) -> Cursor:
-    row = session.get(MemoryCursor, 1)
-    if row is None:
-        return Cursor(BEGINNING, BEGINNING, 0)
-    return Cursor(as_utc(row.impressions_until), as_utc(row.events_until), row.fold)
-
-
-def set_cursor(*, session: Session, c: Cursor) -> None:
-    session.merge(
-        MemoryCursor(
-            id=1, impressions_until=c.impressions_until, events_until=c.events_until, fold=c.fold
-        )
+def claim_fold(*, session: Session) -> int:
+    """The next fold's number, claimed at the start of its transaction: the UPDATE takes the
+    write lock (SQLite) or the row's (PostgreSQL), and a fold another process committed since
+    this one read the number makes it match no row. FoldRace then, and nothing is counted."""
+    session.execute(insert_for(session)(MemoryFold).values(id=1, fold=0).on_conflict_do_nothing())
+    last = int(session.scalar(select(MemoryFold.fold).where(MemoryFold.id == 1)) or 0)
+    claimed = session.execute(
+        update(MemoryFold)
+        .where(MemoryFold.id == 1, MemoryFold.fold == last)
+        .values(fold=last + 1)
+        .execution_options(synchronize_session=False)
     )
+    if cast(CursorResult[Any], claimed).rowcount != 1:
+        raise FoldRace("another process folded the query memory meanwhile")
+    return last + 1
+
+
+def last_fold(*, session: Session) -> int:
+    return int(session.scalar(select(MemoryFold.fold).where(MemoryFold.id == 1)) or 0)
 
 
 def _query_columns() -> tuple[Any, ...]:
@@ -72,38 +75,27 @@ def _query_columns() -> tuple[Any, ...]:
         imp.created_at,
         imp.query_text,
         imp.image_sha256,
-        imp.query_type,
         imp.user_id,
         imp.caller,
     )
 
 
 def _logged(row: Sequence[Any]) -> LoggedQuery:
-    return LoggedQuery(row[0], as_utc(row[1]), *row[2:7])
+    return LoggedQuery(row[0], as_utc(row[1]), *row[2:6])
 
 
-def _whole_runs(rows: Sequence[Any], at: int, limit: int) -> Sequence[Any]:
-    """At most about `limit` rows, oldest first, never ending inside a run of equal times
-    (column `at`): the next batch starts after the last time read, so it misses none."""
-    if len(rows) <= limit:
-        return rows
-    last = as_utc(rows[limit][at])
-    kept = [r for r in rows if as_utc(r[at]) < last]
-    return kept or rows
-
-
-def new_impressions(
-    *, session: Session, after: datetime, until: datetime, limit: int
+def unfolded_impressions(
+    *, session: Session, limit: int
 ) -> list[tuple[LoggedQuery, list[tuple[str, int, float | None]]]]:
-    """Searches created in (after, until], oldest first, at most about `limit`, each with its
-    shown (product id, position, propensity)."""
+    """Up to `limit` searches the memory has not counted, oldest first, each with its shown
+    (product id, position, propensity)."""
     rows = session.execute(
         select(*_query_columns())
-        .where(Impression.created_at > after, Impression.created_at <= until)
+        .where(Impression.memory_folded.is_(False))
         .order_by(Impression.created_at)
-        .limit(limit + 1)
+        .limit(limit)
     ).all()
-    searches = [_logged(r) for r in _whole_runs(rows, 1, limit)]
+    searches = [_logged(r) for r in rows]
     items: dict[str, list[tuple[str, int, float | None]]] = {s.search_id: [] for s in searches}
     for chunk in chunks([s.search_id for s in searches], 500):
         for sid, pid, pos, prop in session.execute(
@@ -118,20 +110,37 @@ def new_impressions(
     return [(s, items[s.search_id]) for s in searches]
 
 
-def new_events(
-    *, session: Session, after: datetime, until: datetime, limit: int
-) -> list[tuple[datetime, LoggedQuery, str, str]]:
-    """Events received in (after, until], oldest first, at most about `limit`: (received at,
+def unfolded_events(
+    *, session: Session, limit: int
+) -> list[tuple[int, datetime, LoggedQuery, str, str]]:
+    """Up to `limit` events the memory has not counted, oldest first: (row id, received at,
     its search, product id, type)."""
     ev = FeedbackEvent
     rows = session.execute(
-        select(ev.received_at, ev.product_id, ev.type, *_query_columns())
+        select(ev.id, ev.received_at, ev.product_id, ev.type, *_query_columns())
         .join(Impression, Impression.search_id == ev.search_id)
-        .where(ev.received_at > after, ev.received_at <= until)
+        .where(ev.memory_folded.is_(False))
         .order_by(ev.received_at)
-        .limit(limit + 1)
+        .limit(limit)
     ).all()
-    return [(as_utc(r[0]), _logged(r[3:]), r[1], r[2]) for r in _whole_runs(rows, 0, limit)]
+    return [(r[0], as_utc(r[1]), _logged(r[4:]), r[2], r[3]) for r in rows]
+
+
+def mark_folded(*, session: Session, search_ids: Sequence[str], event_ids: Sequence[int]) -> None:
+    for chunk in chunks(list(search_ids), 500):
+        session.execute(
+            update(Impression)
+            .where(Impression.search_id.in_(chunk))
+            .values(memory_folded=True)
+            .execution_options(synchronize_session=False)
+        )
+    for ids in chunks(list(event_ids), 500):
+        session.execute(
+            update(FeedbackEvent)
+            .where(FeedbackEvent.id.in_(ids))
+            .values(memory_folded=True)
+            .execution_options(synchronize_session=False)
+        )
 
 
 ShopperKey = tuple[str, str, str]  # (query key, product id, shopper)
@@ -139,9 +148,9 @@ ShopperKey = tuple[str, str, str]  # (query key, product id, shopper)
 
 def shoppers(
     *, session: Session, keys: Sequence[ShopperKey]
-) -> dict[ShopperKey, tuple[float, float, str]]:
+) -> dict[ShopperKey, tuple[float, float, list[str]]]:
     """What each (query, product, shopper) has given before: (examination, grade, types)."""
-    out: dict[ShopperKey, tuple[float, float, str]] = {}
+    out: dict[ShopperKey, tuple[float, float, list[str]]] = {}
     s = MemoryShopper
     for chunk in chunks(sorted(set(keys)), _CHUNK):
         for key, pid, shopper, exam, grade, types in session.execute(
@@ -190,40 +199,40 @@ def queries(*, session: Session, keys: Sequence[str]) -> dict[str, tuple[float, 
 
 
 def put_queries(*, session: Session, rows: list[dict[str, Any]]) -> None:
-    """Upsert queries; a stored wording and vector are kept (the first wording names it)."""
+    """Upsert queries: counts always, wording and vector only while the encoder is the same
+    (the first wording names a query; a new encoder's vector replaces the old one's)."""
     if not rows:
         return
     stmt = insert_for(session)(MemoryQuery)
-    keep = {"searches", "at", "fold"}
+    same = MemoryQuery.encoder == stmt.excluded.encoder
+    changes: dict[str, Any] = {c: getattr(stmt.excluded, c) for c in ("searches", "at", "fold")}
+    for c in ("wording", "vector", "encoder"):
+        changes[c] = case((same, getattr(MemoryQuery, c)), else_=getattr(stmt.excluded, c))
     for chunk in chunks(rows, 500):
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["key"], set_={c: getattr(stmt.excluded, c) for c in keep}
-            ),
-            list(chunk),
-        )
+        session.execute(stmt.on_conflict_do_update(index_elements=["key"], set_=changes), chunk)
 
 
 def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
     if not rows:
         return
     stmt = insert_for(session)(model)
-    update = {c: getattr(stmt.excluded, c) for c in rows[0] if c not in keys}
+    changes = {c: getattr(stmt.excluded, c) for c in rows[0] if c not in keys}
     for chunk in chunks(rows, 500):
-        session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update), list(chunk))
+        session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes), chunk)
 
 
 def changed_pairs(
-    *, session: Session, after_fold: int, batch: int = 50_000
+    *, session: Session, after_fold: int, to_fold: int, batch: int = 50_000
 ) -> Iterator[tuple[str, str, float, float, float, int]]:
-    """(key, product id, gain, exam, at, fold) of pairs written by folds after `after_fold`,
-    in fold order, read a batch at a time so a follower's first load stays bounded."""
+    """(key, product id, gain, exam, at, fold) of pairs written by folds after `after_fold` up
+    to `to_fold`, in fold order, read a batch at a time so a follower's first load stays
+    bounded."""
     p = MemoryPair
     last = (after_fold + 1, "", "")  # keys are never empty: every row of later folds is after
     while True:
         rows = session.execute(
             select(p.key, p.product_id, p.gain, p.exam, p.at, p.fold)
-            .where(tuple_(p.fold, p.key, p.product_id) > last)
+            .where(tuple_(p.fold, p.key, p.product_id) > last, p.fold <= to_fold)
             .order_by(p.fold, p.key, p.product_id)
             .limit(batch)
         ).all()
@@ -234,24 +243,29 @@ def changed_pairs(
 
 
 def changed_queries(
-    *, session: Session, after_fold: int
-) -> Iterator[tuple[str, str, str, bytes | None, float]]:
-    """(key, kind, normal form, vector, searches) of queries written after `after_fold`."""
+    *, session: Session, after_fold: int, to_fold: int
+) -> Iterator[tuple[str, str, str, str | None, bytes | None]]:
+    """(key, kind, normal form, encoder, vector) of queries written by folds after
+    `after_fold` up to `to_fold`."""
     q = MemoryQuery
     yield from session.execute(
-        select(q.key, q.kind, q.text, q.vector, q.searches).where(q.fold > after_fold)
+        select(q.key, q.kind, q.text, q.encoder, q.vector).where(
+            q.fold > after_fold, q.fold <= to_fold
+        )
     ).tuples()
 
 
-def last_fold(*, session: Session) -> int:
-    return cursor(session=session).fold
-
-
-def memory_of(*, session: Session, key: str) -> tuple[MemoryQuery | None, list[MemoryPair]]:
-    """A query's row and its pairs, for reading (the memory endpoint)."""
-    return session.get(MemoryQuery, key), list(
-        session.scalars(select(MemoryPair).where(MemoryPair.key == key))
+def memory_of(
+    *, session: Session, key: str, limit: int
+) -> tuple[MemoryQuery | None, list[MemoryPair]]:
+    """A query's row and its `limit` pairs with the most graded events (the memory endpoint)."""
+    pairs = session.scalars(
+        select(MemoryPair)
+        .where(MemoryPair.key == key)
+        .order_by(MemoryPair.gain.desc(), MemoryPair.exam.desc())
+        .limit(limit)
     )
+    return session.get(MemoryQuery, key), list(pairs)
 
 
 def purge_memory(*, session: Session, before: float, max_pairs: int) -> int:

@@ -130,6 +130,11 @@ class Impression(Base):
     holdout: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false(), index=True
     )
+    # Counted by the query memory (service.search.memory): however late it was committed, a
+    # search is folded exactly once.
+    memory_folded: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), index=True
+    )
 
     items: Mapped[list[ImpressionItem]] = relationship(
         back_populates="impression", order_by="ImpressionItem.position"
@@ -191,6 +196,9 @@ class FeedbackEvent(Base):
     type: Mapped[str] = mapped_column(String(32))
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    memory_folded: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false(), index=True
+    )
 
 
 class ModelVersion(Base):
@@ -259,7 +267,8 @@ class MemoryQuery(Base):
     kind: Mapped[str] = mapped_column(String(16))  # text | image | composed
     text: Mapped[str] = mapped_column(Text)  # the normal form (terms, or photo:<sha256>)
     wording: Mapped[str | None] = mapped_column(Text)  # as first typed
-    vector: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, the frozen encoder's
+    encoder: Mapped[str | None] = mapped_column(String(64))  # whose vector it is
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32
     searches: Mapped[float] = mapped_column(Float)  # decayed to `at`
     at: Mapped[float] = mapped_column(Float, index=True)  # epoch seconds of the last update
     fold: Mapped[int] = mapped_column(BigInteger, index=True)
@@ -292,17 +301,14 @@ class MemoryShopper(Base):
     shopper: Mapped[str] = mapped_column(String(200), primary_key=True)
     exam: Mapped[float] = mapped_column(Float)
     grade: Mapped[float] = mapped_column(Float)
-    types: Mapped[str] = mapped_column(Text)  # event types seen, comma-separated
+    types: Mapped[list[str]] = mapped_column(JSON)  # the event types they sent
     at: Mapped[float] = mapped_column(Float, index=True)
 
 
-class MemoryCursor(Base):
-    """How far the query memory has folded the logs (impressions created and events received
-    up to these times), and the number of the last fold."""
+class MemoryFold(Base):
+    """One row: the number of the last fold of the logs into the query memory."""
 
-    __tablename__ = "memory_cursor"
+    __tablename__ = "memory_fold"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
-    impressions_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    events_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fold: Mapped[int] = mapped_column(BigInteger)

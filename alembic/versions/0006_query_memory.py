@@ -1,5 +1,5 @@
 """The query memory: per query and product, what shoppers examined and did; the caller of a
-search and the memory lift each shown product was served with
+search, the memory lift each shown product was served with, and what the memory has counted
 
 Revision ID: 0006
 Revises: 0005
@@ -19,12 +19,19 @@ depends_on = None
 def upgrade() -> None:
     op.add_column('impressions', sa.Column('caller', sa.String(length=64), nullable=True))
     op.add_column('impression_items', sa.Column('memory', sa.Float(), nullable=True))
+    for table in ('impressions', 'feedback_events'):
+        op.add_column(
+            table,
+            sa.Column('memory_folded', sa.Boolean(), server_default=sa.false(), nullable=False),
+        )
+        op.create_index(op.f(f'ix_{table}_memory_folded'), table, ['memory_folded'], unique=False)
     op.create_table(
         'memory_queries',
         sa.Column('key', sa.String(length=64), nullable=False),
         sa.Column('kind', sa.String(length=16), nullable=False),
         sa.Column('text', sa.Text(), nullable=False),
         sa.Column('wording', sa.Text(), nullable=True),
+        sa.Column('encoder', sa.String(length=64), nullable=True),
         sa.Column('vector', sa.LargeBinary(), nullable=True),
         sa.Column('searches', sa.Float(), nullable=False),
         sa.Column('at', sa.Float(), nullable=False),
@@ -49,7 +56,7 @@ def upgrade() -> None:
         sa.Column('shopper', sa.String(length=200), nullable=False),
         sa.Column('exam', sa.Float(), nullable=False),
         sa.Column('grade', sa.Float(), nullable=False),
-        sa.Column('types', sa.Text(), nullable=False),
+        sa.Column('types', sa.JSON(), nullable=False),
         sa.Column('at', sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint('key', 'product_id', 'shopper', name=op.f('pk_memory_shoppers')),
     )
@@ -62,17 +69,18 @@ def upgrade() -> None:
     ):
         op.create_index(op.f(f'ix_{table}_{column}'), table, [column], unique=False)
     op.create_table(
-        'memory_cursor',
+        'memory_fold',
         sa.Column('id', sa.Integer(), nullable=False),
-        sa.Column('impressions_until', sa.DateTime(timezone=True), nullable=False),
-        sa.Column('events_until', sa.DateTime(timezone=True), nullable=False),
         sa.Column('fold', sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint('id', name=op.f('pk_memory_cursor')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_memory_fold')),
     )
 
 
 def downgrade() -> None:
-    for table in ('memory_cursor', 'memory_shoppers', 'memory_pairs', 'memory_queries'):
+    for table in ('memory_fold', 'memory_shoppers', 'memory_pairs', 'memory_queries'):
         op.drop_table(table)
+    for table in ('impressions', 'feedback_events'):
+        op.drop_index(op.f(f'ix_{table}_memory_folded'), table_name=table)
+        op.execute(f'ALTER TABLE {table} DROP COLUMN memory_folded')
     op.execute('ALTER TABLE impression_items DROP COLUMN memory')
     op.execute('ALTER TABLE impressions DROP COLUMN caller')

@@ -119,7 +119,7 @@ class MixTerm(BaseModel):
 
 
 class SimilarQuery(BaseModel):
-    query: str = Field(description="A logged query's normal form (its lexical terms).")
+    query: str = Field(description="A logged query's normal form: its lexical terms, sorted.")
     similarity: float = Field(description="Cosine of the two queries' frozen text vectors.")
 
 
@@ -141,9 +141,9 @@ class MemoryTerm(BaseModel):
     borrowed_share: float = Field(
         description="The share of the examinations that came from similar queries."
     )
-    similar_queries: list[SimilarQuery] = Field(
-        description="The logged queries this one borrowed from (empty when it has enough "
-        "memory of its own)."
+    similar_queries: int = Field(
+        description="How many logged queries this one borrowed from (0 when it has enough "
+        "memory of its own; GET /v1/memory lists them)."
     )
 
 

@@ -71,5 +71,6 @@ def memory_detail(lift: Lift, recalled: Evidence) -> dict[str, Any]:
         "rate": lift.rate,
         "product_rate": lift.product_rate,
         "borrowed_share": lift.borrowed_share,
-        "similar_queries": [{"query": t, "similarity": s} for t, s in recalled.neighbours],
+        # how many, not which: other shoppers' queries are for GET /v1/memory's callers
+        "similar_queries": len(recalled.neighbours),
     }

@@ -1,12 +1,13 @@
 """The live query memory (model.query_memory): keyed like the lexical channel, folded from the
 logs by one process, followed by every process.
 
-The fold reads impressions and events a few seconds after they are committed, counts each
-shopper once per query and product (a user id; a key that sends none; else the search itself,
-as the API without keys trusts its loopback caller), decays what was there and writes the
-changed rows numbered by fold. Every process, replicas included, reads the rows of newer folds
-every `memory_poll_seconds`: a product distinct shoppers keep buying for a query rises within
-seconds, through SQL alone.
+The fold reads the impressions and events it has not counted yet (each is marked in the same
+transaction, so one committed late is counted once all the same), counts each shopper once per
+query and product (a user id; a key that sends none; else the search itself, as the API without
+keys trusts its loopback caller), decays what was there and what came from the past, and
+writes the changed rows numbered by fold. Every process, replicas included, reads the rows of
+newer folds every `memory_poll_seconds`: a product distinct shoppers keep buying for a query
+rises within seconds, through SQL alone.
 """
 
 from __future__ import annotations
@@ -16,45 +17,44 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from model.query_memory import QueryMemory
+from model.query_memory import QueryMemory, decay
 from service.catalog.tokens import fold as fold_text
 from service.catalog.tokens import query_terms
+from service.polling import Poller
 from storage.db import transaction
 from storage.impressions import query_vectors
 from storage.keys import content_key
 from storage.memory import (
-    Cursor,
+    FoldRace,
     LoggedQuery,
     ShopperKey,
     changed_pairs,
     changed_queries,
-    cursor,
-    new_events,
-    new_impressions,
+    claim_fold,
+    last_fold,
+    mark_folded,
     pairs,
     purge_memory,
     put_pairs,
     put_queries,
     put_shoppers,
     queries,
-    set_cursor,
     shoppers,
+    unfolded_events,
+    unfolded_impressions,
 )
 from storage.registry import acquire_lease, release_lease
 
 log = logging.getLogger(__name__)
 LEASE = "query-memory"
-# Impressions reach SQL within the writer's flush interval (200 ms): the fold reads only what
-# is older than this, so it does not pass over a batch still being committed.
-LAG = timedelta(seconds=3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +89,12 @@ def shopper_of(q: LoggedQuery) -> str:
 
 @dataclass
 class _Gift:
-    """What one shopper gave one (query, product) in the logs being folded."""
+    """What one shopper gave one (query, product) in the logs being folded, and when."""
 
     exam: float = 0.0
     grade: float = 0.0
     types: set[str] = field(default_factory=set)
+    at: float = 0.0  # epoch seconds of the newest log it comes from
 
 
 @dataclass
@@ -102,7 +103,7 @@ class _Query:
     wording: str | None
     text_key: str | None
     image_key: str | None
-    searches: int = 0
+    searches: float = 0.0  # decayed to the fold's time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,8 +118,12 @@ class FoldConfig:
     purge_hours: float = 6.0
 
 
+Deltas = dict[tuple[str, str], tuple[float, float, Counter[str]]]
+
+
 class MemoryFold:
-    """Folds new logs into the memory tables; one process at a time (a lease)."""
+    """Folds new logs into the memory tables; one process at a time (a lease, and claim_fold
+    for a lease that lapsed mid-fold)."""
 
     def __init__(
         self,
@@ -132,59 +137,70 @@ class MemoryFold:
         self._ttl = timedelta(seconds=lease_seconds)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._purged = 0.0
+        self._poller: Poller | None = None
 
     def run(self) -> int:
-        """Fold everything new (a batch per transaction); returns how many searches and
-        events it read. Does nothing while another process holds the lease."""
-        if not acquire_lease(sessions=self.sessions, name=LEASE, holder=self.holder, ttl=self._ttl):
-            return 0
-        if self._clock() - self._purged > self.config.purge_hours * 3600:
-            self.purge()
+        """Fold everything new, a batch per transaction; returns how many searches and events
+        it counted. Does nothing while another process holds the lease."""
         total = 0
-        while True:
-            n, more = self._fold_once()
+        while self._lease():
+            if self._clock() - self._purged > self.config.purge_hours * 3600:
+                self.purge()
+            try:
+                n, more = self._fold_once()
+            except FoldRace:
+                log.warning("another process folded the query memory meanwhile; leaving it")
+                return total
             total += n
             if not more:
                 return total
+        return total
 
-    def close(self) -> None:
+    def _lease(self) -> bool:
+        """Take or renew the lease, for one batch."""
+        return acquire_lease(sessions=self.sessions, name=LEASE, holder=self.holder, ttl=self._ttl)
+
+    def start(self, seconds: float) -> None:
+        """Fold every `seconds` in a background thread."""
+        self._poller = Poller("memory-fold", self.run, seconds)
+        self._poller.start()
+
+    def stop(self) -> None:
+        """Stop folding and let another process fold at once, not when the lease runs out."""
+        if self._poller is not None:
+            self._poller.stop()
         release_lease(sessions=self.sessions, name=LEASE, holder=self.holder)
 
     def _fold_once(self) -> tuple[int, bool]:
-        cfg = self.config
-        now = self._clock()
-        until = datetime.fromtimestamp(now, UTC) - LAG
-        with transaction(self.sessions) as s:
-            c = cursor(session=s)
-            imps = new_impressions(
-                session=s, after=c.impressions_until, until=until, limit=cfg.batch
-            )
-            evs = new_events(session=s, after=c.events_until, until=until, limit=4 * cfg.batch)
-            if not imps and not evs:
-                return 0, False
-            gifts, direct, found = self._gifts(imps, evs)
-            fold = c.fold + 1
-            pair_delta = self._deltas(s, gifts, direct, now)
-            self._write_pairs(s, pair_delta, now, fold)
-            self._write_queries(s, found, now, fold)
-            # up to the last time read, not `until`: a batch committed late but stamped after
-            # the last one read is still ahead of the cursor
-            read_imp = imps[-1][0].created_at if imps else c.impressions_until
-            read_ev = evs[-1][0] if evs else c.events_until
-            set_cursor(session=s, c=Cursor(read_imp, read_ev, fold))
-        more = len(imps) >= cfg.batch or len(evs) >= 4 * cfg.batch
-        return len(imps) + len(evs), more
+        cfg, now = self.config, self._clock()
+        try:
+            with transaction(self.sessions) as s:
+                fold = claim_fold(session=s)
+                imps = unfolded_impressions(session=s, limit=cfg.batch)
+                evs = unfolded_events(session=s, limit=4 * cfg.batch)
+                if not imps and not evs:
+                    raise _Nothing  # and the fold number goes back
+                gifts, direct, found = self._gifts(imps, evs, now)
+                self._write_pairs(s, self._deltas(s, gifts, direct, now), now, fold)
+                self._write_queries(s, found, now, fold)
+                searched = [q.search_id for q, _ in imps]
+                mark_folded(session=s, search_ids=searched, event_ids=[e[0] for e in evs])
+        except _Nothing:
+            return 0, False
+        return len(imps) + len(evs), len(imps) >= cfg.batch or len(evs) >= 4 * cfg.batch
 
     def _gifts(
         self,
         imps: list[tuple[LoggedQuery, list[tuple[str, int, float | None]]]],
-        evs: list[tuple[datetime, LoggedQuery, str, str]],
-    ) -> tuple[dict[ShopperKey, _Gift], dict[tuple[str, str], float], dict[str, _Query]]:
-        """Per (query, product, identified shopper) the most each gave; the examinations of
-        anonymous searches, which need no de-duplication (a search is shown once); the queries."""
+        evs: list[tuple[int, datetime, LoggedQuery, str, str]],
+        now: float,
+    ) -> tuple[dict[ShopperKey, _Gift], Deltas, dict[str, _Query]]:
+        """Per (query, product, shopper) the most each gave; the examinations of anonymous
+        searches, decayed from when they were shown (a search is shown once, so they need no
+        de-duplication); the queries."""
         top = max(self.config.grades.values())
         gifts: dict[ShopperKey, _Gift] = {}
-        direct: dict[tuple[str, str], float] = defaultdict(float)
+        direct: Deltas = {}
         found: dict[str, _Query] = {}
 
         def query(q: LoggedQuery) -> MemoryKey:
@@ -195,59 +211,54 @@ class MemoryFold:
             return mk
 
         for q, items in imps:
-            mk = query(q)
-            found[mk.key].searches += 1
+            mk, at = query(q), q.created_at.timestamp()
+            found[mk.key].searches += self._decay(at, now)
             shopper = shopper_of(q)
-            anonymous = shopper.startswith("search:")
             for pid, pos, propensity in items:
                 exam = propensity if propensity else 1.0 / pos
-                if anonymous:
-                    direct[(mk.key, pid)] += exam
+                if shopper.startswith("search:"):
+                    e, g, types = direct.get((mk.key, pid), (0.0, 0.0, Counter()))
+                    direct[(mk.key, pid)] = (e + exam * self._decay(at, now), g, types)
                 else:
-                    g = gifts.setdefault((mk.key, pid, shopper), _Gift())
-                    g.exam = max(g.exam, exam)
-        for _, q, pid, etype in evs:
+                    gift = gifts.setdefault((mk.key, pid, shopper), _Gift())
+                    gift.exam, gift.at = max(gift.exam, exam), max(gift.at, at)
+        for _, received, q, pid, etype in evs:
             grade = self.config.grades.get(etype)
             if grade is None:  # a type removed from the settings no longer counts
                 continue
             mk = query(q)
-            g = gifts.setdefault((mk.key, pid, shopper_of(q)), _Gift())
-            g.grade = max(g.grade, grade / top)
-            g.types.add(etype)
+            gift = gifts.setdefault((mk.key, pid, shopper_of(q)), _Gift())
+            gift.grade, gift.at = max(gift.grade, grade / top), max(gift.at, received.timestamp())
+            gift.types.add(etype)
         return gifts, direct, found
 
     def _deltas(
-        self,
-        s: Session,
-        gifts: dict[ShopperKey, _Gift],
-        direct: dict[tuple[str, str], float],
-        now: float,
-    ) -> dict[tuple[str, str], tuple[float, float, Counter[str]]]:
+        self, s: Session, gifts: dict[ShopperKey, _Gift], direct: Deltas, now: float
+    ) -> Deltas:
         """What each (query, product) gains: (examinations, graded events, new shoppers per event
-        type), each shopper's most counted once ever (until retention forgets them)."""
+        type), each shopper's most counted once (until retention forgets them), decayed from
+        when they gave it."""
         before = shoppers(session=s, keys=list(gifts))
-        out: dict[tuple[str, str], tuple[float, float, Counter[str]]] = {
-            k: (v, 0.0, Counter()) for k, v in direct.items()
-        }
+        out = dict(direct)
         rows = []
         for (key, pid, shopper), g in gifts.items():
-            exam0, grade0, types0 = before.get((key, pid, shopper), (0.0, 0.0, ""))
-            seen = set(filter(None, types0.split(",")))
+            exam0, grade0, types0 = before.get((key, pid, shopper), (0.0, 0.0, []))
             d_exam, d_grade = max(g.exam - exam0, 0.0), max(g.grade - grade0, 0.0)
-            new_types = g.types - seen
+            new_types = g.types - set(types0)
             if not (d_exam or d_grade or new_types):
                 continue
+            f = self._decay(g.at, now)
             e, gr, types = out.get((key, pid), (0.0, 0.0, Counter()))
-            types.update(new_types)
-            out[(key, pid)] = (e + d_exam, gr + d_grade, types)
+            types = types + Counter(dict.fromkeys(new_types, 1))
+            out[(key, pid)] = (e + d_exam * f, gr + d_grade * f, types)
             rows.append(
                 {
                     "key": key,
                     "product_id": pid,
-                    "shopper": shopper[:200],
+                    "shopper": shopper,
                     "exam": max(g.exam, exam0),
                     "grade": max(g.grade, grade0),
-                    "types": ",".join(sorted(seen | g.types)),
+                    "types": sorted(set(types0) | g.types),
                     "at": now,
                 }
             )
@@ -255,15 +266,9 @@ class MemoryFold:
         return out
 
     def _decay(self, at: float, now: float) -> float:
-        return 0.5 ** (max(now - at, 0.0) / (self.config.half_life_days * 86400))
+        return decay(now - at, self.config.half_life_days)
 
-    def _write_pairs(
-        self,
-        s: Session,
-        deltas: dict[tuple[str, str], tuple[float, float, Counter[str]]],
-        now: float,
-        fold: int,
-    ) -> None:
+    def _write_pairs(self, s: Session, deltas: Deltas, now: float, fold: int) -> None:
         stored = pairs(session=s, keys=list(deltas))
         rows = []
         for (key, pid), (d_exam, d_gain, types) in deltas.items():
@@ -287,31 +292,32 @@ class MemoryFold:
 
     def _write_queries(self, s: Session, found: dict[str, _Query], now: float, fold: int) -> None:
         stored = queries(session=s, keys=list(found))
-        new = [q for k, q in found.items() if k not in stored]
+        cfg = self.config
         text_vecs = query_vectors(
             session=s,
-            keys=[q.text_key for q in new if q.key.kind == "text" and q.text_key],
-            encoder=self.config.text_encoder,
+            keys=[q.text_key for q in found.values() if q.key.kind == "text" and q.text_key],
+            encoder=cfg.text_encoder,
         )
         image_vecs = query_vectors(
             session=s,
-            keys=[q.image_key for q in new if q.key.kind == "image" and q.image_key],
-            encoder=self.config.image_encoder,
+            keys=[q.image_key for q in found.values() if q.key.kind == "image" and q.image_key],
+            encoder=cfg.image_encoder,
         )
         rows = []
         for k, q in found.items():
             n, at = stored.get(k, (0.0, now))
-            vector = None
-            if q.key.kind == "text" and q.text_key:
-                vector = text_vecs.get(q.text_key)
-            elif q.key.kind == "image" and q.image_key:
-                vector = image_vecs.get(q.image_key)
+            vector, encoder = None, None
+            if q.key.kind == "text" and q.text_key in text_vecs:
+                vector, encoder = text_vecs[q.text_key], cfg.text_encoder
+            elif q.key.kind == "image" and q.image_key in image_vecs:
+                vector, encoder = image_vecs[q.image_key], cfg.image_encoder
             rows.append(
                 {
                     "key": k,
                     "kind": q.key.kind,
                     "text": q.key.normal,
                     "wording": q.wording,
+                    "encoder": encoder,
                     "vector": vector,
                     "searches": n * self._decay(at, now) + q.searches,
                     "at": now,
@@ -322,8 +328,7 @@ class MemoryFold:
 
     def purge(self) -> int:
         """Drop the memory nobody added to within the retention period, and the least recently
-        updated pairs beyond the cap (a process that followed them keeps them until it starts
-        again)."""
+        updated pairs beyond the cap (followers drop them at their next reload)."""
         cfg, now = self.config, self._clock()
         with transaction(self.sessions) as s:
             gone = purge_memory(
@@ -335,38 +340,56 @@ class MemoryFold:
         return gone
 
 
+class _Nothing(Exception):
+    """Nothing new to fold: the transaction rolls back, the fold number stays."""
+
+
 class MemoryFollower:
-    """Keeps one process's QueryMemory up to date with the folds any process commits. It loads
-    everything afresh every `reload_hours`, so what retention dropped leaves this process too."""
+    """Keeps one process's QueryMemory up to date with the folds any process commits, reading
+    the vectors of the encoders this process serves. It loads everything afresh every
+    `reload_hours`, so what retention dropped leaves this process too."""
 
     def __init__(
         self,
         sessions: sessionmaker[Session],
         memory: QueryMemory,
+        encoders: Sequence[str],
         *,
         reload_hours: float = 6.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.sessions, self.memory, self._clock = sessions, memory, clock
+        self.encoders = set(encoders)
         self.reload_s = reload_hours * 3600
         self.fold = 0
         self._loaded = clock()
 
     def poll(self) -> int:
-        """Apply the rows of folds newer than the last one seen; returns how many."""
+        """Apply the rows of folds newer than the last one seen; returns how many pairs."""
         if self.fold and self._clock() - self._loaded > self.reload_s:
-            fresh = MemoryFollower(self.sessions, QueryMemory(self.memory.config, self._clock))
+            fresh = MemoryFollower(
+                self.sessions, QueryMemory(self.memory.config, self._clock), list(self.encoders)
+            )
             n = fresh.poll()
             self.memory.adopt(fresh.memory)
             self.fold, self._loaded = fresh.fold, self._clock()
             return n
-        n, last = 0, self.fold
+        n = 0
         with self.sessions() as s:
-            for key, kind, text, vector, searches in changed_queries(session=s, after_fold=last):
-                vec = None if vector is None else np.frombuffer(vector, dtype=np.float32)
-                self.memory.put_query(key, kind, text, vec, searches)
-            for key, pid, gain, exam, at, fold in changed_pairs(session=s, after_fold=last):
+            target = last_fold(session=s)
+            if target <= self.fold:
+                return 0
+            for key, kind, text, encoder, vector in changed_queries(
+                session=s, after_fold=self.fold, to_fold=target
+            ):
+                vec = None
+                if vector is not None and encoder in self.encoders:
+                    vec = np.frombuffer(vector, dtype=np.float32)
+                self.memory.put_query(key, kind, text, vec)
+            for key, pid, gain, exam, at, _ in changed_pairs(
+                session=s, after_fold=self.fold, to_fold=target
+            ):
                 self.memory.put_pair(key, pid, gain, exam, at)
-                self.fold = max(self.fold, fold)
                 n += 1
+        self.fold = target  # only once every row up to it was read
         return n

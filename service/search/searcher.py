@@ -222,7 +222,10 @@ class Searcher:
         """The index rows of these products that exist and the search's filters allow."""
         found = [self.index.row_of.get(p, -1) for p in product_ids]
         rows = np.array([r for r in found if r >= 0], dtype=np.int64)
-        return rows if allowed is None or not len(rows) else rows[allowed[rows]]
+        if allowed is None or not len(rows):
+            return rows
+        rows = rows[rows < len(allowed)]  # a product re-added since the mask was made: not yet
+        return rows[allowed[rows]]
 
     def _recall(
         self, sq: SearchQuery, qt: np.ndarray | None, qv: np.ndarray | None
@@ -242,7 +245,7 @@ class Searcher:
         cands = candidates(idx, rows, head, with_image=q.image is not None)
         ids = [idx.metas[r].id for r in rows.tolist()]
         memory = None
-        if recalled is not None and self.memory is not None:
+        if recalled is not None and self.memory is not None and head.mix is not None:
             memory = self.memory.lifts(recalled, ids)
         if head.mix is not None:
             lift = head.engagement.lift(ids) if head.engagement is not None else None
@@ -260,6 +263,13 @@ class Searcher:
             shown = explore_deeper(shown, unseen, self._rng)
         lexical = pool.lists.lexical if pool.lists is not None else None
         why = explain(head, q, cands, parts, rows, lexical) if sq.explain else None
+
+        def explained(i: int) -> dict[str, Any] | None:
+            if why is None:
+                return None
+            term = None if memory is None else self._memory_detail(recalled, ids[i])
+            return why[i] | {"memory": term}
+
         hits = [
             Hit(
                 idx.metas[rows[ranked[r]]],
@@ -267,18 +277,21 @@ class Searcher:
                 model_position=r + 1,
                 propensity=active.bias.propensity(pos),
                 memory=0.0 if memory is None else float(memory[ranked[r]]),
-                explanation=None
-                if why is None
-                else why[ranked[r]] | {"memory": self._memory_detail(recalled, ids[ranked[r]])},
+                explanation=explained(ranked[r]),
             )
             for pos, r in enumerate(shown, start=1)
         ]
         return hits, explore
 
-    def _memory_detail(self, recalled: Evidence | None, product_id: str) -> dict[str, Any] | None:
-        if recalled is None or self.memory is None:
-            return None
+    def _memory_detail(self, recalled: Evidence | None, product_id: str) -> dict[str, Any]:
+        assert recalled is not None and self.memory is not None
         return memory_detail(self.memory.lift(recalled, product_id), recalled)
+
+    def text_vector(self, text: str) -> np.ndarray:
+        """A text's frozen vector as a search gets it (the query cache, the encode slots)."""
+        qt, _, _, _ = self._vectors(SearchQuery(text=text))
+        assert qt is not None
+        return qt
 
     def normalise_filters(self, filters: dict[str, Any]) -> dict[str, list[str]]:
         known = self.index.attribute_names()

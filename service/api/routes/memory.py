@@ -46,13 +46,12 @@ async def memory(
     mk = memory_key(query, None)
 
     def read() -> MemoryAnswer:
-        with rt.sessions() as s:
-            query_row, pairs = memory_of(session=s, key=mk.key)
         live = searcher.memory
         if live is None:
             raise NotReady("this process keeps no query memory")
-        vector = searcher.embedder.text_encoder.encode([query])[0]
-        recalled = live.recall(mk.key, mk.kind, vector)
+        with rt.sessions() as s:  # the products most chosen, then most lifted among them
+            query_row, pairs = memory_of(session=s, key=mk.key, limit=4 * limit)
+        recalled = live.recall(mk.key, mk.kind, searcher.text_vector(query))
         products = []
         for p in pairs:
             f = live.decay(p.at)
