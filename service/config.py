@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     )
     memory_half_life_days: float = Field(
         14.0,
-        gt=0,
+        ge=1 / 24,
         description="The query memory (what shoppers of each query did with each product): "
         "what happened this long ago counts half.",
     )
@@ -159,7 +159,7 @@ class Settings(BaseSettings):
         2_000_000,
         ge=1000,
         description="Most (query, product) pairs the memory keeps; the least recently updated "
-        "go first. Each costs about 200 bytes in every process.",
+        "go first. Each costs about 250 bytes in every process.",
     )
 
     learner_in_process: bool = Field(

@@ -49,7 +49,7 @@ def test_a_rare_query_type_is_judged_and_promoted_under_the_default_schedule(
             ):
                 sim = Simulator(srv.url, ingested.csv, k=10, mix=MIX)
                 runs: list[dict] = []
-                for chunk in range(20):  # a paired test at 95% needs a clear gain
+                for chunk in range(20):  # a paired test needs a clear gain
                     report = sim.run(CHUNK, seed=500 + chunk, concurrency=2, progress=False)
                     assert report.failed == 0
                     time.sleep(settings.learner_settle_seconds + 0.5)
