@@ -62,6 +62,9 @@ bench: ## Run every benchmark on the full catalog (results in benchmarks/results
 	$(PYTHON) -m benchmarks.hybrid
 	$(PYTHON) -m benchmarks.lexical_engines
 	$(PYTHON) -m benchmarks.titles_ingest
+	$(PYTHON) -m benchmarks.query_memory --catalog fashion
+	$(PYTHON) -m benchmarks.query_memory --catalog titles
+	$(PYTHON) -m benchmarks.memory_scale
 
 lint: ## ruff lint + format check, mypy
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -176,7 +176,7 @@ def test_a_type_without_engaged_searches_has_no_gain_and_fails():
 
 
 def test_the_confidence_setting_is_validated():
-    assert Settings().promotion_confidence == 0.95 and Settings().promotion_margin == 0.0
+    assert Settings().promotion_confidence == 0.9 and Settings().promotion_margin == 0.0
     for bad in (0.4, 1.0):
         with pytest.raises(ValidationError):
             Settings(promotion_confidence=bad)
