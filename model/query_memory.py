@@ -206,8 +206,13 @@ class QueryMemory:
         return Evidence(own, borrowed, lent, neighbours, t0, now)
 
     def lifts(self, evidence: Evidence, product_ids: Sequence[str]) -> np.ndarray:
-        """(n,) float32: each product's log rate for the query over its rate elsewhere."""
-        return np.array([self.lift(evidence, pid).lift for pid in product_ids], np.float32)
+        """(n,) float32: each product's log rate for the query over its rate elsewhere (0, at
+        the cost of two lookups, for the many the query's shoppers never saw)."""
+        seen = evidence.own.keys() | evidence.borrowed.keys()
+        return np.array(
+            [self.lift(evidence, pid).lift if pid in seen else 0.0 for pid in product_ids],
+            np.float32,
+        )
 
     def lift(self, evidence: Evidence, product_id: str) -> Lift:
         cfg = self.config
