@@ -87,13 +87,12 @@ def _logged(row: Sequence[Any]) -> LoggedQuery:
 def unfolded_impressions(
     *, session: Session, limit: int
 ) -> list[tuple[LoggedQuery, list[tuple[str, int, float | None]]]]:
-    """Up to `limit` searches the memory has not counted, oldest first, each with its shown
-    (product id, position, propensity)."""
+    """Up to `limit` searches the memory has not counted, each with its shown (product id,
+    position, propensity)."""
     rows = session.execute(
         select(*_query_columns())
         .where(Impression.memory_folded.is_(False))
-        .order_by(Impression.created_at)
-        .limit(limit)
+        .limit(limit)  # in any order: each counts at its own age
     ).all()
     searches = [_logged(r) for r in rows]
     items: dict[str, list[tuple[str, int, float | None]]] = {s.search_id: [] for s in searches}
@@ -113,14 +112,13 @@ def unfolded_impressions(
 def unfolded_events(
     *, session: Session, limit: int
 ) -> list[tuple[int, datetime, LoggedQuery, str, str]]:
-    """Up to `limit` events the memory has not counted, oldest first: (row id, received at,
-    its search, product id, type)."""
+    """Up to `limit` events the memory has not counted: (row id, received at, its search,
+    product id, type)."""
     ev = FeedbackEvent
     rows = session.execute(
         select(ev.id, ev.received_at, ev.product_id, ev.type, *_query_columns())
         .join(Impression, Impression.search_id == ev.search_id)
         .where(ev.memory_folded.is_(False))
-        .order_by(ev.received_at)
         .limit(limit)
     ).all()
     return [(r[0], as_utc(r[1]), _logged(r[4:]), r[2], r[3]) for r in rows]
@@ -151,15 +149,30 @@ def shoppers(
 ) -> dict[ShopperKey, tuple[float, float, list[str]]]:
     """What each (query, product, shopper) has given before: (examination, grade, types)."""
     out: dict[ShopperKey, tuple[float, float, list[str]]] = {}
-    s = MemoryShopper
-    for chunk in chunks(sorted(set(keys)), _CHUNK):
-        for key, pid, shopper, exam, grade, types in session.execute(
-            select(s.key, s.product_id, s.shopper, s.exam, s.grade, s.types).where(
-                tuple_(s.key, s.product_id, s.shopper).in_(chunk)
+    m = MemoryShopper
+    for key, pids, who in _by_query([(k, p, w) for k, p, w in set(keys)]):
+        for pid, shopper, exam, grade, types in session.connection().execute(
+            select(m.product_id, m.shopper, m.exam, m.grade, m.types).where(
+                m.key == key, m.product_id.in_(pids), m.shopper.in_(who)
             )
         ):
             out[(key, pid, shopper)] = (exam, grade, types)
     return out
+
+
+def _by_query(
+    keys: Sequence[tuple[str, str, str]],
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(query key, its product ids, its shoppers) per query key, a few hundred at a time: one
+    lookup through the primary key's prefix each, where a row-value IN (...) scans on SQLite."""
+    grouped: dict[str, tuple[set[str], set[str]]] = {}
+    for key, pid, shopper in keys:
+        g = grouped.setdefault(key, (set(), set()))
+        g[0].add(pid)
+        g[1].add(shopper)
+    for key, (pids, shoppers_of_key) in grouped.items():
+        for some in chunks(sorted(pids), _CHUNK):
+            yield key, list(some), sorted(shoppers_of_key)
 
 
 def put_shoppers(*, session: Session, rows: list[dict[str, Any]]) -> None:
@@ -172,10 +185,10 @@ def pairs(
     """The stored (examinations, gain, events per type, at) of these (query key, product id)."""
     out: dict[tuple[str, str], tuple[float, float, dict[str, float], float]] = {}
     p = MemoryPair
-    for chunk in chunks(sorted(set(keys)), _CHUNK):
-        for key, pid, exam, gain, events, at in session.execute(
-            select(p.key, p.product_id, p.exam, p.gain, p.events, p.at).where(
-                tuple_(p.key, p.product_id).in_(chunk)
+    for key, pids, _ in _by_query([(k, pid, "") for k, pid in set(keys)]):
+        for pid, exam, gain, events, at in session.connection().execute(
+            select(p.product_id, p.exam, p.gain, p.events, p.at).where(
+                p.key == key, p.product_id.in_(pids)
             )
         ):
             out[(key, pid)] = (exam, gain, dict(events), at)
@@ -208,8 +221,9 @@ def put_queries(*, session: Session, rows: list[dict[str, Any]]) -> None:
     changes: dict[str, Any] = {c: getattr(stmt.excluded, c) for c in ("searches", "at", "fold")}
     for c in ("wording", "vector", "encoder"):
         changes[c] = case((same, getattr(MemoryQuery, c)), else_=getattr(stmt.excluded, c))
+    upsert = stmt.on_conflict_do_update(index_elements=["key"], set_=changes)
     for chunk in chunks(rows, 500):
-        session.execute(stmt.on_conflict_do_update(index_elements=["key"], set_=changes), chunk)
+        session.connection().execute(upsert, list(chunk))
 
 
 def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
@@ -217,8 +231,9 @@ def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: list
         return
     stmt = insert_for(session)(model)
     changes = {c: getattr(stmt.excluded, c) for c in rows[0] if c not in keys}
-    for chunk in chunks(rows, 500):
-        session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes), chunk)
+    upsert = stmt.on_conflict_do_update(index_elements=keys, set_=changes)
+    for chunk in chunks(rows, 500):  # Core's executemany: the ORM's bulk path costs twice
+        session.connection().execute(upsert, list(chunk))
 
 
 def changed_pairs(

@@ -169,7 +169,10 @@ class MemoryFold:
         """Stop folding and let another process fold at once, not when the lease runs out."""
         if self._poller is not None:
             self._poller.stop()
-        release_lease(sessions=self.sessions, name=LEASE, holder=self.holder)
+        try:
+            release_lease(sessions=self.sessions, name=LEASE, holder=self.holder)
+        except Exception:  # a database that is down: the lease runs out by itself
+            log.warning("could not release the query memory's lease", exc_info=True)
 
     def _fold_once(self) -> tuple[int, bool]:
         cfg, now = self.config, self._clock()
