@@ -186,10 +186,11 @@ def test_a_refresh_registers_a_gated_candidate(loop, client, refreshed):
     # the stored artifact is the one registered
     heads = loop.settings.data_dir / "heads"
     assert read_manifest(heads / cand)["files"]["head.safetensors"] == row["artifact_sha256"]
-    # no promotion may lower any query type's holdout metric
+    # no promotion may lower any query type's holdout metric (a rejected candidate may be lower:
+    # that is why it was rejected)
     hold = detail["holdout"]
     for t in ("text", "image", "composed"):
-        if hold["final"][t]["engaged"]:
+        if refreshed["promoted"] and hold["final"][t]["engaged"]:
             assert hold["final"][t]["ips_ndcg@10"] >= hold["active"][t]["ips_ndcg@10"] - 1e-9
     expected_active = cand if refreshed["promoted"] else loop.bootstrap
     assert models["active"] == expected_active
