@@ -79,6 +79,9 @@ class Lift:
     borrowed_share: float  # of the examinations, the part from similar queries
 
 
+NO_LIFT = Lift(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # a product the query's shoppers never saw
+
+
 @dataclass
 class _Neighbours:
     """Logged queries of one kind by frozen vector: HNSW, so a search stays well under a
@@ -205,14 +208,11 @@ class QueryMemory:
             return None
         return Evidence(own, borrowed, lent, neighbours, t0, now)
 
-    def lifts(self, evidence: Evidence, product_ids: Sequence[str]) -> np.ndarray:
-        """(n,) float32: each product's log rate for the query over its rate elsewhere (0, at
-        the cost of two lookups, for the many the query's shoppers never saw)."""
+    def lifts(self, evidence: Evidence, product_ids: Sequence[str]) -> dict[str, Lift]:
+        """The lift of each of these products the query's shoppers saw (the many others: 0),
+        read at one moment, so what a search ranks by and what it explains agree."""
         seen = evidence.own.keys() | evidence.borrowed.keys()
-        return np.array(
-            [self.lift(evidence, pid).lift if pid in seen else 0.0 for pid in product_ids],
-            np.float32,
-        )
+        return {pid: self.lift(evidence, pid) for pid in product_ids if pid in seen}
 
     def lift(self, evidence: Evidence, product_id: str) -> Lift:
         cfg = self.config

@@ -48,9 +48,10 @@ def test_no_memory_changes_nothing_and_evidence_lifts_what_shoppers_chose():
     assert m.recall("other", "text", None) is None
     ev = m.recall("q", "text", None)
     assert ev is not None
-    a, b, unseen = m.lifts(ev, ["a", "b", "zzz"])
+    lifted = m.lifts(ev, ["a", "b", "zzz"])
+    a, b = lifted["a"].lift, lifted["b"].lift
     assert b > 0.5 > 0 > a  # skipped where it was seen: below what the memory never saw
-    assert unseen == 0.0
+    assert "zzz" not in lifted  # never seen: 0
     assert m.favoured(ev) == ["b"]
 
 

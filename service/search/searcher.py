@@ -25,7 +25,7 @@ from model.head import (
 )
 from model.hybrid import mix_features
 from model.position_bias import PositionBias, explore_deeper, explore_order
-from model.query_memory import Evidence, QueryMemory
+from model.query_memory import NO_LIFT, Evidence, QueryMemory
 from model.retrieval import Pool, depth, retrieve
 from service.catalog.index import CatalogIndex
 from service.encoding.embedder import Embedder
@@ -244,9 +244,10 @@ class Searcher:
         idx, head, rows = self.index, active.head, pool.rows
         cands = candidates(idx, rows, head, with_image=q.image is not None)
         ids = [idx.metas[r].id for r in rows.tolist()]
-        memory = None
+        memory, lifted = None, {}
         if recalled is not None and self.memory is not None and head.mix is not None:
-            memory = self.memory.lifts(recalled, ids)
+            lifted = self.memory.lifts(recalled, ids)
+            memory = np.array([lifted[p].lift if p in lifted else 0.0 for p in ids], np.float32)
         if head.mix is not None:
             lift = head.engagement.lift(ids) if head.engagement is not None else None
             cands.mix = torch.from_numpy(mix_features(rows, pool.lists, lift, memory))
@@ -267,7 +268,9 @@ class Searcher:
         def explained(i: int) -> dict[str, Any] | None:
             if why is None:
                 return None
-            term = None if memory is None else self._memory_detail(recalled, ids[i])
+            term = None
+            if memory is not None and recalled is not None:
+                term = memory_detail(lifted.get(ids[i], NO_LIFT), recalled)
             return why[i] | {"memory": term}
 
         hits = [
@@ -282,10 +285,6 @@ class Searcher:
             for pos, r in enumerate(shown, start=1)
         ]
         return hits, explore
-
-    def _memory_detail(self, recalled: Evidence | None, product_id: str) -> dict[str, Any]:
-        assert recalled is not None and self.memory is not None
-        return memory_detail(self.memory.lift(recalled, product_id), recalled)
 
     def text_vector(self, text: str) -> np.ndarray:
         """A text's frozen vector as a search gets it (the query cache, the encode slots)."""
