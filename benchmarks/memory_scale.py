@@ -115,42 +115,69 @@ def table_bytes(engine, table: str) -> int | None:
             return None
 
 
+def database_url(tmp: str, database: str) -> str:
+    """A fresh SQLite file, or a fresh PostgreSQL schema of its own."""
+    if database == "sqlite":
+        return f"sqlite:///{tmp}/bench.db"
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    schema = f"memscale_{os.getpid()}"
+    admin = make_engine(url)
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    admin.dispose()
+    return url + f"?options=-csearch_path%3D{schema}"
+
+
+def fold_all(sessions) -> tuple[int, float]:
+    """Fold every logged search and event; (how many, seconds)."""
+    config = FoldConfig(
+        grades=GRADES,
+        half_life_days=14,
+        text_encoder="none",
+        image_encoder="none",
+        retention_days=90,
+        max_pairs=10_000_000,
+    )
+    t0 = time.perf_counter()
+    folded = MemoryFold(sessions, config, lease_seconds=3600).run()
+    return folded, time.perf_counter() - t0
+
+
+def time_reads(memory: QueryMemory) -> list[float]:
+    """Milliseconds of 400 searches' memory reads, head and tail queries, every logged query
+    with a vector as text queries have, so the similar-query lookup runs."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(QUERIES, 384)).astype(np.float32)
+    for q in range(QUERIES):
+        mk = memory_key(f"query number {q}", None)
+        memory.put_query(mk.key, "text", mk.normal, vectors[q])
+    reads = []
+    candidates = [f"p{i}" for i in range(200)]
+    for q in list(range(0, 2000, 10)) + list(range(40_000, 50_000, 50)):
+        near = vectors[q] + 0.3 * rng.normal(size=384).astype(np.float32)
+        t = time.perf_counter()
+        ev = memory.recall(memory_key(f"query number {q}", None).key, "text", near)
+        if ev is not None:
+            memory.lifts(ev, candidates)
+            memory.favoured(ev)
+        reads.append((time.perf_counter() - t) * 1000)
+    return reads
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="fr-memory-scale-") as tmp:
-        url = (
-            f"sqlite:///{tmp}/bench.db"
-            if args.database == "sqlite"
-            else "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        )
-        if args.database == "postgres":
-            schema = f"memscale_{os.getpid()}"
-            admin = make_engine(url)
-            with admin.begin() as c:
-                c.execute(text(f"CREATE SCHEMA {schema}"))
-            admin.dispose()
-            url += f"?options=-csearch_path%3D{schema}"
+        url = database_url(tmp, args.database)
         migrate(url)
         engine = make_engine(url)
         sessions = session_factory(engine)
         t0 = time.perf_counter()
         searches = write_logs(sessions, args.events)
         write_s = time.perf_counter() - t0
-        config = FoldConfig(
-            grades=GRADES,
-            half_life_days=14,
-            text_encoder="none",
-            image_encoder="none",
-            retention_days=90,
-            max_pairs=10_000_000,
-        )
-        fold = MemoryFold(sessions, config, lease_seconds=3600)
-        t0 = time.perf_counter()
-        folded = fold.run()
-        fold_s = time.perf_counter() - t0
+        folded, fold_s = fold_all(sessions)
         with sessions() as s:
             rows = {
                 m.__tablename__: int(s.scalar(select(func.count()).select_from(m)) or 0)
@@ -165,22 +192,7 @@ def main() -> None:
         MemoryFollower(sessions, memory, ["none"]).poll()
         load_s = time.perf_counter() - t0
         added_mb = rss_mb() - before
-        # every logged query with a vector, as text queries have: the similar-query lookup runs
-        rng = np.random.default_rng(0)
-        vectors = rng.normal(size=(QUERIES, 384)).astype(np.float32)
-        for q in range(QUERIES):
-            mk = memory_key(f"query number {q}", None)
-            memory.put_query(mk.key, "text", mk.normal, vectors[q])
-        reads = []
-        candidates = [f"p{i}" for i in range(200)]
-        for q in list(range(0, 2000, 10)) + list(range(40_000, 50_000, 50)):  # head and tail
-            near = vectors[q] + 0.3 * rng.normal(size=384).astype(np.float32)
-            t = time.perf_counter()
-            ev = memory.recall(memory_key(f"query number {q}", None).key, "text", near)
-            if ev is not None:
-                memory.lifts(ev, candidates)
-                memory.favoured(ev)
-            reads.append((time.perf_counter() - t) * 1000)
+        reads = time_reads(memory)
         engine.dispose()
     result = {
         "database": args.database,

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from storage.registry import (
     claim_run,
     create_run,
     fail_abandoned_runs,
+    lease_holder,
     queued_runs,
     release_lease,
     update_run,
@@ -84,7 +83,7 @@ class Learner:
         self.config, self.sessions, self.index = config, sessions, index
         self.encoders, self.fallback_version = encoders, fallback_version
         self.serving = serving
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.holder = lease_holder()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="learner")
         self._scheduler: BackgroundScheduler | None = None
         self.runs_here = False  # set by start_scheduler (or by whoever drives runs by hand)

@@ -8,6 +8,9 @@ can take it only once it has expired.
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -183,6 +186,11 @@ def last_window_end(*, session: Session) -> datetime | None:
 
 
 # ---- leases ----------------------------------------------------------------------------------
+def lease_holder() -> str:
+    """A name for this process's leases: unique across hosts, processes and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
 def acquire_lease(
     *, sessions: sessionmaker[Session], name: str, holder: str, ttl: timedelta
 ) -> bool:

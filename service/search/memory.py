@@ -13,10 +13,7 @@ rises within seconds, through SQL alone.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +48,7 @@ from storage.memory import (
     unfolded_events,
     unfolded_impressions,
 )
-from storage.registry import acquire_lease, release_lease
+from storage.registry import acquire_lease, lease_holder, release_lease
 
 log = logging.getLogger(__name__)
 LEASE = "query-memory"
@@ -135,7 +132,7 @@ class MemoryFold:
     ) -> None:
         self.sessions, self.config, self._clock = sessions, config, clock
         self._ttl = timedelta(seconds=lease_seconds)
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.holder = lease_holder()
         self._purged = 0.0
         self._poller: Poller | None = None
 
