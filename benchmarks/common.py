@@ -56,7 +56,9 @@ def fresh_database(data_dir: Path, dst: Path) -> str:
     head_version: str = read_manifest(build)["head_version"]
     with sqlite3.connect(data_dir / "fusionrank.db") as a, sqlite3.connect(dst) as b:
         a.backup(b)
-        for table in ("feedback_events", "impression_items", "impressions", "query_embeddings"):
+        logs = ("feedback_events", "impression_items", "impressions", "query_embeddings")
+        memory = ("memory_queries", "memory_pairs", "memory_shoppers", "memory_fold")
+        for table in logs + memory:
             b.execute(f"DELETE FROM {table}")
         b.execute("DELETE FROM training_runs")
         b.execute("UPDATE active_model SET version = ?", (head_version,))

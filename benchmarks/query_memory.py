@@ -12,19 +12,24 @@ send a user id of their own. Every --every sessions it measures, against true gr
 - 100 held-out queries never searched in the run;
 - the NDCG@10 of what the traffic was shown meanwhile (what exploration costs shoppers now);
 - the median milliseconds of those searches beyond the encoders (Server-Timing), which the
-  memory adds to as it fills.
+  memory adds to as it fills (a trend only: the traffic and the learner share the cores).
 
 The evaluator searches as one user of its own: the memory counts it once per query and product.
 It runs once per exploration rate (--explore-deep, default 0.1 and 0), each on a fresh
 database, so the cost now and the gain later are side by side. At the end, how many distinct
 buyers, and how many seconds, a grade-3 product from deep in a popular query's results needs
-to reach its top 3. Queries and shoppers are synthetic.
+to reach its top 3. Then what the memory costs a search, side by side: two servers with
+their learners off, one on the database the run filled and one on a fresh copy with no memory,
+take the same searches (the head and held-out queries, k 20) in alternating blocks of 20;
+medians of --repeats passes, of the search's own time (Server-Timing) and of the round trip.
+Queries and shoppers are synthetic.
 
 Catalogs: `fashion` (titles, attributes, images) and `titles` (the same products' titles only;
 the grades still come from their attributes). --products takes a seeded subset.
 
 Usage: python -m benchmarks.query_memory [--catalog fashion|titles] [--products 8000]
-       [--sessions 6000] [--every 1000] [--explore-deep 0.1,0] [--data-dir DIR]
+       [--sessions 6000] [--every 1000] [--explore-deep 0.1,0] [--repeats 3]
+       [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -243,10 +248,15 @@ class Shop:
         return out
 
 
-def _beyond_encoders(timing: str) -> float:
-    """Milliseconds of a search beyond its encoders, from its Server-Timing header."""
-    parts = dict(p.strip().split(";dur=") for p in timing.split(","))
-    return float(parts["search"]) - float(parts["encode"])
+def _timing(header: str) -> dict[str, float]:
+    """A Server-Timing header's durations by name."""
+    return {k: float(v) for k, v in (p.strip().split(";dur=") for p in header.split(","))}
+
+
+def _beyond_encoders(header: str) -> float:
+    """Milliseconds of a search beyond its encoders."""
+    timing = _timing(header)
+    return timing["search"] - timing["encode"]
 
 
 def _wait_top3(shop: Shop, text: str, product: str, seconds: float) -> float | None:
@@ -260,20 +270,68 @@ def _wait_top3(shop: Shop, text: str, product: str, seconds: float) -> float | N
 
 
 @contextlib.contextmanager
-def service(data_dir: Path, explore_deep: float) -> Iterator[str]:
-    """A default-settings server on a fresh copy of the data dir's database."""
-    with tempfile.TemporaryDirectory(prefix="fr-memory-") as tmp:
-        fresh_database(data_dir, Path(tmp) / "fusionrank.db")
-        env = {
-            "FUSIONRANK_DATABASE_URL": f"sqlite:///{tmp}/fusionrank.db",
-            "FUSIONRANK_EXPLORE_DEEP_RATE": str(explore_deep),
-        }
-        proc, url = start_server(data_dir, env=env)
-        try:
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(60)
+def server(data_dir: Path, db: Path, **settings: object) -> Iterator[str]:
+    """`fusionrank serve` on `data_dir`'s index and the SQLite database `db`, with `settings`
+    (FUSIONRANK_ names in lower case) on top of the defaults."""
+    env = {f"FUSIONRANK_{k.upper()}": str(v) for k, v in settings.items()}
+    proc, url = start_server(data_dir, env={**env, "FUSIONRANK_DATABASE_URL": f"sqlite:///{db}"})
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def latency_side_by_side(
+    data_dir: Path, filled: Path, queries: Queries, repeats: int
+) -> dict[str, Any]:
+    """The search's own time and the round trip, with the memory `filled` holds and with none:
+    both servers up at once with their learners off, the same searches in alternating blocks."""
+    texts = [q.text for q in queries.head + queries.held_out if q.text]
+    empty = filled.with_name("empty.db")
+    fresh_database(data_dir, empty)
+    out: dict[str, dict[str, list[float]]] = {
+        name: {"search_ms": [], "round_trip_ms": []} for name in ("memory", "none")
+    }
+    with (
+        server(data_dir, filled, learner_in_process="false") as with_memory,
+        server(data_dir, empty, learner_in_process="false") as without,
+    ):
+        urls = {"memory": with_memory, "none": without}
+        clients = {name: httpx.Client(base_url=url, timeout=60) for name, url in urls.items()}
+        for c in clients.values():  # warm: the query cache holds every query's vector in both
+            for text in texts:
+                c.post("/v1/search", json={"query": text, "k": 20}).raise_for_status()
+        for _ in range(repeats):
+            passes: dict[str, dict[str, list[float]]] = {
+                name: {"search_ms": [], "round_trip_ms": []} for name in urls
+            }
+            for block in range(0, len(texts), 20):
+                for name, c in clients.items():
+                    for text in texts[block : block + 20]:
+                        started = time.perf_counter()
+                        r = c.post(
+                            "/v1/search", json={"query": text, "k": 20, "user_id": EVALUATOR}
+                        )
+                        r.raise_for_status()
+                        passes[name]["round_trip_ms"].append(1e3 * (time.perf_counter() - started))
+                        passes[name]["search_ms"].append(
+                            _timing(r.headers["server-timing"])["search"]
+                        )
+            for name, values in passes.items():
+                for key, v in values.items():
+                    out[name][key].append(float(np.median(v)))
+        for c in clients.values():
+            c.close()
+    medians = {name: {k: float(np.median(v)) for k, v in d.items()} for name, d in out.items()}
+    return {
+        "searches_per_pass": len(texts),
+        "repeats": repeats,
+        **medians,
+        "added_ms": medians["memory"]["search_ms"] - medians["none"]["search_ms"],
+        "added_round_trip_ms": medians["memory"]["round_trip_ms"]
+        - medians["none"]["round_trip_ms"],
+    }
 
 
 def run(
@@ -285,21 +343,27 @@ def run(
     relevance = Relevance([{"id": r.id, **r.attributes} for r in rows])
     queries = make_queries(rows)
     curve = []
-    with service(data_dir, explore_deep) as url:
-        shop = Shop(url, relevance, queries)
-        shown: list[float] = []
-        for done in range(0, args.sessions + 1, args.every):
-            if done:
-                shown = shop.traffic(range(done - args.every, done))
-            row = shop.checkpoint(done, shown)
-            curve.append(row)
-            print(f"explore_deep={explore_deep}", json.dumps(row), flush=True)
-        top3 = shop.time_to_top3(queries.head[5:])
-        runs = httpx.get(f"{url}/v1/models/runs", params={"limit": 100}).json()["runs"]
+    with tempfile.TemporaryDirectory(prefix="fr-memory-") as tmp:
+        db = Path(tmp) / "fusionrank.db"
+        fresh_database(data_dir, db)
+        with server(data_dir, db, explore_deep_rate=explore_deep) as url:
+            shop = Shop(url, relevance, queries)
+            shown: list[float] = []
+            for done in range(0, args.sessions + 1, args.every):
+                if done:
+                    shown = shop.traffic(range(done - args.every, done))
+                row = shop.checkpoint(done, shown)
+                curve.append(row)
+                print(f"explore_deep={explore_deep}", json.dumps(row), flush=True)
+            top3 = shop.time_to_top3(queries.head[5:])
+            runs = httpx.get(f"{url}/v1/models/runs", params={"limit": 100}).json()["runs"]
+        latency = latency_side_by_side(data_dir, db, queries, args.repeats)
+        print(f"explore_deep={explore_deep} latency", json.dumps(latency), flush=True)
     return {
         "explore_deep": explore_deep,
         "curve": curve,
         "time_to_top3": top3,
+        "latency": latency,
         "refreshes": [
             {
                 "trigger": r["trigger"],
@@ -319,6 +383,7 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=6000)
     ap.add_argument("--every", type=int, default=1000)
     ap.add_argument("--explore-deep", default="0.1,0")
+    ap.add_argument("--repeats", type=int, default=3, help="passes of the latency comparison")
     ap.add_argument("--data-dir", type=Path, default=None)
     args = ap.parse_args()
     require_shared()
@@ -348,6 +413,15 @@ def main() -> None:
         res["gap_closed"], res["held_out_ratio"] = closed, held
         print(f"  gap to the top-100 ceiling closed: {closed:.0%}; held-out {held:.3f}x")
         print(f"  a deep grade-3 product to the top 3: {res['time_to_top3']}")
+        lat = res["latency"]
+        print(
+            f"  search ms p50 with the memory {lat['memory']['search_ms']:.2f}, without "
+            f"{lat['none']['search_ms']:.2f} (+{lat['added_ms']:.2f}); round trip "
+            f"{lat['memory']['round_trip_ms']:.2f} vs {lat['none']['round_trip_ms']:.2f}"
+        )
+        targets[f"explore {res['explore_deep']}: the memory adds <= 1 ms p50"] = (
+            lat["added_ms"] <= 1.0
+        )
         targets[f"explore {res['explore_deep']}: gap closed >= {TARGET_GAP:.0%}"] = (
             closed >= TARGET_GAP
         )

@@ -5,7 +5,8 @@
    the head does not forget what it learnt before.
 2. Each query type keeps a holdout that carries over between refreshes (learner.split): the
    newest `holdout_fraction` of its new searches, topped up from earlier refreshes' holdouts
-   until it has `min_holdout_engaged` engaged searches. Nothing trains on a held-out search.
+   until it has `keep_holdout_engaged` engaged searches; it is judged from
+   `min_holdout_engaged`. Nothing trains on a held-out search.
 3. The position bias is re-fitted; the candidate warm-starts from the active head.
 4. Per query type, the candidate must be surely better than the active head on the holdout's
    IPS-weighted NDCG@10: a paired test over its engaged searches, whose lower confidence bound
@@ -67,6 +68,7 @@ class RefreshConfig:
     holdout_fill: float = 0.5
     min_new_engaged: int
     min_holdout_engaged: int  # per query type, to judge that type at all
+    keep_holdout_engaged: int  # per query type, carried over while the holdout has fewer
     replay: int
     max_window: int
     margin: float  # the least gain the lower confidence bound of a type's paired gain must exceed
@@ -208,6 +210,7 @@ def _fit(run: _Run, w: Window) -> _Fitted | None:
         w.carried,
         fraction=config.holdout_fraction,
         min_engaged=config.min_holdout_engaged,
+        keep_engaged=config.keep_holdout_engaged,
         fill=config.holdout_fill,
     )
     train_searches, holdout = w.replay + split.train, split.holdout

@@ -198,6 +198,12 @@ class Settings(BaseSettings):
     learner_min_holdout_engaged: int = Field(
         50, ge=1, description="Engaged holdout searches a query type needs to be judged."
     )
+    learner_keep_holdout_engaged: int = Field(
+        200,
+        ge=1,
+        description="Engaged holdout searches a query type keeps, carrying earlier refreshes' "
+        "over: more than it needs to be judged, so that a real gain is told from noise.",
+    )
     learner_replay: int = Field(
         20_000,
         ge=0,

@@ -47,6 +47,7 @@ def learner_config(settings: Settings, **train: Any) -> WorkerConfig:
             holdout_fraction=settings.learner_holdout_fraction,
             min_new_engaged=settings.learner_min_engaged,
             min_holdout_engaged=settings.learner_min_holdout_engaged,
+            keep_holdout_engaged=settings.learner_keep_holdout_engaged,
             replay=settings.learner_replay,
             max_window=settings.learner_max_window,
             margin=settings.promotion_margin,

@@ -195,6 +195,7 @@ QUICK_LEARNING: dict[str, Any] = {
     "learner_settle_seconds": 0,
     "learner_min_engaged": 20,
     "learner_min_holdout_engaged": 10,
+    "learner_keep_holdout_engaged": 10,
     "learner_holdout_fraction": 0.3,
 }
 
