@@ -48,6 +48,17 @@ REFRESH_ON_REQUEST = {
 }
 
 
+MEMORY_TABLES = ("memory_queries", "memory_pairs", "memory_shoppers", "memory_fold")
+
+
+def without_memory(src: Path, dst: Path) -> None:
+    """A copy of the SQLite database `src` whose query memory is empty, all else kept."""
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+        for table in MEMORY_TABLES:
+            b.execute(f"DELETE FROM {table}")
+
+
 def fresh_database(data_dir: Path, dst: Path) -> str:
     """A copy of `data_dir`'s database with the catalog's products and the bootstrap head of its
     index build, without any logged traffic or learning. Returns that head's version."""
@@ -57,8 +68,7 @@ def fresh_database(data_dir: Path, dst: Path) -> str:
     with sqlite3.connect(data_dir / "fusionrank.db") as a, sqlite3.connect(dst) as b:
         a.backup(b)
         logs = ("feedback_events", "impression_items", "impressions", "query_embeddings")
-        memory = ("memory_queries", "memory_pairs", "memory_shoppers", "memory_fold")
-        for table in logs + memory:
+        for table in logs + MEMORY_TABLES:
             b.execute(f"DELETE FROM {table}")
         b.execute("DELETE FROM training_runs")
         b.execute("UPDATE active_model SET version = ?", (head_version,))

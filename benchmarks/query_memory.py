@@ -18,11 +18,11 @@ The evaluator searches as one user of its own: the memory counts it once per que
 It runs once per exploration rate (--explore-deep, default 0.1 and 0), each on a fresh
 database, so the cost now and the gain later are side by side. At the end, how many distinct
 buyers, and how many seconds, a grade-3 product from deep in a popular query's results needs
-to reach its top 3. Then what the memory costs a search, side by side: two servers with
-their learners off, one on the database the run filled and one on a fresh copy with no memory,
-take the same searches (the head and held-out queries, k 20) in alternating blocks of 20;
-medians of --repeats passes, of the search's own time (Server-Timing) and of the round trip.
-Queries and shoppers are synthetic.
+to reach its top 3. Then what the memory costs a search, side by side: two servers with their
+learners off, one on the database the run filled and one on a copy of it whose memory is empty
+(the same active version), take the same searches (the head and held-out queries, k 20) in
+alternating blocks of 20; medians of --repeats passes, of the search's own time (Server-Timing)
+and of the round trip. Queries and shoppers are synthetic.
 
 Catalogs: `fashion` (titles, attributes, images) and `titles` (the same products' titles only;
 the grades still come from their attributes). --products takes a seeded subset.
@@ -57,6 +57,7 @@ from benchmarks.common import (
     fresh_database,
     print_targets,
     require_shared,
+    without_memory,
     write_json,
 )
 from benchmarks.server import start_server
@@ -248,6 +249,13 @@ class Shop:
         return out
 
 
+def memory_weight(url: str, text: str) -> float:
+    """The active version's mix weight of the memory term for text queries, from explain."""
+    r = httpx.post(f"{url}/v1/search", json={"query": text, "k": 1, "explain": True}, timeout=60)
+    r.raise_for_status()
+    return float(r.json()["results"][0]["explanation"]["mix"]["memory"]["weight"])
+
+
 def _timing(header: str) -> dict[str, float]:
     """A Server-Timing header's durations by name."""
     return {k: float(v) for k, v in (p.strip().split(";dur=") for p in header.split(","))}
@@ -289,7 +297,7 @@ def latency_side_by_side(
     both servers up at once with their learners off, the same searches in alternating blocks."""
     texts = [q.text for q in queries.head + queries.held_out if q.text]
     empty = filled.with_name("empty.db")
-    fresh_database(data_dir, empty)
+    without_memory(filled, empty)  # the same active version: only the memory differs
     out: dict[str, dict[str, list[float]]] = {
         name: {"search_ms": [], "round_trip_ms": []} for name in ("memory", "none")
     }
@@ -357,6 +365,7 @@ def run(
                 print(f"explore_deep={explore_deep}", json.dumps(row), flush=True)
             top3 = shop.time_to_top3(queries.head[5:])
             runs = httpx.get(f"{url}/v1/models/runs", params={"limit": 100}).json()["runs"]
+            weight = memory_weight(url, queries.head[0].text or "")
         latency = latency_side_by_side(data_dir, db, queries, args.repeats)
         print(f"explore_deep={explore_deep} latency", json.dumps(latency), flush=True)
     return {
@@ -364,6 +373,7 @@ def run(
         "curve": curve,
         "time_to_top3": top3,
         "latency": latency,
+        "memory_weight": weight,  # the active version's, for text: learned from its start, 1
         "refreshes": [
             {
                 "trigger": r["trigger"],
@@ -413,6 +423,7 @@ def main() -> None:
         res["gap_closed"], res["held_out_ratio"] = closed, held
         print(f"  gap to the top-100 ceiling closed: {closed:.0%}; held-out {held:.3f}x")
         print(f"  a deep grade-3 product to the top 3: {res['time_to_top3']}")
+        print(f"  the active version's memory weight for text: {res['memory_weight']:.3f}")
         lat = res["latency"]
         print(
             f"  search ms p50 with the memory {lat['memory']['search_ms']:.2f}, without "

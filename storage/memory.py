@@ -141,42 +141,35 @@ def mark_folded(*, session: Session, search_ids: Sequence[str], event_ids: Seque
         )
 
 
-ShopperKey = tuple[str, str, str]  # (query key, product id, shopper)
+ShopperKey = tuple[str, str]  # (query key, shopper)
+Given = dict[str, list[Any]]  # product id -> [examination, grade, [event types]]
 
 
-def shoppers(
-    *, session: Session, keys: Sequence[ShopperKey]
-) -> dict[ShopperKey, tuple[float, float, list[str]]]:
-    """What each (query, product, shopper) has given before: (examination, grade, types)."""
-    out: dict[ShopperKey, tuple[float, float, list[str]]] = {}
+def shoppers(*, session: Session, keys: Sequence[ShopperKey]) -> dict[ShopperKey, Given]:
+    """What each (query, shopper) has given each product before."""
+    out: dict[ShopperKey, Given] = {}
     m = MemoryShopper
-    for key, pids, who in _by_query([(k, p, w) for k, p, w in set(keys)]):
-        for pid, shopper, exam, grade, types in session.connection().execute(
-            select(m.product_id, m.shopper, m.exam, m.grade, m.types).where(
-                m.key == key, m.product_id.in_(pids), m.shopper.in_(who)
-            )
+    for key, who in _by_query(list(set(keys))):
+        for shopper, products in session.connection().execute(
+            select(m.shopper, m.products).where(m.key == key, m.shopper.in_(who))
         ):
-            out[(key, pid, shopper)] = (exam, grade, types)
+            out[(key, shopper)] = dict(products)
     return out
 
 
-def _by_query(
-    keys: Sequence[tuple[str, str, str]],
-) -> Iterator[tuple[str, list[str], list[str]]]:
-    """(query key, its product ids, its shoppers) per query key, a few hundred at a time: one
-    lookup through the primary key's prefix each, where a row-value IN (...) scans on SQLite."""
-    grouped: dict[str, tuple[set[str], set[str]]] = {}
-    for key, pid, shopper in keys:
-        g = grouped.setdefault(key, (set(), set()))
-        g[0].add(pid)
-        g[1].add(shopper)
-    for key, (pids, shoppers_of_key) in grouped.items():
-        for some in chunks(sorted(pids), _CHUNK):
-            yield key, list(some), sorted(shoppers_of_key)
+def _by_query(keys: Sequence[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """(query key, its second key columns) per query key, a few hundred at a time: one lookup
+    through the primary key's prefix each, where a row-value IN (...) scans on SQLite."""
+    grouped: dict[str, set[str]] = {}
+    for key, second in keys:
+        grouped.setdefault(key, set()).add(second)
+    for key, seconds in grouped.items():
+        for some in chunks(sorted(seconds), _CHUNK):
+            yield key, list(some)
 
 
 def put_shoppers(*, session: Session, rows: list[dict[str, Any]]) -> None:
-    _upsert(session, MemoryShopper, rows, ["key", "product_id", "shopper"])
+    _upsert(session, MemoryShopper, rows, ["key", "shopper"])
 
 
 def pairs(
@@ -185,7 +178,7 @@ def pairs(
     """The stored (examinations, gain, events per type, at) of these (query key, product id)."""
     out: dict[tuple[str, str], tuple[float, float, dict[str, float], float]] = {}
     p = MemoryPair
-    for key, pids, _ in _by_query([(k, pid, "") for k, pid in set(keys)]):
+    for key, pids in _by_query(list(set(keys))):
         for pid, exam, gain, events, at in session.connection().execute(
             select(p.product_id, p.exam, p.gain, p.events, p.at).where(
                 p.key == key, p.product_id.in_(pids)

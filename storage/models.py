@@ -292,16 +292,15 @@ class MemoryPair(Base):
 
 class MemoryShopper(Base):
     """The most one shopper (a user id, a key without user ids, or else the search itself) gave
-    a query and product, so that repeating a search or an event adds nothing: the abuse bound."""
+    each product of a query, so that repeating a search or an event adds nothing: the abuse
+    bound. One row per query and shopper, not per product: a search shows 20 products."""
 
     __tablename__ = "memory_shoppers"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    product_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     shopper: Mapped[str] = mapped_column(String(200), primary_key=True)
-    exam: Mapped[float] = mapped_column(Float)
-    grade: Mapped[float] = mapped_column(Float)
-    types: Mapped[list[str]] = mapped_column(JSON)  # the event types they sent
+    # product id -> [examination, grade, [event types]]
+    products: Mapped[dict[str, list[Any]]] = mapped_column(JSON)
     at: Mapped[float] = mapped_column(Float, index=True)
 
 

@@ -52,13 +52,10 @@ def upgrade() -> None:
     op.create_table(
         'memory_shoppers',
         sa.Column('key', sa.String(length=64), nullable=False),
-        sa.Column('product_id', sa.String(length=128), nullable=False),
         sa.Column('shopper', sa.String(length=200), nullable=False),
-        sa.Column('exam', sa.Float(), nullable=False),
-        sa.Column('grade', sa.Float(), nullable=False),
-        sa.Column('types', sa.JSON(), nullable=False),
+        sa.Column('products', sa.JSON(), nullable=False),
         sa.Column('at', sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint('key', 'product_id', 'shopper', name=op.f('pk_memory_shoppers')),
+        sa.PrimaryKeyConstraint('key', 'shopper', name=op.f('pk_memory_shoppers')),
     )
     for table, column in (
         ('memory_queries', 'at'),

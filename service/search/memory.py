@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +32,7 @@ from storage.impressions import query_vectors
 from storage.keys import content_key
 from storage.memory import (
     FoldRace,
+    Given,
     LoggedQuery,
     ShopperKey,
     changed_pairs,
@@ -61,9 +63,11 @@ class MemoryKey:
     normal: str  # the normal form: lexical terms, sorted; photo:<sha256> for a photo
 
 
+@lru_cache(maxsize=10_000)
 def memory_key(text: str | None, image_sha256: str | None) -> MemoryKey:
     """A query's memory key: its lexical terms (case, accents, plurals and units folded, as the
-    lexical channel reads them), in any order, and for a photo its content."""
+    lexical channel reads them), in any order, and for a photo its content. Cached: popular
+    queries repeat, and stemming them costs a search a tenth of a millisecond."""
     words = ""
     if text:
         words = " ".join(sorted(query_terms(text))) or " ".join(fold_text(text).split())
@@ -116,6 +120,7 @@ class FoldConfig:
 
 
 Deltas = dict[tuple[str, str], tuple[float, float, Counter[str]]]
+GiftKey = tuple[str, str, str]  # (query key, product id, shopper)
 
 
 class MemoryFold:
@@ -194,12 +199,12 @@ class MemoryFold:
         imps: list[tuple[LoggedQuery, list[tuple[str, int, float | None]]]],
         evs: list[tuple[int, datetime, LoggedQuery, str, str]],
         now: float,
-    ) -> tuple[dict[ShopperKey, _Gift], Deltas, dict[str, _Query]]:
+    ) -> tuple[dict[GiftKey, _Gift], Deltas, dict[str, _Query]]:
         """Per (query, product, shopper) the most each gave; the examinations of anonymous
         searches, decayed from when they were shown (a search is shown once, so they need no
         de-duplication); the queries."""
         top = max(self.config.grades.values())
-        gifts: dict[ShopperKey, _Gift] = {}
+        gifts: dict[GiftKey, _Gift] = {}
         direct: Deltas = {}
         found: dict[str, _Query] = {}
 
@@ -233,16 +238,17 @@ class MemoryFold:
         return gifts, direct, found
 
     def _deltas(
-        self, s: Session, gifts: dict[ShopperKey, _Gift], direct: Deltas, now: float
+        self, s: Session, gifts: dict[GiftKey, _Gift], direct: Deltas, now: float
     ) -> Deltas:
         """What each (query, product) gains: (examinations, graded events, new shoppers per event
         type), each shopper's most counted once (until retention forgets them), decayed from
         when they gave it."""
-        before = shoppers(session=s, keys=list(gifts))
+        before = shoppers(session=s, keys=list({(key, who) for key, _, who in gifts}))
         out = dict(direct)
-        rows = []
+        changed: dict[ShopperKey, Given] = {}
         for (key, pid, shopper), g in gifts.items():
-            exam0, grade0, types0 = before.get((key, pid, shopper), (0.0, 0.0, []))
+            given = before.setdefault((key, shopper), {})
+            exam0, grade0, types0 = given.get(pid, (0.0, 0.0, []))
             d_exam, d_grade = max(g.exam - exam0, 0.0), max(g.grade - grade0, 0.0)
             new_types = g.types - set(types0)
             if not (d_exam or d_grade or new_types):
@@ -251,18 +257,15 @@ class MemoryFold:
             e, gr, types = out.get((key, pid), (0.0, 0.0, Counter()))
             types = types + Counter(dict.fromkeys(new_types, 1))
             out[(key, pid)] = (e + d_exam * f, gr + d_grade * f, types)
-            rows.append(
-                {
-                    "key": key,
-                    "product_id": pid,
-                    "shopper": shopper,
-                    "exam": max(g.exam, exam0),
-                    "grade": max(g.grade, grade0),
-                    "types": sorted(set(types0) | g.types),
-                    "at": now,
-                }
-            )
-        put_shoppers(session=s, rows=rows)
+            given[pid] = [max(g.exam, exam0), max(g.grade, grade0), sorted(set(types0) | g.types)]
+            changed[(key, shopper)] = given
+        put_shoppers(
+            session=s,
+            rows=[
+                {"key": key, "shopper": shopper, "products": given, "at": now}
+                for (key, shopper), given in changed.items()
+            ],
+        )
         return out
 
     def _decay(self, at: float, now: float) -> float:
