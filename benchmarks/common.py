@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import random
 import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,35 @@ def ensure_index(data_dir: Path) -> None:
 
     if current(data_dir / "index") is None:
         ingest(CATALOG, data_dir=data_dir)
+
+
+def subset_catalog(dst: Path, n: int, titles_only: bool) -> None:
+    """A seeded subset of the fashion catalog: every column with images, or id and title."""
+    with CATALOG.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    rows = random.Random(n).sample(rows, min(n, len(rows)))
+    with dst.open("w", newline="", encoding="utf-8") as f:
+        if titles_only:
+            out = csv.writer(f)
+            out.writerow(["id", "title"])
+            out.writerows((r["id"], r["productDisplayName"]) for r in rows)
+            return
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "image_path": str(CATALOG.parent / r["image_path"])})
+
+
+def ensure_data(data_dir: Path, catalog: str, products: int) -> Path:
+    """The data dir holding the ingested subset (ingested on first use); returns its CSV."""
+    from service.cli import ingest
+
+    csv_path = data_dir / "catalog.csv"
+    if current(data_dir / "index") is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        subset_catalog(csv_path, products, catalog == "titles")
+        ingest(csv_path, data_dir=data_dir)
+    return csv_path
 
 
 # The server runs the refreshes the benchmark asks for, and only those.

@@ -15,8 +15,11 @@ Mixes: `default` (the simulator's: text 50%, image 25%, composed 25%) and `skewe
 image 5%, composed 3%). At the end the scheduler's decisions, from GET /v1/models/runs:
 refreshes by trigger and outcome, and per query type the promotions and the refusals by reason.
 Queries and shoppers are synthetic.
-Usage: python -m benchmarks.learning_curve [--data-dir DIR] [--sessions 20000] [--every 2500]
-       [--mixes default,skewed] [--learner in-process|process]
+--products N runs on a seeded N-product subset (benchmarks.common.subset_catalog), ingested
+into its own data dir on first use, shared with benchmarks.query_memory's.
+Usage: python -m benchmarks.learning_curve [--data-dir DIR] [--products N] [--sessions 20000]
+       [--every 2500]
+       [--mixes default,skewed] [--learner in-process|process] [--seed 0] [--name NAME]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from benchmarks.common import (
     CATALOG,
     DEFAULT_DATA_DIR,
     RESULTS,
+    ensure_data,
     ensure_index,
     fresh_database,
     plot_curves,
@@ -64,8 +68,10 @@ DROP_TOLERANCE = 0.01  # an unchanged head scores within about 0.005 of itself (
 TARGET_GAIN = 1.10
 
 
-def evaluate(url: str, sessions: int, photos: Mapping[str, Path]) -> dict[str, float]:
-    sim = Simulator(url, CATALOG, photos=photos, mix=EVAL_MIX, send_feedback=False)
+def evaluate(
+    url: str, catalog: Path, sessions: int, photos: Mapping[str, Path]
+) -> dict[str, float]:
+    sim = Simulator(url, catalog, photos=photos, mix=EVAL_MIX, send_feedback=False)
     report = sim.run(sessions, seed=EVAL_SEED, concurrency=2, progress=False)
     out = {k: v["ndcg@10"] for k, v in report.by_kind.items()}
     out["all"] = float(np.mean([out[t] for t in QUERY_TYPES]))
@@ -97,20 +103,24 @@ def service(data_dir: Path, learner: str) -> Iterator[str]:
 
 
 def run_mix(
-    name: str, data_dir: Path, args: argparse.Namespace, photos: Mapping[str, Path]
+    name: str, catalog: Path, args: argparse.Namespace, photos: Mapping[str, Path]
 ) -> dict[str, Any]:
     """The curve of one traffic mix, and the scheduler's runs."""
     rows: list[dict[str, Any]] = []
-    with service(data_dir, args.learner) as url, httpx.Client(base_url=url, timeout=60) as api:
-        trainer = Simulator(url, CATALOG, photos=photos, mix=MIXES[name])
+    with (
+        service(args.data_dir, args.learner) as url,
+        httpx.Client(base_url=url, timeout=60) as api,
+    ):
+        trainer = Simulator(url, catalog, photos=photos, mix=MIXES[name])
         started = time.monotonic()
         for done in range(0, args.sessions + 1, args.every):
             row: dict[str, Any] = {"mix": name, "sessions": done}
             if done:
-                report = trainer.run(args.every, seed=100 + done // args.every, concurrency=2)
+                seed = 100 + 1000 * args.seed + done // args.every
+                report = trainer.run(args.every, seed=seed, concurrency=2)
                 row |= {"events": report.events, "failed": report.failed}
             row["minutes"] = round((time.monotonic() - started) / 60, 1)
-            row["ndcg@10"] = evaluate(url, args.eval_sessions, photos)
+            row["ndcg@10"] = evaluate(url, catalog, args.eval_sessions, photos)
             row["active"] = api.get("/v1/models").json()["active"]
             rows.append(row)
             print(name, json.dumps(row), flush=True)
@@ -169,9 +179,15 @@ def decisions(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     args = parser().parse_args()
     require_shared()
-    ensure_index(args.data_dir)
+    catalog = CATALOG
+    if args.products:
+        args.data_dir = args.data_dir or DEFAULT_DATA_DIR / f"memory-fashion-{args.products}"
+        catalog = ensure_data(args.data_dir, "fashion", args.products)
+    else:
+        args.data_dir = args.data_dir or DEFAULT_DATA_DIR
+        ensure_index(args.data_dir)
     photos = shopper_photos()
-    results = {name: run_mix(name, args.data_dir, args, photos) for name in args.mixes.split(",")}
+    results = {name: run_mix(name, catalog, args, photos) for name in args.mixes.split(",")}
     for name, res in results.items():
         print(
             f"\n{name} mix {MIXES[name]}: NDCG@10 against true grades "
@@ -190,12 +206,18 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument(
+        "--products", type=int, default=0, help="a seeded subset of the catalog (0: all of it)"
+    )
     ap.add_argument("--sessions", type=int, default=20_000, help="training sessions per mix")
     ap.add_argument("--every", type=int, default=2_500, help="sessions between two samples")
     ap.add_argument("--eval-sessions", type=int, default=450)
     ap.add_argument("--mixes", default=",".join(MIXES))
     ap.add_argument("--learner", choices=("in-process", "process"), default="in-process")
+    ap.add_argument(
+        "--seed", type=int, default=0, help="of the training shoppers (the evaluation's is fixed)"
+    )
     ap.add_argument(
         "--name", default="learning_curve", help="results/NAME.json and NAME.png in benchmarks/"
     )

@@ -54,6 +54,7 @@ from tqdm import tqdm
 from benchmarks.common import (
     CATALOG,
     DEFAULT_DATA_DIR,
+    ensure_data,
     fresh_database,
     print_targets,
     require_shared,
@@ -65,41 +66,11 @@ from service.catalog.files import read_catalog
 from shoppers.grades import Relevance, ndcg_at_10
 from shoppers.intents import Intent, Shoppers
 from shoppers.simulator import reactions
-from storage.artifacts import current
 
 HEAD, HELD_OUT, TAIL = 200, 100, 20_000
 EVALUATOR = "benchmark-evaluator"
 TARGET_GAP = 0.70
 TARGET_HELD_OUT = 0.99
-
-
-def subset_catalog(dst: Path, n: int, titles_only: bool) -> None:
-    """A seeded subset of the fashion catalog: every column with images, or id and title."""
-    with CATALOG.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    rows = random.Random(n).sample(rows, min(n, len(rows)))
-    with dst.open("w", newline="", encoding="utf-8") as f:
-        if titles_only:
-            out = csv.writer(f)
-            out.writerow(["id", "title"])
-            out.writerows((r["id"], r["productDisplayName"]) for r in rows)
-            return
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "image_path": str(CATALOG.parent / r["image_path"])})
-
-
-def ensure_data(data_dir: Path, catalog: str, products: int) -> Path:
-    """The data dir holding the ingested subset (ingested on first use); returns its CSV."""
-    from service.cli import ingest
-
-    csv_path = data_dir / "catalog.csv"
-    if current(data_dir / "index") is None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        subset_catalog(csv_path, products, catalog == "titles")
-        ingest(csv_path, data_dir=data_dir)
-    return csv_path
 
 
 @dataclass(frozen=True)
