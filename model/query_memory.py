@@ -178,7 +178,7 @@ class QueryMemory:
 
     def recall(self, key: str, kind: str, vector: np.ndarray | None) -> Evidence | None:
         """The query's own memory and, while it has little, what similar queries lend; None
-        when the memory has nothing for it (the search then skips the memory entirely)."""
+        when the memory holds no event for it (the search then skips the memory entirely)."""
         if not self._total[1]:
             return None
         cfg = self.config
@@ -205,7 +205,9 @@ class QueryMemory:
                     borrowed[pid] = (bg + w * g, be + w * e)
                     lg, le = lent.get(pid, (0.0, 0.0))
                     lent[pid] = (lg + g, le + e)
-        if not own and not borrowed:
+        if not any(g for g, _ in own.values()) and not any(g for g, _ in borrowed.values()):
+            # shown and never chosen, by anyone: that says the query's shoppers did not engage,
+            # not which product is better (monitoring probes, shoppers who only look)
             return None
         return Evidence(own, borrowed, lent, neighbours, t0, now)
 

@@ -46,6 +46,8 @@ def test_no_memory_changes_nothing_and_evidence_lifts_what_shoppers_chose():
         m.put_pair("q", pid, gain=0.0, exam=3.0, at=1e9)
     m.put_pair("q", "b", gain=2.0, exam=3.0, at=1e9)  # bought by two of three who saw it
     assert m.recall("other", "text", None) is None
+    m.put_pair("looked", "a", gain=0.0, exam=30.0, at=1e9)
+    assert m.recall("looked", "text", None) is None  # shown, never chosen: it says nothing
     ev = m.recall("q", "text", None)
     assert ev is not None
     lifted = m.lifts(ev, ["a", "b", "zzz"])
@@ -203,7 +205,7 @@ def test_a_search_logged_late_or_long_ago_is_counted_once_at_its_age(sessions):
     memory = QueryMemory(CONFIG)
     follower = MemoryFollower(sessions, memory, ["t", "i"])
     with transaction(sessions) as s:
-        _search(s, "rug", ["r1"])
+        _events(s, _search(s, "rug", ["r1", "r2"]), "r2")
     fold.run()
     follower.poll()
     fortnight = datetime.now(UTC) - timedelta(days=14)
