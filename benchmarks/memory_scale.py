@@ -27,7 +27,9 @@ from sqlalchemy import func, select, text
 from tqdm import tqdm
 
 from benchmarks.common import write_json
-from model.query_memory import MemoryConfig, QueryMemory
+from model.query_memory import QueryMemory
+from service.config import Settings
+from service.learning import memory_config
 from service.search.memory import FoldConfig, MemoryFold, MemoryFollower, memory_key
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.feedback import EventIn, record_events
@@ -128,6 +130,16 @@ def database_url(tmp: str, database: str) -> str:
     return url + f"?options=-csearch_path%3D{schema}"
 
 
+def drop_schema(url: str) -> None:
+    """Drop the PostgreSQL schema `database_url` made (nothing for SQLite)."""
+    if "search_path%3D" in url:
+        schema = url.rsplit("%3D", 1)[1]
+        admin = make_engine(url.split("?")[0])
+        with admin.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
 def fold_all(sessions) -> tuple[int, float]:
     """Fold every logged search and event; (how many, seconds)."""
     config = FoldConfig(
@@ -184,9 +196,7 @@ def main() -> None:
                 for m in (MemoryQuery, MemoryPair, MemoryShopper)
             }
         sizes = {t: table_bytes(engine, t) for t in rows}
-        memory = QueryMemory(
-            MemoryConfig(half_life_days=14, prior=5, similar_floor=0.8, photo_floor=0.95)
-        )
+        memory = QueryMemory(memory_config(Settings()))  # as a server with default settings
         before = rss_mb()
         t0 = time.perf_counter()
         MemoryFollower(sessions, memory, ["none"]).poll()
@@ -194,6 +204,7 @@ def main() -> None:
         added_mb = rss_mb() - before
         reads = time_reads(memory)
         engine.dispose()
+        drop_schema(url)
     result = {
         "database": args.database,
         "events": args.events,
