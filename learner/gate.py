@@ -34,6 +34,7 @@ class GainTest:
     searches: int
     confidence: float
     margin: float
+    metric: str = "ips_ndcg@10 gain"
 
     @property
     def passed(self) -> bool:
@@ -42,7 +43,7 @@ class GainTest:
     def describe(self) -> str:
         """E.g. "ips_ndcg@10 gain +0.0021 (90% CI -0.0040..+0.0082, 48 searches, p=0.29)"."""
         return (
-            f"ips_ndcg@10 gain {self.gain:+.4f} ({2 * self.confidence - 1:.0%} CI "
+            f"{self.metric} {self.gain:+.4f} ({2 * self.confidence - 1:.0%} CI "
             f"{self.ci_low:+.4f}..{self.ci_high:+.4f}, {self.searches} searches, "
             f"p={self.p_value:.2g})"
         )
@@ -62,7 +63,9 @@ class GainTest:
         }
 
 
-def gain_test(paired: PairedGain, *, margin: float, confidence: float) -> GainTest:
+def gain_test(
+    paired: PairedGain, *, margin: float, confidence: float, metric: str = "ips_ndcg@10 gain"
+) -> GainTest:
     """The normal interval of the delta method for the paired ratio of sums, with a one-sided
     z-test of gain > `margin`. The delta method rather than a bootstrap because it is closed-form
     and reproducible without a seed and its p-value and bound agree by construction, while at the
@@ -72,7 +75,7 @@ def gain_test(paired: PairedGain, *, margin: float, confidence: float) -> GainTe
     half = NormalDist().inv_cdf(confidence) * se if confidence > 0.5 else 0.0
     z = _z(g - margin, se)
     p = 1.0 - NormalDist().cdf(z)
-    return GainTest(g, se, g - half, g + half, z, p, paired.searches, confidence, margin)
+    return GainTest(g, se, g - half, g + half, z, p, paired.searches, confidence, margin, metric)
 
 
 def _z(above: float, se: float) -> float:
@@ -85,29 +88,27 @@ def _z(above: float, se: float) -> float:
 
 
 def holdout_gate(
-    parent_m: Metrics,
     cand_m: Metrics,
     tests: Mapping[str, GainTest],
+    logloss: Mapping[str, GainTest],
     *,
     min_engaged: int,
-    logloss_tolerance: float,
 ) -> tuple[dict[str, bool], dict[str, str]]:
     """Per query type: accepted if, on at least `min_engaged` engaged holdout searches, the
     candidate is surely better than the active head on IPS-weighted NDCG@10 (its test passes: the
-    lower confidence bound of the paired gain exceeds the margin) without a click log-loss worse
-    by more than `logloss_tolerance`; and the reason either way."""
+    lower confidence bound of the paired gain exceeds the margin) and its click log-loss is not
+    surely worse (the lower bound of its paired increase does not exceed that test's margin, the
+    tolerance); and the reason either way. Both at the same confidence: a fixed tolerance on a
+    log-loss measured on a hundred searches refused gains as surely as a fixed margin took noise."""
     accept, reasons = {}, {}
     for t in QUERY_TYPES:
-        p, c, test = parent_m[t], cand_m[t], tests[t]
-        if c["engaged"] < min_engaged:
-            accept[t], reasons[t] = False, f"{c['engaged']} engaged holdout searches"
+        test, worse = tests[t], logloss[t]
+        if cand_m[t]["engaged"] < min_engaged:
+            accept[t], reasons[t] = False, f"{cand_m[t]['engaged']} engaged holdout searches"
         elif not test.passed:
             accept[t], reasons[t] = False, f"{test.describe()}: {_not_sure(test)}"
-        elif c["click_logloss"] > p["click_logloss"] + logloss_tolerance:
-            accept[t], reasons[t] = (
-                False,
-                (f"click log-loss {c['click_logloss']:.4f} vs active {p['click_logloss']:.4f}"),
-            )
+        elif worse.passed:
+            accept[t], reasons[t] = False, f"{worse.describe()}: surely worse than the active"
         else:
             accept[t], reasons[t] = True, f"better on the holdout: {test.describe()}"
     return accept, reasons

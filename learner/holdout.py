@@ -73,10 +73,11 @@ def evaluate(
 
 @dataclass(frozen=True)
 class PairedGain:
-    """The candidate's IPS-weighted NDCG@10 gain over the active head on the same searches, with
-    the delta-method standard error of that ratio estimator."""
+    """The candidate's difference from the active head on the same searches as a ratio of sums
+    (its IPS-weighted NDCG@10 gain, or how much higher its click log-loss is), with the
+    delta-method standard error of that ratio estimator."""
 
-    gain: float  # sum(dcg_candidate - dcg_active) / sum(idcg)
+    gain: float  # e.g. sum(dcg_candidate - dcg_active) / sum(idcg)
     se: float  # inf with fewer than two searches, nan with none
     searches: int
 
@@ -112,6 +113,31 @@ def paired_gain(
         sel = engaged & (b.qtype == i)
         out[t] = PairedGain.of(dcg_c[sel] - dcg_a[sel], idcg[sel])
     return out
+
+
+def paired_logloss(
+    candidate: FusionHead,
+    candidate_cal: Calibration,
+    active: FusionHead,
+    active_cal: Calibration,
+    f: Features,
+    bias: PositionBias,
+) -> dict[str, PairedGain]:
+    """Per query type: how much higher the candidate's click log-loss is than the active head's,
+    each calibrated as `evaluate` calibrates it, per shown product of the same searches (the
+    ratio of sums `evaluate` reports), so that a worse log-loss is judged as surely as a gain."""
+    b = f.batch
+    ex = examination_at(b.positions, bias)
+
+    def per_search(head: FusionHead, cal: Calibration) -> torch.Tensor:
+        ab = torch.tensor([cal["click"][t] for t in QUERY_TYPES])
+        return event_nll(all_scores(head, f), b, ex, ab, 1).sum(1)
+
+    diff = per_search(candidate, candidate_cal) - per_search(active, active_cal)
+    shown = b.valid.sum(1).float()
+    return {
+        t: PairedGain.of(diff[b.qtype == i], shown[b.qtype == i]) for i, t in enumerate(QUERY_TYPES)
+    }
 
 
 def _dcg_per_search(

@@ -11,9 +11,10 @@
 4. Per query type, the candidate must be surely better than the active head on the holdout's
    IPS-weighted NDCG@10: a paired test over its engaged searches, whose lower confidence bound
    (at `confidence`) of the gain must exceed `margin` (learner.gate.gain_test). Its click
-   log-loss may not be worse (beyond `logloss_tolerance`), and the holdout must have shown enough
-   of what it would serve (learner.coverage); types that fail keep the active head's behaviour,
-   so no promotion can lower any type's holdout metric.
+   log-loss may not be surely worse (the same paired test's lower bound of the increase above
+   `logloss_tolerance`), and the holdout must have shown enough of what it would serve
+   (learner.coverage); types that fail keep the active head's behaviour, so no promotion can
+   lower any type's holdout metric.
 5. The candidate is stored (atomically, verified on load) and registered either way: promoted
    and activated, or rejected with its reason and metrics.
 """
@@ -36,7 +37,7 @@ from learner.dataset import Encoders, logged_query_vectors
 from learner.engagement import compute_engagement, leave_one_out
 from learner.features import Features, build_features
 from learner.gate import coverage_gate, gain_test, holdout_gate
-from learner.holdout import Metrics, evaluate, judging_clip, paired_gain
+from learner.holdout import Metrics, evaluate, judging_clip, paired_gain, paired_logloss
 from learner.position_bias import estimate
 from learner.record import RunRecord, jsonable
 from learner.split import Split, split_window
@@ -73,6 +74,7 @@ class RefreshConfig:
     max_window: int
     margin: float  # the least gain the lower confidence bound of a type's paired gain must exceed
     confidence: float  # of that one-sided bound
+    # the click log-loss increase whose lower confidence bound refuses a type (learner.gate)
     logloss_tolerance: float = 0.002
     # learner.coverage: the least share of a type's served top 10 its holdout searches showed
     min_shown_share: float
@@ -252,23 +254,28 @@ def _fit(run: _Run, w: Window) -> _Fitted | None:
 
 def _judge(run: _Run, fit: _Fitted) -> _Verdict:
     """Per query type, whether the candidate is surely better than the active head on the
-    holdout, and why; the paired test's numbers go in the detail."""
+    holdout, and why; the paired tests' numbers go in the detail."""
     config = run.config
-    parent_m, _ = fit.judge(fit.parent)
+    parent_m, parent_cal = fit.judge(fit.parent)
     cand_m, cand_cal = fit.judge(fit.candidate)
     paired = paired_gain(fit.candidate, fit.parent, fit.f_hold, fit.bias, fit.clip)
     tests = {
         t: gain_test(g, margin=config.margin, confidence=config.confidence)
         for t, g in paired.items()
     }
+    increase = paired_logloss(fit.candidate, cand_cal, fit.parent, parent_cal, fit.f_hold, fit.bias)
+    logloss = {
+        t: gain_test(
+            g,
+            margin=config.logloss_tolerance,
+            confidence=config.confidence,
+            metric="click log-loss increase",
+        )
+        for t, g in increase.items()
+    }
     run.detail["paired"] = {t: test.as_detail() for t, test in tests.items()}
-    accept, reasons = holdout_gate(
-        parent_m,
-        cand_m,
-        tests,
-        min_engaged=config.min_holdout_engaged,
-        logloss_tolerance=config.logloss_tolerance,
-    )
+    run.detail["paired_logloss"] = {t: test.as_detail() for t, test in logloss.items()}
+    accept, reasons = holdout_gate(cand_m, tests, logloss, min_engaged=config.min_holdout_engaged)
     run.lap("judge")
     return _Verdict(parent_m, cand_m, cand_cal, accept, reasons)
 
