@@ -229,13 +229,8 @@ class QueryMemory:
         now = evidence.now / to_here
         total_g, total_e = self._total
         catalog = total_g / total_e if total_e > 0 else 0.0
-        own, borrowed, lent, products = (
-            evidence.own,
-            evidence.borrowed,
-            evidence.lent,
-            self._products,
-        )
-        none, a, b = (0.0, 0.0), cfg.prior, cfg.product_prior
+        own, borrowed, lent = evidence.own, evidence.borrowed, evidence.lent
+        products, none, a, b = self._products, (0.0, 0.0), cfg.prior, cfg.product_prior
 
         def read(pid: str) -> Lift:
             pg, pe = products.get(pid, none)
