@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from learner.calibration import fit_calibration
 from learner.features import Batch, Features
 from learner.gate import GainTest, gain_test, holdout_gate
-from learner.holdout import Metrics, PairedGain, evaluate, paired_gain
+from learner.holdout import Metrics, PairedGain, evaluate, paired_gain, paired_logloss
 from model.head import QUERY_TYPES, FusionHead, HeadConfig
 from model.position_bias import PositionBias
 from service.config import Settings
@@ -199,3 +199,19 @@ def test_a_noisy_log_loss_increase_does_not_refuse_a_sure_gain_and_a_sure_one_do
     assert not any(accept.values())
     assert reasons["text"].startswith("click log-loss increase +0.0100 (80% CI +0.0074..")
     assert reasons["text"].endswith("surely worse than the active")
+
+
+def test_the_paired_log_loss_increase_is_the_difference_of_the_two_reported_log_losses():
+    """Each head with its own calibration, over the same searches: the paired increase is the
+    difference `evaluate` reports, and a head against itself is no worse at all."""
+    f = holdout([(2, False, True)] * 30 + [(1, True, False)] * 20 + [(1, True, True)] * 10)
+    candidate, active = heads()
+    cal_c = fit_calibration(candidate, f, BIAS, {"click": 1})
+    cal_a = fit_calibration(active, f, BIAS, {"click": 1})
+    m_c, m_a = metrics(candidate, f), metrics(active, f)
+    increase = paired_logloss(candidate, cal_c, active, cal_a, f, BIAS)["text"]
+    diff = m_c["text"]["click_logloss"] - m_a["text"]["click_logloss"]
+    assert diff != 0 and increase.gain == pytest.approx(diff, rel=1e-4)
+    assert increase.searches == 60 and 0 < increase.se < abs(increase.gain) * 10
+    same = paired_logloss(active, cal_a, active, cal_a, f, BIAS)["text"]
+    assert (same.gain, same.se) == (0.0, 0.0)
