@@ -52,8 +52,8 @@ def split_window(
     fill: float,
 ) -> Split:
     """`window`: the new searches, oldest first; `carried`: those earlier refreshes held out and
-    nobody trained on, oldest first (all older than the window). `keep_engaged` is at least
-    `min_engaged`."""
+    nobody trained on, oldest first (all older than the window). A `keep_engaged` below
+    `min_engaged` keeps `min_engaged`."""
     train: list[LoggedSearch] = []
     holdout: list[LoggedSearch] = []
     hold: set[str] = set()

@@ -62,6 +62,10 @@ class Evidence:
     neighbours: list[tuple[str, float]]  # (normal form, similarity) of the queries borrowed from
     t0: float  # the reference time its values are scaled to
     now: float  # what a scaled value is worth now
+    # whether anyone chose anything: shown and never chosen says the query's shoppers did not
+    # engage (monitoring probes, shoppers who only look), not which product is better, so such
+    # evidence lifts nothing; it still says what they have seen (deep exploration)
+    chosen: bool
 
     def own_exam_of(self, product_id: str) -> float:
         """The query's own examinations of the product, decayed to now."""
@@ -178,7 +182,7 @@ class QueryMemory:
 
     def recall(self, key: str, kind: str, vector: np.ndarray | None) -> Evidence | None:
         """The query's own memory and, while it has little, what similar queries lend; None
-        when the memory holds no event for it (the search then skips the memory entirely)."""
+        when the memory has nothing for it (the search then skips the memory entirely)."""
         if not self._total[1]:
             return None
         cfg = self.config
@@ -205,20 +209,21 @@ class QueryMemory:
                     borrowed[pid] = (bg + w * g, be + w * e)
                     lg, le = lent.get(pid, (0.0, 0.0))
                     lent[pid] = (lg + g, le + e)
-        if not any(g for g, _ in own.values()) and not any(g for g, _ in borrowed.values()):
-            # shown and never chosen, by anyone: that says the query's shoppers did not engage,
-            # not which product is better (monitoring probes, shoppers who only look)
+        if not own and not borrowed:
             return None
-        return Evidence(own, borrowed, lent, neighbours, t0, now)
+        chosen = any(g for g, _ in own.values()) or any(g for g, _ in borrowed.values())
+        return Evidence(own, borrowed, lent, neighbours, t0, now, chosen)
 
     def lifts(self, evidence: Evidence, product_ids: Sequence[str]) -> dict[str, Lift]:
         """The lift of each of these products the query's shoppers saw (the many others: 0),
         read at one moment, so what a search ranks by and what it explains agree."""
+        if not evidence.chosen:
+            return {}
         own, borrowed, read = evidence.own, evidence.borrowed, self._reader(evidence)
         return {pid: read(pid) for pid in product_ids if pid in own or pid in borrowed}
 
     def lift(self, evidence: Evidence, product_id: str) -> Lift:
-        return self._reader(evidence)(product_id)
+        return self.lifts(evidence, [product_id]).get(product_id, NO_LIFT)
 
     def _reader(self, evidence: Evidence) -> Callable[[str], Lift]:
         """The lift of a product for this evidence: what all products share is worked out once,

@@ -27,7 +27,7 @@ from storage.models import (
     as_utc,
 )
 
-_CHUNK = 400  # (key, product) pairs per IN (...) list
+_CHUNK = 400  # second key columns (product ids, shoppers) per IN (...) list
 
 
 class FoldRace(RuntimeError):
@@ -142,7 +142,7 @@ def mark_folded(*, session: Session, search_ids: Sequence[str], event_ids: Seque
 
 
 ShopperKey = tuple[str, str]  # (query key, shopper)
-Given = dict[str, list[Any]]  # product id -> [examination, grade, [event types]]
+Given = dict[str, list[Any]]  # product id -> [examination, grade, [event types], at]
 
 
 def shoppers(*, session: Session, keys: Sequence[ShopperKey]) -> dict[ShopperKey, Given]:

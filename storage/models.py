@@ -299,7 +299,7 @@ class MemoryShopper(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     shopper: Mapped[str] = mapped_column(String(200), primary_key=True)
-    # product id -> [examination, grade, [event types]]
+    # product id -> [examination, grade, [event types], when it last changed (epoch seconds)]
     products: Mapped[dict[str, list[Any]]] = mapped_column(JSON)
     at: Mapped[float] = mapped_column(Float, index=True)
 

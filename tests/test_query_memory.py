@@ -17,6 +17,7 @@ from service.search.memory import FoldConfig, MemoryFold, MemoryFollower, memory
 from storage.db import transaction
 from storage.feedback import EventIn, record_events
 from storage.impressions import ImpressionIn, ShownItem, add_impressions
+from storage.memory import shoppers
 
 GRADES = {"click": 1, "add_to_cart": 2, "purchase": 3}
 CONFIG = MemoryConfig(half_life_days=14, prior=5, similar_floor=0.8, photo_floor=0.95)
@@ -47,7 +48,9 @@ def test_no_memory_changes_nothing_and_evidence_lifts_what_shoppers_chose():
     m.put_pair("q", "b", gain=2.0, exam=3.0, at=1e9)  # bought by two of three who saw it
     assert m.recall("other", "text", None) is None
     m.put_pair("looked", "a", gain=0.0, exam=30.0, at=1e9)
-    assert m.recall("looked", "text", None) is None  # shown, never chosen: it says nothing
+    looked = m.recall("looked", "text", None)  # shown, never chosen: it lifts nothing...
+    assert looked is not None and not m.lifts(looked, ["a"]) and not m.favoured(looked)
+    assert looked.own_exam_of("a") == pytest.approx(30.0)  # ...but deep exploration knows it
     ev = m.recall("q", "text", None)
     assert ev is not None
     lifted = m.lifts(ev, ["a", "b", "zzz"])
@@ -199,6 +202,30 @@ def test_followers_read_only_newer_folds_and_retention_bounds_the_memory(session
     later = MemoryFold(sessions, fold.config, lease_seconds=60, clock=lambda: time.time() + 1e8)
     assert later.purge() == 4  # nothing added for three years: all of it goes
     assert MemoryFollower(sessions, QueryMemory(CONFIG), ["t", "i"]).poll() == 0
+
+
+def test_a_shopper_counts_again_for_a_product_once_retention_forgot_them(sessions):
+    """Ann keeps searching "vase" (so her row stays), but saw v1 only at first: 90 days on
+    (the retention), v1 is counted again for her; 10 days on, it is not."""
+    key = memory_key("vase", None).key
+    start = time.time()
+
+    def fold_at(days: float, shown: list[str]) -> dict:
+        with transaction(sessions) as s:
+            _events(s, _search(s, "vase", shown, user="ann"), shown[-1])
+        fold = MemoryFold(
+            sessions, _fold(sessions).config, lease_seconds=60, clock=lambda: start + days * 86400
+        )
+        assert fold.run() == 2
+        fold.stop()
+        with sessions() as s:
+            return shoppers(session=s, keys=[(key, "user:ann")])[(key, "user:ann")]
+
+    first = fold_at(0, ["v1", "v2"])["v1"]
+    assert fold_at(10, ["v1", "v3"])["v1"] == first  # seen before: nothing new from her
+    assert fold_at(50, ["v4"])["v1"] == first
+    again = fold_at(100, ["v1", "v5"])["v1"]
+    assert again[3] == pytest.approx(start + 100 * 86400)  # forgotten, then counted afresh
 
 
 def test_a_search_logged_late_or_long_ago_is_counted_once_at_its_age(sessions):

@@ -241,14 +241,20 @@ class MemoryFold:
         self, s: Session, gifts: dict[GiftKey, _Gift], direct: Deltas, now: float
     ) -> Deltas:
         """What each (query, product) gains: (examinations, graded events, new shoppers per event
-        type), each shopper's most counted once (until retention forgets them), decayed from
-        when they gave it."""
-        before = shoppers(session=s, keys=list({(key, who) for key, _, who in gifts}))
+        type), each shopper's most counted once (until retention forgets it, product by product),
+        decayed from when they gave it."""
+        cutoff = now - self.config.retention_days * 86400
+        before = {
+            k: {pid: v for pid, v in given.items() if v[3] >= cutoff}
+            for k, given in shoppers(
+                session=s, keys=list({(key, who) for key, _, who in gifts})
+            ).items()
+        }
         out = dict(direct)
         changed: dict[ShopperKey, Given] = {}
         for (key, pid, shopper), g in gifts.items():
             given = before.setdefault((key, shopper), {})
-            exam0, grade0, types0 = given.get(pid, (0.0, 0.0, []))
+            exam0, grade0, types0, _ = given.get(pid, (0.0, 0.0, [], now))
             d_exam, d_grade = max(g.exam - exam0, 0.0), max(g.grade - grade0, 0.0)
             new_types = g.types - set(types0)
             if not (d_exam or d_grade or new_types):
@@ -257,7 +263,8 @@ class MemoryFold:
             e, gr, types = out.get((key, pid), (0.0, 0.0, Counter()))
             types = types + Counter(dict.fromkeys(new_types, 1))
             out[(key, pid)] = (e + d_exam * f, gr + d_grade * f, types)
-            given[pid] = [max(g.exam, exam0), max(g.grade, grade0), sorted(set(types0) | g.types)]
+            types1 = sorted(set(types0) | g.types)
+            given[pid] = [max(g.exam, exam0), max(g.grade, grade0), types1, now]
             changed[(key, shopper)] = given
         put_shoppers(
             session=s,

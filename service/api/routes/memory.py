@@ -52,6 +52,7 @@ async def memory(
         with rt.sessions() as s:  # the products most chosen, then most lifted among them
             query_row, pairs = memory_of(session=s, key=mk.key, limit=4 * limit)
         recalled = live.recall(mk.key, mk.kind, searcher.text_vector(query))
+        lifted = live.lifts(recalled, [p.product_id for p in pairs]) if recalled else {}
         products = []
         for p in pairs:
             f = live.decay(p.at)
@@ -63,7 +64,7 @@ async def memory(
                     examinations=p.exam * f,
                     events={t: n * f for t, n in p.events.items()},
                     graded=p.gain * f,
-                    lift=live.lift(recalled, p.product_id).lift if recalled else 0.0,
+                    lift=lifted[p.product_id].lift if p.product_id in lifted else 0.0,
                 )
             )
         products.sort(key=lambda x: (-x.lift, -x.graded))
