@@ -46,7 +46,7 @@ from benchmarks.common import (
     shopper_photos,
     write_json,
 )
-from benchmarks.server import Floor, rss_mb, start_http_floor, start_server
+from benchmarks.server import Floor, rss_mb, server_timing, start_http_floor, start_server
 from shoppers.queries import GradedQuery, make_queries
 
 
@@ -67,8 +67,7 @@ def post(conn: http.client.HTTPConnection, body: bytes) -> tuple[int, dict[str, 
     conn.request("POST", "/v1/search", body=body, headers=JSON)
     r = conn.getresponse()
     r.read()
-    timing = dict(p.split(";dur=") for p in (r.getheader("server-timing") or "").split(", ") if p)
-    return r.status, {k: float(v) for k, v in timing.items()}
+    return r.status, server_timing(r.getheader("server-timing"))
 
 
 def connect(url: str) -> http.client.HTTPConnection:

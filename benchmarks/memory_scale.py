@@ -30,7 +30,8 @@ from benchmarks.common import write_json
 from model.query_memory import QueryMemory
 from service.config import Settings
 from service.learning import memory_config
-from service.search.memory import FoldConfig, MemoryFold, MemoryFollower, memory_key
+from service.search.memory import MemoryFollower, memory_key
+from service.search.memory_fold import FoldConfig, MemoryFold
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.feedback import EventIn, record_events
 from storage.impressions import ImpressionIn, ShownItem, add_impressions

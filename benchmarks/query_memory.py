@@ -18,11 +18,8 @@ The evaluator searches as one user of its own: the memory counts it once per que
 It runs once per exploration rate (--explore-deep, default 0.1 and 0), each on a fresh
 database, so the cost now and the gain later are side by side. At the end, how many distinct
 buyers, and how many seconds, a grade-3 product from deep in a popular query's results needs
-to reach its top 3. Then what the memory costs a search, side by side: two servers with their
-learners off, one on the database the run filled and one on a copy of it whose memory is empty
-(the same active version), take the same searches (the head and held-out queries, k 20) in
-alternating blocks of 20; medians of --repeats passes, of the search's own time (Server-Timing)
-and of the round trip. Queries and shoppers are synthetic.
+to reach its top 3. Then what the memory costs a search, side by side, on the head and held-out
+queries (benchmarks.memory_latency, --repeats passes). Queries and shoppers are synthetic.
 
 Catalogs: `fashion` (titles, attributes, images) and `titles` (the same products' titles only;
 the grades still come from their attributes). --products takes a seeded subset.
@@ -35,13 +32,12 @@ Usage: python -m benchmarks.query_memory [--catalog fashion|titles] [--products 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +54,10 @@ from benchmarks.common import (
     fresh_database,
     print_targets,
     require_shared,
-    without_memory,
     write_json,
 )
-from benchmarks.server import start_server
+from benchmarks.memory_latency import memory_cost
+from benchmarks.server import server_timing, sqlite_server
 from service.catalog.files import read_catalog
 from shoppers.grades import Relevance, ndcg_at_10
 from shoppers.intents import Intent, Shoppers
@@ -227,14 +223,9 @@ def memory_weight(url: str, text: str) -> float:
     return float(r.json()["results"][0]["explanation"]["mix"]["memory"]["weight"])
 
 
-def _timing(header: str) -> dict[str, float]:
-    """A Server-Timing header's durations by name."""
-    return {k: float(v) for k, v in (p.strip().split(";dur=") for p in header.split(","))}
-
-
 def _beyond_encoders(header: str) -> float:
     """Milliseconds of a search beyond its encoders."""
-    timing = _timing(header)
+    timing = server_timing(header)
     return timing["search"] - timing["encode"]
 
 
@@ -246,71 +237,6 @@ def _wait_top3(shop: Shop, text: str, product: str, seconds: float) -> float | N
             return time.monotonic() - started
         time.sleep(0.5)
     return None
-
-
-@contextlib.contextmanager
-def server(data_dir: Path, db: Path, **settings: object) -> Iterator[str]:
-    """`fusionrank serve` on `data_dir`'s index and the SQLite database `db`, with `settings`
-    (FUSIONRANK_ names in lower case) on top of the defaults."""
-    env = {f"FUSIONRANK_{k.upper()}": str(v) for k, v in settings.items()}
-    proc, url = start_server(data_dir, env={**env, "FUSIONRANK_DATABASE_URL": f"sqlite:///{db}"})
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(60)
-
-
-def latency_side_by_side(
-    data_dir: Path, filled: Path, queries: Queries, repeats: int
-) -> dict[str, Any]:
-    """The search's own time and the round trip, with the memory `filled` holds and with none:
-    both servers up at once with their learners off, the same searches in alternating blocks."""
-    texts = [q.text for q in queries.head + queries.held_out if q.text]
-    empty = filled.with_name("empty.db")
-    without_memory(filled, empty)  # the same active version: only the memory differs
-    out: dict[str, dict[str, list[float]]] = {
-        name: {"search_ms": [], "round_trip_ms": []} for name in ("memory", "none")
-    }
-    with (
-        server(data_dir, filled, learner_in_process="false") as with_memory,
-        server(data_dir, empty, learner_in_process="false") as without,
-    ):
-        urls = {"memory": with_memory, "none": without}
-        clients = {name: httpx.Client(base_url=url, timeout=60) for name, url in urls.items()}
-        for c in clients.values():  # warm: the query cache holds every query's vector in both
-            for text in texts:
-                c.post("/v1/search", json={"query": text, "k": 20}).raise_for_status()
-        for _ in range(repeats):
-            passes: dict[str, dict[str, list[float]]] = {
-                name: {"search_ms": [], "round_trip_ms": []} for name in urls
-            }
-            for block in range(0, len(texts), 20):
-                for name, c in clients.items():
-                    for text in texts[block : block + 20]:
-                        started = time.perf_counter()
-                        r = c.post(
-                            "/v1/search", json={"query": text, "k": 20, "user_id": EVALUATOR}
-                        )
-                        r.raise_for_status()
-                        passes[name]["round_trip_ms"].append(1e3 * (time.perf_counter() - started))
-                        passes[name]["search_ms"].append(
-                            _timing(r.headers["server-timing"])["search"]
-                        )
-            for name, values in passes.items():
-                for key, v in values.items():
-                    out[name][key].append(float(np.median(v)))
-        for c in clients.values():
-            c.close()
-    medians = {name: {k: float(np.median(v)) for k, v in d.items()} for name, d in out.items()}
-    return {
-        "searches_per_pass": len(texts),
-        "repeats": repeats,
-        **medians,
-        "added_ms": medians["memory"]["search_ms"] - medians["none"]["search_ms"],
-        "added_round_trip_ms": medians["memory"]["round_trip_ms"]
-        - medians["none"]["round_trip_ms"],
-    }
 
 
 def run(
@@ -325,7 +251,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="fr-memory-") as tmp:
         db = Path(tmp) / "fusionrank.db"
         fresh_database(data_dir, db)
-        with server(data_dir, db, explore_deep_rate=explore_deep) as url:
+        with sqlite_server(data_dir, db, explore_deep_rate=explore_deep) as url:
             shop = Shop(url, relevance, queries)
             shown: list[float] = []
             for done in range(0, args.sessions + 1, args.every):
@@ -337,7 +263,8 @@ def run(
             top3 = shop.time_to_top3(queries.head[5:])
             runs = httpx.get(f"{url}/v1/models/runs", params={"limit": 100}).json()["runs"]
             weight = memory_weight(url, queries.head[0].text or "")
-        latency = latency_side_by_side(data_dir, db, queries, args.repeats)
+        texts = [q.text for q in queries.head + queries.held_out if q.text]
+        latency = memory_cost(data_dir, db, texts, args.repeats, user=EVALUATOR)
         print(f"explore_deep={explore_deep} latency", json.dumps(latency), flush=True)
     return {
         "explore_deep": explore_deep,

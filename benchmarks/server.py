@@ -12,11 +12,30 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+
+def server_timing(header: str | None) -> dict[str, float]:
+    """A Server-Timing header's durations (ms) by name."""
+    parts = (p.strip() for p in (header or "").split(","))
+    return {k: float(v) for k, v in (p.split(";dur=") for p in parts if p)}
+
+
+@contextlib.contextmanager
+def sqlite_server(data_dir: Path, db: Path, **settings: object) -> Iterator[str]:
+    """`fusionrank serve` on `data_dir`'s index and the SQLite database `db`, with `settings`
+    (FUSIONRANK_ names in lower case) on top of the defaults; yields its URL."""
+    env = {f"FUSIONRANK_{k.upper()}": str(v) for k, v in settings.items()}
+    proc, url = start_server(data_dir, env={**env, "FUSIONRANK_DATABASE_URL": f"sqlite:///{db}"})
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(60)
 
 
 def free_port() -> int:

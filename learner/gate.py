@@ -9,11 +9,14 @@ from statistics import NormalDist
 
 import numpy as np
 
+from learner.calibration import Calibration
 from learner.coverage import retrieval_pools, shown_share
 from learner.dataset import LoggedSearch
-from learner.holdout import Metrics, PairedGain
+from learner.features import Features
+from learner.holdout import Metrics, PairedGain, paired_gain, paired_logloss
 from model.catalog_view import ProductVectors
 from model.head import QUERY_TYPES, FusionHead
+from model.position_bias import PositionBias
 
 Vectors = Mapping[str, np.ndarray]
 
@@ -76,6 +79,32 @@ def gain_test(
     z = _z(g - margin, se)
     p = 1.0 - NormalDist().cdf(z)
     return GainTest(g, se, g - half, g + half, z, p, paired.searches, confidence, margin, metric)
+
+
+def paired_tests(
+    candidate: tuple[FusionHead, Calibration],
+    active: tuple[FusionHead, Calibration],
+    f: Features,
+    bias: PositionBias,
+    clip: float,
+    *,
+    margin: float,
+    confidence: float,
+    logloss_tolerance: float,
+) -> tuple[dict[str, GainTest], dict[str, GainTest]]:
+    """Per query type, on the holdout `f`: the test of the candidate's IPS-NDCG@10 gain over the
+    active head (against `margin`), and the test of its click log-loss increase, each head
+    calibrated its way (against `logloss_tolerance`); both at `confidence`."""
+    gains = paired_gain(candidate[0], active[0], f, bias, clip)
+    worse = paired_logloss(*candidate, *active, f, bias)
+    increase = "click log-loss increase"
+    return (
+        {t: gain_test(g, margin=margin, confidence=confidence) for t, g in gains.items()},
+        {
+            t: gain_test(g, margin=logloss_tolerance, confidence=confidence, metric=increase)
+            for t, g in worse.items()
+        },
+    )
 
 
 def _z(above: float, se: float) -> float:

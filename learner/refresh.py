@@ -36,8 +36,8 @@ from learner.child import child_head, merge_per_type
 from learner.dataset import Encoders, logged_query_vectors
 from learner.engagement import compute_engagement, leave_one_out
 from learner.features import Features, build_features
-from learner.gate import coverage_gate, gain_test, holdout_gate
-from learner.holdout import Metrics, evaluate, judging_clip, paired_gain, paired_logloss
+from learner.gate import coverage_gate, holdout_gate, paired_tests
+from learner.holdout import Metrics, evaluate, judging_clip
 from learner.position_bias import estimate
 from learner.record import RunRecord, jsonable
 from learner.split import Split, split_window
@@ -258,21 +258,16 @@ def _judge(run: _Run, fit: _Fitted) -> _Verdict:
     config = run.config
     parent_m, parent_cal = fit.judge(fit.parent)
     cand_m, cand_cal = fit.judge(fit.candidate)
-    paired = paired_gain(fit.candidate, fit.parent, fit.f_hold, fit.bias, fit.clip)
-    tests = {
-        t: gain_test(g, margin=config.margin, confidence=config.confidence)
-        for t, g in paired.items()
-    }
-    increase = paired_logloss(fit.candidate, cand_cal, fit.parent, parent_cal, fit.f_hold, fit.bias)
-    logloss = {
-        t: gain_test(
-            g,
-            margin=config.logloss_tolerance,
-            confidence=config.confidence,
-            metric="click log-loss increase",
-        )
-        for t, g in increase.items()
-    }
+    tests, logloss = paired_tests(
+        (fit.candidate, cand_cal),
+        (fit.parent, parent_cal),
+        fit.f_hold,
+        fit.bias,
+        fit.clip,
+        margin=config.margin,
+        confidence=config.confidence,
+        logloss_tolerance=config.logloss_tolerance,
+    )
     run.detail["paired"] = {t: test.as_detail() for t, test in tests.items()}
     run.detail["paired_logloss"] = {t: test.as_detail() for t, test in logloss.items()}
     accept, reasons = holdout_gate(cand_m, tests, logloss, min_engaged=config.min_holdout_engaged)

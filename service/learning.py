@@ -24,7 +24,7 @@ from service.catalog.writer import CatalogWriter
 from service.config import Settings
 from service.encoding.embedder import make_embedder
 from service.polling import Poller
-from service.search.memory import FoldConfig, MemoryFold
+from service.search.memory_fold import FoldConfig, MemoryFold
 from storage.artifacts import current
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.registry import active_version, set_active

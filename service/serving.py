@@ -21,7 +21,8 @@ from service.polling import Poller
 from service.search.dispatch import SearchDispatcher
 from service.search.hot_swap import ModelWatcher, load_active_head, warm
 from service.search.impressions import ImpressionLogger
-from service.search.memory import MemoryFold, MemoryFollower
+from service.search.memory import MemoryFollower
+from service.search.memory_fold import MemoryFold
 from service.search.online_metrics import OnlineMetrics
 from service.search.searcher import ActiveHead, Searcher
 from service.threads import ThreadPolicy

@@ -13,7 +13,8 @@ import pytest
 from helpers import BACKENDS, app_client, cloned_store, live_server, start_test_runtime
 
 from model.query_memory import MemoryConfig, QueryMemory
-from service.search.memory import FoldConfig, MemoryFold, MemoryFollower, memory_key
+from service.search.memory import MemoryFollower, memory_key
+from service.search.memory_fold import FoldConfig, MemoryFold
 from storage.db import transaction
 from storage.feedback import EventIn, record_events
 from storage.impressions import ImpressionIn, ShownItem, add_impressions
