@@ -150,6 +150,7 @@ def fold_all(sessions) -> tuple[int, float]:
         image_encoder="none",
         retention_days=90,
         max_pairs=10_000_000,
+        analytics_days=400,
     )
     t0 = time.perf_counter()
     folded = MemoryFold(sessions, config, lease_seconds=3600).run()

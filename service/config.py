@@ -246,6 +246,12 @@ class Settings(BaseSettings):
     retention_days: float = Field(
         90, gt=0, description="Searches, their items and feedback older than this are deleted."
     )
+    analytics_retention_days: float = Field(
+        400,
+        gt=0,
+        description="Search analytics (per day and query: searches, empty answers, events) "
+        "older than this are deleted.",
+    )
     metrics_settle_seconds: float = Field(
         60, ge=0, description="Online metrics score a search this long after it was shown."
     )

@@ -81,6 +81,7 @@ def memory_fold(
         image_encoder=encoders.image_id,
         retention_days=settings.retention_days,
         max_pairs=settings.memory_max_pairs,
+        analytics_days=settings.analytics_retention_days,
     )
     return MemoryFold(sessions, config, lease_seconds=settings.lease_seconds)
 

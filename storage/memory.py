@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import CursorResult, Delete, case, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -45,6 +45,16 @@ class LoggedQuery:
     image_sha256: str | None
     user_id: str | None
     caller: str | None
+    query_type: str
+
+
+class UnfoldedEvent(NamedTuple):
+    id: int  # the row's
+    received_at: datetime
+    query: LoggedQuery  # of its search
+    product_id: str
+    type: str
+    position: int
 
 
 def claim_fold(*, session: Session) -> int:
@@ -77,11 +87,12 @@ def _query_columns() -> tuple[Any, ...]:
         imp.image_sha256,
         imp.user_id,
         imp.caller,
+        imp.query_type,
     )
 
 
 def _logged(row: Sequence[Any]) -> LoggedQuery:
-    return LoggedQuery(row[0], as_utc(row[1]), *row[2:6])
+    return LoggedQuery(row[0], as_utc(row[1]), *row[2:7])
 
 
 def unfolded_impressions(
@@ -109,19 +120,16 @@ def unfolded_impressions(
     return [(s, items[s.search_id]) for s in searches]
 
 
-def unfolded_events(
-    *, session: Session, limit: int
-) -> list[tuple[int, datetime, LoggedQuery, str, str]]:
-    """Up to `limit` events the memory has not counted: (row id, received at, its search,
-    product id, type)."""
+def unfolded_events(*, session: Session, limit: int) -> list[UnfoldedEvent]:
+    """Up to `limit` events the memory has not counted."""
     ev = FeedbackEvent
     rows = session.execute(
-        select(ev.id, ev.received_at, ev.product_id, ev.type, *_query_columns())
+        select(ev.id, ev.received_at, ev.product_id, ev.type, ev.position, *_query_columns())
         .join(Impression, Impression.search_id == ev.search_id)
         .where(ev.memory_folded.is_(False))
         .limit(limit)
     ).all()
-    return [(r[0], as_utc(r[1]), _logged(r[4:]), r[2], r[3]) for r in rows]
+    return [UnfoldedEvent(r[0], as_utc(r[1]), _logged(r[5:]), r[2], r[3], r[4]) for r in rows]
 
 
 def mark_folded(*, session: Session, search_ids: Sequence[str], event_ids: Sequence[int]) -> None:

@@ -311,3 +311,43 @@ class MemoryFold(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
     fold: Mapped[int] = mapped_column(BigInteger)
+
+
+class SearchStat(Base):
+    """Searches per UTC day, query and type, folded once from the logs beside the query memory
+    (service.search.analytics). Analytics read these: their size grows with the distinct
+    queries of each day, not with the impressions."""
+
+    __tablename__ = "search_stats"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)  # days since 1970-01-01, UTC
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # the query memory's key
+    query_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    query: Mapped[str] = mapped_column(Text)  # the day's first wording; "" for a photo alone
+    searches: Mapped[int] = mapped_column(Integer)
+    empty: Mapped[int] = mapped_column(Integer)  # searches that returned nothing
+
+
+class SearchEventStat(Base):
+    """Per day, query, type and event type: how many searches had at least one such event, and
+    how many events there were."""
+
+    __tablename__ = "search_event_stats"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    query_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    event: Mapped[str] = mapped_column(String(32), primary_key=True)
+    searches: Mapped[int] = mapped_column(Integer)
+    events: Mapped[int] = mapped_column(Integer)
+
+
+class EventPosition(Base):
+    """Per day and event type, how many events came from each shown position."""
+
+    __tablename__ = "event_positions"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    events: Mapped[int] = mapped_column(Integer)

@@ -149,6 +149,7 @@ def _fold(sessions) -> MemoryFold:
         image_encoder="i",
         retention_days=90,
         max_pairs=10_000,
+        analytics_days=400,
         batch=50,  # several batches: the cursor must carry over between them
     )
     return MemoryFold(sessions, config, lease_seconds=60)

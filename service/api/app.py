@@ -25,7 +25,16 @@ from starlette.routing import Route
 from service import __version__
 from service.api.body import register_body_schemas
 from service.api.body_limit import BodyLimit
-from service.api.routes import feedback, health, memory, metrics, models, products, search
+from service.api.routes import (
+    analytics,
+    feedback,
+    health,
+    memory,
+    metrics,
+    models,
+    products,
+    search,
+)
 from service.api.schemas import FeedbackBatch, FeedbackEventIn, ProductIn, SearchRequest
 from service.api.security import Keyring, RateLimit
 from service.config import Settings
@@ -68,7 +77,15 @@ def create_app(
     app.state.rate_limit = RateLimit(config.rate_limit, config.rate_limit_storage)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(RequestObserver, telemetry=telemetry)  # outermost: it times the 413s too
-    for router in (search.router, products.router, feedback.router, models.router, memory.router):
+    for router in (
+        search.router,
+        analytics.suggest_router,
+        products.router,
+        feedback.router,
+        models.router,
+        memory.router,
+        analytics.router,
+    ):
         app.include_router(router)
     for router in (metrics.router, metrics.prometheus, health.router):
         app.include_router(router)

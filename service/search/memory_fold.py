@@ -14,13 +14,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from model.query_memory import decay
 from service.polling import Poller
+from service.search.analytics import DAY_S, tally
 from service.search.memory import MemoryKey, memory_key
+from storage.analytics import add_tally, counted_events, purge_analytics
 from storage.db import transaction
 from storage.impressions import query_vectors
 from storage.keys import content_key
@@ -29,6 +31,7 @@ from storage.memory import (
     Given,
     LoggedQuery,
     ShopperKey,
+    UnfoldedEvent,
     claim_fold,
     mark_folded,
     pairs,
@@ -83,6 +86,7 @@ class FoldConfig:
     image_encoder: str
     retention_days: float  # memory nothing was added to for this long is dropped
     max_pairs: int  # and the least recently updated pairs beyond this many
+    analytics_days: float  # search analytics older than this are dropped
     batch: int = 2000  # searches per fold transaction (and four times as many events)
     purge_hours: float = 6.0
 
@@ -156,8 +160,10 @@ class MemoryFold:
                 gifts, direct, found = self._gifts(imps, evs, now)
                 self._write_pairs(s, self._deltas(s, gifts, direct, now), now, fold)
                 self._write_queries(s, found, now, fold)
+                counted = counted_events(session=s, search_ids=[e.query.search_id for e in evs])
+                add_tally(session=s, tally=tally([(q, len(i)) for q, i in imps], evs, counted))
                 searched = [q.search_id for q, _ in imps]
-                mark_folded(session=s, search_ids=searched, event_ids=[e[0] for e in evs])
+                mark_folded(session=s, search_ids=searched, event_ids=[e.id for e in evs])
         except _Nothing:
             return 0, False
         return len(imps) + len(evs), len(imps) >= cfg.batch or len(evs) >= 4 * cfg.batch
@@ -165,7 +171,7 @@ class MemoryFold:
     def _gifts(
         self,
         imps: list[tuple[LoggedQuery, list[tuple[str, int, float | None]]]],
-        evs: list[tuple[int, datetime, LoggedQuery, str, str]],
+        evs: list[UnfoldedEvent],
         now: float,
     ) -> tuple[dict[GiftKey, _Gift], Deltas, dict[str, _Query]]:
         """Per (query, product, shopper) the most each gave; the examinations of anonymous
@@ -195,14 +201,15 @@ class MemoryFold:
                 else:
                     gift = gifts.setdefault((mk.key, pid, shopper), _Gift())
                     gift.exam, gift.at = max(gift.exam, exam), max(gift.at, at)
-        for _, received, q, pid, etype in evs:
-            grade = self.config.grades.get(etype)
+        for ev in evs:
+            grade = self.config.grades.get(ev.type)
             if grade is None:  # a type removed from the settings no longer counts
                 continue
-            mk = query(q)
-            gift = gifts.setdefault((mk.key, pid, shopper_of(q)), _Gift())
-            gift.grade, gift.at = max(gift.grade, grade / top), max(gift.at, received.timestamp())
-            gift.types.add(etype)
+            mk = query(ev.query)
+            gift = gifts.setdefault((mk.key, ev.product_id, shopper_of(ev.query)), _Gift())
+            gift.grade = max(gift.grade, grade / top)
+            gift.at = max(gift.at, ev.received_at.timestamp())
+            gift.types.add(ev.type)
         return gifts, direct, found
 
     def _deltas(
@@ -305,13 +312,15 @@ class MemoryFold:
         put_queries(session=s, rows=rows)
 
     def purge(self) -> int:
-        """Drop the memory nobody added to within the retention period, and the least recently
-        updated pairs beyond the cap (followers drop them at their next reload)."""
+        """Drop the memory nobody added to within the retention period, the least recently
+        updated pairs beyond the cap (followers drop them at their next reload), and analytics
+        past theirs."""
         cfg, now = self.config, self._clock()
         with transaction(self.sessions) as s:
             gone = purge_memory(
                 session=s, before=now - cfg.retention_days * 86400, max_pairs=cfg.max_pairs
             )
+            purge_analytics(session=s, before_day=int(now // DAY_S - cfg.analytics_days))
         self._purged = now
         if gone:
             log.info("query memory: dropped %d pairs", gone)

@@ -1,0 +1,70 @@
+"""Response bodies of the search analytics and the search box's suggestions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+
+
+class EventCount(BaseModel):
+    searches: int = Field(description="Searches with at least one event of this type.")
+    events: int = Field(description="Events of this type.")
+
+
+class QueryStatsOut(BaseModel):
+    query: str = Field(description="As a shopper typed it (the first wording); empty for a photo.")
+    query_type: str = Field(description="text, image or composed.")
+    searches: int
+    no_results: int = Field(description="Searches that returned nothing.")
+    click_through: float | None = Field(
+        description="Share of the searches with results that had a `click_event`; null when "
+        "none had results."
+    )
+    conversion: float | None = Field(
+        description="Share of the searches with results that had a `conversion_event`."
+    )
+    events: dict[str, EventCount] = Field(description="Per event type.")
+
+
+class QueryList(BaseModel):
+    since: dt.date
+    until: dt.date
+    click_event: str = Field(description="The event type click-through counts (lowest grade).")
+    conversion_event: str = Field(description="The event type conversion counts (highest grade).")
+    queries: list[QueryStatsOut]
+
+
+class PositionCount(BaseModel):
+    position: int = Field(description="1-based position the product was shown at.")
+    events: int
+
+
+class PositionList(BaseModel):
+    since: dt.date
+    until: dt.date
+    events: dict[str, list[PositionCount]] = Field(
+        description="Per event type, how many events came from each shown position."
+    )
+
+
+class DayVolumeOut(BaseModel):
+    day: dt.date
+    query_type: str
+    searches: int
+    no_results: int
+    events: dict[str, EventCount]
+
+
+class VolumeList(BaseModel):
+    since: dt.date
+    until: dt.date
+    days: list[DayVolumeOut] = Field(
+        description="Per day and query type; days without searches are left out."
+    )
+
+
+class Suggestions(BaseModel):
+    suggestions: list[str] = Field(
+        description="Logged queries with results, most often searched first."
+    )

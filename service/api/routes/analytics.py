@@ -1,0 +1,195 @@
+"""Search analytics over a range of days, read from SQL so that every replica agrees, and the
+suggestions a search box offers as a shopper types."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from service.api.analytics_schemas import (
+    DayVolumeOut,
+    EventCount,
+    PositionCount,
+    PositionList,
+    QueryList,
+    QueryStatsOut,
+    Suggestions,
+    VolumeList,
+)
+from service.api.deps import RuntimeDep
+from service.api.schemas import AUTH_RESPONSES, ERROR_RESPONSES
+from service.api.security import Role, allow
+from service.errors import BadRequest
+from service.search.analytics import DAY_S
+from storage.analytics import QueryOrder, daily_volume, event_positions, query_stats, suggestions
+
+router = APIRouter(
+    prefix="/v1/analytics",
+    tags=["analytics"],
+    dependencies=allow(Role.INGEST),
+    responses={**AUTH_RESPONSES, **ERROR_RESPONSES},
+)
+suggest_router = APIRouter(
+    tags=["search"], dependencies=allow(Role.SEARCH), responses=AUTH_RESPONSES
+)
+
+MAX_DAYS = 400
+SUGGEST_DAYS = 90  # suggestions follow what shoppers searched lately
+EPOCH = dt.date(1970, 1, 1)
+Since = Annotated[
+    dt.date | None, Query(description="First day (UTC), inclusive; default 29 days before `until`.")
+]
+Until = Annotated[dt.date | None, Query(description="Last day (UTC), inclusive; default today.")]
+
+
+def _range(since: dt.date | None, until: dt.date | None) -> tuple[dt.date, dt.date]:
+    until = until or dt.datetime.now(dt.UTC).date()
+    since = since or until - dt.timedelta(days=29)
+    if since > until:
+        raise BadRequest("`since` must not be after `until`")
+    if (until - since).days >= MAX_DAYS:
+        raise BadRequest(f"ask for at most {MAX_DAYS} days at once")
+    return since, until
+
+
+def _day(d: dt.date) -> int:
+    return (d - EPOCH).days
+
+
+def _date(day: int) -> dt.date:
+    return EPOCH + dt.timedelta(days=day)
+
+
+def _events(counts: dict[str, tuple[int, int]]) -> dict[str, EventCount]:
+    return {t: EventCount(searches=n, events=m) for t, (n, m) in sorted(counts.items())}
+
+
+@router.get(
+    "/queries",
+    response_model=QueryList,
+    summary="Queries by searches: all of them, those that found nothing, or found but got no click",
+)
+async def queries(
+    rt: RuntimeDep,
+    since: Since = None,
+    until: Until = None,
+    list_: Annotated[
+        QueryOrder,
+        Query(
+            alias="list",
+            description="`top`: every query, most searched first; `no_results`: queries whose "
+            "searches found nothing, most such searches first; `no_clicks`: queries that found "
+            "products but never got a `click_event`, most such searches first.",
+        ),
+    ] = QueryOrder.TOP,
+    query_type: Annotated[
+        str | None, Query(pattern="^(text|image|composed)$", description="Only this query type.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> QueryList:
+    first, last = _range(since, until)
+    grades = rt.settings.event_grades
+    click, conversion = min(grades, key=grades.__getitem__), max(grades, key=grades.__getitem__)
+
+    def read() -> list[QueryStatsOut]:
+        with rt.sessions() as s:
+            rows = query_stats(
+                session=s,
+                since=_day(first),
+                until=_day(last),
+                order=list_,
+                limit=limit,
+                event=click,
+                query_type=query_type,
+            )
+        out = []
+        for r in rows:
+            found = r.searches - r.no_results
+            out.append(
+                QueryStatsOut(
+                    query=r.query,
+                    query_type=r.query_type,
+                    searches=r.searches,
+                    no_results=r.no_results,
+                    click_through=r.events.get(click, (0, 0))[0] / found if found else None,
+                    conversion=r.events.get(conversion, (0, 0))[0] / found if found else None,
+                    events=_events(r.events),
+                )
+            )
+        return out
+
+    return QueryList(
+        since=first,
+        until=last,
+        click_event=click,
+        conversion_event=conversion,
+        queries=await run_in_threadpool(read),
+    )
+
+
+@router.get(
+    "/positions", response_model=PositionList, summary="Which shown positions events came from"
+)
+async def positions(rt: RuntimeDep, since: Since = None, until: Until = None) -> PositionList:
+    first, last = _range(since, until)
+
+    def read() -> dict[str, list[tuple[int, int]]]:
+        with rt.sessions() as s:
+            return event_positions(session=s, since=_day(first), until=_day(last))
+
+    found = await run_in_threadpool(read)
+    return PositionList(
+        since=first,
+        until=last,
+        events={
+            t: [PositionCount(position=p, events=n) for p, n in rows] for t, rows in found.items()
+        },
+    )
+
+
+@router.get(
+    "/volume",
+    response_model=VolumeList,
+    summary="Searches, empty answers and events per day and query type",
+)
+async def volume(rt: RuntimeDep, since: Since = None, until: Until = None) -> VolumeList:
+    first, last = _range(since, until)
+
+    def read() -> list[DayVolumeOut]:
+        with rt.sessions() as s:
+            rows = daily_volume(session=s, since=_day(first), until=_day(last))
+        return [
+            DayVolumeOut(
+                day=_date(r.day),
+                query_type=r.query_type,
+                searches=r.searches,
+                no_results=r.no_results,
+                events=_events(r.events),
+            )
+            for r in rows
+        ]
+
+    return VolumeList(since=first, until=last, days=await run_in_threadpool(read))
+
+
+@suggest_router.get(
+    "/v1/suggest",
+    response_model=Suggestions,
+    responses=ERROR_RESPONSES,
+    summary="Popular logged queries with results that have a word starting as typed",
+)
+async def suggest(
+    rt: RuntimeDep,
+    q: Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[^\x00]*$")],
+    limit: Annotated[int, Query(ge=1, le=20)] = 8,
+) -> Suggestions:
+    today = int(dt.datetime.now(dt.UTC).timestamp() // DAY_S)
+
+    def read() -> list[str]:
+        with rt.sessions() as s:
+            return suggestions(session=s, prefix=q.strip(), since=today - SUGGEST_DAYS, limit=limit)
+
+    return Suggestions(suggestions=await run_in_threadpool(read) if q.strip() else [])
