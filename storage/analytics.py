@@ -4,7 +4,7 @@ its cost follows the distinct queries of those days, not the impressions behind 
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,7 +17,8 @@ from storage.db import chunks, insert_for
 from storage.models import EventPosition, FeedbackEvent, SearchEventStat, SearchStat
 
 S, E = SearchStat, SearchEventStat
-StatKey = tuple[int, str, str]  # (day, query key, query type)
+StatKey = tuple[int, str, str, str]  # (day, query key, query type, model version)
+EventKey = tuple[int, str, str, str, str]  # and the event type
 
 
 @dataclass
@@ -27,8 +28,9 @@ class Tally:
     searches: Counter[StatKey] = field(default_factory=Counter)
     empty: Counter[StatKey] = field(default_factory=Counter)
     wording: dict[StatKey, str] = field(default_factory=dict)
-    searched: Counter[tuple[int, str, str, str]] = field(default_factory=Counter)  # + event
-    events: Counter[tuple[int, str, str, str]] = field(default_factory=Counter)
+    searched: Counter[EventKey] = field(default_factory=Counter)
+    events: Counter[EventKey] = field(default_factory=Counter)
+    reciprocal_ranks: dict[EventKey, float] = field(default_factory=lambda: defaultdict(float))
     positions: Counter[tuple[int, str, int]] = field(default_factory=Counter)  # day, event, pos
 
 
@@ -59,37 +61,30 @@ def _add(session: Session, model: Any, rows: list[dict[str, Any]], keys: list[st
 
 
 def add_tally(*, session: Session, tally: Tally) -> None:
+    stat = ("day", "key", "query_type", "model_version")
     _add(
         session,
         S,
         [
-            {
-                "day": d,
-                "key": k,
-                "query_type": t,
-                "query": tally.wording[(d, k, t)],
-                "searches": n,
-                "empty": tally.empty[(d, k, t)],
-            }
-            for (d, k, t), n in tally.searches.items()
+            dict(zip(stat, k, strict=True))
+            | {"query": tally.wording[k], "searches": n, "empty": tally.empty[k]}
+            for k, n in tally.searches.items()
         ],
-        ["day", "key", "query_type"],
+        list(stat),
     )
     _add(
         session,
         E,
         [
-            {
-                "day": d,
-                "key": k,
-                "query_type": t,
-                "event": ev,
-                "searches": tally.searched[(d, k, t, ev)],
+            dict(zip((*stat, "event"), k, strict=True))
+            | {
+                "searches": tally.searched[k],
                 "events": n,
+                "reciprocal_ranks": tally.reciprocal_ranks[k],
             }
-            for (d, k, t, ev), n in tally.events.items()
+            for k, n in tally.events.items()
         ],
-        ["day", "key", "query_type", "event"],
+        [*stat, "event"],
     )
     _add(
         session,
@@ -186,28 +181,44 @@ def event_positions(
 
 @dataclass
 class DayVolume:
+    """Per day and one grouping value (a query type or a model version)."""
+
     day: int
-    query_type: str
+    group: str
     searches: int = 0
     no_results: int = 0
-    events: dict[str, tuple[int, int]] = field(default_factory=dict)  # type -> (searches, events)
+    # event type -> (searches with one, events, sum of reciprocal ranks of the first)
+    events: dict[str, tuple[int, int, float]] = field(default_factory=dict)
 
 
-def daily_volume(*, session: Session, since: int, until: int) -> list[DayVolume]:
-    """Per day and query type: searches, those without results, and events."""
+def daily_volume(*, session: Session, since: int, until: int, by: str) -> list[DayVolume]:
+    """Per day and `by` ("query_type" or "model_version"): searches, those without results,
+    and events."""
+    s_by, e_by = getattr(S, by), getattr(E, by)
     out: dict[tuple[int, str], DayVolume] = {}
-    for day, qtype, n, z in session.execute(
-        select(S.day, S.query_type, func.sum(S.searches), func.sum(S.empty))
+    for day, group, n, z in session.execute(
+        select(S.day, s_by, func.sum(S.searches), func.sum(S.empty))
         .where(*_days(S, since, until))
-        .group_by(S.day, S.query_type)
+        .group_by(S.day, s_by)
     ):
-        out[(day, qtype)] = DayVolume(day, qtype, int(n), int(z))
-    for day, qtype, etype, n, m in session.execute(
-        select(E.day, E.query_type, E.event, func.sum(E.searches), func.sum(E.events))
+        out[(day, group)] = DayVolume(day, group, int(n), int(z))
+    for day, group, etype, n, m, rr in session.execute(
+        select(
+            E.day,
+            e_by,
+            E.event,
+            func.sum(E.searches),
+            func.sum(E.events),
+            func.sum(E.reciprocal_ranks),
+        )
         .where(*_days(E, since, until))
-        .group_by(E.day, E.query_type, E.event)
+        .group_by(E.day, e_by, E.event)
     ):
-        out.setdefault((day, qtype), DayVolume(day, qtype)).events[etype] = (int(n), int(m))
+        out.setdefault((day, group), DayVolume(day, group)).events[etype] = (
+            int(n),
+            int(m),
+            float(rr),
+        )
     return [out[k] for k in sorted(out)]
 
 

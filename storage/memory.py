@@ -46,6 +46,7 @@ class LoggedQuery:
     user_id: str | None
     caller: str | None
     query_type: str
+    model_version: str
 
 
 class UnfoldedEvent(NamedTuple):
@@ -88,11 +89,12 @@ def _query_columns() -> tuple[Any, ...]:
         imp.user_id,
         imp.caller,
         imp.query_type,
+        imp.model_version,
     )
 
 
 def _logged(row: Sequence[Any]) -> LoggedQuery:
-    return LoggedQuery(row[0], as_utc(row[1]), *row[2:7])
+    return LoggedQuery(row[0], as_utc(row[1]), *row[2:8])
 
 
 def unfolded_impressions(

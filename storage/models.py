@@ -323,23 +323,27 @@ class SearchStat(Base):
     day: Mapped[int] = mapped_column(Integer, primary_key=True)  # days since 1970-01-01, UTC
     key: Mapped[str] = mapped_column(String(64), primary_key=True)  # the query memory's key
     query_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)  # which answered
     query: Mapped[str] = mapped_column(Text)  # the day's first wording; "" for a photo alone
     searches: Mapped[int] = mapped_column(Integer)
     empty: Mapped[int] = mapped_column(Integer)  # searches that returned nothing
 
 
 class SearchEventStat(Base):
-    """Per day, query, type and event type: how many searches had at least one such event, and
-    how many events there were."""
+    """Per day, query, type, model version and event type: how many searches had at least one
+    such event, how many events there were, and the sum over those searches of one over the
+    position of the first such event (for its mean reciprocal rank)."""
 
     __tablename__ = "search_event_stats"
 
     day: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     query_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
     event: Mapped[str] = mapped_column(String(32), primary_key=True)
     searches: Mapped[int] = mapped_column(Integer)
     events: Mapped[int] = mapped_column(Integer)
+    reciprocal_ranks: Mapped[float] = mapped_column(Float)
 
 
 class EventPosition(Base):

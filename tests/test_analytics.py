@@ -72,6 +72,12 @@ def test_analytics_count_what_was_searched_found_and_done(store, embedder):
             ("text", 6, 1)
         ]
         assert volume[0]["day"] == dt.datetime.now(dt.UTC).date().isoformat()
+        (served,) = client.get("/v1/analytics/versions").json()["days"]
+        assert served["model_version"] == rt.searcher.active.version
+        assert (served["searches"], served["no_results"]) == (6, 1)
+        # 5 searches found something; 4 had a first click at position 2, 1 a purchase
+        assert served["click_through"] == 0.8 and served["conversion"] == 0.2
+        assert served["click_mrr"] == pytest.approx(0.4)
 
         # Folding again counts nothing twice; a later click on a clicked search is an event only.
         _event(client, bought, 4, "click")

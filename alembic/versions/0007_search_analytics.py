@@ -1,5 +1,5 @@
-"""Search analytics: per day, query and type, searches, empty answers and events; events per
-shown position
+"""Search analytics: per day, query, type and model version, searches, empty answers and
+events; events per shown position
 
 Revision ID: 0007
 Revises: 0006
@@ -22,21 +22,31 @@ def upgrade() -> None:
         sa.Column('day', sa.Integer(), nullable=False),
         sa.Column('key', sa.String(length=64), nullable=False),
         sa.Column('query_type', sa.String(length=16), nullable=False),
+        sa.Column('model_version', sa.String(length=64), nullable=False),
         sa.Column('query', sa.Text(), nullable=False),
         sa.Column('searches', sa.Integer(), nullable=False),
         sa.Column('empty', sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint('day', 'key', 'query_type', name=op.f('pk_search_stats')),
+        sa.PrimaryKeyConstraint(
+            'day', 'key', 'query_type', 'model_version', name=op.f('pk_search_stats')
+        ),
     )
     op.create_table(
         'search_event_stats',
         sa.Column('day', sa.Integer(), nullable=False),
         sa.Column('key', sa.String(length=64), nullable=False),
         sa.Column('query_type', sa.String(length=16), nullable=False),
+        sa.Column('model_version', sa.String(length=64), nullable=False),
         sa.Column('event', sa.String(length=32), nullable=False),
         sa.Column('searches', sa.Integer(), nullable=False),
         sa.Column('events', sa.Integer(), nullable=False),
+        sa.Column('reciprocal_ranks', sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint(
-            'day', 'key', 'query_type', 'event', name=op.f('pk_search_event_stats')
+            'day',
+            'key',
+            'query_type',
+            'model_version',
+            'event',
+            name=op.f('pk_search_event_stats'),
         ),
     )
     op.create_table(

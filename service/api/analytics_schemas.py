@@ -64,6 +64,32 @@ class VolumeList(BaseModel):
     )
 
 
+class VersionDayOut(BaseModel):
+    day: dt.date
+    model_version: str
+    searches: int
+    no_results: int
+    click_through: float | None = Field(
+        description="Share of the searches with results that had a `click_event`."
+    )
+    conversion: float | None = Field(
+        description="Share of the searches with results that had a `conversion_event`."
+    )
+    click_mrr: float | None = Field(
+        description="Mean over the searches with results of one over the position of the first "
+        "`click_event` (0 for a search without one)."
+    )
+    events: dict[str, EventCount]
+
+
+class VersionList(BaseModel):
+    since: dt.date
+    until: dt.date
+    click_event: str
+    conversion_event: str
+    days: list[VersionDayOut] = Field(description="Per day and the model version that answered.")
+
+
 class Suggestions(BaseModel):
     suggestions: list[str] = Field(
         description="Logged queries with results, most often searched first."

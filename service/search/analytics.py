@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from service.search.memory import memory_key
-from storage.analytics import StatKey, Tally
+from storage.analytics import EventKey, StatKey, Tally
 from storage.memory import LoggedQuery, UnfoldedEvent
 
 DAY_S = 86400
@@ -23,7 +23,8 @@ def day_of(ts: datetime) -> int:
 
 
 def _stat_key(q: LoggedQuery) -> StatKey:
-    return day_of(q.created_at), memory_key(q.query_text, q.image_sha256).key, q.query_type
+    key = memory_key(q.query_text, q.image_sha256).key
+    return day_of(q.created_at), key, q.query_type, q.model_version
 
 
 def tally(
@@ -33,19 +34,23 @@ def tally(
 ) -> Tally:
     """`searches`: each new search with how many products it showed; `events`: new events;
     `counted`: the (search id, event type) pairs an earlier fold already counted a search for.
-    Events count on the day of their search, so a day's rates compare like with like."""
+    Events count on the day of their search, so a day's rates compare like with like; a
+    search's reciprocal rank is that of its first event of a type this fold counts."""
     out = Tally()
     for q, shown in searches:
         k = _stat_key(q)
         out.searches[k] += 1
         out.empty[k] += shown == 0
         out.wording.setdefault(k, q.query_text or "")
-    seen = set(counted)
+    first: dict[tuple[str, str], tuple[int, EventKey]] = {}
     for e in events:
-        day, key, qtype = _stat_key(e.query)
-        out.events[(day, key, qtype, e.type)] += 1
-        out.positions[(day, e.type, e.position)] += 1
-        if (e.query.search_id, e.type) not in seen:
-            seen.add((e.query.search_id, e.type))
-            out.searched[(day, key, qtype, e.type)] += 1
+        ek: EventKey = (*_stat_key(e.query), e.type)
+        out.events[ek] += 1
+        out.positions[(ek[0], e.type, e.position)] += 1
+        sid = (e.query.search_id, e.type)
+        if sid not in counted and e.position < first.get(sid, (e.position + 1, ek))[0]:
+            first[sid] = (e.position, ek)
+    for position, ek in first.values():
+        out.searched[ek] += 1
+        out.reciprocal_ranks[ek] += 1.0 / position
     return out

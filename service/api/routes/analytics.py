@@ -4,6 +4,7 @@ suggestions a search box offers as a shopper types."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -17,6 +18,8 @@ from service.api.analytics_schemas import (
     QueryList,
     QueryStatsOut,
     Suggestions,
+    VersionDayOut,
+    VersionList,
     VolumeList,
 )
 from service.api.deps import RuntimeDep
@@ -63,8 +66,13 @@ def _date(day: int) -> dt.date:
     return EPOCH + dt.timedelta(days=day)
 
 
-def _events(counts: dict[str, tuple[int, int]]) -> dict[str, EventCount]:
-    return {t: EventCount(searches=n, events=m) for t, (n, m) in sorted(counts.items())}
+def _events(counts: Mapping[str, tuple[int, int, *tuple[float, ...]]]) -> dict[str, EventCount]:
+    return {t: EventCount(searches=c[0], events=c[1]) for t, c in sorted(counts.items())}
+
+
+def _click_and_conversion(grades: Mapping[str, int]) -> tuple[str, str]:
+    """The event types click-through and conversion count: the lowest and the highest grade."""
+    return min(grades, key=grades.__getitem__), max(grades, key=grades.__getitem__)
 
 
 @router.get(
@@ -91,8 +99,7 @@ async def queries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> QueryList:
     first, last = _range(since, until)
-    grades = rt.settings.event_grades
-    click, conversion = min(grades, key=grades.__getitem__), max(grades, key=grades.__getitem__)
+    click, conversion = _click_and_conversion(rt.settings.event_grades)
 
     def read() -> list[QueryStatsOut]:
         with rt.sessions() as s:
@@ -160,11 +167,11 @@ async def volume(rt: RuntimeDep, since: Since = None, until: Until = None) -> Vo
 
     def read() -> list[DayVolumeOut]:
         with rt.sessions() as s:
-            rows = daily_volume(session=s, since=_day(first), until=_day(last))
+            rows = daily_volume(session=s, since=_day(first), until=_day(last), by="query_type")
         return [
             DayVolumeOut(
                 day=_date(r.day),
-                query_type=r.query_type,
+                query_type=r.group,
                 searches=r.searches,
                 no_results=r.no_results,
                 events=_events(r.events),
@@ -173,6 +180,46 @@ async def volume(rt: RuntimeDep, since: Since = None, until: Until = None) -> Vo
         ]
 
     return VolumeList(since=first, until=last, days=await run_in_threadpool(read))
+
+
+@router.get(
+    "/versions",
+    response_model=VersionList,
+    summary="Click-through, conversion and click MRR per day and model version",
+)
+async def versions(rt: RuntimeDep, since: Since = None, until: Until = None) -> VersionList:
+    """From every replica's logs (SQL), unlike /v1/metrics/online, which is this process's."""
+    first, last = _range(since, until)
+    click, conversion = _click_and_conversion(rt.settings.event_grades)
+
+    def read() -> list[VersionDayOut]:
+        with rt.sessions() as s:
+            rows = daily_volume(session=s, since=_day(first), until=_day(last), by="model_version")
+        out = []
+        for r in rows:
+            found = r.searches - r.no_results
+            clicked = r.events.get(click, (0, 0, 0.0))
+            out.append(
+                VersionDayOut(
+                    day=_date(r.day),
+                    model_version=r.group,
+                    searches=r.searches,
+                    no_results=r.no_results,
+                    click_through=clicked[0] / found if found else None,
+                    conversion=r.events.get(conversion, (0, 0, 0.0))[0] / found if found else None,
+                    click_mrr=clicked[2] / found if found else None,
+                    events=_events(r.events),
+                )
+            )
+        return out
+
+    return VersionList(
+        since=first,
+        until=last,
+        click_event=click,
+        conversion_event=conversion,
+        days=await run_in_threadpool(read),
+    )
 
 
 @suggest_router.get(
