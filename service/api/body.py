@@ -44,20 +44,24 @@ def validate(model: type[M], data: Any, *, image_file: bool = False) -> M:
 
 
 BOOLEAN_FIELDS = ("explain",)
+JSON_FIELDS = ("filters", "attributes")  # objects: JSON text parts
+LIST_FIELDS = ("facets",)  # a JSON list in one part, or one part per item
+MAX_FORM_FIELDS = 48  # room for a form's fields and a list field's parts (one per item)
 
 
 async def parse_body(
     request: Request, model: type[M], *, max_image_bytes: int
 ) -> tuple[M, bytes | None]:
     """JSON (image as base64 inside) or multipart (image as a file part, other fields as text;
-    `filters`/`attributes` as JSON text). Returns the schema and the raw image file, if any."""
+    JSON_FIELDS as JSON text, LIST_FIELDS as _list_part reads them). Returns the schema and the
+    raw image file, if any."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         _check_declared_length(request, max_image_bytes + JSON_OVERHEAD)
         data: dict[str, Any] = {}
         image: bytes | None = None
         async with request.form(
-            max_files=1, max_fields=20, max_part_size=max_image_bytes + 1
+            max_files=1, max_fields=MAX_FORM_FIELDS, max_part_size=max_image_bytes + 1
         ) as form:
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
@@ -66,11 +70,10 @@ async def parse_body(
                     image = await value.read(max_image_bytes + 1)
                     if len(image) > max_image_bytes:
                         raise PayloadTooLarge(f"image exceeds the {max_image_bytes} byte limit")
-                elif key in ("filters", "attributes"):
-                    try:
-                        data[key] = json.loads(value) if value else None
-                    except ValueError as e:
-                        raise BadRequest(f"field {key!r} must be a JSON object") from e
+                elif key in JSON_FIELDS:
+                    data[key] = _json_part(key, value)
+                elif key in LIST_FIELDS:
+                    data.setdefault(key, []).extend(_list_part(value))
                 elif key in BOOLEAN_FIELDS:  # as the spec says, not "0", "yes" or "on"
                     if value not in ("true", "false"):
                         raise BadRequest(f"field {key!r} must be true or false")
@@ -82,6 +85,32 @@ async def parse_body(
         raise BadRequest("send application/json or multipart/form-data")
     payload = await read_json_object(request, (max_image_bytes * 4) // 3 + JSON_OVERHEAD)
     return validate(model, payload), None
+
+
+def _json_part(key: str, value: str) -> Any:
+    """A JSON text part (an empty one is absent). Not null: the form's schema gives its type."""
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise BadRequest(f"field {key!r} must be a JSON object") from e
+    if parsed is None:
+        raise BadRequest(f"field {key!r} must not be null; leave it out instead")
+    return parsed
+
+
+def _list_part(value: str) -> list[Any]:
+    """A list field's part: a JSON list (as `filters` is a JSON object), or else one item as
+    typed, which is how form encoders send a list (one part per item; the spec's reading)."""
+    if value.startswith("["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            return parsed
+    return [value]
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:

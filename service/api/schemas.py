@@ -33,7 +33,25 @@ _FORM_KEYWORDS = (
     "maximum",
     "pattern",
     "additionalProperties",
+    "items",
+    "maxItems",
 )
+# Facets: at most this many attributes per search, and values per attribute in the answer (as
+# CatalogIndex.facet_counts cuts them).
+MAX_FACETS = 20
+MAX_FACET_VALUES = 100
+
+
+def _refuse_nul(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+# An attribute to count (SearchRequest.facets), named as in `filters`.
+FacetName = Annotated[
+    str, Field(min_length=1, max_length=128, json_schema_extra=NO_NUL), AfterValidator(_refuse_nul)
+]
 
 
 def form_field(
@@ -83,6 +101,13 @@ class SearchRequest(BaseModel):
     user_id: str | None = Field(None, max_length=128, json_schema_extra=NO_NUL)
     explain: bool = Field(
         False, description="Say per result what its score is made of (`explanation`)."
+    )
+    facets: list[FacetName] | None = Field(
+        None,
+        max_length=MAX_FACETS,
+        description="Attributes to count over every candidate this search's filters allow (not "
+        "only the returned page); see `facets` in the response.",
+        examples=[["articleType", "baseColour"]],
     )
 
     @field_validator("query")
@@ -179,10 +204,22 @@ class SearchHit(BaseModel):
     explanation: Explanation | None = Field(None, description="Only with `explain: true`.")
 
 
+class FacetValue(BaseModel):
+    value: str = Field(description="As a filter matches it: send it back in `filters`.")
+    count: int = Field(ge=1, description="Candidates with this value.")
+
+
 class SearchResponse(BaseModel):
     search_id: str
     model_version: str
     results: list[SearchHit]
+    facets: dict[str, Annotated[list[FacetValue], Field(max_length=MAX_FACET_VALUES)]] = Field(
+        default_factory=dict,
+        description="Only with `facets` in the request: per attribute asked for, how many of "
+        "the candidates the filters allow (not only the returned page) have each value, most "
+        f"first (ties by value), at most {MAX_FACET_VALUES} values. Candidates without the "
+        "attribute are not counted.",
+    )
 
 
 class ProductIn(BaseModel):
@@ -390,4 +427,24 @@ class MemoryAnswer(BaseModel):
     products: list[MemoryProduct] = Field(description="Most lifted first.")
     similar_queries: list[SimilarQuery] = Field(
         description="Logged queries it borrows from while it has little memory of its own."
+    )
+
+
+class PositionBiasPublic(BaseModel):
+    source: str = Field(description="prior, or estimated from randomised traffic.")
+    eta: float = Field(description="The curve 1/position^eta.")
+    examination: list[float] = Field(description="P(examined) at positions 1, 2, ... 20.")
+
+
+class ServingModel(BaseModel):
+    """What the head this process serves has learned."""
+
+    version: str
+    class_weights: dict[str, Any] | None = Field(
+        description="The training loss's weight per relevance grade (null for a bootstrap head)."
+    )
+    position_bias: PositionBiasPublic
+    mix: dict[str, dict[str, float]] | None = Field(
+        description="Per query type, the hybrid mix's weight of each term (null for a head "
+        "without the mix)."
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,12 +144,32 @@ class CatalogIndex:
         with self._lock:
             mask = self._alive[: self._n].copy()
             for attr, values in filters.items():
-                col = self._attr_cache.get(attr)
-                if col is None or len(col) != self._n:
-                    col = np.array([m.attributes.get(attr) for m in self.metas], dtype=object)
-                    self._attr_cache[attr] = col
-                mask &= np.isin(col, np.array(values, dtype=object))
+                mask &= np.isin(self._column(attr), np.array(values, dtype=object))
             return mask
+
+    def facet_counts(
+        self, rows: np.ndarray, attrs: Sequence[str], limit: int = 100
+    ) -> dict[str, list[tuple[str, int]]]:
+        """Per attribute, how many of `rows` have each value, stringified as filters match it
+        (model.filters), so a value sent back as a filter selects exactly those products. Most
+        frequent first (ties by value), at most `limit` values; rows without it are not counted."""
+        with self._lock:
+            columns = {attr: self._column(attr)[rows] for attr in attrs}
+        out: dict[str, list[tuple[str, int]]] = {}
+        for attr, values in columns.items():
+            counts = Counter(str(v) for v in values.tolist() if v is not None)
+            ranked = sorted(counts.items(), key=lambda vc: (-vc[1], vc[0]))
+            out[attr] = ranked[:limit]
+        return out
+
+    def _column(self, attr: str) -> np.ndarray:
+        """Every row's value of the attribute (None where it has none), kept until a product is
+        added. Call with the lock held."""
+        col = self._attr_cache.get(attr)
+        if col is None or len(col) != self._n:
+            col = np.array([m.attributes.get(attr) for m in self.metas], dtype=object)
+            self._attr_cache[attr] = col
+        return col
 
     def search(self, space: str, query: np.ndarray, n: int, allowed: np.ndarray | None = None):
         """Top-n rows by inner product in `space` among alive (and allowed) rows: (rows, sims).

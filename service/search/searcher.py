@@ -47,6 +47,12 @@ def _unseen(recalled: Evidence | None, product_id: str) -> bool:
     return recalled is None or recalled.own_exam_of(product_id) < 1.0
 
 
+def _unknown_attribute(what: str, attr: str, known: set[str]) -> UnknownFilter:
+    """The error for a filter or facet on an attribute no product has, naming those there are."""
+    there = ", ".join(sorted(known)) or "none (this catalog has no attributes)"
+    return UnknownFilter(f"unknown {what} attribute {attr!r}; filterable: {there}")
+
+
 @dataclass(frozen=True, slots=True)
 class ActiveHead:
     """The scoring model in service, with the position bias it was trained under. Swapped as one
@@ -68,6 +74,7 @@ class SearchQuery:
     filters: dict[str, Any] = field(default_factory=dict)  # raw; validated by the searcher
     user_id: str | None = None
     explain: bool = False  # say per hit what its score is made of (Hit.explanation)
+    facets: list[str] = field(default_factory=list)  # attributes to count over the whole pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,8 @@ class SearchResult:
     text_vector: np.ndarray | None  # the frozen query features, logged for the learner
     image_vector: np.ndarray | None
     colour_vector: np.ndarray | None
+    # with SearchQuery.facets: per attribute, (value, count) over every candidate, not the page
+    facets: dict[str, list[tuple[str, int]]] | None = None
 
 
 class Searcher:
@@ -296,19 +305,25 @@ class Searcher:
         known = self.index.attribute_names()
         for attr, value in filters.items():
             if attr not in known:
-                raise UnknownFilter(
-                    f"unknown filter attribute {attr!r}; filterable: {', '.join(sorted(known))}"
-                )
+                raise _unknown_attribute("filter", attr, known)
             values = value if isinstance(value, list) else [value]
             if not values or not all(isinstance(v, str | int | float | bool) for v in values):
                 raise BadRequest(f"filter {attr!r} needs a value or a non-empty list of values")
         return filter_values(filters)
+
+    def check_facets(self, facets: list[str]) -> None:
+        """Refuse a facet on an attribute no product has, as a filter on it is refused."""
+        known = self.index.attribute_names()
+        for attr in facets:
+            if attr not in known:
+                raise _unknown_attribute("facet", attr, known)
 
     @torch.inference_mode()
     def search(self, sq: SearchQuery) -> SearchResult:
         started = time.perf_counter()
         active = self.active  # one read: a swap mid-request cannot mix two heads
         filters = self.normalise_filters(sq.filters)
+        self.check_facets(sq.facets)
         if sq.image is not None and not self.index.any_image():
             raise NoProductImages(
                 "this catalog has no product images to compare a photo with; search by text"
@@ -323,6 +338,8 @@ class Searcher:
         retrieving = time.perf_counter()
         recalled = self._recall(sq, qt, qv)
         pool = self._retrieve(q, sq, active.head, qv, allowed, recalled)
+        # counted over the candidates before the top-k cut: what the filters would narrow
+        facets = self.index.facet_counts(pool.rows, sq.facets) if sq.facets else None
         ranking = time.perf_counter()
         hits, explore = self._rank(q, sq, active, pool, recalled) if len(pool.rows) else ([], False)
         done = time.perf_counter()
@@ -339,4 +356,5 @@ class Searcher:
             text_vector=qt,
             image_vector=qv,
             colour_vector=qc,
+            facets=facets,
         )

@@ -36,6 +36,11 @@ _MULTIPART = {
     ),
     "user_id": form_field(SearchRequest, "user_id"),
     "explain": form_field(SearchRequest, "explain", default=True),
+    "facets": form_field(
+        SearchRequest,
+        "facets",
+        description="As in the JSON body: a JSON list in one part, or one part per name.",
+    ),
 }
 
 
@@ -54,7 +59,7 @@ def image_url(request: Request, product_id: str, base: str | None = None) -> str
 @router.post(
     "/v1/search",
     response_model=SearchResponse,
-    response_model_exclude_unset=True,  # `explanation` only when it was asked for
+    response_model_exclude_unset=True,  # `explanation` and `facets` only when asked for
     responses={
         200: {
             "headers": {
@@ -93,6 +98,7 @@ async def search(
         filters=dict(body.filters or {}),
         user_id=body.user_id,
         explain=body.explain,
+        facets=list(body.facets or []),
     )
     result = await rt.searches.run(lambda: searcher.search(query))  # on the loop or a thread
     request.state.search_id = result.search_id  # for the access log line
@@ -114,7 +120,7 @@ async def search(
     base = str(request.base_url).rstrip("/")
     # A plain dict: response_model validates and serialises it once (model instances built
     # here would be validated twice).
-    return {
+    out: dict[str, Any] = {
         "search_id": result.search_id,
         "model_version": result.model_version,
         "results": [
@@ -130,3 +136,9 @@ async def search(
             for i, h in enumerate(result.hits, start=1)
         ],
     }
+    if body.facets is not None:
+        out["facets"] = {
+            attr: [{"value": v, "count": c} for v, c in counts]
+            for attr, counts in (result.facets or {}).items()
+        }
+    return out
