@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         "`Authorization: Bearer <key>` or `X-API-Key`. None: every caller is an admin, and "
         "`serve` binds to 127.0.0.1 only.",
     )
+    session_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Signs the session cookies of the search page's visitors and of admins "
+        "signed in to the dashboard. Empty: derived from `api_keys`, so replicas with the same "
+        "keys accept each other's cookies; changing it signs everyone out.",
+    )
+    session_hours: float = Field(12, gt=0, le=24 * 30, description="How long a page session lasts.")
     rate_limit: str = Field(
         "200/second;6000/minute",
         description="Requests per API key, in `limits` notation; '' = no limit.",

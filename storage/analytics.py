@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -14,7 +15,15 @@ from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.db import chunks, insert_for
-from storage.models import EventPosition, FeedbackEvent, SearchEventStat, SearchStat
+from storage.models import (
+    EventPosition,
+    FeedbackEvent,
+    Impression,
+    ImpressionItem,
+    SearchEventStat,
+    SearchStat,
+    as_utc,
+)
 
 S, E = SearchStat, SearchEventStat
 StatKey = tuple[int, str, str, str]  # (day, query key, query type, model version)
@@ -243,3 +252,44 @@ def suggestions(*, session: Session, prefix: str, since: int, limit: int) -> lis
         .limit(limit)
     )
     return [q for q, _ in rows if q]
+
+
+def wordings(*, session: Session, key: str) -> set[str]:
+    """How shoppers typed the query of this key (each day's first wording)."""
+    return set(session.scalars(select(S.query).where(S.key == key).distinct()))
+
+
+def rankings(
+    *,
+    session: Session,
+    wordings: set[str],
+    since: datetime,
+    until: datetime,
+    versions: int = 10,
+) -> list[tuple[str, datetime, list[str]]]:
+    """For the newest `versions` model versions that answered a query typed one of these ways
+    between the two times: when one last did, and the product ids it showed, in order."""
+    imp = Impression
+    latest: dict[str, tuple[str, datetime]] = {}
+    rows = session.execute(
+        select(imp.model_version, imp.search_id, imp.created_at)
+        .where(
+            imp.query_text.in_(sorted(wordings)),
+            imp.created_at >= since,
+            imp.created_at < until,
+        )
+        .order_by(imp.created_at.desc())
+        .limit(5000)  # a popular query's searches: enough to meet every recent version
+    )
+    for version, sid, at in rows:
+        if version not in latest and len(latest) < versions:
+            latest[version] = (sid, as_utc(at))
+    out = []
+    for version, (sid, at) in latest.items():
+        shown = session.scalars(
+            select(ImpressionItem.product_id)
+            .where(ImpressionItem.search_id == sid)
+            .order_by(ImpressionItem.position)
+        ).all()
+        out.append((version, at, list(shown)))
+    return out

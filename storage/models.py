@@ -112,7 +112,8 @@ class Impression(Base):
 
     search_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    query_text: Mapped[str | None] = mapped_column(Text)
+    # indexed: the dashboard finds a query's searches by its wordings (storage.analytics)
+    query_text: Mapped[str | None] = mapped_column(Text, index=True)
     has_image: Mapped[bool] = mapped_column(Boolean)
     image_sha256: Mapped[str | None] = mapped_column(String(64))
     query_type: Mapped[str] = mapped_column(String(16))

@@ -39,7 +39,8 @@ def test_analytics_count_what_was_searched_found_and_done(store, embedder):
         fold = memory_fold(store.settings, rt.sessions, encoders_of(rt.searcher.index))
         nothing = {"articleType": "Watches", "baseColour": "No Such Colour"}
         for _ in range(3):
-            _event(client, _search(client, "Wrist Watch"), 2, "click")
+            last = _search(client, "Wrist Watch")
+            _event(client, last, 2, "click")
         bought = _search(client, "wrist watches")  # the same query, spelled otherwise
         _event(client, bought, 2, "click")
         _event(client, bought, 3, "click")  # a second click: one more event, not a search
@@ -86,6 +87,14 @@ def test_analytics_count_what_was_searched_found_and_done(store, embedder):
         again = client.get("/v1/analytics/queries").json()["queries"][0]
         assert again["searches"] == 4 and again["events"]["click"] == {"searches": 4, "events": 6}
 
+        # What each version last showed, found by the day's first wording of the query.
+        ranked = client.get("/v1/analytics/rankings", params={"query": "WRIST WATCHES"}).json()
+        (latest,) = ranked["versions"]
+        assert latest["model_version"] == rt.searcher.active.version
+        shown = [p["product_id"] for p in latest["products"]]
+        assert shown == [h["product_id"] for h in last["results"]]
+        assert all(p["title"] for p in latest["products"])
+
         said = client.get("/v1/suggest", params={"q": "WAT"}).json()["suggestions"]
         assert said[0].lower() == "wrist watch" and "gold watch" not in said  # it found nothing
         assert client.get("/v1/suggest", params={"q": "hee"}).json()["suggestions"] == [
@@ -97,7 +106,10 @@ def test_analytics_count_what_was_searched_found_and_done(store, embedder):
         old = client.get("/v1/analytics/queries", params={"until": yesterday.isoformat()})
         assert old.status_code == 200 and old.json()["queries"] == []
         backwards = {"since": "2026-02-02", "until": "2026-02-01"}
-        assert client.get("/v1/analytics/volume", params=backwards).status_code == 400
+        assert client.get("/v1/analytics/volume", params=backwards).json()["days"] == []
         too_long = {"since": "2020-01-01", "until": "2026-01-01"}
-        assert client.get("/v1/analytics/positions", params=too_long).status_code == 400
+        covered = client.get("/v1/analytics/positions", params=too_long).json()
+        assert (covered["since"], covered["until"]) == ("2024-11-28", "2026-01-01")  # 400 days
+        for bad in ({"until": "0"}, {"since": "2026-02-30"}, {"since": "yesterday"}):
+            assert client.get("/v1/analytics/volume", params=bad).status_code == 422
         assert client.get("/v1/analytics/queries", params={"list": "best"}).status_code == 422

@@ -16,7 +16,7 @@ import pytest
 from helpers import free_port, live_server
 from pydantic import SecretStr
 
-from service.api.security import Keyring, RateLimit, Role
+from service.api.security import Caller, Keyring, RateLimit, Role, SessionSigner
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +71,9 @@ def test_each_role_may_do_what_it_may_and_no_more(server):
         ("GET", f"/v1/products/{pid}", None, "search"),
         ("POST", "/v1/feedback", event, "ingest"),
         ("GET", "/v1/models", None, "admin"),
+        ("GET", "/v1/suggest?q=sh", None, "search"),
+        ("GET", "/v1/analytics/queries", None, "ingest"),
+        ("GET", "/v1/models/serving", None, "admin"),
         ("PUT", "/v1/products/sec-test-1", product, "admin"),
         ("DELETE", "/v1/products/sec-test-1", None, "admin"),
     ]
@@ -215,3 +218,19 @@ def test_a_redis_rate_limit_is_one_count_for_every_replica():
     down = RateLimit("1/minute", "redis://127.0.0.1:1/0")
     for _ in range(3):
         down.check(name)
+
+
+def test_a_session_token_is_the_signer_s_own_and_expires():
+    now = [1_000_000.0]
+    signer = SessionSigner("secret", hours=1, clock=lambda: now[0])
+    admin = Caller("key-1a2b3c4d", Role.ADMIN)
+    token = signer.issue(admin)
+    assert signer.caller(token) == admin
+    visitor = Caller.new_visitor()
+    assert signer.caller(signer.issue(visitor)) == visitor and visitor.role == Role.SEARCH
+    assert SessionSigner("another secret", hours=1, clock=lambda: now[0]).caller(token) is None
+    body, _, signature = token.rpartition(".")
+    forged = body.replace(".admin.", ".search.") + "." + signature
+    assert signer.caller(forged) is None and signer.caller("nonsense") is None
+    now[0] += 3601
+    assert signer.caller(token) is None

@@ -1,5 +1,5 @@
 """Search analytics: per day, query, type and model version, searches, empty answers and
-events; events per shown position
+events; events per shown position; an index of impressions by their words
 
 Revision ID: 0007
 Revises: 0006
@@ -17,6 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_index(
+        op.f('ix_impressions_query_text'), 'impressions', ['query_text'], unique=False
+    )
     op.create_table(
         'search_stats',
         sa.Column('day', sa.Integer(), nullable=False),
@@ -60,6 +63,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f('ix_impressions_query_text'), table_name='impressions')
     op.drop_table('event_positions')
     op.drop_table('search_event_stats')
     op.drop_table('search_stats')

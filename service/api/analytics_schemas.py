@@ -94,3 +94,19 @@ class Suggestions(BaseModel):
     suggestions: list[str] = Field(
         description="Logged queries with results, most often searched first."
     )
+
+
+class ShownProduct(BaseModel):
+    product_id: str
+    title: str | None = Field(description="Null when the product is no longer in the catalog.")
+
+
+class VersionRanking(BaseModel):
+    model_version: str
+    searched_at: dt.datetime = Field(description="When this version last answered the query.")
+    products: list[ShownProduct] = Field(description="What it showed, in order.")
+
+
+class RankingList(BaseModel):
+    query: str
+    versions: list[VersionRanking] = Field(description="Newest first.")

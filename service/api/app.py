@@ -36,9 +36,10 @@ from service.api.routes import (
     search,
 )
 from service.api.schemas import FeedbackBatch, FeedbackEventIn, ProductIn, SearchRequest
-from service.api.security import Keyring, RateLimit
+from service.api.security import Keyring, RateLimit, SessionSigner
 from service.config import Settings
 from service.errors import DatabaseUnavailable, FusionrankError, InvalidEvents
+from service.pages import routes as pages
 from service.serving import Runtime, start_runtime
 from service.telemetry import RequestObserver, Telemetry
 
@@ -74,6 +75,8 @@ def create_app(
     )
     app.state.telemetry = telemetry
     app.state.keyring = Keyring(config.api_keys.get_secret_value())
+    secret = config.session_secret.get_secret_value() or config.api_keys.get_secret_value()
+    app.state.sessions = SessionSigner(secret, config.session_hours)
     app.state.rate_limit = RateLimit(config.rate_limit, config.rate_limit_storage)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(RequestObserver, telemetry=telemetry)  # outermost: it times the 413s too
@@ -90,6 +93,8 @@ def create_app(
     for router in (metrics.router, metrics.prometheus, health.router):
         app.include_router(router)
     _install_docs(app)
+    app.include_router(pages.router)
+    app.mount("/static", pages.assets(), name="static")
     _install_error_handlers(app)
     register_body_schemas(
         app,

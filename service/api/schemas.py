@@ -74,9 +74,14 @@ def form_required(model: type[BaseModel]) -> list[str]:
     return [name for name, field in model.model_fields.items() if field.is_required()]
 
 
+MAX_QUERY = 512
 # What "at least one of query and image" means in JSON Schema: present, and not null or blank.
+# The branch repeats the query's length limit: fuzzers read a branch's properties on their own.
 QUERY_OR_IMAGE: list[Any] = [
-    {"required": ["query"], "properties": {"query": {"type": "string", "pattern": "\\S"}}},
+    {
+        "required": ["query"],
+        "properties": {"query": {"type": "string", "pattern": "\\S", "maxLength": MAX_QUERY}},
+    },
     {"required": ["image"], "properties": {"image": {"type": "string", "minLength": 1}}},
 ]
 
@@ -87,7 +92,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(json_schema_extra={"anyOf": QUERY_OR_IMAGE})
 
     query: str | None = Field(
-        None, max_length=512, examples=["red summer dress"], json_schema_extra=NO_NUL
+        None, max_length=MAX_QUERY, examples=["red summer dress"], json_schema_extra=NO_NUL
     )
     image: str | None = Field(
         None, description="Base64-encoded JPEG/PNG/WebP (a data: URL is accepted too)."

@@ -5,6 +5,12 @@
 or `X-API-Key`), so generated clients and the docs page's "Authorize" button work. Keys are
 kept only as SHA-256 digests, compared in constant time against every configured key, and a
 key is named in logs and metrics by its short fingerprint, never by itself.
+
+The service's own pages hold no key. They send a signed session cookie (SessionSigner): the
+search page gives each visitor one that may search and send feedback as that one visitor, and
+the dashboard gives one to whoever signs in with an admin key, naming the key's fingerprint,
+not the key. A cookie counts only with the PAGE_HEADER on requests that change something, which
+another site's form cannot send.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import hmac
 import logging
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,10 +42,22 @@ class Role(IntEnum):
     ADMIN = 3  # and change the catalog, train, activate models
 
 
+SESSION_COOKIE = "fusionrank_session"
+PAGE_HEADER = "X-Fusionrank-Page"  # sent by the service's pages with their cookie
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 @dataclass(frozen=True)
 class Caller:
-    name: str  # the key's fingerprint ("key-1a2b3c4d"), or "local" when no key is configured
+    # the key's fingerprint ("key-1a2b3c4d"), a page visitor ("visitor-<hex>"), or "local" when
+    # no key is configured
+    name: str
     role: Role
+    visitor: bool = False  # a search page's visitor: may also send feedback, as one shopper
+
+    @classmethod
+    def new_visitor(cls) -> Caller:
+        return cls(f"visitor-{secrets.token_hex(8)}", Role.SEARCH, visitor=True)
 
 
 def _digest(key: str) -> bytes:
@@ -77,6 +96,35 @@ class Keyring:
         return found
 
 
+class SessionSigner:
+    """Signed, expiring session tokens for the pages: `name.role.visitor.expiry.signature`. The
+    secret is the configured one, else derived from the configured keys, so that replicas with
+    the same settings accept each other's cookies."""
+
+    def __init__(self, secret: str, hours: float, clock: Callable[[], float] = time.time) -> None:
+        self._key = hashlib.sha256(b"fusionrank-session\0" + secret.encode()).digest()
+        self.seconds = int(hours * 3600)
+        self._clock = clock
+
+    def _sign(self, body: str) -> str:
+        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
+
+    def issue(self, caller: Caller) -> str:
+        expires = int(self._clock()) + self.seconds
+        body = f"{caller.name}.{caller.role.name.lower()}.{int(caller.visitor)}.{expires}"
+        return f"{body}.{self._sign(body)}"
+
+    def caller(self, token: str) -> Caller | None:
+        """The token's caller, or None when it is malformed, forged or expired."""
+        body, _, signature = token.rpartition(".")
+        if not hmac.compare_digest(self._sign(body), signature):
+            return None
+        name, role, visitor, expires = body.split(".")
+        if int(expires) < self._clock():
+            return None
+        return Caller(name, Role[role.upper()], visitor == "1")
+
+
 class RateLimit:
     """Requests per caller, as `limits` counts them (e.g. "100/second;2000/minute"), in
     `storage_uri`: memory:// counts per process, redis:// once across every replica. A store
@@ -113,8 +161,19 @@ _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <key>`")
 
 
-def require(role: Role) -> Callable[..., Awaitable[Caller]]:
-    """A dependency admitting callers with at least `role` (and within their rate)."""
+def session_caller(request: Request) -> Caller | None:
+    """The caller a page's session cookie names; None without a valid one, and for a request
+    that changes something without the PAGE_HEADER."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token or (request.method not in SAFE_METHODS and PAGE_HEADER not in request.headers):
+        return None
+    signer: SessionSigner = request.app.state.sessions
+    return signer.caller(token)
+
+
+def require(role: Role, *, visitors: bool = False) -> Callable[..., Awaitable[Caller]]:
+    """A dependency admitting callers with at least `role` (and within their rate);
+    `visitors`: a search page's visitors too, whatever the role."""
 
     async def check(
         request: Request,
@@ -126,15 +185,18 @@ def require(role: Role) -> Callable[..., Awaitable[Caller]]:
             caller = Caller("local", Role.ADMIN)
         else:
             key = bearer.credentials if bearer is not None else header
-            if not key:
-                raise Unauthorized("send an API key: `Authorization: Bearer <key>` or `X-API-Key`")
-            found = keyring.caller(key)
+            found = keyring.caller(key) if key else session_caller(request)
             if found is None:
-                raise Unauthorized("unknown API key")
+                raise Unauthorized(
+                    "unknown API key"
+                    if key
+                    else "send an API key: `Authorization: Bearer <key>` or `X-API-Key`"
+                )
             caller = found
-            if caller.role < role:
+            if caller.role < role and not (visitors and caller.visitor):
                 raise Forbidden(
-                    f"this key's role is {caller.role.name.lower()}; this needs {role.name.lower()}"
+                    f"this caller's role is {caller.role.name.lower()}; this needs "
+                    f"{role.name.lower()}"
                 )
         request.state.caller = caller
         if not keyring.open:  # a limit per key; without keys the service is loopback-only
@@ -144,6 +206,7 @@ def require(role: Role) -> Callable[..., Awaitable[Caller]]:
     return check
 
 
-def allow(role: Role) -> list[params.Depends]:
-    """`dependencies=` for a router or route that needs `role`."""
-    return [Depends(require(role))]
+def allow(role: Role, *, visitors: bool = False) -> list[params.Depends]:
+    """`dependencies=` for a router or route that needs `role` (or, with `visitors`, is open to
+    the search page's visitors too)."""
+    return [Depends(require(role, visitors=visitors))]

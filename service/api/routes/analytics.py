@@ -4,10 +4,12 @@ suggestions a search box offers as a shopper types."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 from service.api.analytics_schemas import (
@@ -17,17 +19,28 @@ from service.api.analytics_schemas import (
     PositionList,
     QueryList,
     QueryStatsOut,
+    RankingList,
+    ShownProduct,
     Suggestions,
     VersionDayOut,
     VersionList,
+    VersionRanking,
     VolumeList,
 )
 from service.api.deps import RuntimeDep
 from service.api.schemas import AUTH_RESPONSES, ERROR_RESPONSES
 from service.api.security import Role, allow
-from service.errors import BadRequest
 from service.search.analytics import DAY_S
-from storage.analytics import QueryOrder, daily_volume, event_positions, query_stats, suggestions
+from service.search.memory import memory_key
+from storage.analytics import (
+    QueryOrder,
+    daily_volume,
+    event_positions,
+    query_stats,
+    rankings,
+    suggestions,
+    wordings,
+)
 
 router = APIRouter(
     prefix="/v1/analytics",
@@ -42,20 +55,36 @@ suggest_router = APIRouter(
 MAX_DAYS = 400
 SUGGEST_DAYS = 90  # suggestions follow what shoppers searched lately
 EPOCH = dt.date(1970, 1, 1)
+
+
+def _iso_day(value: object) -> object:
+    """Only a YYYY-MM-DD string is a day (pydantic alone would read `0` as 1970-01-01)."""
+    if isinstance(value, str) and not ISO_DAY.fullmatch(value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 Since = Annotated[
-    dt.date | None, Query(description="First day (UTC), inclusive; default 29 days before `until`.")
+    dt.date | None,
+    BeforeValidator(_iso_day),
+    Query(
+        description="First day (UTC), inclusive; default 29 days before `until`. At most "
+        f"{MAX_DAYS} days are read: an earlier `since` is moved up (the answer says which days "
+        "it covers)."
+    ),
 ]
-Until = Annotated[dt.date | None, Query(description="Last day (UTC), inclusive; default today.")]
+Until = Annotated[
+    dt.date | None,
+    BeforeValidator(_iso_day),
+    Query(description="Last day (UTC), inclusive; default today. Before `since`: nothing."),
+]
 
 
 def _range(since: dt.date | None, until: dt.date | None) -> tuple[dt.date, dt.date]:
     until = until or dt.datetime.now(dt.UTC).date()
-    since = since or until - dt.timedelta(days=29)
-    if since > until:
-        raise BadRequest("`since` must not be after `until`")
-    if (until - since).days >= MAX_DAYS:
-        raise BadRequest(f"ask for at most {MAX_DAYS} days at once")
-    return since, until
+    earliest = until - dt.timedelta(days=MAX_DAYS - 1)
+    return max(since or until - dt.timedelta(days=29), earliest), until
 
 
 def _day(d: dt.date) -> int:
@@ -220,6 +249,43 @@ async def versions(rt: RuntimeDep, since: Since = None, until: Until = None) -> 
         conversion_event=conversion,
         days=await run_in_threadpool(read),
     )
+
+
+@router.get(
+    "/rankings",
+    response_model=RankingList,
+    summary="What each model version last showed for a query (as typed, or any wording of it)",
+)
+async def rankings_of(
+    rt: RuntimeDep,
+    query: Annotated[str, Query(min_length=1, max_length=512, pattern=r"^[^\x00]*$")],
+    since: Since = None,
+    until: Until = None,
+) -> RankingList:
+    first, last = _range(since, until)
+    start = dt.datetime.combine(first, dt.time(), dt.UTC)
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC)
+    index = rt.searcher.index if rt.searcher is not None else None
+
+    def title(pid: str) -> str | None:
+        row = index.row_of.get(pid) if index is not None else None
+        return index.metas[row].title if index is not None and row is not None else None
+
+    def read() -> list[VersionRanking]:
+        words = query.strip()
+        with rt.sessions() as s:
+            typed = {words} | wordings(session=s, key=memory_key(words, None).key)
+            found = rankings(session=s, wordings=typed, since=start, until=end)
+        return [
+            VersionRanking(
+                model_version=version,
+                searched_at=at,
+                products=[ShownProduct(product_id=p, title=title(p)) for p in shown],
+            )
+            for version, at, shown in found
+        ]
+
+    return RankingList(query=query, versions=await run_in_threadpool(read))
 
 
 @suggest_router.get(

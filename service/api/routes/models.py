@@ -7,22 +7,25 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import RuntimeDep
+from model.head import MIX, QUERY_TYPES
+from service.api.deps import RuntimeDep, SearcherDep
 from service.api.schemas import (
     AUTH_RESPONSES,
     ERROR_RESPONSES,
     Activated,
     ModelList,
     ModelVersionPublic,
+    PositionBiasPublic,
     RunList,
     RunQueued,
+    ServingModel,
     TrainingRunPublic,
 )
 from service.api.security import Role, allow
 from service.errors import NotFound, NotReady
 from service.search.hot_swap import activate_version
 from storage.models import RunStatus
-from storage.registry import active_version, get_run, list_runs, list_versions
+from storage.registry import active_version, get_run, get_version, list_runs, list_versions
 
 router = APIRouter(
     prefix="/v1/models", tags=["models"], dependencies=allow(Role.ADMIN), responses=AUTH_RESPONSES
@@ -40,6 +43,34 @@ def models(rt: RuntimeDep) -> ModelList:
             ModelVersionPublic.model_validate(v).model_copy(update={"active": v.version == active})
             for v in rows
         ],
+    )
+
+
+@router.get(
+    "/serving",
+    response_model=ServingModel,
+    responses=ERROR_RESPONSES,
+    summary="What the version this process serves learned: class weights, position bias, mix",
+)
+def serving(rt: RuntimeDep, searcher: SearcherDep) -> ServingModel:
+    active = searcher.active  # one read: a swap meanwhile cannot mix two versions
+    with rt.sessions() as s:
+        row = get_version(session=s, version=active.version)
+    mix = active.head.mix
+    return ServingModel(
+        version=active.version,
+        class_weights=row.class_weights if row is not None else None,
+        position_bias=PositionBiasPublic(
+            source=active.bias.source,
+            eta=active.bias.eta,
+            examination=[active.bias.propensity(p) for p in range(1, 21)],
+        ),
+        mix=None
+        if mix is None
+        else {
+            t: dict(zip(MIX, w, strict=True))
+            for t, w in zip(QUERY_TYPES, mix.detach().tolist(), strict=True)
+        },
     )
 
 

@@ -18,7 +18,7 @@ from service.api.schemas import (
     SearchResponse,
     form_field,
 )
-from service.api.security import Role, allow
+from service.api.security import Caller, Role, allow
 from service.encoding.cache import content_key
 from service.encoding.images import decode_base64
 from service.search.searcher import SearchQuery
@@ -44,11 +44,11 @@ _MULTIPART = {
 }
 
 
-def _caller_name(request: Request) -> str | None:
-    """The key that searched, which the query memory counts as one shopper when the search
-    names no user; None without keys (every caller is the loopback's own "local")."""
-    caller = getattr(request.state, "caller", None)
-    return None if caller is None or caller.name == "local" else caller.name
+def _caller(request: Request) -> Caller | None:
+    """The key or page visitor that searched, which the query memory counts as one shopper when
+    the search names no user; None without keys (every caller is the loopback's own "local")."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    return None if caller is None or caller.name == "local" else caller
 
 
 def image_url(request: Request, product_id: str, base: str | None = None) -> str:
@@ -90,13 +90,15 @@ async def search(
     if body.image:
         image_bytes = decode_base64(body.image, limit)
     image_sha = content_key(image_bytes) if image_bytes is not None else None
+    caller = _caller(request)
     query = SearchQuery(
         text=body.query,
         image=image_bytes,
         image_sha256=image_sha,
         k=body.k,
         filters=dict(body.filters or {}),
-        user_id=body.user_id,
+        # a page visitor is one shopper, whatever user id it sends (service.api.security)
+        user_id=None if caller is not None and caller.visitor else body.user_id,
         explain=body.explain,
         facets=list(body.facets or []),
     )
@@ -110,7 +112,7 @@ async def search(
         metrics=rt.metrics,
         telemetry=telemetry,
         filters=body.filters,
-        caller=_caller_name(request),
+        caller=caller.name if caller is not None else None,
     )
     # Where the time went, for operators and the latency benchmark (shown by browsers' devtools).
     response.headers["Server-Timing"] = (
