@@ -24,6 +24,7 @@ from storage.models import FeedbackEvent, Impression
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path(os.environ.get("FUSIONRANK_CHROMIUM", "/usr/bin/chromium"))
+AXE = Path(__file__).parent / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 ADMIN_KEY = "admin-key-for-the-page-tests-0001"
 INGEST_KEY = "ingest-key-for-the-page-tests-001"
 SEARCH_KEY = "search-key-for-the-page-tests-001"
@@ -268,3 +269,42 @@ def test_with_keys_no_page_or_request_holds_a_key(shop, browser, ingested):
             # only the sign-in's own requests carry what the admin typed
             assert all("/dashboard/session" in s for s in sent if key in s)
         context.close()
+
+
+def _accessibility_problems(page) -> list[str]:
+    """What axe-core finds against WCAG 2 A and AA (labels, names, contrast, landmarks...)."""
+    if not AXE.exists():
+        message = f"no axe-core at {AXE}: `npm ci --prefix tests/browser`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate(
+        """async () => (await axe.run(document, {runOnly: ["wcag2a", "wcag2aa"]})).violations
+            .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target).join(" ")}`)"""
+    )
+    return list(found)
+
+
+def test_the_pages_are_accessible_and_work_from_the_keyboard(shop, browser):
+    page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+    page.goto(shop.url + "/")
+    page.keyboard.type("leather handbag")  # the search box has the focus
+    with page.expect_response(lambda r: r.url.endswith("/v1/search")):
+        page.keyboard.press("Enter")
+    page.locator("article.card").first.wait_for()
+    page.wait_for_load_state("networkidle")
+    assert _accessibility_problems(page) == []
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone ({width} px)"
+    page.locator("article.card button.open").first.focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog")
+    dialog.wait_for()
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+
+    page.goto(shop.url + "/dashboard")
+    page.wait_for_function("document.body.dataset.loaded === '1'")
+    assert _accessibility_problems(page) == []
+    page.close()

@@ -6,6 +6,7 @@ for a cookie naming the key's fingerprint (service.api.security). No page holds 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from importlib.resources import files
 from string import Template
 from typing import Any
@@ -13,9 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from service.api.deps import RuntimeDep
+from service.api.schemas import MAX_FACETS, FacetName
 from service.api.security import SESSION_COOKIE, Caller, Keyring, Role, SessionSigner
 from service.errors import Forbidden, Unauthorized
 
@@ -33,6 +35,20 @@ def _page(name: str, config: dict[str, Any]) -> str:
     # "<" escaped: the JSON sits inside a <script> element
     data = json.dumps(config).replace("<", "\\u003c")
     return Template((STATIC / name).read_text(encoding="utf-8")).substitute(config=data)
+
+
+def _facetable(names: Iterable[str]) -> list[str]:
+    """The first 20 attribute names a search may count (a product may carry others, e.g. empty)."""
+    adapter = TypeAdapter(FacetName)
+
+    def ok(name: str) -> bool:
+        try:
+            adapter.validate_python(name)
+        except ValidationError:
+            return False
+        return True
+
+    return sorted(filter(ok, names))[:MAX_FACETS]
 
 
 def _set_session(request: Request, response: Response, caller: Caller) -> None:
@@ -61,7 +77,7 @@ def search_page(request: Request, rt: RuntimeDep) -> HTMLResponse:
     ranked = sorted(grades, key=grades.__getitem__)
     config = {
         # the attributes the page counts and filters by (the API takes at most 20 facets)
-        "attributes": sorted(index.attribute_names())[:20] if index is not None else [],
+        "attributes": _facetable(index.attribute_names()) if index is not None else [],
         "images": bool(index is not None and index.any_image()),
         "products": len(index) if index is not None else 0,
         "events": {
