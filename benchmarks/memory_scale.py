@@ -6,7 +6,8 @@ showing 20 products, by distinct shoppers, and position-biased events on them. T
 folds them, as the learner does live, and one process follows the result. Reported: fold time
 and rate, rows and bytes per memory table, a follower's load time and the RSS it adds, and one
 search's memory read (recall with the similar-query lookup over 50,000 logged queries, lifts of
-200 candidates and the favoured products), median and p99 of 400 searches.
+200 candidates and the favoured products), median and p99 of 400 searches; and each search
+analytics read the dashboard makes, over the last 30 days (the fold counts them too).
 
 Usage: python -m benchmarks.memory_scale [--events 1000000] [--database sqlite|postgres]
 """
@@ -30,12 +31,20 @@ from benchmarks.common import write_json
 from model.query_memory import QueryMemory
 from service.config import Settings
 from service.learning import memory_config
+from service.search.analytics import DAY_S
 from service.search.memory import MemoryFollower, memory_key
 from service.search.memory_fold import FoldConfig, MemoryFold
+from storage.analytics import (
+    QueryOrder,
+    daily_volume,
+    event_positions,
+    query_stats,
+    suggestions,
+)
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.feedback import EventIn, record_events
 from storage.impressions import ImpressionIn, ShownItem, add_impressions
-from storage.models import MemoryPair, MemoryQuery, MemoryShopper
+from storage.models import MemoryPair, MemoryQuery, MemoryShopper, SearchEventStat, SearchStat
 
 GRADES = {"click": 1, "add_to_cart": 2, "purchase": 3}
 QUERIES, PRODUCTS, K = 50_000, 50_000, 20
@@ -178,6 +187,38 @@ def time_reads(memory: QueryMemory) -> list[float]:
     return reads
 
 
+def time_analytics(sessions) -> dict[str, float]:
+    """Median milliseconds of each analytics read over the last 30 days (5 reads each), as the
+    dashboard asks for them."""
+    today = int(time.time() // DAY_S)
+    since, until = today - 29, today
+    reads = {
+        "top_queries": lambda s: query_stats(
+            session=s, since=since, until=until, order=QueryOrder.TOP, limit=50
+        ),
+        "no_results": lambda s: query_stats(
+            session=s, since=since, until=until, order=QueryOrder.NO_RESULTS, limit=50
+        ),
+        "no_clicks": lambda s: query_stats(
+            session=s, since=since, until=until, order=QueryOrder.NO_CLICKS, limit=50, event="click"
+        ),
+        "volume": lambda s: daily_volume(session=s, since=since, until=until, by="query_type"),
+        "versions": lambda s: daily_volume(session=s, since=since, until=until, by="model_version"),
+        "positions": lambda s: event_positions(session=s, since=since, until=until),
+        "suggest": lambda s: suggestions(session=s, prefix="query number 1", since=since, limit=8),
+    }
+    out = {}
+    for name, read in reads.items():
+        times = []
+        for _ in range(5):
+            with sessions() as s:
+                t = time.perf_counter()
+                read(s)
+                times.append((time.perf_counter() - t) * 1000)
+        out[name] = round(float(np.median(times)), 1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -195,7 +236,7 @@ def main() -> None:
         with sessions() as s:
             rows = {
                 m.__tablename__: int(s.scalar(select(func.count()).select_from(m)) or 0)
-                for m in (MemoryQuery, MemoryPair, MemoryShopper)
+                for m in (MemoryQuery, MemoryPair, MemoryShopper, SearchStat, SearchEventStat)
             }
         sizes = {t: table_bytes(engine, t) for t in rows}
         memory = QueryMemory(memory_config(Settings()))  # as a server with default settings
@@ -205,6 +246,7 @@ def main() -> None:
         load_s = time.perf_counter() - t0
         added_mb = rss_mb() - before
         reads = time_reads(memory)
+        analytics_ms = time_analytics(sessions)
         engine.dispose()
         drop_schema(url)
     result = {
@@ -220,6 +262,7 @@ def main() -> None:
         "follower_rss_mb": round(added_mb, 1),
         "read_ms_p50": round(float(np.median(reads)), 3),
         "read_ms_p99": round(float(np.percentile(reads, 99)), 3),
+        "analytics_ms_p50": analytics_ms,
     }
     print(f"\nquery memory at {args.events:,} events ({searches:,} searches), {args.database}")
     for k, v in result.items():

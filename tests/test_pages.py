@@ -6,6 +6,8 @@ FUSIONRANK_SCREENSHOTS=DIR saves the README's screenshots there (docs/screenshot
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -29,6 +31,14 @@ ADMIN_KEY = "admin-key-for-the-page-tests-0001"
 INGEST_KEY = "ingest-key-for-the-page-tests-001"
 SEARCH_KEY = "search-key-for-the-page-tests-001"
 KEYS = f"{ADMIN_KEY}:admin,{INGEST_KEY}:ingest,{SEARCH_KEY}:search"
+# What a file dragged onto the drop zone dispatches.
+DROP = """(b64) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const files = new DataTransfer();
+    files.items.add(new File([bytes], "photo.jpg", {type: "image/jpeg"}));
+    const drop = new DragEvent("drop", {dataTransfer: files, bubbles: true, cancelable: true});
+    document.getElementById("drop").dispatchEvent(drop);
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +232,17 @@ def test_with_keys_no_page_or_request_holds_a_key(shop, browser, ingested):
         page.locator("article.card button.open").first.click()
         page.get_by_role("button", name="Buy now").click()
         page.get_by_text("Bought: recorded.").wait_for()
+        page.get_by_role("button", name="Close").click()
+
+        # A photo dropped on the page, with words: a composed search.
+        photo = next(r for r in ingested.rows if r["articleType"] == "Heels")
+        page.get_by_role("combobox").fill("in red")
+        with page.expect_request(lambda r: r.url.endswith("/v1/search")) as asked:
+            page.evaluate(DROP, base64.b64encode(Path(photo["image_path"]).read_bytes()).decode())
+        sent_body = json.loads(asked.value.post_data or "{}")
+        assert sent_body["query"] == "in red" and sent_body["image"].startswith("data:image/jpeg")
+        page.get_by_text("results for your photo and words").wait_for()
+
         cookie = next(c for c in context.cookies() if c["name"] == "fusionrank_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert cookie["value"].startswith("visitor-")
