@@ -99,6 +99,17 @@ def _events(counts: Mapping[str, tuple[int, int, *tuple[float, ...]]]) -> dict[s
     return {t: EventCount(searches=c[0], events=c[1]) for t, c in sorted(counts.items())}
 
 
+def _per_search(
+    counts: Mapping[str, tuple[int, int, *tuple[float, ...]]],
+    etype: str,
+    found: int,
+    column: int = 0,
+) -> float | None:
+    """A count of `etype` (searches with one; or column 2: reciprocal ranks) per search that found
+    something; None when none did."""
+    return counts[etype][column] / found if found and etype in counts else (0.0 if found else None)
+
+
 def _click_and_conversion(grades: Mapping[str, int]) -> tuple[str, str]:
     """The event types click-through and conversion count: the lowest and the highest grade."""
     return min(grades, key=grades.__getitem__), max(grades, key=grades.__getitem__)
@@ -150,8 +161,8 @@ async def queries(
                     query_type=r.query_type,
                     searches=r.searches,
                     no_results=r.no_results,
-                    click_through=r.events.get(click, (0, 0))[0] / found if found else None,
-                    conversion=r.events.get(conversion, (0, 0))[0] / found if found else None,
+                    click_through=_per_search(r.events, click, found),
+                    conversion=_per_search(r.events, conversion, found),
                     events=_events(r.events),
                 )
             )
@@ -227,16 +238,15 @@ async def versions(rt: RuntimeDep, since: Since = None, until: Until = None) -> 
         out = []
         for r in rows:
             found = r.searches - r.no_results
-            clicked = r.events.get(click, (0, 0, 0.0))
             out.append(
                 VersionDayOut(
                     day=_date(r.day),
                     model_version=r.group,
                     searches=r.searches,
                     no_results=r.no_results,
-                    click_through=clicked[0] / found if found else None,
-                    conversion=r.events.get(conversion, (0, 0, 0.0))[0] / found if found else None,
-                    click_mrr=clicked[2] / found if found else None,
+                    click_through=_per_search(r.events, click, found),
+                    conversion=_per_search(r.events, conversion, found),
+                    click_mrr=_per_search(r.events, click, found, column=2),
                     events=_events(r.events),
                 )
             )
