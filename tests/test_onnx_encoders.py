@@ -17,7 +17,8 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_the_text_graph_gives_pytorch_s_vectors_and_int8_nearly(embedder, catalog_rows, tmp_path):
     torch_text = embedder.text_encoder
-    titles = [r["productDisplayName"] for r in catalog_rows[:60]] + ["a", "red " * 300]  # and one truncated
+    # real titles, a one-word query and one the tokenizer truncates
+    titles = [r["productDisplayName"] for r in catalog_rows[:60]] + ["a", "red " * 300]
     onnx.export_text(tmp_path / "text.onnx")
     onnx.quantize_text(tmp_path / "text.onnx", tmp_path / "text.int8.onnx")
     expected = torch_text.encode(titles)
