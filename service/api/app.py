@@ -25,6 +25,7 @@ from starlette.routing import Route
 from service import __version__
 from service.api.body import register_body_schemas
 from service.api.body_limit import BodyLimit
+from service.api.pages import routes as pages
 from service.api.routes import (
     analytics,
     feedback,
@@ -39,7 +40,6 @@ from service.api.schemas import FeedbackBatch, FeedbackEventIn, ProductIn, Searc
 from service.api.security import Keyring, RateLimit, SessionSigner
 from service.config import Settings
 from service.errors import DatabaseUnavailable, FusionrankError, InvalidEvents
-from service.pages import routes as pages
 from service.serving import Runtime, start_runtime
 from service.telemetry import RequestObserver, Telemetry
 

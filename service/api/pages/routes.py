@@ -21,7 +21,7 @@ from service.api.schemas import MAX_FACETS, FacetName
 from service.api.security import SESSION_COOKIE, Caller, Keyring, Role, SessionSigner
 from service.errors import Forbidden, Unauthorized
 
-STATIC = files("service.pages") / "static"
+STATIC = files("service.api.pages") / "static"
 router = APIRouter(include_in_schema=False)
 # Pages are small and change with the service: always revalidated, never served stale.
 NO_STORE = {"Cache-Control": "no-store"}
