@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -220,9 +221,11 @@ def test_with_keys_no_page_or_request_holds_a_key(shop, browser, ingested):
         context = browser.new_context()
         page = context.new_page()
         sent: list[str] = []
+        hosts: set[str] = set()
 
         def record(request) -> None:
             sent.append(request.url + str(request.headers) + (request.post_data or ""))
+            hosts.add(urlsplit(request.url).netloc)
 
         page.on("request", record)
         page.goto(srv.url + "/")
@@ -272,6 +275,7 @@ def test_with_keys_no_page_or_request_holds_a_key(shop, browser, ingested):
         page.wait_for_function("document.body.dataset.loaded === '1'")
         assert page.locator("#versions tbody tr").count() >= 1
 
+        assert hosts == {urlsplit(srv.url).netloc}, f"the pages asked other hosts: {hosts}"
         sources = [page.content()]
         with httpx.Client(base_url=srv.url) as c:
             for asset in (
