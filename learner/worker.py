@@ -12,11 +12,10 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -55,17 +54,9 @@ class WorkerConfig:
     poll_seconds: float  # how often to count new events and take runs queued elsewhere
     lease_seconds: float  # a crashed learner's lease expires after this
     retention_days: float  # searches and their feedback older than this are deleted
-    torch_threads: int  # 0: every core it may use
+    torch_threads: int  # 0: every core
     heads_dir: Path
     refresh: RefreshConfig
-
-
-class CoreShare(Protocol):
-    """The cores of searches served by the same process (service.encoding.threads.EncodeThreads)."""
-
-    def reserve(self) -> AbstractContextManager[int]:
-        """Set cores aside for the duration; yields how many threads to use."""
-        ...
 
 
 class Learner:
@@ -76,13 +67,9 @@ class Learner:
         index: ProductVectors,
         encoders: Encoders,
         fallback_version: str,
-        serving: CoreShare | None = None,
     ) -> None:
-        """`serving`: the cores of searches served by this same process, which a refresh
-        shares with them (None: a learner process of its own, which uses every core)."""
         self.config, self.sessions, self.index = config, sessions, index
         self.encoders, self.fallback_version = encoders, fallback_version
-        self.serving = serving
         self.holder = lease_holder()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="learner")
         self._scheduler: BackgroundScheduler | None = None
@@ -204,21 +191,18 @@ class Learner:
             if not claim_run(sessions=self.sessions, run_id=run_id):
                 return None
             self._last_trigger = utcnow()
-            with self.serving.reserve() if self.serving else nullcontext(None) as shared:
-                # Serving sets torch (and so MKL's process-wide) threads per search; a learner
-                # of its own wants every core (its catalog ridge fits ran 2.5x slower on one),
-                # one beside searches the cores it reserved from them; a configured count wins.
-                threads = self.config.torch_threads or shared or os.cpu_count() or 1
-                torch.set_num_threads(threads)
-                return run_refresh(
-                    sessions=self.sessions,
-                    index=self.index,
-                    heads_dir=self.config.heads_dir,
-                    encoders=self.encoders,
-                    config=self.config.refresh,
-                    run_id=run_id,
-                    fallback_version=self.fallback_version,
-                )
+            # a learner of its own uses every core (its catalog ridge fits ran 2.5x slower on
+            # one); one beside searches, the share its process's thread policy gave it
+            torch.set_num_threads(self.config.torch_threads or os.cpu_count() or 1)
+            return run_refresh(
+                sessions=self.sessions,
+                index=self.index,
+                heads_dir=self.config.heads_dir,
+                encoders=self.encoders,
+                config=self.config.refresh,
+                run_id=run_id,
+                fallback_version=self.fallback_version,
+            )
         except Exception as e:
             log.exception("refresh run %d failed", run_id)
             update_run(

@@ -43,8 +43,8 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0,
         ge=0,
-        description="0 = all cores for ingest; serving: every free core for a query encoded "
-        "alone, one each for queries encoded at once, half of them for an in-process refresh. "
+        description="Threads of each encoder and of torch; 0 = every core (serving on the "
+        "onnx backend: torch, which then only scores, gets one; an in-process refresh half). "
         "N = always N.",
     )
     search_concurrency: int = Field(

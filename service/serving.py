@@ -4,7 +4,7 @@ the lifespan and handed to the routes."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -99,7 +99,10 @@ def start_runtime(
     try:
         _serve_catalog(rt, policy)
         if rt.searcher is not None:
-            _start_learning(rt, learning or learner_config(settings), background=background)
+            config = learning or learner_config(settings)
+            if settings.learner_in_process:
+                config = replace(config, torch_threads=policy.refresh_threads)
+            _start_learning(rt, config, background=background)
     except BaseException:
         rt.close()
         raise
@@ -131,7 +134,6 @@ def _serve_catalog(rt: Runtime, policy: ThreadPolicy) -> None:
         active,
         per_channel=settings.candidates_per_channel,
         concurrency=policy.search_concurrency,
-        threads=policy.search_threads,
         explore_rate=settings.explore_rate,
         explore_deep_rate=settings.explore_deep_rate,
         query_cache=settings.query_cache,
@@ -196,7 +198,6 @@ def _start_learning(rt: Runtime, config: WorkerConfig, *, background: bool) -> N
         searcher.index,
         encoders,
         fallback_version=searcher.index.meta["head_version"],
-        serving=searcher.cores if settings.learner_in_process else None,
     )
     if settings.learner_in_process:
         rt.memory_fold = memory_fold(settings, rt.sessions, encoders)

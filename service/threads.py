@@ -26,30 +26,31 @@ def apply_openmp_policy() -> None:
 
 @dataclass(frozen=True)
 class ThreadPolicy:
-    """How a process uses its cores."""
+    """How a process uses its cores, decided once at its entry point. The ONNX Runtime encoders
+    have pools of their own (Settings.torch_threads, every core by default), shared by every
+    search: a lone query is fastest on all of them, and concurrent ones lose little by sharing
+    (benchmarks/encode_threads.py); torch then only scores, on one thread."""
 
     torch_threads: int  # torch threads of the thread that builds the process
     search_concurrency: int  # searches run at once (more wait in line)
-    search_threads: int  # torch threads per search encode; 0: each search chooses (EncodeThreads)
+    refresh_threads: int  # torch threads of a refresh, beside searches in the same process or not
 
     @classmethod
     def serving(cls, settings: Settings) -> ThreadPolicy:
-        """An API process: one thread outside searches, which claim their own per encode (every
-        free core alone on the event loop, one each beside other searches)."""
+        """An API process. On the torch backend the encoders run on torch's threads: every core."""
+        onnx = settings.encoder_backend == "onnx"
         return cls(
-            torch_threads=settings.torch_threads or 1,
+            torch_threads=settings.torch_threads or (1 if onnx else _cores()),
             search_concurrency=settings.search_concurrency or _cores(),
-            search_threads=settings.torch_threads,
+            # an in-process refresh leaves searches at least one core's worth of its time
+            refresh_threads=settings.torch_threads or max(1, _cores() // 2),
         )
 
     @classmethod
     def batch(cls, settings: Settings) -> ThreadPolicy:
         """Ingest and the learner process: every core for batches (or the configured count)."""
-        return cls(
-            torch_threads=settings.torch_threads or _cores(),
-            search_concurrency=1,
-            search_threads=settings.torch_threads,
-        )
+        threads = settings.torch_threads or _cores()
+        return cls(torch_threads=threads, search_concurrency=1, refresh_threads=threads)
 
     def apply(self) -> None:
         """Set the calling thread's torch threads (new threads start from the same count)."""

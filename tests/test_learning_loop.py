@@ -206,27 +206,6 @@ def test_activate_rolls_back_and_forward_and_searches_follow(loop, client, refre
         assert body["model_version"] == version
 
 
-def test_loading_a_head_off_the_event_loop_uses_one_thread(loop, refreshed):
-    """The watcher and the activate route load heads on threads of their own; copying weights
-    there on every core would lead a second OpenMP team (EncodeThreads.lead)."""
-    import torch
-
-    from service.search.hot_swap import load_active_head
-
-    active = loop.runtime.searcher.active
-    seen: list[int] = []
-
-    def load() -> None:
-        torch.set_num_threads(2)  # what a thread started after a lone search inherits
-        load_active_head(loop.settings.data_dir / "heads", refreshed["candidate"], active)
-        seen.append(torch.get_num_threads())
-
-    t = threading.Thread(target=load)
-    t.start()
-    t.join()
-    assert seen == [1]
-
-
 def test_unknown_versions_and_runs_are_404(client):
     assert client.post("/v1/models/h-nope/activate").status_code == 404
     r = client.get("/v1/models/runs/999999")

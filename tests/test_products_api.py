@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -141,32 +139,6 @@ def test_put_without_image_is_text_searchable(store, embedder):
         photo = store.rows[0]["image_path"]
         r = client.post("/v1/search", json={"image": image_b64(photo), "k": 5})
         assert r.status_code == 200 and len(r.json()["results"]) == 5
-
-
-def test_a_catalog_write_encodes_on_one_thread(store, embedder, monkeypatch):
-    """It runs on a worker thread, and one that encoded on every core would lead a second
-    OpenMP team, after which every search pays (service.search.searcher.EncodeThreads.lead)."""
-    import torch
-
-    seen: list[int] = []
-    encode = embedder.text_encoder.encode
-
-    def spy(batch):
-        if threading.current_thread() is not threading.main_thread():  # not start-up's warming
-            seen.append(torch.get_num_threads())
-        return encode(batch)
-
-    monkeypatch.setattr(embedder.text_encoder, "encode", spy)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)  # what a lone search leaves for threads started after it
-    try:
-        with app_client(store.settings, embedder) as client:
-            title = f"Saffron Ibex Thermos {uuid.uuid4().hex[:8]}"  # not in the embedding cache
-            r = client.put("/v1/products/one-thread", json={"title": title})
-            assert r.status_code == 200, r.text
-    finally:
-        torch.set_num_threads(before)
-    assert seen and set(seen) == {1}
 
 
 def test_a_rejected_image_changes_nothing(store, embedder):

@@ -94,42 +94,32 @@ def test_image_queries_in_other_formats_find_the_product(runtime, ingested, mode
     assert target["id"] in [h.product.id for h in hits], mode
 
 
-def test_a_lone_composed_query_runs_its_two_encoders_side_by_side(runtime, ingested):
+def test_a_composed_query_encodes_its_text_beside_its_photo(runtime, ingested):
     import copy
 
-    import torch
-
     real = runtime.searcher.embedder
-    calls: list[tuple[str, int]] = []
+    calls: list[str] = []
 
-    class NotingTextEncoder:  # the real encoder, noting which thread ran it on how many cores
+    class NotingTextEncoder:  # the real encoder, noting which thread ran it
         id, dim = real.text_encoder.id, real.text_encoder.dim
 
         def encode(self, texts: list[str]) -> np.ndarray:
-            calls.append((threading.current_thread().name, torch.get_num_threads()))
+            calls.append(threading.current_thread().name)
             return real.text_encoder.encode(texts)
 
     embedder = copy.copy(real)
     embedder.text_encoder = NotingTextEncoder()
     target = ingested.rows[12]
-    photo = Path(target["image_path"]).read_bytes()
-    query = SearchQuery(text="red", image=real.decode(photo), k=10)
-    found = {}
-    for threads in (2, 1):  # fixed counts: side by side, then one after the other
-        searcher = Searcher(
-            embedder,
-            runtime.searcher.index,
-            runtime.searcher.active,
-            per_channel=100,
-            threads=threads,
-        )
-        found[threads] = searcher.search(query)
-    assert calls[0][0].startswith("encode-beside") and calls[0][1] == 1
-    assert calls[1][0] == threading.current_thread().name
-    side_by_side, one_after_other = found[2], found[1]
-    np.testing.assert_allclose(side_by_side.text_vector, one_after_other.text_vector, atol=1e-5)
-    np.testing.assert_allclose(side_by_side.image_vector, one_after_other.image_vector, atol=1e-5)
-    assert [h.product.id for h in side_by_side.hits] == [h.product.id for h in one_after_other.hits]
+    photo = real.decode(Path(target["image_path"]).read_bytes())
+    searcher = Searcher(embedder, runtime.searcher.index, runtime.searcher.active, per_channel=100)
+    composed = searcher.search(SearchQuery(text="red", image=photo, k=10))
+    alone = searcher.search(SearchQuery(text="red", k=10))
+    assert calls[0].startswith("encode-beside")  # beside the photo's encode
+    assert calls[1] == threading.current_thread().name  # a text query: no hop
+    np.testing.assert_allclose(composed.text_vector, alone.text_vector, atol=1e-6)
+    np.testing.assert_allclose(
+        composed.image_vector, real.image_encoder.encode([photo])[0], atol=1e-6
+    )
 
 
 def test_repeated_texts_and_photos_reuse_their_vectors_and_the_least_recent_go(runtime, ingested):
@@ -352,159 +342,6 @@ def test_a_lone_search_runs_on_the_event_loop_and_concurrent_ones_on_the_pool():
     assert lone == after == loop_thread
     assert all(name.startswith("search") for name in together)
     assert elapsed < 0.12  # side by side, not one after another (0.15 s)
-
-
-def test_a_lone_query_encodes_on_every_core_and_concurrent_ones_on_one_each():
-    import torch
-
-    from service.encoding.threads import EncodeThreads
-
-    before = torch.get_num_threads()
-    seen: dict[str, int] = {}
-    budget = EncodeThreads(2)
-    inside = threading.Event()
-    release = threading.Event()
-
-    def first() -> None:
-        with budget.claim():
-            seen["first"] = torch.get_num_threads()
-            inside.set()
-            release.wait(5)
-
-    t = threading.Thread(target=first)
-    t.start()
-    assert inside.wait(5)
-    with budget.claim():  # while the first still encodes
-        seen["second"] = torch.get_num_threads()
-    release.set()
-    t.join()
-    with budget.claim():  # alone again
-        seen["third"] = torch.get_num_threads()
-    with budget.reserve() as background, budget.claim():  # an in-process refresh runs
-        seen["background"], seen["beside"] = background, torch.get_num_threads()
-    with budget.claim():  # the refresh is done
-        seen["after"] = torch.get_num_threads()
-    with EncodeThreads(4).reserve(0.5) as half, EncodeThreads(1).reserve() as alone:
-        seen["half of 4"], seen["one core"] = half, alone
-    with EncodeThreads(3, fixed=True).claim():
-        seen["fixed"] = torch.get_num_threads()
-    assert budget.counts() == [1, 2] and EncodeThreads(3, fixed=True).counts() == [3]
-    torch.set_num_threads(before)
-    assert seen == {
-        "first": 2,
-        "second": 1,
-        "third": 2,
-        "background": 1,
-        "beside": 1,
-        "after": 2,
-        "half of 4": 2,
-        "one core": 1,
-        "fixed": 3,
-    }
-
-
-def test_only_the_leading_thread_encodes_a_lone_query_on_every_core():
-    """GNU OpenMP keeps a team per thread that ever led one; past one worker per core, every
-    team stops spinning for good. So a lone query on any thread but the leader uses one core."""
-    import torch
-
-    from service.encoding.threads import EncodeThreads
-
-    before = torch.get_num_threads()
-    budget = EncodeThreads(2)
-    seen: dict[str, int] = {}
-
-    def elsewhere(label: str) -> None:
-        with budget.claim("text"):
-            seen[label] = torch.get_num_threads()
-
-    for label in ("before lead", "after lead"):
-        t = threading.Thread(target=elsewhere, args=(label,))
-        t.start()
-        t.join()
-        budget.lead()
-    with budget.claim("text"):
-        seen["leader"] = torch.get_num_threads()
-    torch.set_num_threads(before)
-    assert seen == {"before lead": 2, "after lead": 1, "leader": 2}
-
-
-def test_a_lone_query_moves_to_one_thread_when_two_are_slower_and_back_when_they_recover():
-    from service.encoding.threads import ThreadChoice
-
-    choice = ThreadChoice(window=5, explore_every=4, max_every=16, min_samples=3)
-    first = [choice.choose("text", 2) for _ in range(4)]
-    assert first == [2, 2, 2, 1]  # all cores until one thread has been measured too
-    for _ in range(3):
-        choice.observe("text", 2, 14.0)  # a host that parks one of the two threads
-        choice.observe("text", 1, 10.0)
-    assert choice.best("text", 2) == 1
-    assert choice.best("image", 2) == 2  # each query type learns its own
-    picks = [choice.choose("text", 2) for _ in range(8)]
-    assert picks == [1, 1, 1, 2, 1, 1, 1, 2]  # every 4th still tries two threads
-    picks = [choice.choose("text", 2) for _ in range(24)]
-    assert picks.count(2) == 2 and picks[7] == picks[23] == 2  # then every 8th, every 16th
-    for _ in range(3):
-        choice.observe("text", 2, 8.0)  # the host calmed down
-    assert choice.best("text", 2) == 2
-    assert choice.choose("text", 1) == 1
-
-
-def lone_image_queries(count: int, encode_ms) -> list[int]:
-    """The thread counts ThreadChoice (with the service's defaults) picks for `count` lone image
-    queries on 2 cores, each taking `encode_ms(query number, threads)`."""
-    from service.encoding.threads import ThreadChoice
-
-    choice = ThreadChoice()
-    picks = []
-    for i in range(count):
-        n = choice.choose("image", 2)
-        picks.append(n)
-        choice.observe("image", n, encode_ms(i, n), 2)
-    return picks
-
-
-def test_a_service_started_beside_a_busy_core_moves_to_one_thread_within_a_dozen_queries():
-    # two threads wait on a parked one
-    picks = lone_image_queries(40, lambda i, n: 60.0 if n == 2 else 15.0)
-    assert picks[:12].count(1) == 3  # one thread measured every 4th query while it is new
-    assert 1 not in picks[:3] and picks[12:] == [1] * 28
-
-
-def test_a_burst_of_noise_does_not_keep_lone_queries_on_the_slower_thread_count():
-    # the host stalls a core for the first 30 queries: two threads suffer
-    picks = lone_image_queries(200, lambda i, n: (80.0 if i < 30 else 25.0) if n == 2 else 30.0)
-    assert picks[15:30].count(1) >= 13  # one thread while two were slower
-    # once a tried two-thread encode beats one thread, it is tried every 4th query until the
-    # burst has left its window (doubling intervals alone took until query 154)
-    back = next(i for i in range(30, 200) if picks[i : i + 10].count(2) >= 9)
-    assert back <= 60
-    assert picks[80:].count(2) >= 115
-
-
-def test_only_encodes_that_had_the_cores_to_themselves_teach_the_choice():
-    from service.encoding.threads import EncodeThreads
-
-    budget = EncodeThreads(2)
-    with budget.claim("text"):
-        pass
-    inside, release = threading.Event(), threading.Event()
-
-    def overlapped() -> None:
-        with budget.claim("text"):
-            inside.set()
-            release.wait(5)
-
-    t = threading.Thread(target=overlapped)
-    t.start()
-    assert inside.wait(5)
-    with budget.claim("text"):  # beside the other: one thread, and neither is timed
-        pass
-    release.set()
-    t.join()
-    with budget.reserve(), budget.claim("text"):  # one free core: nothing to choose
-        pass
-    assert budget.choice.samples() == {("text", 2): 1}
 
 
 def test_the_search_route_takes_overridden_dependencies(ingested, embedder):

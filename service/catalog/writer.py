@@ -24,7 +24,6 @@ from service.catalog.files import product_text
 from service.catalog.index import CatalogIndex, project
 from service.encoding.cache import content_key
 from service.encoding.embedder import Embedder
-from service.encoding.threads import off_the_leader
 from service.errors import NotFound
 from storage.artifacts import disk_space
 from storage.db import transaction
@@ -112,7 +111,6 @@ class CatalogWriter:
         return len(rows)
 
     def _apply(self, row: Product) -> None:
-        off_the_leader()
         text, _ = self._embedder().texts([product_text(row.title, row.attributes, row.description)])
         loader = (lambda p=row.image_path: Path(p).read_bytes()) if row.image_path else None
         image, colour, hashes, _ = self._embedder().images([loader])

@@ -279,10 +279,12 @@ def _loaded(settings: Settings, model: str, export: Export) -> tuple[Path, Choic
     kept = _kept(root)
     if kept is not None:
         return kept
+    broken = current(root)  # None, or one that failed verification
     with tempfile.TemporaryDirectory(prefix=".export-", dir=_made(root)) as tmp:
         graph = Path(tmp) / "fp32.onnx"
         export(graph)
-        return _keep(root, graph, Choice(model, "fp32", "int8 not judged yet (at ingest)"))
+        choice = Choice(model, "fp32", "int8 not judged yet (at ingest)")
+        return _keep(root, graph, choice, retire=[broken] if broken else [])
 
 
 def _judged(settings: Settings, model: str, export: Export, run: Judge | str) -> Choice:
@@ -297,13 +299,14 @@ def _judged(settings: Settings, model: str, export: Export, run: Judge | str) ->
         choice = kept[1]
         if choice.checks if settings.encoder_int8 else choice.variant == "fp32":
             return choice
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=_made(root)) as tmp:
+    before = [p for p in _made(root).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=root) as tmp:
         if settings.encoder_int8:
             graph, choice = run(Path(tmp))
         else:
             graph, choice = Path(tmp) / "fp32.onnx", Choice(model, "fp32", "int8 is off")
             export(graph)
-        return _keep(root, graph, choice)[1]
+        return _keep(root, graph, choice, retire=before)[1]
 
 
 def _made(root: Path) -> Path:
@@ -311,16 +314,18 @@ def _made(root: Path) -> Path:
     return root
 
 
-def _keep(root: Path, graph: Path, choice: Choice) -> tuple[Path, Choice]:
-    """`graph` as a new artifact that CURRENT names; the ones it replaces are deleted (a process
-    that loaded one holds it in memory)."""
+def _keep(
+    root: Path, graph: Path, choice: Choice, *, retire: Sequence[Path]
+) -> tuple[Path, Choice]:
+    """`graph` as a new artifact that CURRENT names, and the artifacts in `retire` deleted: a
+    broken one, or at ingest every one judged before (replicas that loaded one hold it in
+    memory; one starting during that ingest's judging may have to be restarted)."""
 
     def write(tmp: Path) -> None:
         os.replace(graph, tmp / onnx.GRAPH)
 
-    before = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     name = f"{choice.variant}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     path = write_artifact(root, name, write, {"choice": asdict(choice)})
-    for old in before:
-        delete_artifact(root, old)
+    for old in retire:
+        delete_artifact(root, old.name)
     return path / onnx.GRAPH, choice

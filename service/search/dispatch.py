@@ -3,8 +3,7 @@ pool of search threads when several are.
 
 A lone search gains nothing from a thread of its own (the loop has nothing else to do
 meanwhile), and the hop there and back costs two thread wake-ups. Several at once must not wait
-for each other on the loop, so they go to the pool, where each encodes on a core of its own
-(service.encoding.threads.EncodeThreads)."""
+for each other on the loop, so they go to the pool, where they share the encoders' threads."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ from model.candidates import candidates
 from model.checkpoint import load_head
 from model.head import Query
 from model.position_bias import bias_of
-from service.encoding.threads import off_the_leader
 from service.errors import NotFound
 from service.polling import Poller
 from service.search.searcher import ActiveHead, Searcher
@@ -38,7 +37,6 @@ class IncompatibleHead(FusionrankError):
 def load_active_head(heads_dir: Path, version: str, like: ActiveHead) -> ActiveHead:
     """Load and verify `version`; refuse it unless its projections are those of `like` (the
     FAISS spaces in service were built with them). Runs on the watcher or a worker thread."""
-    off_the_leader()
     head, card = load_head(heads_dir / version)
     if head.projection_digest() != like.head.projection_digest():
         raise IncompatibleHead(

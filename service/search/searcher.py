@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,6 @@ from model.head import (
     QUERY_TYPES,
     FusionHead,
     Query,
-    query_type,
 )
 from model.hybrid import mix_features
 from model.position_bias import PositionBias, explore_deeper, explore_order
@@ -29,7 +28,7 @@ from model.query_memory import NO_LIFT, Evidence, QueryMemory
 from model.retrieval import Pool, depth, retrieve
 from service.catalog.index import CatalogIndex
 from service.encoding.embedder import Embedder
-from service.encoding.threads import EncodeThreads
+from service.encoding.encoders import TextEncoder
 from service.errors import BadRequest, NoProductImages, UnknownFilter
 from service.search.explain import explain, memory_detail
 from service.search.memory import memory_key
@@ -114,7 +113,6 @@ class Searcher:
         *,
         per_channel: int,
         concurrency: int = 1,
-        threads: int = 0,
         explore_rate: float = 0.0,
         explore_deep_rate: float = 0.0,
         rng: random.Random | None = None,
@@ -132,40 +130,32 @@ class Searcher:
         self.explore_deep_rate = explore_deep_rate
         self.memory = memory
         self._rng = rng or random.Random()
-        # More encodes at once than torch has cores for only makes every one of them slower.
+        # More encodes at once than the encoders have cores for only makes each one slower.
         self._encode_slots = threading.BoundedSemaphore(concurrency)
-        self.cores = EncodeThreads(threads or os.cpu_count() or 1, fixed=threads > 0)
+        # a composed query's text encodes here beside its photo (a quarter faster on 2 cores)
+        self._beside = ThreadPoolExecutor(1, thread_name_prefix="encode-beside")
         self.text_cache: QueryCache[np.ndarray] = QueryCache(query_cache)
         self.photo_cache: QueryCache[tuple[np.ndarray, np.ndarray | None]] = QueryCache(query_cache)
 
     @torch.inference_mode()
     def warm_encoders(self) -> None:
-        """Encode a throwaway text and image at every thread count a search may use, before the
-        first shopper: the first encodes at a thread count are several times slower, and the
-        choice between counts must not learn from them. Call it on the thread that runs lone
-        searches (the event loop): it becomes the only one whose encodes use every core
-        (EncodeThreads.lead)."""
-        self.cores.lead()
+        """Encode a throwaway text and image before the first shopper: an encoder's first
+        queries are slower (its first allocations)."""
         blank = Image.new("RGB", (224, 224), "white")
-
-        def encode() -> None:
-            self.embedder.text_encoder.encode(["warm up"])
-            self.embedder.image_encoder.encode([blank])
-
-        self.cores.warm(encode)
+        for _ in range(2):
+            self._encode("warm up", None)
+            self._encode(None, blank)
+            self._encode("warm up", blank)
 
     def _encode(
-        self, text: str | None, image: Image.Image | None, threads: int
+        self, text: str | None, image: Image.Image | None
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The frozen query vectors, on `threads` torch threads. A composed query given more
-        than one runs its two encoders side by side on half of them each: neither makes good
-        use of a second core for a single query."""
+        """The frozen query vectors; a composed query's two encoders run side by side."""
         te, ie = self.embedder.text_encoder, self.embedder.image_encoder
-        if text and image is not None and threads > 1:
-            qv, qt = self.cores.side_by_side(
-                threads, lambda: ie.encode([image])[0], lambda: te.encode([text])[0]
-            )
-            return qt, qv
+        if text and image is not None:
+            pending = self._beside.submit(_encode_text, te, text)
+            qv = ie.encode([image])[0]
+            return pending.result(), qv
         qt = te.encode([text])[0] if text else None
         qv = ie.encode([image])[0] if image is not None else None
         return qt, qv
@@ -189,10 +179,9 @@ class Searcher:
             image = self.embedder.decode(sq.image) if isinstance(sq.image, bytes) else sq.image
         if not text and image is None:
             return qt, qv, qc, 0.0
-        # the thread choice learns from what is encoded, not from what was asked
-        with self._encode_slots, self.cores.claim(query_type(bool(text), image is not None)) as n:
+        with self._encode_slots:
             started = time.perf_counter()
-            new_t, new_v = self._encode(text, image, n)
+            new_t, new_v = self._encode(text, image)
             encode_ms = (time.perf_counter() - started) * 1000
         if text and new_t is not None:
             qt = new_t
@@ -358,3 +347,8 @@ class Searcher:
             colour_vector=qc,
             facets=facets,
         )
+
+
+@torch.inference_mode()
+def _encode_text(encoder: TextEncoder, text: str) -> np.ndarray:
+    return encoder.encode([text])[0]
