@@ -134,6 +134,7 @@ def _serve_catalog(rt: Runtime, policy: ThreadPolicy) -> None:
         active,
         per_channel=settings.candidates_per_channel,
         concurrency=policy.search_concurrency,
+        encode_beside=policy.encode_beside,
         explore_rate=settings.explore_rate,
         explore_deep_rate=settings.explore_deep_rate,
         query_cache=settings.query_cache,

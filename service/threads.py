@@ -34,16 +34,22 @@ class ThreadPolicy:
     torch_threads: int  # torch threads of the thread that builds the process
     search_concurrency: int  # searches run at once (more wait in line)
     refresh_threads: int  # torch threads of a refresh, beside searches in the same process or not
+    # a composed query encodes its text on a second thread (ONNX Runtime only: on PyTorch that
+    # thread leads a second OpenMP team, and past one thread per core every team stops spinning)
+    encode_beside: bool = False
 
     @classmethod
     def serving(cls, settings: Settings) -> ThreadPolicy:
         """An API process. On the torch backend the encoders run on torch's threads: every core."""
         onnx = settings.encoder_backend == "onnx"
+        torch_threads = settings.torch_threads or (1 if onnx else _cores())
+        # an in-process refresh leaves searches at least one core's worth of its time
+        refresh_threads = settings.torch_threads or max(1, _cores() // 2)
         return cls(
-            torch_threads=settings.torch_threads or (1 if onnx else _cores()),
+            torch_threads=torch_threads,
             search_concurrency=settings.search_concurrency or _cores(),
-            # an in-process refresh leaves searches at least one core's worth of its time
-            refresh_threads=settings.torch_threads or max(1, _cores() // 2),
+            refresh_threads=refresh_threads,
+            encode_beside=onnx,
         )
 
     @classmethod

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 MIN_COSINE = 0.99
 MIN_RECALL_AT_10 = 0.97
 SAMPLE = 2000  # catalog rows the gate searches; queries come from other rows
+PHOTOS = 1000  # of them, photos the image gate searches (three encoders each: the slow part)
 QUERIES = 200
 CALIBRATION = 128  # catalog photos that set the image graph's activation ranges
 MIN_ROWS = 100  # a smaller sample judges nothing: the graph stays fp32
@@ -119,13 +120,13 @@ def judge(
             else f"{len(sample)} products are too few to judge int8",
         )
     if settings.image_encoder == "efficientnet-lite0":
-        photos = [p for r in sample if r.image_path and (p := _photo(r.image_path, settings))]
+        paths = [r.image_path for r in sample if r.image_path][: CALIBRATION + QUERIES + PHOTOS]
         judges["image"] = (
             EfficientNetLite0ImageEncoder.id_for(size),
             lambda out: onnx.export_image(size, out),
-            (lambda tmp: _judge_image(photos, size, tmp))
-            if len(photos) >= CALIBRATION + 2 * MIN_ROWS
-            else f"{len(photos)} readable photos are too few to judge int8",
+            (lambda tmp: _judge_image(paths, settings, tmp))
+            if len(paths) >= CALIBRATION + 2 * MIN_ROWS
+            else f"{len(paths)} products with a photo are too few to judge int8",
         )
     out = {}
     for kind, (model, export, run) in tqdm(judges.items(), desc="judge int8", disable=not progress):
@@ -181,10 +182,15 @@ def _judge_text(rows: Sequence[ProductRecord], tmp: Path) -> tuple[Path, Choice]
     return _choose(model, fp32, int8, checks)
 
 
-def _judge_image(photos: Sequence[Image.Image], size: int, tmp: Path) -> tuple[Path, Choice]:
+def _judge_image(paths: Sequence[str], settings: Settings, tmp: Path) -> tuple[Path, Choice]:
+    size = settings.image_size
     model = EfficientNetLite0ImageEncoder.id_for(size)
     fp32, int8 = tmp / "fp32.onnx", tmp / "int8.onnx"
     onnx.export_image(size, fp32)
+    photos = [p for path in paths if (p := _photo(path, settings))]
+    if len(photos) < CALIBRATION + 2 * MIN_ROWS:
+        reason = f"{len(photos)} readable photos are too few to judge int8"
+        return fp32, Choice(model, "fp32", reason)
     calibration, rest = photos[:CALIBRATION], photos[CALIBRATION:]
     n = min(QUERIES, len(rest) // 4)
     queries, catalog = rest[:n], rest[n:]
@@ -233,14 +239,19 @@ def _choose(model: str, fp32: Path, int8: Path, checks: dict[str, Check]) -> tup
 
 
 def _photo(path: str, settings: Settings) -> Image.Image | None:
+    """The photo as the encoders will see it (a square of the input size, so that thousands fit
+    in memory), or None if it cannot be read; ingest itself reports those."""
+    side = settings.image_size
     try:
-        return decode_image(
+        image = decode_image(
             Path(path).read_bytes(),
             max_bytes=settings.max_image_bytes,
             max_pixels=settings.max_image_pixels,
+            min_side=2 * side,
         )
-    except (OSError, FusionrankError):  # no sample; ingest itself reports unreadable images
+    except (OSError, FusionrankError):
         return None
+    return image.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
 
 
 # ---- artifacts ----------------------------------------------------------------------------------

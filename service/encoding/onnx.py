@@ -11,6 +11,7 @@ images (the architecture was designed to quantise well).
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -99,8 +100,27 @@ def export_text(out: Path) -> None:
         )
 
 
+class _NoPreprocessingAdvice(logging.Filter):
+    """The quantiser advises shape pre-processing on the root logger at every call; it changes
+    nothing for these graphs (measured) and fails on MiniLM's symbolic shapes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextmanager
+def _quantising() -> Iterator[None]:
+    root, advice = logging.getLogger(), _NoPreprocessingAdvice()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+
+
 def quantize_text(src: Path, dst: Path) -> None:
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+    with _quantising():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 
 
 class OnnxTextEncoder:
@@ -175,15 +195,16 @@ class _Calibration(CalibrationDataReader):
 def quantize_image(src: Path, dst: Path, calibration: Iterable[np.ndarray]) -> None:
     """Static int8 (QDQ, per channel) with activation ranges from `calibration`: batches of
     encoders.efficientnet_pixels."""
-    quantize_static(
-        str(src),
-        str(dst),
-        _Calibration(calibration),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
+    with _quantising():
+        quantize_static(
+            str(src),
+            str(dst),
+            _Calibration(calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
 
 
 class OnnxImageEncoder:

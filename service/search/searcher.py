@@ -113,6 +113,7 @@ class Searcher:
         *,
         per_channel: int,
         concurrency: int = 1,
+        encode_beside: bool = True,
         explore_rate: float = 0.0,
         explore_deep_rate: float = 0.0,
         rng: random.Random | None = None,
@@ -133,7 +134,9 @@ class Searcher:
         # More encodes at once than the encoders have cores for only makes each one slower.
         self._encode_slots = threading.BoundedSemaphore(concurrency)
         # a composed query's text encodes here beside its photo (a quarter faster on 2 cores)
-        self._beside = ThreadPoolExecutor(1, thread_name_prefix="encode-beside")
+        self._beside = (
+            ThreadPoolExecutor(1, thread_name_prefix="encode-beside") if encode_beside else None
+        )
         self.text_cache: QueryCache[np.ndarray] = QueryCache(query_cache)
         self.photo_cache: QueryCache[tuple[np.ndarray, np.ndarray | None]] = QueryCache(query_cache)
 
@@ -152,7 +155,7 @@ class Searcher:
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The frozen query vectors; a composed query's two encoders run side by side."""
         te, ie = self.embedder.text_encoder, self.embedder.image_encoder
-        if text and image is not None:
+        if text and image is not None and self._beside is not None:
             pending = self._beside.submit(_encode_text, te, text)
             qv = ie.encode([image])[0]
             return pending.result(), qv
