@@ -52,6 +52,8 @@ test-fast: ## The inner loop: tests not marked slow, stopping at the first failu
 bench: ## Run every benchmark on the full catalog (results in benchmarks/results/)
 	$(PYTHON) -m benchmarks.quality
 	$(PYTHON) -m benchmarks.latency
+	$(PYTHON) -m benchmarks.encoders
+	$(PYTHON) -m benchmarks.encode_threads
 	$(PYTHON) -m benchmarks.encoder_warmth
 	$(PYTHON) -m benchmarks.feedback
 	$(PYTHON) -m benchmarks.hot_swap

@@ -1,10 +1,11 @@
 """How long a titles-only catalog of 50,000 products takes to ingest from nothing: a fresh data
-directory (no embedding cache), SQLite, the machine's cores.
+directory (no embedding cache, no exported encoder graphs), SQLite, the machine's cores, as
+`fusionrank ingest` runs it, once per encoder backend (--backends), one after the other.
 
 The catalog is the fashion catalog's 44,072 titles and, to reach 50,000, real titles with a
 made-up model number ("KX-4821"): an id and a title per product, nothing else.
 
-    python -m benchmarks.titles_ingest [--products 50000]
+    python -m benchmarks.titles_ingest [--products 50000] [--backends onnx,torch]
 """
 
 from __future__ import annotations

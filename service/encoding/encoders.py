@@ -112,12 +112,15 @@ class EfficientNetLite0ImageEncoder:
         self.model = model
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        batch = torch.from_numpy(efficientnet_pixels(images, self.input_size))
-        with torch.inference_mode():
-            feats = self.model.extract_features(batch).mean(dim=(2, 3))
-        return normalise(feats.numpy())
+        out = np.zeros((len(images), self.dim), np.float32)
+        for start in range(0, len(images), 64):  # activations grow with the batch
+            batch = torch.from_numpy(
+                efficientnet_pixels(images[start : start + 64], self.input_size)
+            )
+            with torch.inference_mode():
+                feats = self.model.extract_features(batch).mean(dim=(2, 3))
+            out[start : start + 64] = feats.numpy()
+        return normalise(out)
 
 
 class ColourHistogram:

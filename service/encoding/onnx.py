@@ -218,7 +218,8 @@ class OnnxImageEncoder:
         self._session = session(graph, threads, spin=spin)
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        batch = efficientnet_pixels(images, self.input_size)
-        return normalise(self._session.run(None, {"pixels": batch})[0])
+        out = np.zeros((len(images), self.dim), np.float32)
+        for start in range(0, len(images), BATCH):  # the session's memory grows with its batch
+            pixels = efficientnet_pixels(images[start : start + BATCH], self.input_size)
+            out[start : start + BATCH] = self._session.run(None, {"pixels": pixels})[0]
+        return normalise(out)
