@@ -44,68 +44,74 @@ def _both(te: onnx.OnnxTextEncoder, ie: onnx.OnnxImageEncoder, t: str, p: Image.
     ie.encode([p])
 
 
+def measure(
+    tg: Path, ig: Path, size: int, titles: list[str], photos: list[Image.Image], blocks: int
+) -> dict[str, float]:
+    """Median ms of each case over `blocks` passes of the queries, the cases interleaved."""
+    cores = os.cpu_count() or 1
+    text = {n: onnx.OnnxTextEncoder(tg, "t", threads=n) for n in (1, cores)}
+    image = {n: onnx.OnnxImageEncoder(ig, "i", size, threads=n) for n in (1, cores)}
+    fresh_text = onnx.OnnxTextEncoder(tg, "t", threads=cores)
+    fresh_image = onnx.OnnxImageEncoder(ig, "i", size, threads=cores)
+    first = {
+        "text": _ms(lambda: fresh_text.encode(titles[:1])),
+        "image": _ms(lambda: fresh_image.encode(photos[:1])),
+    }
+    for n in (1, cores):
+        text[n].encode(titles[:1])
+        image[n].encode(photos[:1])
+    one_each = [text[1], onnx.OnnxTextEncoder(tg, "t", threads=1)]
+    shared = [text[cores], text[cores]]
+    beside, clients = ThreadPoolExecutor(1), ThreadPoolExecutor(2)
+    times: dict[str, list[float]] = {}
+
+    def record(name: str, fn: Callable[[], object]) -> None:
+        times.setdefault(name, []).append(_ms(fn))
+
+    def side_by_side(t: str, p: Image.Image) -> None:
+        pending = beside.submit(text[cores].encode, [t])
+        image[cores].encode([p])
+        pending.result()
+
+    def two_clients(encoders: list[onnx.OnnxTextEncoder], i: int) -> None:
+        """Both clients' encodes, started together; done when both are."""
+        start = threading.Barrier(2)
+
+        def run(k: int) -> None:
+            start.wait()
+            encoders[k].encode([titles[(i + k) % len(titles)]])
+
+        list(clients.map(run, (0, 1)))
+
+    for _ in range(blocks):
+        for i, (t, p) in enumerate(zip(titles, photos, strict=False)):
+            for n in (1, cores):
+                record(f"text, {n} thread(s)", partial(text[n].encode, [t]))
+                record(f"image, {n} thread(s)", partial(image[n].encode, [p]))
+            both = partial(_both, text[cores], image[cores], t, p)
+            record("composed, one after the other", both)
+            record("composed, beside each other", partial(side_by_side, t, p))
+            record("2 clients, one shared session", partial(two_clients, shared, i))
+            record("2 clients, 1-thread sessions", partial(two_clients, one_each, i))
+    beside.shutdown()
+    clients.shutdown()
+    result = {name: round(statistics.median(ms), 3) for name, ms in times.items()}
+    return result | {f"first query of a new {k} session": round(v, 1) for k, v in first.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--blocks", type=int, default=5)
     args = ap.parse_args()
     require_shared()
-    cores = os.cpu_count() or 1
     titles = [" ".join(r["productDisplayName"].split()[:3]) for r in load_rows()[: args.queries]]
     photos = [Image.open(p).convert("RGB") for p in list(shopper_photos().values())[: args.queries]]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp))
-        size = settings.image_size
         tg, ig = export.text_graph(settings)[0], export.image_graph(settings)[0]
-        text = {n: onnx.OnnxTextEncoder(tg, "t", threads=n) for n in (1, cores)}
-        image = {n: onnx.OnnxImageEncoder(ig, "i", size, threads=n) for n in (1, cores)}
-        fresh_text = onnx.OnnxTextEncoder(tg, "t", threads=cores)
-        fresh_image = onnx.OnnxImageEncoder(ig, "i", size, threads=cores)
-        first = {
-            "text": _ms(lambda: fresh_text.encode(titles[:1])),
-            "image": _ms(lambda: fresh_image.encode(photos[:1])),
-        }
-        for n in (1, cores):
-            text[n].encode(titles[:1])
-            image[n].encode(photos[:1])
-        one_each = [text[1], onnx.OnnxTextEncoder(tg, "t", threads=1)]
-        shared = [text[cores], text[cores]]
-        beside, clients = ThreadPoolExecutor(1), ThreadPoolExecutor(2)
-        times: dict[str, list[float]] = {}
-
-        def record(name: str, fn: Callable[[], object]) -> None:
-            times.setdefault(name, []).append(_ms(fn))
-
-        def side_by_side(t: str, p: Image.Image) -> None:
-            pending = beside.submit(text[cores].encode, [t])
-            image[cores].encode([p])
-            pending.result()
-
-        def two_clients(encoders: list[onnx.OnnxTextEncoder], i: int) -> None:
-            """Both clients' encodes, started together; done when both are."""
-            start = threading.Barrier(2)
-
-            def run(k: int) -> None:
-                start.wait()
-                encoders[k].encode([titles[(i + k) % len(titles)]])
-
-            list(clients.map(run, (0, 1)))
-
-        for _ in range(args.blocks):
-            for i, (t, p) in enumerate(zip(titles, photos, strict=False)):
-                for n in (1, cores):
-                    record(f"text, {n} thread(s)", partial(text[n].encode, [t]))
-                    record(f"image, {n} thread(s)", partial(image[n].encode, [p]))
-                record(
-                    "composed, one after the other", partial(_both, text[cores], image[cores], t, p)
-                )
-                record("composed, beside each other", partial(side_by_side, t, p))
-                record("2 clients, one shared session", partial(two_clients, shared, i))
-                record("2 clients, 1-thread sessions", partial(two_clients, one_each, i))
-        beside.shutdown()
-        clients.shutdown()
-    result = {name: round(statistics.median(ms), 3) for name, ms in times.items()}
-    result |= {f"first query of a new {k} session": round(v, 1) for k, v in first.items()}
+        result = measure(tg, ig, settings.image_size, titles, photos, args.blocks)
+    cores = os.cpu_count() or 1
     print(f"\nONNX Runtime encoders, {cores} cores, {args.queries} queries x {args.blocks} blocks")
     print(f"{'case':<42} {'median ms':>10}")
     for name, ms in result.items():

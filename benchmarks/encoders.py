@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -61,6 +61,63 @@ def timings(variants: Mapping[str, Encode], single: Sequence[Any], batch: Sequen
     }  # fmt: skip
 
 
+class Inputs(NamedTuple):
+    text_catalog: list[str]
+    text_queries: list[str]
+    image_catalog: list[Image.Image]
+    image_queries: list[Image.Image]  # shoppers' photos, as photo searches send
+    calibration: list[Image.Image]  # 256 catalog photos that are neither queries nor catalog
+
+
+def inputs(catalog: int, queries: int) -> Inputs:
+    rng = random.Random(0)
+    rows = load_rows()
+    rng.shuffle(rows)
+    titles = [r["productDisplayName"] for r in rows]
+    with_image = [CATALOG.parent / r["image_path"] for r in rows if r.get("image_path")]
+    photos = list(shopper_photos().values())
+    rng.shuffle(photos)
+
+    def load(paths: Sequence[str | Path]) -> list[Image.Image]:
+        return [Image.open(p).convert("RGB") for p in tqdm(paths, desc="photos", leave=False)]
+
+    return Inputs(
+        titles[:catalog],
+        titles[-queries:],
+        load(with_image[:catalog]),
+        load(photos[:queries]),
+        load(with_image[-256:]),
+    )
+
+
+def variants(
+    d: Path, calibration: list[Image.Image], threads: int
+) -> tuple[dict[str, Encode], dict[str, Encode], float]:
+    """The text and the image model's three variants, the graphs exported and quantised in d,
+    and the seconds that export and quantisation took."""
+    text_torch, image_torch = MiniLMTextEncoder(), EfficientNetLite0ImageEncoder()
+    size = image_torch.input_size
+    t0 = time.perf_counter()
+    onnx.export_text(d / "text.onnx")
+    onnx.quantize_text(d / "text.onnx", d / "text.int8.onnx")
+    onnx.export_image(size, d / "image.onnx")
+    batches = [efficientnet_pixels(calibration[i : i + 32], size) for i in range(0, 256, 32)]
+    onnx.quantize_image(d / "image.onnx", d / "image.int8.onnx", batches)
+    export_s = time.perf_counter() - t0
+    n = threads
+    text: dict[str, Encode] = {
+        "pytorch fp32": text_torch.encode,
+        "onnx fp32": onnx.OnnxTextEncoder(d / "text.onnx", "t", threads=n).encode,
+        "onnx int8": onnx.OnnxTextEncoder(d / "text.int8.onnx", "t8", threads=n).encode,
+    }
+    image: dict[str, Encode] = {
+        "pytorch fp32": image_torch.encode,
+        "onnx fp32": onnx.OnnxImageEncoder(d / "image.onnx", "i", size, threads=n).encode,
+        "onnx int8": onnx.OnnxImageEncoder(d / "image.int8.onnx", "i8", size, threads=n).encode,
+    }
+    return text, image, export_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--catalog", type=int, default=5000, help="catalog items per model")
@@ -69,55 +126,20 @@ def main() -> None:
     args = ap.parse_args()
     require_shared()
     torch.set_num_threads(args.threads)
-    rng = random.Random(0)
-    rows = load_rows()
-    rng.shuffle(rows)
-    titles = [r["productDisplayName"] for r in rows]
-    text_catalog, text_queries = titles[: args.catalog], titles[-args.queries :]
-    with_image = [r for r in rows if r.get("image_path")]
-    photos = list(shopper_photos().values())
-    rng.shuffle(photos)
-
-    def load(paths: Sequence[str | Path]) -> list[Image.Image]:
-        return [Image.open(p).convert("RGB") for p in tqdm(paths, desc="photos", leave=False)]
-
-    image_catalog = load([CATALOG.parent / r["image_path"] for r in with_image[: args.catalog]])
-    image_queries = load(photos[: args.queries])  # shoppers' photos, as photo searches send
-    calibration = load([CATALOG.parent / r["image_path"] for r in with_image[-256:]])
-
-    text_torch = MiniLMTextEncoder()
-    image_torch = EfficientNetLite0ImageEncoder()
+    data = inputs(args.catalog, args.queries)
     result: dict[str, Any] = {"threads": args.threads, "catalog": args.catalog}
     with tempfile.TemporaryDirectory(prefix="fr-encoders-") as tmp:
-        d = Path(tmp)
-        t0 = time.perf_counter()
-        onnx.export_text(d / "text.onnx")
-        onnx.quantize_text(d / "text.onnx", d / "text.int8.onnx")
-        onnx.export_image(image_torch.input_size, d / "image.onnx")
-        size = image_torch.input_size
-        batches = [efficientnet_pixels(calibration[i : i + 32], size) for i in range(0, 256, 32)]
-        onnx.quantize_image(d / "image.onnx", d / "image.int8.onnx", batches)
-        result["export_s"] = round(time.perf_counter() - t0, 1)
-        n = args.threads
-        text = {
-            "pytorch fp32": text_torch.encode,
-            "onnx fp32": onnx.OnnxTextEncoder(d / "text.onnx", "t", threads=n).encode,
-            "onnx int8": onnx.OnnxTextEncoder(d / "text.int8.onnx", "t8", threads=n).encode,
-        }
-        image = {
-            "pytorch fp32": image_torch.encode,
-            "onnx fp32": onnx.OnnxImageEncoder(d / "image.onnx", "i", size, threads=n).encode,
-            "onnx int8": onnx.OnnxImageEncoder(d / "image.int8.onnx", "i8", size, threads=n).encode,
-        }
-        for model, variants, catalog, queries in (
-            ("text", text, text_catalog, text_queries),
-            ("image", image, image_catalog, image_queries),
+        text, image, export_s = variants(Path(tmp), data.calibration, args.threads)
+        result["export_s"] = round(export_s, 1)
+        for model, models, catalog, queries in (
+            ("text", text, data.text_catalog, data.text_queries),
+            ("image", image, data.image_catalog, data.image_queries),
         ):
-            speed = timings(variants, queries[:100], catalog[:64])
-            for name, encode in variants.items():
+            speed = timings(models, queries[:100], catalog[:64])
+            for name, encode in models.items():
                 cos, rec = (1.0, 1.0)
                 if name != "pytorch fp32":
-                    cos, rec = similarity(variants["pytorch fp32"], encode, catalog, queries)
+                    cos, rec = similarity(models["pytorch fp32"], encode, catalog, queries)
                 result[f"{model} {name}"] = {**speed[name], "cosine": cos, "recall@10": rec}
 
     print(f"\nbare encoders, {args.threads} threads, {args.catalog} catalog items, "

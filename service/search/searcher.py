@@ -28,7 +28,6 @@ from model.query_memory import NO_LIFT, Evidence, QueryMemory
 from model.retrieval import Pool, depth, retrieve
 from service.catalog.index import CatalogIndex
 from service.encoding.embedder import Embedder
-from service.encoding.encoders import TextEncoder
 from service.errors import BadRequest, NoProductImages, UnknownFilter
 from service.search.explain import explain, memory_detail
 from service.search.memory import memory_key
@@ -156,9 +155,9 @@ class Searcher:
         """The frozen query vectors; a composed query's two encoders run side by side."""
         te, ie = self.embedder.text_encoder, self.embedder.image_encoder
         if text and image is not None and self._beside is not None:
-            pending = self._beside.submit(_encode_text, te, text)
+            pending = self._beside.submit(te.encode, [text])
             qv = ie.encode([image])[0]
-            return pending.result(), qv
+            return pending.result()[0], qv
         qt = te.encode([text])[0] if text else None
         qv = ie.encode([image])[0] if image is not None else None
         return qt, qv
@@ -350,8 +349,3 @@ class Searcher:
             colour_vector=qc,
             facets=facets,
         )
-
-
-@torch.inference_mode()
-def _encode_text(encoder: TextEncoder, text: str) -> np.ndarray:
-    return encoder.encode([text])[0]
