@@ -21,7 +21,7 @@ from service.api.schemas import (
 from service.api.security import Caller, Role, allow
 from service.encoding.cache import content_key
 from service.encoding.images import decode_base64
-from service.search.searcher import SearchQuery
+from service.search.searcher import SearchQuery, SearchResult
 from service.search.served import record_search
 
 router = APIRouter(tags=["search"], dependencies=allow(Role.SEARCH), responses=AUTH_RESPONSES)
@@ -119,9 +119,13 @@ async def search(
         f"encode;dur={result.encode_ms:.2f}, search;dur={result.latency_ms:.2f}, "
         f"route;dur={(time.perf_counter() - started) * 1000:.2f}"
     )
+    return _answer(request, body, result)
+
+
+def _answer(request: Request, body: SearchRequest, result: SearchResult) -> dict[str, Any]:
+    """The response body. A plain dict: response_model validates and serialises it once (model
+    instances built here would be validated twice)."""
     base = str(request.base_url).rstrip("/")
-    # A plain dict: response_model validates and serialises it once (model instances built
-    # here would be validated twice).
     out: dict[str, Any] = {
         "search_id": result.search_id,
         "model_version": result.model_version,
