@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=5)
     args = ap.parse_args()
     require_shared()
-    titles = [" ".join(r["productDisplayName"].split()[:3]) for r in load_rows()[: args.queries]]
+    titles = [export.short_query(r["productDisplayName"]) for r in load_rows()[: args.queries]]
     photos = [Image.open(p).convert("RGB") for p in list(shopper_photos().values())[: args.queries]]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp))

@@ -36,7 +36,7 @@ def main() -> None:
     photos = {
         p: Image.open(p).convert("RGB") for p in spec["image"] + [p for _, p in spec["composed"]]
     }
-    embedder = make_embedder(Settings())
+    embedder = make_embedder(Settings(encoder_backend="torch"))  # the floor is PyTorch's
     te, ie = embedder.text_encoder, embedder.image_encoder
 
     def encode(kind: str, i: int) -> float:

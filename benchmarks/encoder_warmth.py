@@ -34,7 +34,8 @@ def main() -> None:
     from shoppers.queries import make_queries
 
     require_shared()
-    encoder = make_embedder(Settings()).text_encoder
+    settings = Settings()
+    encoder = make_embedder(settings).text_encoder
     texts = [
         q.text for q in make_queries(load_rows(), shopper_photos(), args.queries, seed=11) if q.text
     ]
@@ -67,14 +68,15 @@ def main() -> None:
                     times[name].append((time.perf_counter() - t0) * 1000)
 
     base = statistics.median(times["back to back"])
-    print(f"\nsingle text encodes on {torch.get_num_threads()} threads ({encoder.id})")
+    backend = settings.encoder_backend
+    print(f"\nsingle text encodes on {backend} ({encoder.id})")
     print(f"{'before the encode':20} {'p50 ms':>8} {'vs back to back':>16} {'n':>6}")
     table = {}
     for name, ts in times.items():
         p50 = statistics.median(ts)
         table[name] = {"p50_ms": p50, "ratio": p50 / base, "n": len(ts)}
         print(f"{name:20} {p50:8.2f} {p50 / base:15.2f}x {len(ts):6}")
-    path = write_json("encoder_warmth", {"text": table, "threads": torch.get_num_threads()})
+    path = write_json("encoder_warmth", {"text": table, "backend": backend})
     print(f"wrote {path}")
 
 

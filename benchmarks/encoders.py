@@ -7,7 +7,8 @@ and of a batch of 64, alternating variants block by block (3 blocks) so that the
 drift hits them alike; and its quality against PyTorch fp32 on the same inputs: the mean cosine
 of the vectors, and recall@10, how many of the ten nearest catalog items PyTorch fp32 finds
 for a query the variant finds too (queries and catalog both encoded by the variant). The image
-int8 model is calibrated on 256 catalog photos that are neither queries nor catalog here.
+int8 model is calibrated as ingest calibrates it (service.encoding.export.CALIBRATION catalog
+photos), on photos that are neither queries nor catalog here.
 
 Usage: python -m benchmarks.encoders [--catalog 5000] [--queries 300] [--threads 2]
 """
@@ -29,12 +30,8 @@ from tqdm import tqdm
 
 from benchmarks.common import CATALOG, load_rows, require_shared, shopper_photos, write_json
 from service.encoding import onnx
-from service.encoding.encoders import (
-    EfficientNetLite0ImageEncoder,
-    MiniLMTextEncoder,
-    efficientnet_pixels,
-)
-from service.encoding.export import similarity
+from service.encoding.encoders import EfficientNetLite0ImageEncoder, MiniLMTextEncoder
+from service.encoding.export import CALIBRATION, similarity
 
 Encode = Callable[[Sequence[Any]], np.ndarray]
 
@@ -66,7 +63,7 @@ class Inputs(NamedTuple):
     text_queries: list[str]
     image_catalog: list[Image.Image]
     image_queries: list[Image.Image]  # shoppers' photos, as photo searches send
-    calibration: list[Image.Image]  # 256 catalog photos that are neither queries nor catalog
+    calibration: list[Image.Image]  # catalog photos that are neither queries nor catalog
 
 
 def inputs(catalog: int, queries: int) -> Inputs:
@@ -86,7 +83,7 @@ def inputs(catalog: int, queries: int) -> Inputs:
         titles[-queries:],
         load(with_image[:catalog]),
         load(photos[:queries]),
-        load(with_image[-256:]),
+        load(with_image[-CALIBRATION:]),
     )
 
 
@@ -101,8 +98,7 @@ def variants(
     onnx.export_text(d / "text.onnx")
     onnx.quantize_text(d / "text.onnx", d / "text.int8.onnx")
     onnx.export_image(size, d / "image.onnx")
-    batches = [efficientnet_pixels(calibration[i : i + 32], size) for i in range(0, 256, 32)]
-    onnx.quantize_image(d / "image.onnx", d / "image.int8.onnx", batches)
+    onnx.quantize_image(d / "image.onnx", d / "image.int8.onnx", calibration, size)
     export_s = time.perf_counter() - t0
     n = threads
     text: dict[str, Encode] = {

@@ -91,7 +91,6 @@ class Floor:
         self._spec = f.name
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.encoder_floor", f.name],
-            env={**os.environ, "FUSIONRANK_ENCODER_BACKEND": "torch"},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -9,7 +9,6 @@ queued through the API by any replica. It also applies the retention bound.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ class WorkerConfig:
     poll_seconds: float  # how often to count new events and take runs queued elsewhere
     lease_seconds: float  # a crashed learner's lease expires after this
     retention_days: float  # searches and their feedback older than this are deleted
-    torch_threads: int  # 0: every core
+    torch_threads: int  # of a refresh (service.threads.ThreadPolicy)
     heads_dir: Path
     refresh: RefreshConfig
 
@@ -193,7 +192,7 @@ class Learner:
             self._last_trigger = utcnow()
             # a learner of its own uses every core (its catalog ridge fits ran 2.5x slower on
             # one); one beside searches, the share its process's thread policy gave it
-            torch.set_num_threads(self.config.torch_threads or os.cpu_count() or 1)
+            torch.set_num_threads(self.config.torch_threads)
             return run_refresh(
                 sessions=self.sessions,
                 index=self.index,

@@ -43,9 +43,9 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0,
         ge=0,
-        description="Threads of each encoder and of torch; 0 = every core (serving on the "
-        "onnx backend: torch, which then only scores, gets one; an in-process refresh half). "
-        "N = always N.",
+        description="Threads of each encoder (either backend) and of torch; 0 = every core, "
+        "except that serving on the onnx backend gives torch, which then only scores, one "
+        "thread, and an in-process refresh gets half the cores. N = always N.",
     )
     search_concurrency: int = Field(
         0, ge=0, description="Searches run at once (more wait in line); 0 = one per CPU core."

@@ -25,6 +25,7 @@ from service.config import Settings
 from service.encoding.embedder import make_embedder
 from service.polling import Poller
 from service.search.memory_fold import FoldConfig, MemoryFold
+from service.threads import ThreadPolicy
 from storage.artifacts import current
 from storage.db import make_engine, migrate, session_factory, transaction
 from storage.registry import active_version, set_active
@@ -39,7 +40,7 @@ def learner_config(settings: Settings, **train: Any) -> WorkerConfig:
         poll_seconds=settings.learner_poll_seconds,
         lease_seconds=settings.lease_seconds,
         retention_days=settings.retention_days,
-        torch_threads=settings.torch_threads,
+        torch_threads=ThreadPolicy.batch(settings).refresh_threads,  # serving passes its share
         heads_dir=settings.data_dir / "heads",
         refresh=RefreshConfig(
             event_grades=settings.event_grades,

@@ -63,6 +63,8 @@ class Runtime:
         if self.learner is not None:
             self.learner.close()
         self.searches.shutdown()
+        if self.searcher is not None:
+            self.searcher.close()
         self.impressions.close()
         self.engine.dispose()
 
@@ -99,9 +101,10 @@ def start_runtime(
     try:
         _serve_catalog(rt, policy)
         if rt.searcher is not None:
-            config = learning or learner_config(settings)
-            if settings.learner_in_process:
-                config = replace(config, torch_threads=policy.refresh_threads)
+            # an in-process refresh runs on the share of the cores serving leaves it
+            config = learning or replace(
+                learner_config(settings), torch_threads=policy.refresh_threads
+            )
             _start_learning(rt, config, background=background)
     except BaseException:
         rt.close()

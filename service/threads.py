@@ -65,5 +65,16 @@ class ThreadPolicy:
         torch.set_num_threads(self.torch_threads)
 
 
+def one_torch_thread() -> None:
+    """For torch work on a thread other than the one that builds the process (search pool,
+    catalog writes, head loads). With PyTorch encoders on every core, a second thread on every
+    core would lead a second OpenMP team, and past one team thread per core every team stops
+    spinning between layers for the life of the process; with ONNX Runtime, torch has one
+    thread anyway."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _cores() -> int:
     return os.cpu_count() or 1

@@ -111,7 +111,13 @@ def test_a_composed_query_encodes_its_text_beside_its_photo(runtime, ingested):
     embedder.text_encoder = NotingTextEncoder()
     target = ingested.rows[12]
     photo = real.decode(Path(target["image_path"]).read_bytes())
-    searcher = Searcher(embedder, runtime.searcher.index, runtime.searcher.active, per_channel=100)
+    searcher = Searcher(
+        embedder,
+        runtime.searcher.index,
+        runtime.searcher.active,
+        per_channel=100,
+        encode_beside=True,
+    )
     composed = searcher.search(SearchQuery(text="red", image=photo, k=10))
     alone = searcher.search(SearchQuery(text="red", k=10))
     assert calls[0].startswith("encode-beside")  # beside the photo's encode
@@ -120,6 +126,7 @@ def test_a_composed_query_encodes_its_text_beside_its_photo(runtime, ingested):
     np.testing.assert_allclose(
         composed.image_vector, real.image_encoder.encode([photo])[0], atol=1e-6
     )
+    searcher.close()
 
 
 def test_repeated_texts_and_photos_reuse_their_vectors_and_the_least_recent_go(runtime, ingested):

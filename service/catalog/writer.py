@@ -25,6 +25,7 @@ from service.catalog.index import CatalogIndex, project
 from service.encoding.cache import content_key
 from service.encoding.embedder import Embedder
 from service.errors import NotFound
+from service.threads import one_torch_thread
 from storage.artifacts import disk_space
 from storage.db import transaction
 from storage.models import Product
@@ -111,6 +112,7 @@ class CatalogWriter:
         return len(rows)
 
     def _apply(self, row: Product) -> None:
+        one_torch_thread()
         text, _ = self._embedder().texts([product_text(row.title, row.attributes, row.description)])
         loader = (lambda p=row.image_path: Path(p).read_bytes()) if row.image_path else None
         image, colour, hashes, _ = self._embedder().images([loader])

@@ -31,7 +31,6 @@ from service.encoding import onnx
 from service.encoding.encoders import (
     EfficientNetLite0ImageEncoder,
     MiniLMTextEncoder,
-    efficientnet_pixels,
 )
 from service.encoding.images import decode_image
 from service.errors import FusionrankError
@@ -110,27 +109,33 @@ def judge(
         return {}
     sample = random.Random(0).sample(list(rows), min(len(rows), SAMPLE + QUERIES))
     size = settings.image_size
-    judges: dict[str, tuple[str, Export, Judge | str]] = {}
+    judges: dict[str, tuple[str, Export, Judge, str | None]] = {}
     if settings.text_encoder == "minilm":
+        few = len(sample) < QUERIES + MIN_ROWS
         judges["text"] = (
             MiniLMTextEncoder.id,
             onnx.export_text,
-            (lambda tmp: _judge_text(sample, tmp))
-            if len(sample) >= QUERIES + MIN_ROWS
-            else f"{len(sample)} products are too few to judge int8",
+            lambda tmp: _judge_text(sample, settings, tmp),
+            f"{len(sample)} products are too few to judge int8" if few else None,
         )
     if settings.image_encoder == "efficientnet-lite0":
         paths = [r.image_path for r in sample if r.image_path][: CALIBRATION + QUERIES + PHOTOS]
+        few = len(paths) < CALIBRATION + 2 * MIN_ROWS
         judges["image"] = (
             EfficientNetLite0ImageEncoder.id_for(size),
             lambda out: onnx.export_image(size, out),
-            (lambda tmp: _judge_image(paths, settings, tmp))
-            if len(paths) >= CALIBRATION + 2 * MIN_ROWS
-            else f"{len(paths)} products with a photo are too few to judge int8",
+            lambda tmp: _judge_image(paths, settings, tmp),
+            f"{len(paths)} products with a photo are too few to judge int8" if few else None,
         )
     out = {}
-    for kind, (model, export, run) in tqdm(judges.items(), desc="judge int8", disable=not progress):
-        out[kind] = _judged(settings, model, export, run)
+    for kind, (model, export, run, too_few) in tqdm(
+        judges.items(), desc="judge int8", disable=not progress
+    ):
+        if too_few:  # the kept graph stays (fp32 if none)
+            choice = _loaded(settings, model, export)[1]
+            out[kind] = replace(choice, reason=f"{too_few}; {choice.reason}")
+        else:
+            out[kind] = _judged(settings, model, export, run)
         if progress:
             tqdm.write(f"{kind} encoder {model}: {out[kind].variant} ({out[kind].reason})")
     return out
@@ -167,19 +172,21 @@ def query_ms(variants: Mapping[str, Encode], queries: Sequence[Any], blocks: int
     return {name: round(statistics.median(t), 3) for name, t in times.items()}
 
 
-def _judge_text(rows: Sequence[ProductRecord], tmp: Path) -> tuple[Path, Choice]:
-    model, fp32, int8 = MiniLMTextEncoder.id, tmp / "fp32.onnx", tmp / "int8.onnx"
+def _judge_text(
+    rows: Sequence[ProductRecord], settings: Settings, tmp: Path
+) -> tuple[Path, Choice]:
+    fp32, int8 = tmp / "fp32.onnx", tmp / "int8.onnx"
     onnx.export_text(fp32)
-    catalog = [product_text(r.title, r.attributes, r.description) for r in rows[QUERIES:]]
-    queries = [" ".join(r.title.split()[:3]) for r in rows[:QUERIES]]  # shoppers type a few words
     onnx.quantize_text(fp32, int8)
-    threads = os.cpu_count() or 1
+    catalog = [product_text(r.title, r.attributes, r.description) for r in rows[QUERIES:]]
+    queries = [short_query(r.title) for r in rows[:QUERIES]]
+    threads = _threads(settings)
     variants = {
         name: onnx.OnnxTextEncoder(path, name, threads=threads).encode
         for name, path in (("fp32", fp32), ("int8", int8))
     }
     checks = _checks(MiniLMTextEncoder().encode, variants, catalog, queries)
-    return _choose(model, fp32, int8, checks)
+    return _choose(MiniLMTextEncoder.id, fp32, int8, checks)
 
 
 def _judge_image(paths: Sequence[str], settings: Settings, tmp: Path) -> tuple[Path, Choice]:
@@ -192,19 +199,20 @@ def _judge_image(paths: Sequence[str], settings: Settings, tmp: Path) -> tuple[P
         reason = f"{len(photos)} readable photos are too few to judge int8"
         return fp32, Choice(model, "fp32", reason)
     calibration, rest = photos[:CALIBRATION], photos[CALIBRATION:]
+    onnx.quantize_image(fp32, int8, calibration, size)
     n = min(QUERIES, len(rest) // 4)
-    queries, catalog = rest[:n], rest[n:]
-    batches = [
-        efficientnet_pixels(calibration[i : i + 32], size) for i in range(0, CALIBRATION, 32)
-    ]
-    onnx.quantize_image(fp32, int8, batches)
-    threads = os.cpu_count() or 1
+    threads = _threads(settings)
     variants = {
         name: onnx.OnnxImageEncoder(path, name, size, threads=threads).encode
         for name, path in (("fp32", fp32), ("int8", int8))
     }
-    checks = _checks(EfficientNetLite0ImageEncoder(size).encode, variants, catalog, queries)
+    checks = _checks(EfficientNetLite0ImageEncoder(size).encode, variants, rest[n:], rest[:n])
     return _choose(model, fp32, int8, checks)
+
+
+def short_query(title: str) -> str:
+    """What a shopper types for a product: a few words of its title."""
+    return " ".join(title.split()[:3])
 
 
 def _checks(
@@ -225,15 +233,16 @@ def _choose(model: str, fp32: Path, int8: Path, checks: dict[str, Check]) -> tup
     if exact.cosine < 0.9999:  # the export itself is wrong, and nothing downstream would notice
         raise ArtifactError(f"{model}: the exported graph's vectors differ from PyTorch's "
                             f"(cosine {exact.cosine}); refusing it")  # fmt: skip
-    misses = [
-        f"cosine {c.cosine} < {MIN_COSINE}" * (c.cosine < MIN_COSINE),
-        f"recall@10 {c.recall_at_10} < {MIN_RECALL_AT_10}" * (c.recall_at_10 < MIN_RECALL_AT_10),
-        f"{c.query_ms} ms a query, fp32 {exact.query_ms} ms" * (c.query_ms >= exact.query_ms),
-    ]
-    missed = "; ".join(m for m in misses if m)
+    misses = []
+    if c.cosine < MIN_COSINE:
+        misses.append(f"cosine {c.cosine} < {MIN_COSINE}")
+    if c.recall_at_10 < MIN_RECALL_AT_10:
+        misses.append(f"recall@10 {c.recall_at_10} < {MIN_RECALL_AT_10}")
+    if c.query_ms >= exact.query_ms:
+        misses.append(f"{c.query_ms} ms a query, fp32 {exact.query_ms} ms")
     both = (exact, c)
-    if missed:
-        return fp32, Choice(model, "fp32", f"int8 failed the gate ({missed})", both)
+    if misses:
+        return fp32, Choice(model, "fp32", f"int8 failed the gate ({'; '.join(misses)})", both)
     reason = f"int8 passed the gate (cosine {c.cosine}, recall@10 {c.recall_at_10})"
     return int8, Choice(model, "int8", reason, both)
 
@@ -298,18 +307,14 @@ def _loaded(settings: Settings, model: str, export: Export) -> tuple[Path, Choic
         return _keep(root, graph, choice, retire=[broken] if broken else [])
 
 
-def _judged(settings: Settings, model: str, export: Export, run: Judge | str) -> Choice:
-    """The kept choice if it stands (int8 judged, or int8 off and fp32 kept), else judged now;
-    `run` a reason: too few rows to judge by, so the kept graph stays (fp32 if none)."""
-    if isinstance(run, str):
-        choice = _loaded(settings, model, export)[1]
-        return replace(choice, reason=f"{run}; {choice.reason}")
+def _judged(settings: Settings, model: str, export: Export, run: Judge) -> Choice:
+    """The kept choice if it stands (int8 judged, or int8 off and fp32 kept), else judged now."""
     root = _root(settings, model)
     kept = _kept(root)
     if kept is not None:
-        choice = kept[1]
-        if choice.checks if settings.encoder_int8 else choice.variant == "fp32":
-            return choice
+        judged, fp32 = bool(kept[1].checks), kept[1].variant == "fp32"
+        if (settings.encoder_int8 and judged) or (not settings.encoder_int8 and fp32):
+            return kept[1]
     before = [p for p in _made(root).iterdir() if p.is_dir() and not p.name.startswith(".")]
     with tempfile.TemporaryDirectory(prefix=".export-", dir=root) as tmp:
         if settings.encoder_int8:

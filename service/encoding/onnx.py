@@ -192,14 +192,19 @@ class _Calibration(CalibrationDataReader):
         return None if batch is None else {"pixels": batch}
 
 
-def quantize_image(src: Path, dst: Path, calibration: Iterable[np.ndarray]) -> None:
-    """Static int8 (QDQ, per channel) with activation ranges from `calibration`: batches of
-    encoders.efficientnet_pixels."""
+def quantize_image(
+    src: Path, dst: Path, calibration: Sequence[Image.Image], input_size: int
+) -> None:
+    """Static int8 (QDQ, per channel) with activation ranges from the `calibration` photos."""
+    batches = (
+        efficientnet_pixels(calibration[i : i + 32], input_size)
+        for i in range(0, len(calibration), 32)
+    )
     with _quantising():
         quantize_static(
             str(src),
             str(dst),
-            _Calibration(calibration),
+            _Calibration(batches),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,

@@ -12,17 +12,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-import torch
+from service.threads import one_torch_thread
 
 T = TypeVar("T")
 
 
 class SearchDispatcher:
     def __init__(self, threads: int) -> None:
-        # One torch thread each: on the torch backend, a thread encoding on more would lead an
-        # OpenMP team of its own, and past one team thread per core every team stops spinning.
         self.pool = ThreadPoolExecutor(
-            threads, thread_name_prefix="search", initializer=torch.set_num_threads, initargs=(1,)
+            threads, thread_name_prefix="search", initializer=one_torch_thread
         )
         self._in_flight = 0
         self.inline = 0  # searches run on the loop so far (tests, operators)

@@ -22,6 +22,7 @@ from model.position_bias import bias_of
 from service.errors import NotFound
 from service.polling import Poller
 from service.search.searcher import ActiveHead, Searcher
+from service.threads import one_torch_thread
 from storage.db import transaction
 from storage.errors import ArtifactError, FusionrankError
 from storage.registry import active_version, get_version, set_active
@@ -37,6 +38,7 @@ class IncompatibleHead(FusionrankError):
 def load_active_head(heads_dir: Path, version: str, like: ActiveHead) -> ActiveHead:
     """Load and verify `version`; refuse it unless its projections are those of `like` (the
     FAISS spaces in service were built with them). Runs on the watcher or a worker thread."""
+    one_torch_thread()
     head, card = load_head(heads_dir / version)
     if head.projection_digest() != like.head.projection_digest():
         raise IncompatibleHead(

@@ -112,14 +112,16 @@ class Searcher:
         *,
         per_channel: int,
         concurrency: int = 1,
-        encode_beside: bool = True,
+        encode_beside: bool = False,
         explore_rate: float = 0.0,
         explore_deep_rate: float = 0.0,
         rng: random.Random | None = None,
         query_cache: int = 0,
         memory: QueryMemory | None = None,
     ) -> None:
-        """`query_cache`: how many texts, and how many photos, keep their vectors
+        """`encode_beside`: a composed query's text encodes on a thread of its own beside the
+        photo (service.threads.ThreadPolicy says when that pays); `query_cache`: how many texts,
+        and how many photos, keep their vectors
         (service.search.query_cache; 0: every query is encoded); `memory`: what shoppers of
         each query did (service.search.memory keeps it live; None: no memory)."""
         self.embedder = embedder
@@ -132,17 +134,19 @@ class Searcher:
         self._rng = rng or random.Random()
         # More encodes at once than the encoders have cores for only makes each one slower.
         self._encode_slots = threading.BoundedSemaphore(concurrency)
-        # a composed query's text encodes here beside its photo (a quarter faster on 2 cores)
         self._beside = (
             ThreadPoolExecutor(1, thread_name_prefix="encode-beside") if encode_beside else None
         )
         self.text_cache: QueryCache[np.ndarray] = QueryCache(query_cache)
         self.photo_cache: QueryCache[tuple[np.ndarray, np.ndarray | None]] = QueryCache(query_cache)
 
-    @torch.inference_mode()
+    def close(self) -> None:
+        if self._beside is not None:
+            self._beside.shutdown(wait=True)
+
     def warm_encoders(self) -> None:
-        """Encode a throwaway text and image before the first shopper: an encoder's first
-        queries are slower (its first allocations)."""
+        """Encode throwaway text, photo and composed queries before the first shopper: an
+        encoder's first queries are slower (its first allocations)."""
         blank = Image.new("RGB", (224, 224), "white")
         for _ in range(2):
             self._encode("warm up", None)
