@@ -74,8 +74,15 @@ class Settings(BaseSettings):
     bootstrap_epochs: int = Field(8, ge=0, le=200)
     gate_fit_queries: int = Field(600, ge=0, description="Pseudo-queries per type; 0 = no fit.")
     candidates_per_channel: int = Field(100, ge=10, le=2000)
-    hnsw_m: int = Field(32, ge=4, le=128)
-    hnsw_ef_search: int = Field(128, ge=16, le=4096)
+    vector_index: Literal["hnsw", "flat"] = Field(
+        "hnsw",
+        description="How an ingest indexes the vectors: 'hnsw' (an HNSW graph over "
+        "half-precision copies) or 'flat' (exact search over every product).",
+    )
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
+    hnsw_ef_search: int = Field(
+        128, ge=16, le=4096, description="HNSW candidates kept while searching."
+    )
     query_cache: int = Field(
         10_000,
         ge=0,

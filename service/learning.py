@@ -20,6 +20,7 @@ from model.checkpoint import load_head
 from model.head import FusionHead
 from model.query_memory import MemoryConfig
 from service.catalog.index import CatalogIndex
+from service.catalog.vectors import VectorConfig
 from service.catalog.writer import CatalogWriter
 from service.config import Settings
 from service.encoding.embedder import make_embedder
@@ -102,7 +103,7 @@ def load_catalog(settings: Settings, sessions: sessionmaker[Session]) -> Catalog
     if build is None:
         return f"no index in {settings.index_dir}; run `fusionrank ingest CATALOG.csv` first"
     index = CatalogIndex.load(
-        build, ef_search=settings.hnsw_ef_search, exact_limit=settings.exact_filter_limit
+        build, vector_config=VectorConfig.of(settings), exact_limit=settings.exact_filter_limit
     )
     heads, version = settings.data_dir / "heads", index.meta["head_version"]
     head, _card = load_head(heads / version)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from service.catalog.index import SPACES, CatalogIndex
+from service.catalog.vectors import VectorConfig
 from storage.artifacts import CURRENT, current, read_manifest, remove_stale_temps
 from storage.errors import ArtifactError
 from storage.products import ProductRecord
@@ -39,7 +40,9 @@ def attrs(i: int) -> dict[str, str]:
     }
 
 
-def make_index(n: int = N, seed: int = 0, exact_limit: int = 20000) -> CatalogIndex:
+def make_index(
+    n: int = N, seed: int = 0, exact_limit: int = 20000, vectors: VectorConfig = VectorConfig()
+) -> CatalogIndex:
     rng = np.random.default_rng(seed)
     vecs = {s: unit(rng, n, d) for s, d in DIMS.items()}
     return CatalogIndex(
@@ -51,6 +54,7 @@ def make_index(n: int = N, seed: int = 0, exact_limit: int = 20000) -> CatalogIn
         pimage=vecs["pimage"],
         metas=[ProductRecord(f"p{i}", f"title {i}", attrs(i), None) for i in range(n)],
         exact_limit=exact_limit,
+        vector_config=vectors,
         meta={"attributes": ["colour", "size", "rare"], "revision": 7},
     )
 
@@ -105,6 +109,22 @@ def test_unfiltered_search_finds_a_row_by_its_own_vector(fresh):
             assert rows[0] == row
             assert sims[0] == pytest.approx(1.0, abs=1e-3)  # HNSW stores half precision
             assert np.all(np.diff(sims) <= 1e-6)
+
+
+def test_a_flat_store_searches_exactly_and_loads_as_flat(tmp_path):
+    """exact_limit 0: even filtered searches go to the store, which skips excluded rows."""
+    index = make_index(exact_limit=0, vectors=VectorConfig(kind="flat"))
+    index.delete("p7")
+    build = index.save(tmp_path, "flat")
+    for built in (index, CatalogIndex.load(build, exact_limit=0)):  # the saved kind, as saved
+        for space in SPACES:
+            for filters in (None, {"colour": ["Red"]}):
+                mask = built.filter_mask(filters or {})
+                for q in queries(5, space, 5):
+                    rows, sims = built.search(space, q, 10, None if filters is None else mask)
+                    want_rows, want_sims = brute(built, space, q, 10, mask)
+                    assert rows.tolist() == want_rows.tolist()
+                    np.testing.assert_allclose(sims, want_sims, atol=1e-5)
 
 
 FILTERS = [

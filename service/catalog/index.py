@@ -1,9 +1,11 @@
-"""The in-memory catalog snapshot: frozen vectors, their projections, FAISS HNSW indices, metadata.
+"""The in-memory catalog snapshot: frozen vectors, their projections, their nearest-neighbour
+indexes (service.catalog.vectors), metadata and the lexical index.
 
-Rows are append-only: an updated product gets a new row and its old row is marked dead, so FAISS
-indices only ever grow between rebuilds. Filters and dead rows are applied exactly: small allowed
-sets are searched by brute force, large ones through an IDSelector with an exact fallback, so a
-filtered search returns k results whenever k products match.
+Rows are append-only: an updated product gets a new row and its old row is marked dead, so the
+vector indexes only ever grow between rebuilds. Filters and dead rows are applied exactly: small
+allowed sets are searched by brute force, large ones by the vector store skipping the rows they
+exclude, with an exact fallback, so a filtered search returns k results whenever k products
+match.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import torch
 
@@ -23,20 +24,10 @@ from model.head import FusionHead
 from service.catalog.files import product_text
 from service.catalog.lexical import Doc, LexicalIndex, OutdatedIndex
 from service.catalog.tokens import terms, words
+from service.catalog.vectors import SPACES, FaissStore, VectorConfig, VectorStore
 from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
 from storage.products import ProductRecord
-
-SPACES = ("text", "ptext", "pimage")  # raw MiniLM text, projected text, projected image
-
-
-def _hnsw(dim: int, m: int) -> faiss.Index:
-    """HNSW over half-precision copies: the graph walk reads half the bytes at the same recall
-    (docs/performance.md); candidates are scored by the head on the float32 vectors anyway."""
-    qtype = faiss.ScalarQuantizer.QT_fp16
-    index = faiss.IndexHNSWSQ(dim, qtype, m, faiss.METRIC_INNER_PRODUCT)  # type: ignore[arg-type]
-    index.hnsw.efConstruction = 80
-    return index
 
 
 @torch.no_grad()
@@ -65,14 +56,14 @@ class CatalogIndex:
         metas: list[ProductRecord],
         colour: np.ndarray | None = None,
         alive: np.ndarray | None = None,
-        faiss_indices: dict[str, faiss.Index] | None = None,
-        hnsw_m: int = 32,
-        ef_search: int = 128,
+        store: VectorStore | None = None,
+        vector_config: VectorConfig = VectorConfig(),
         exact_limit: int = 20000,
         meta: dict[str, Any] | None = None,
         lexical: LexicalIndex | None = None,
     ) -> None:
-        """`lexical`: the products' BM25 index, built here from their text if not given."""
+        """`store`: the rows' vector indexes, built here as `vector_config` says if not given;
+        `lexical`: the products' BM25 index, likewise built from their text."""
         n = len(metas)
         if colour is None:  # a build from before colour descriptors, or none configured
             colour = np.zeros((n, 0), np.float32)
@@ -80,7 +71,7 @@ class CatalogIndex:
         assert all(a.shape[0] == n and a.dtype == np.float32 for a in arrays)
         self._lock = threading.RLock()
         self.meta: dict[str, Any] = dict(meta or {})
-        self.ef_search, self.exact_limit = ef_search, exact_limit
+        self.exact_limit = exact_limit
         self._n = n
         self._vecs = {
             "text": _grow(text, n),
@@ -95,15 +86,10 @@ class CatalogIndex:
         self.row_of: dict[str, int] = {m.id: i for i, m in enumerate(metas) if self._alive[i]}
         self._attr_cache: dict[str, np.ndarray] = {}
         self.code_cache: dict[Any, np.ndarray] = {}  # model.attributes: codes per vocabulary
-        if faiss_indices is None:
-            faiss_indices = {}
-            for space in SPACES:
-                idx = _hnsw(self._vecs[space].shape[1], hnsw_m)
-                if n:
-                    idx.add(self._vecs[space][:n])
-                faiss_indices[space] = idx
-        assert all(faiss_indices[s].ntotal == n for s in SPACES), "index rows != vector rows"
-        self._faiss = faiss_indices
+        if store is None:
+            store = FaissStore.build({s: self._vecs[s][:n] for s in SPACES}, vector_config)
+        assert store.rows == n, "index rows != vector rows"
+        self._store = store
         if lexical is None:
             rows = np.flatnonzero(self._alive[:n])
             lexical = LexicalIndex.build((_terms(metas[r]) for r in rows), rows)
@@ -173,19 +159,20 @@ class CatalogIndex:
 
     def search(self, space: str, query: np.ndarray, n: int, allowed: np.ndarray | None = None):
         """Top-n rows by inner product in `space` among alive (and allowed) rows: (rows, sims).
-        Off the exact path the sims are those of the half-precision HNSW copy (within ~1e-3)."""
+        Off the exact path the sims are the vector store's (an HNSW's half-precision copy: within
+        ~1e-3)."""
         assert query.ndim == 1 and query.dtype == np.float32
         with self._lock:
             total = self._n
             if allowed is None and len(self.row_of) == total:
-                return self._faiss_search(space, query, n, None)
+                return self._approximate(space, query, n, None)
             mask = self._alive[:total] if allowed is None else allowed[:total]
             count = int(mask.sum())
             if count == 0:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             if count <= self.exact_limit:
                 return self._exact(space, query, n, np.flatnonzero(mask))
-            rows, sims = self._faiss_search(space, query, n, mask)
+            rows, sims = self._approximate(space, query, n, mask)
             if len(rows) < min(n, count):
                 return self._exact(space, query, n, np.flatnonzero(mask))
             return rows, sims
@@ -210,9 +197,9 @@ class CatalogIndex:
         threads: int = 1,
     ) -> list[np.ndarray]:
         """search() for many queries among the alive (and allowed) rows: the rows each one finds,
-        best first. For the learner, which asks once per logged search: FAISS walks a chunk of
-        queries on `threads` cores per call, and the lock is released between chunks so that
-        searches served meanwhile wait for one chunk at most."""
+        best first. For the learner, which asks once per logged search: the store searches a
+        chunk of queries on `threads` cores per call, and the lock is released between chunks
+        so that searches served meanwhile wait for one chunk at most."""
         assert queries.ndim == 2 and queries.dtype == np.float32
         out: list[np.ndarray] = []
         for start in range(0, len(queries), 64):
@@ -227,16 +214,8 @@ class CatalogIndex:
                 if mask is not None and count <= self.exact_limit:  # few rows: exact
                     out += self._exact_many(space, chunk, n, np.flatnonzero(mask))
                     continue
-                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, n))  # type: ignore[attr-defined]
-                if mask is not None:  # deleted, replaced or filtered out: skipped in the walk
-                    bitmap = np.packbits(mask, bitorder="little")
-                    params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
-                faiss.omp_set_num_threads(threads)
-                try:
-                    _, rows = self._faiss[space].search(chunk, n, params=params)
-                finally:
-                    faiss.omp_set_num_threads(1)
-                    _thread_state.faiss_single = True
+                # deleted, replaced or filtered out rows are skipped by the store
+                rows, _ = self._store.search(space, chunk, n, mask, threads)
                 for q, r in zip(chunk, rows, strict=True):
                     found = r[r >= 0]  # a filtered walk can run short: the exact path then
                     out.append(
@@ -246,14 +225,8 @@ class CatalogIndex:
                     )
         return out
 
-    def _faiss_search(self, space: str, q: np.ndarray, n: int, mask: np.ndarray | None):
-        _single_threaded_faiss()
-        bitmap = None
-        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, n))  # type: ignore[attr-defined]
-        if mask is not None:
-            bitmap = np.packbits(mask, bitorder="little")
-            params.sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
-        sims, rows = self._faiss[space].search(q[None, :], n, params=params)
+    def _approximate(self, space: str, q: np.ndarray, n: int, mask: np.ndarray | None):
+        rows, sims = self._store.search(space, q[None, :], n, mask, 1)
         keep = rows[0] >= 0
         return rows[0][keep], sims[0][keep]
 
@@ -293,8 +266,7 @@ class CatalogIndex:
                 self._alive = _grow(self._alive, row + 1)
                 self._has_image = _grow(self._has_image, row + 1)
             self._alive[row], self._has_image[row] = True, has_image
-            for space in SPACES:
-                self._faiss[space].add(self._vecs[space][row : row + 1])
+            self._store.add({s: self._vecs[s][row : row + 1] for s in SPACES})
             self.metas.append(meta)
             self._n = row + 1
             self.row_of[meta.id] = row
@@ -331,15 +303,21 @@ class CatalogIndex:
                     [m.id, m.title, m.attributes, m.image_path, m.description] for m in self.metas
                 ]
                 (tmp / "products.json").write_text(json.dumps(metas))
-                for space in SPACES:
-                    faiss.write_index(self._faiss[space], str(tmp / f"{space}.faiss"))
+                self._store.save(tmp)
                 self.lexical.save(tmp / "lexical")
 
             meta = {**self.meta, "count": len(self.row_of), "rows": n, "metric": "inner_product"}
             return write_artifact(root, name, write, meta)
 
     @classmethod
-    def load(cls, path: Path, *, ef_search: int = 128, exact_limit: int = 20000) -> CatalogIndex:
+    def load(
+        cls,
+        path: Path,
+        *,
+        vector_config: VectorConfig = VectorConfig(),
+        exact_limit: int = 20000,
+    ) -> CatalogIndex:
+        """The build at `path`, verified; its vector indexes searched as `vector_config` says."""
         manifest = read_manifest(path)
         try:
             arrays = {
@@ -352,7 +330,7 @@ class CatalogIndex:
                 ProductRecord(m[0], m[1], m[2], m[3], description=m[4] if len(m) > 4 else "")
                 for m in json.loads((path / "products.json").read_text())
             ]
-            indices = {s: faiss.read_index(str(path / f"{s}.faiss")) for s in SPACES}
+            store = FaissStore.load(path, vector_config)
             lexical = _load_lexical(path / "lexical")
         except (OSError, ValueError, RuntimeError) as e:
             raise ArtifactError(f"index {path.name} cannot be loaded: {e}; re-run ingest") from e
@@ -366,8 +344,8 @@ class CatalogIndex:
             pimage=arrays["pimage"],
             alive=arrays["alive"],
             metas=metas,
-            faiss_indices=indices,
-            ef_search=ef_search,
+            store=store,
+            vector_config=vector_config,
             exact_limit=exact_limit,
             meta=meta,
             lexical=lexical,
@@ -390,18 +368,6 @@ def _terms(meta: ProductRecord) -> Doc:
     description."""
     other = product_text("", meta.attributes, meta.description)
     return Doc(terms(meta.title), terms(other), words(meta.title))
-
-
-_thread_state = threading.local()
-
-
-def _single_threaded_faiss() -> None:
-    """One query gains nothing from FAISS's OpenMP pool, and its waking threads slow torch's ops
-    next to it (~100x with active waits). The OpenMP thread count is per calling thread, so each
-    request thread sets it once."""
-    if not getattr(_thread_state, "faiss_single", False):
-        faiss.omp_set_num_threads(1)
-        _thread_state.faiss_single = True
 
 
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:

@@ -26,6 +26,7 @@ from model.checkpoint import save_head
 from model.head import FusionHead, HeadConfig
 from service.catalog.files import NOT_EMBEDDED, CatalogColumns, product_text, read_catalog
 from service.catalog.index import CatalogIndex, project
+from service.catalog.vectors import VectorConfig
 from service.config import Settings
 from service.encoding.cache import content_key
 from service.encoding.embedder import Embedder, make_embedder
@@ -233,7 +234,7 @@ def _build_index(
             replace(r, image_path=r.image_path if ok else None)
             for r, ok in zip(rows, vecs.has_image, strict=True)
         ],
-        hnsw_m=settings.hnsw_m,
+        vector_config=VectorConfig.of(settings),
         meta={
             "encoders": encoders,
             "head_version": version,

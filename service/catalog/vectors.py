@@ -1,0 +1,173 @@
+"""The catalog's nearest-neighbour indexes, one per searched space, behind one interface
+(VectorStore), so that the searcher, the learner and the query memory do not change with the
+backend. FAISS in process is the default; its index kind is a setting:
+
+- `hnsw`: an HNSW graph over half-precision copies (the graph walk reads half the bytes at the
+  same recall; the head scores candidates on the float32 vectors anyway);
+- `flat`: exact search over every row.
+
+Rows are append-only: the store never forgets one. Deleted rows and filtered-out rows are
+skipped during the search through a bitmap of the rows a search may return.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import faiss
+import numpy as np
+
+from service.config import Settings
+
+SPACES = ("text", "ptext", "pimage")  # raw MiniLM text, projected text, projected image
+Kind = Literal["hnsw", "flat"]
+
+
+@dataclass(frozen=True)
+class VectorConfig:
+    """How a build's vector indexes are made and searched (Settings holds the defaults)."""
+
+    kind: Kind = "hnsw"
+    hnsw_m: int = 32  # graph degree
+    ef_search: int = 128  # HNSW candidates kept during the walk (at least the n asked for)
+
+    @classmethod
+    def of(cls, settings: Settings) -> VectorConfig:
+        return cls(settings.vector_index, settings.hnsw_m, settings.hnsw_ef_search)
+
+
+class VectorStore(Protocol):
+    """Approximate top-n by inner product in each space, over rows 0..rows-1."""
+
+    @property
+    def rows(self) -> int: ...
+
+    def add(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """Append rows: per space, (n, dim) float32 vectors for the next n rows."""
+
+    def search(
+        self, space: str, queries: np.ndarray, n: int, mask: np.ndarray | None, threads: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(len(queries), n) rows and similarities, best first, among the rows `mask` allows
+        (None: every row); a row of -1 where fewer were found. `threads`: cores for a batch."""
+
+    def save(self, directory: Path) -> None: ...
+
+
+class FaissStore:
+    """FAISS in process: one index per space."""
+
+    def __init__(self, indexes: Mapping[str, faiss.Index], config: VectorConfig) -> None:
+        counts = {index.ntotal for index in indexes.values()}
+        assert set(indexes) == set(SPACES) and len(counts) == 1, "index rows differ by space"
+        self._indexes = dict(indexes)
+        self.config = config
+
+    @classmethod
+    def build(cls, vectors: Mapping[str, np.ndarray], config: VectorConfig) -> FaissStore:
+        """Indexes of the configured kind over every row of `vectors` (per space)."""
+        return cls({space: build_index(vectors[space], config) for space in SPACES}, config)
+
+    @classmethod
+    def load(cls, directory: Path, config: VectorConfig) -> FaissStore:
+        """The indexes `save` wrote; searched as `config` says (the kind is the saved one)."""
+        return cls({s: faiss.read_index(str(directory / f"{s}.faiss")) for s in SPACES}, config)
+
+    @property
+    def rows(self) -> int:
+        return int(self._indexes[SPACES[0]].ntotal)
+
+    def add(self, vectors: Mapping[str, np.ndarray]) -> None:
+        for space in SPACES:
+            self._indexes[space].add(vectors[space])
+
+    def search(
+        self, space: str, queries: np.ndarray, n: int, mask: np.ndarray | None, threads: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return search_index(self._indexes[space], queries, n, mask, threads, self.config)
+
+    def save(self, directory: Path) -> None:
+        for space, index in self._indexes.items():
+            faiss.write_index(index, str(directory / f"{space}.faiss"))
+
+
+def build_index(vectors: np.ndarray, config: VectorConfig) -> faiss.Index:
+    """One space's index of the configured kind over every row of `vectors`."""
+    index = _new_index(vectors, config)
+    if len(vectors):
+        index.add(vectors)
+    return index
+
+
+def search_index(
+    index: faiss.Index,
+    queries: np.ndarray,
+    n: int,
+    mask: np.ndarray | None,
+    threads: int,
+    config: VectorConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """FaissStore.search on one space's index."""
+    bitmap = selector = None
+    share = 1.0
+    if mask is not None:
+        bitmap = np.packbits(mask, bitorder="little")  # kept alive until the search returns
+        selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+        share = max(float(np.count_nonzero(mask)) / max(len(mask), 1), 0.01)
+    params = _params(index, n, config, selector, share)
+    if threads == 1:
+        _single_threaded_faiss()
+        sims, rows = index.search(queries, n, params=params)
+        return rows, sims
+    faiss.omp_set_num_threads(threads)
+    try:
+        sims, rows = index.search(queries, n, params=params)
+    finally:
+        faiss.omp_set_num_threads(1)
+        _thread_state.faiss_single = True
+    return rows, sims
+
+
+def _new_index(vectors: np.ndarray, config: VectorConfig) -> faiss.Index:
+    dim, ip = vectors.shape[1], faiss.METRIC_INNER_PRODUCT
+    if config.kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    qtype = faiss.ScalarQuantizer.QT_fp16
+    index = faiss.IndexHNSWSQ(dim, qtype, config.hnsw_m, ip)  # type: ignore[arg-type]
+    index.hnsw.efConstruction = 80
+    return index
+
+
+def _params(
+    index: faiss.Index,
+    n: int,
+    config: VectorConfig,
+    selector: faiss.IDSelector | None,
+    share: float,
+) -> faiss.SearchParameters:
+    """The search's parameters for the index's kind, skipping the rows `selector` excludes
+    (`share`: the part of the rows it allows). An HNSW walk that must skip most of the rows it
+    meets keeps proportionally more candidates, or it ends before finding the allowed ones."""
+    if isinstance(index, faiss.IndexHNSW):
+        ef = int(max(config.ef_search, n) / share)
+        params = faiss.SearchParametersHNSW(efSearch=min(ef, 4096))  # type: ignore[attr-defined]
+    else:
+        params = faiss.SearchParameters()
+    params.sel = selector
+    return params
+
+
+_thread_state = threading.local()
+
+
+def _single_threaded_faiss() -> None:
+    """One query gains nothing from FAISS's OpenMP pool, and its waking threads slow torch's ops
+    next to it (~100x with active waits). The OpenMP thread count is per calling thread, so each
+    request thread sets it once."""
+    if not getattr(_thread_state, "faiss_single", False):
+        faiss.omp_set_num_threads(1)
+        _thread_state.faiss_single = True
