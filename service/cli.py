@@ -80,10 +80,19 @@ def ingest(
         str | None,
         typer.Option(help="Comma-separated attribute columns; the rest are then ignored."),
     ] = None,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            help="Build a new index and bootstrap a new head, even where the current index "
+            "could be updated (what the head learned from shoppers starts over)."
+        ),
+    ] = False,
 ) -> None:
-    """Embed a catalog (cached by content hash), store it in SQL, bootstrap the head, build the
-    index. The previous index keeps serving until the new one is complete. Column options
-    override FUSIONRANK_CATALOG_* settings."""
+    """Embed a catalog (cached by content hash) and store it in SQL. The first ingest bootstraps
+    the head and builds the index; later ones update the index in place (new, changed and
+    removed products only), keeping the head and what it learned. The previous index keeps
+    serving until the new one is complete. Column options override FUSIONRANK_CATALOG_*
+    settings."""
     if not catalog.is_file():
         typer.secho(f"error: catalog {catalog} does not exist", fg="red", err=True)
         raise typer.Exit(2)
@@ -96,10 +105,10 @@ def ingest(
     }
     settings = _settings(data_dir)
     settings = settings.model_copy(update={k: v for k, v in given.items() if v is not None})
-    _ingest(catalog, settings, limit)
+    _ingest(catalog, settings, limit, rebuild)
 
 
-def _ingest(catalog: Path, settings: Settings, limit: int | None) -> None:
+def _ingest(catalog: Path, settings: Settings, limit: int | None, rebuild: bool) -> None:
     from service.catalog.ingest import ingest_catalog
     from service.errors import FusionrankError
     from service.threads import ThreadPolicy
@@ -113,6 +122,7 @@ def _ingest(catalog: Path, settings: Settings, limit: int | None) -> None:
             settings=settings,
             sessions=session_factory(make_engine(settings.database_url)),
             limit=limit,
+            rebuild=rebuild,
         )
     except FusionrankError as e:
         typer.secho(f"error: {e.message}", fg="red", err=True)
@@ -122,6 +132,10 @@ def _ingest(catalog: Path, settings: Settings, limit: int | None) -> None:
         f"searchable by text only) in {report.seconds['total']:.1f}s "
         f"= {report.products_per_second():.0f} products/s"
     )
+    if report.mode == "updated":
+        typer.echo(f"updated the index in place: {report.changes}")
+    else:
+        typer.echo(f"built a new index and head ({report.reason})")
     typer.echo(json.dumps(asdict(report), indent=2))
 
 

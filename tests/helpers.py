@@ -209,7 +209,7 @@ def make_settings(data_dir: Path, database_url: str = "", **overrides: Any) -> S
     return Settings(data_dir=data_dir, database_url=database_url, bootstrap_epochs=3, **overrides)
 
 
-def ingest_into(settings: Settings, csv_path: Path, embedder) -> Any:
+def ingest_into(settings: Settings, csv_path: Path, embedder, *, rebuild: bool = False) -> Any:
     """Migrate the settings' database and ingest the CSV with the given embedder."""
     from service.catalog.ingest import ingest_catalog
     from storage.db import make_engine, migrate, session_factory
@@ -223,6 +223,7 @@ def ingest_into(settings: Settings, csv_path: Path, embedder) -> Any:
             embedder=embedder,
             sessions=session_factory(engine),
             progress=False,
+            rebuild=rebuild,
         )
     finally:
         engine.dispose()

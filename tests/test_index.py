@@ -244,6 +244,33 @@ def test_upsert_replaces_an_existing_id(fresh):
     assert not p5_colour[old_row] and not p5_colour[new_row]
 
 
+def test_a_batch_of_upserts_and_deletes_then_compaction(fresh):
+    """What an ingest that updates a build does: many products at once (one repeated, the later
+    one wins), then the dead rows dropped while the products and their vectors stay."""
+    index = fresh()
+    rng = np.random.default_rng(12)
+    metas = [ProductRecord(f"p{i}", f"changed {i}", attrs(i), None) for i in range(100)]
+    metas += [ProductRecord(f"n{i}", f"new {i}", {"brand": "Acme"}, None) for i in range(50)]
+    metas.append(ProductRecord("n0", "new 0 again", {"brand": "Acme"}, None))
+    vecs = {s: unit(rng, len(metas), d) for s, d in DIMS.items()}
+    index.upsert_many(metas, vecs, np.ones(len(metas), bool))
+    assert index.delete_many(["p100", "p101", "missing"]) == 2
+    assert len(index) == N + 50 - 2 and index.n_rows == N + len(metas)
+    assert index.metas[index.row_of["n0"]].title == "new 0 again"
+    assert index.filter_mask({"brand": ["Acme"]}).sum() == 50
+    for i in (0, 99, len(metas) - 1):
+        rows, _ = index.search("text", vecs["text"][i], 1)
+        assert index.metas[rows[0]].id == metas[i].id
+    compact = index.compacted()
+    assert compact.n_rows == len(compact) == len(index)
+    for pid in ("p0", "p5", "n0", "n49", "p1999"):
+        q = index.vectors("ptext", np.array([index.row_of[pid]]))[0]
+        rows, _ = compact.search("ptext", q, 1)
+        assert compact.metas[rows[0]].id == pid
+        assert compact.search_lexical(compact.metas[rows[0]].title, 1)[0][0] == rows[0]
+    assert "p100" not in compact.row_of and compact.meta["revision"] == index.meta["revision"]
+
+
 def test_upsert_of_a_new_id_and_new_attribute_is_searchable():
     index = make_index(n=20)  # also exercises growth past the initial capacity
     rng = np.random.default_rng(3)

@@ -140,6 +140,43 @@ def test_reingest_of_a_smaller_catalog_deletes_the_rest(tmp_path, embedder, cata
         engine.dispose()
 
 
+def test_a_reingest_updates_the_index_in_place_and_keeps_the_head(tmp_path, embedder, catalog_rows):
+    """Only new and changed products are embedded and indexed; the head, and so what it learned,
+    stays in service. A rebuild, when asked for, starts over."""
+    settings = make_settings(tmp_path / "data")
+    before, extra = catalog_rows[:-20], catalog_rows[-20:-10]
+    first = ingest_into(settings, write_catalog(before, tmp_path / "a.csv"), embedder)
+    assert first.mode == "built" and first.reason == "no index yet"
+    renamed = dict(before[0], productDisplayName="Limited Edition Teal Windcheater")
+    after = [renamed, *before[1:-10], *extra]  # 1 changed, 10 removed, 10 added
+    second = ingest_into(settings, write_catalog(after, tmp_path / "b.csv"), embedder)
+    assert second.mode == "updated"
+    unchanged = len(before) - 11
+    assert second.changes == {"added": 10, "changed": 1, "removed": 10, "unchanged": unchanged}
+    assert second.head_version == first.head_version
+    assert second.text_cache_hits == len(after) - 1  # the renamed product's text alone is new
+    index = CatalogIndex.load(current(settings.index_dir))
+    assert len(index) == len(after)
+    assert index.n_rows == len(before) + 11  # appended to the build: nothing indexed again
+    assert index.meta["head_version"] == first.head_version
+    rt = start_test_runtime(settings, embedder)
+    try:
+        res = rt.searcher.search(SearchQuery(text="limited edition teal windcheater", k=5))
+        assert res.hits[0].product.id == renamed["id"]
+        assert res.model_version == first.head_version
+        for row in extra[:3]:
+            res = rt.searcher.search(SearchQuery(text=row["productDisplayName"], k=10))
+            assert row["id"] in [h.product.id for h in res.hits]
+        gone = {r["id"] for r in before[-10:]}
+        res = rt.searcher.search(SearchQuery(text=before[-1]["productDisplayName"], k=50))
+        assert not gone & {h.product.id for h in res.hits}
+    finally:
+        rt.close()
+    third = ingest_into(settings, write_catalog(after, tmp_path / "b.csv"), embedder, rebuild=True)
+    assert third.mode == "built" and third.reason == "a rebuild was asked for"
+    assert CatalogIndex.load(current(settings.index_dir)).n_rows == len(after)
+
+
 def test_ingest_of_a_small_catalog(tmp_path, embedder, catalog_rows):
     """A shop with a handful of products (fewer than the candidates per channel) ingests too."""
     rows = catalog_rows[::5]  # 30 products, 6 article types

@@ -253,40 +253,79 @@ class CatalogIndex:
         return list(rows[picked])
 
     # ---- write side ------------------------------------------------------------------------
-    def upsert(self, meta: ProductRecord, vecs: dict[str, np.ndarray], has_image: bool) -> None:
+    def upsert(self, meta: ProductRecord, vecs: Mapping[str, np.ndarray], has_image: bool) -> None:
         """Append a row for the product (its previous row, if any, dies). Searchable at once."""
+        one = {name: v[None] for name, v in vecs.items()}
+        self.upsert_many([meta], one, np.array([has_image]))
+
+    def upsert_many(
+        self,
+        metas: Sequence[ProductRecord],
+        vecs: Mapping[str, np.ndarray],
+        has_image: np.ndarray,
+    ) -> None:
+        """Append a row per product, each with its (len(metas), dim) vectors per space; a
+        product's previous row, if any, dies. One write to the vector store and the lexical
+        index for them all; searchable at once."""
+        if not metas:
+            return
         with self._lock:
-            old = self.row_of.get(meta.id)
-            row = self._n
+            first, end = self._n, self._n + len(metas)
             for name, arr in self._vecs.items():
-                if row >= len(arr):
-                    self._vecs[name] = arr = _grow(arr, row + 1)
-                arr[row] = vecs[name]
-            if row >= len(self._alive):
-                self._alive = _grow(self._alive, row + 1)
-                self._has_image = _grow(self._has_image, row + 1)
-            self._alive[row], self._has_image[row] = True, has_image
-            self._store.add({s: self._vecs[s][row : row + 1] for s in SPACES})
-            self.metas.append(meta)
-            self._n = row + 1
-            self.row_of[meta.id] = row
-            if old is not None:
-                self._alive[old] = False
+                if end > len(arr):
+                    self._vecs[name] = arr = _grow(arr, end)
+                arr[first:end] = vecs[name]
+            if end > len(self._alive):
+                self._alive = _grow(self._alive, end)
+                self._has_image = _grow(self._has_image, end)
+            self._alive[first:end], self._has_image[first:end] = True, has_image
+            self._store.add({s: self._vecs[s][first:end] for s in SPACES})
+            replaced: list[int | None] = []
+            for row, meta in enumerate(metas, start=first):
+                old = self.row_of.get(meta.id)
+                if old is not None:
+                    self._alive[old] = False
+                self.row_of[meta.id] = row
+                replaced.append(old)
+            self.metas.extend(metas)
+            self._n = end
             self._attr_cache.clear()
-            for attr in meta.attributes:
-                if attr not in self.meta.setdefault("attributes", []):
-                    self.meta["attributes"].append(attr)
+            known = self.meta.setdefault("attributes", [])
+            known += sorted({a for m in metas for a in m.attributes} - set(known))
         # outside the lock: its commit takes milliseconds that searches need not wait for
-        self.lexical.upsert(row, _terms(meta), replaces=old)
+        rows = range(first, end)
+        docs = [(r, _terms(m), old) for r, m, old in zip(rows, metas, replaced, strict=True)]
+        self.lexical.upsert_many(docs)
 
     def delete(self, product_id: str) -> bool:
+        return self.delete_many([product_id]) == 1
+
+    def delete_many(self, product_ids: Sequence[str]) -> int:
+        """Remove the products from search; returns how many were in it."""
         with self._lock:
-            row = self.row_of.pop(product_id, None)
-            if row is None:
-                return False
-            self._alive[row] = False
-        self.lexical.delete(row)
-        return True
+            rows = [r for p in product_ids if (r := self.row_of.pop(p, None)) is not None]
+            self._alive[rows] = False
+        if rows:
+            self.lexical.delete_many(rows)
+        return len(rows)
+
+    def compacted(self) -> CatalogIndex:
+        """A copy without dead rows (its vector and lexical indexes built anew): rows renumber,
+        products, vectors and meta stay."""
+        with self._lock:
+            rows = np.flatnonzero(self._alive[: self._n])
+            return CatalogIndex(
+                text=self._vecs["text"][rows],
+                image=self._vecs["image"][rows],
+                colour=self._vecs["colour"][rows],
+                ptext=self._vecs["ptext"][rows],
+                pimage=self._vecs["pimage"][rows],
+                has_image=self._has_image[rows],
+                metas=[self.metas[r] for r in rows.tolist()],
+                vector_config=self._store.config,
+                exact_limit=self.exact_limit,
+                meta=dict(self.meta),
+            )
 
     # ---- persistence -----------------------------------------------------------------------
     def save(self, root: Path, name: str) -> Path:

@@ -1,4 +1,10 @@
-"""Catalog ingest: CSV -> vectors (cached) -> SQL products -> bootstrapped head -> index build."""
+"""Catalog ingest: CSV -> vectors (cached) -> SQL products -> the index.
+
+The first ingest bootstraps a head and builds the index. Later ones update the current build in
+place when they can: new and changed products are added, removed ones deleted, and the head and
+every version learned from it stay in service; nothing already indexed is embedded or indexed
+again. A rebuild (asked for, or when the encoders or the index kind changed) starts over with a
+new bootstrapped head."""
 
 from __future__ import annotations
 
@@ -8,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 from sqlalchemy.orm import Session, sessionmaker
+from tqdm import tqdm
 
 from learner.bootstrap import (
     BootstrapReport,
@@ -22,7 +30,7 @@ from learner.bootstrap import (
     make_pseudo_queries,
 )
 from learner.versions import register_bootstrap
-from model.checkpoint import save_head
+from model.checkpoint import load_head, save_head
 from model.head import FusionHead, HeadConfig
 from service.catalog.files import NOT_EMBEDDED, CatalogColumns, product_text, read_catalog
 from service.catalog.index import CatalogIndex, project
@@ -32,8 +40,9 @@ from service.encoding.cache import content_key
 from service.encoding.embedder import Embedder, make_embedder
 from service.encoding.export import Choice, judge
 from service.errors import BadRequest
-from storage.artifacts import remove_stale_temps
+from storage.artifacts import current, remove_stale_temps
 from storage.db import transaction
+from storage.errors import ArtifactError
 from storage.products import (
     ProductRecord,
     mark_deleted_except,
@@ -50,11 +59,16 @@ class IngestReport:
     text_cache_hits: int
     image_cache_hits: int
     head_version: str
-    head_heldout_recall_at_10: float | None  # None: too few photos to align (titles only)
+    head_heldout_recall_at_10: float | None  # None: too few photos to align, or not bootstrapped
     index: str
     seconds: dict[str, float]
     # per built-in model on ONNX: the graph it runs (fp32 or int8) and the gate's numbers
     encoders: dict[str, Choice] = field(default_factory=dict)
+    # how the index was made: "built" (a new head and index, `reason` says why) or "updated"
+    # (the current build; `changes` counts added, changed, removed and unchanged products)
+    mode: str = "built"
+    reason: str = ""
+    changes: dict[str, int] = field(default_factory=dict)
 
     def products_per_second(self) -> float:
         return self.products / max(self.seconds["total"], 1e-9)
@@ -79,11 +93,13 @@ def ingest_catalog(
     embedder: Embedder | None = None,
     limit: int | None = None,
     progress: bool = True,
+    rebuild: bool = False,
 ) -> IngestReport:
-    """Replace the catalog with the file's products (service.catalog.files) and build a new index
-    (the old one stays loadable until the new one is complete). `embedder`: encoders already
-    loaded, used as they are; None: the configured ones, their int8 graphs judged on this
-    catalog first (service.encoding.export)."""
+    """Replace the catalog with the file's products (service.catalog.files) and save a new index
+    build (the old one stays loadable until the new one is complete): the current build updated,
+    or with `rebuild` (or no build to update) a new one. `embedder`: encoders already loaded,
+    used as they are; None: the configured ones, their int8 graphs judged on this catalog first
+    (service.encoding.export)."""
     laps: dict[str, float] = {}
     started = last = time.perf_counter()
 
@@ -100,15 +116,22 @@ def ingest_catalog(
         graphs = judge(settings, rows, progress=progress)
         embedder = make_embedder(settings)
         lap("encoders")
+    base = _updatable(settings, embedder) if not rebuild else "a rebuild was asked for"
     vecs = _embed(rows, embedder, progress=progress, lap=lap)
     revision = _store_products(sessions, rows, vecs.image_hashes)
     lap("sql")
-    head, version, boot, encoders = _bootstrap(settings, rows, vecs, embedder, progress=progress)
-    lap("head")
-    name = _build_index(settings, rows, vecs, head, encoders, version=version, revision=revision)
-    with transaction(sessions) as s:  # a new build starts a new generation of learned heads
-        register_bootstrap(s, settings.data_dir / "heads", version)
-        set_active(session=s, version=version)
+    how: dict[str, Any]
+    if isinstance(base, _Build):
+        name, changes = _update_index(settings, base, rows, vecs, revision, progress=progress)
+        version, recall, how = base.version, None, {"mode": "updated", "changes": changes}
+    else:
+        head, version, boot, ids = _bootstrap(settings, rows, vecs, embedder, progress=progress)
+        lap("head")
+        name = _build_index(settings, rows, vecs, head, ids, version=version, revision=revision)
+        with transaction(sessions) as s:  # a new build starts a new generation of learned heads
+            register_bootstrap(s, settings.data_dir / "heads", version)
+            set_active(session=s, version=version)
+        recall, how = boot.heldout_recall_at_10, {"reason": base}
     lap("index")
     laps["total"] = time.perf_counter() - started
     return IngestReport(
@@ -117,10 +140,11 @@ def ingest_catalog(
         text_cache_hits=vecs.text_hits,
         image_cache_hits=vecs.image_hits,
         head_version=version,
-        head_heldout_recall_at_10=boot.heldout_recall_at_10,
+        head_heldout_recall_at_10=recall,
         index=name,
         seconds={k: round(v, 2) for k, v in laps.items()},
         encoders=graphs,
+        **how,
     )
 
 
@@ -198,9 +222,7 @@ def _bootstrap(
         progress=progress,
         n=settings.gate_fit_queries,
     )
-    encoders = {"text": embedder.text_encoder.id, "image": embedder.image_encoder.id}
-    if embedder.colour_encoder is not None:
-        encoders["colour"] = embedder.colour_encoder.id
+    encoders = _encoder_ids(embedder)
     card = {
         "parent": None,
         "kind": "bootstrap",
@@ -237,6 +259,7 @@ def _build_index(
         vector_config=VectorConfig.of(settings),
         meta={
             "encoders": encoders,
+            "vector_index": settings.vector_index,
             "head_version": version,
             "revision": revision,
             "attributes": sorted({a for r in rows for a in r.attributes}),
@@ -248,10 +271,119 @@ def _build_index(
             },
         },
     )
+    return _save(settings, index)
+
+
+def _save(settings: Settings, index: CatalogIndex) -> str:
+    """Save the index as a new build that CURRENT names; returns its name."""
     remove_stale_temps(settings.index_dir)
     name = f"build-{datetime.now(UTC):%Y%m%dT%H%M%S}-{content_key(str(time.time_ns()))[:6]}"
     index.save(settings.index_dir, name)
     return name
+
+
+def _encoder_ids(embedder: Embedder) -> dict[str, str]:
+    encoders = {"text": embedder.text_encoder.id, "image": embedder.image_encoder.id}
+    if embedder.colour_encoder is not None:
+        encoders["colour"] = embedder.colour_encoder.id
+    return encoders
+
+
+@dataclass
+class _Build:
+    """The current build, loaded to be updated, with the head whose projections made it."""
+
+    index: CatalogIndex
+    head: FusionHead
+    version: str
+
+
+def _updatable(settings: Settings, embedder: Embedder) -> _Build | str:
+    """The current build if this ingest can update it, else why not (it is then rebuilt)."""
+    path = current(settings.index_dir)
+    if path is None:
+        return "no index yet"
+    try:
+        index = CatalogIndex.load(
+            path, vector_config=VectorConfig.of(settings), exact_limit=settings.exact_filter_limit
+        )
+        version = str(index.meta["head_version"])
+        head, _ = load_head(settings.data_dir / "heads" / version)
+    except (ArtifactError, KeyError) as e:
+        return f"the current index cannot be updated ({e})"
+    if index.meta.get("encoders") != _encoder_ids(embedder):
+        return "the encoders changed"
+    if index.meta.get("vector_index", "hnsw") != settings.vector_index:
+        return "the vector index kind changed"
+    return _Build(index, head, version)
+
+
+def _update_index(
+    settings: Settings,
+    base: _Build,
+    rows: list[ProductRecord],
+    vecs: _Embedded,
+    revision: int,
+    *,
+    progress: bool,
+) -> tuple[str, dict[str, int]]:
+    """Bring the current build to `rows` (products it lacks or holds otherwise are added,
+    those not in `rows` deleted), save it as a new build; returns its name and the counts. Its
+    dead rows are dropped once they are a quarter of all rows."""
+    index = base.index
+    metas = [
+        replace(r, image_path=r.image_path if ok else None)
+        for r, ok in zip(rows, vecs.has_image, strict=True)
+    ]
+    old = np.array([index.row_of.get(r.id, -1) for r in rows], dtype=np.int64)
+    known = np.flatnonzero(old >= 0)
+    same = np.zeros(len(rows), bool)
+    if len(known):
+        was = old[known]
+        same[known] = (
+            np.all(index.vectors("text", was) == vecs.text[known], axis=1)
+            & np.all(index.vectors("image", was) == vecs.image[known], axis=1)
+            & np.array(
+                [_same_product(index.metas[w], metas[i]) for w, i in zip(was, known, strict=True)]
+            )
+        )
+    todo = np.flatnonzero(~same)
+    keep = {r.id for r in rows}
+    gone = [p for p in list(index.row_of) if p not in keep]
+    index.delete_many(gone)
+    for start in tqdm(
+        range(0, len(todo), 4096), desc="index changes", unit="batch", disable=not progress
+    ):
+        chunk = todo[start : start + 4096]
+        ptext, pimage = project(base.head, vecs.text[chunk], vecs.image[chunk])
+        colour = vecs.colour[chunk]
+        if colour.shape[1] != index.dim("colour"):  # a build from before colour: none
+            colour = np.zeros((len(chunk), index.dim("colour")), np.float32)
+        vectors = {
+            "text": vecs.text[chunk],
+            "image": vecs.image[chunk],
+            "colour": colour,
+            "ptext": ptext,
+            "pimage": pimage,
+        }
+        index.upsert_many([metas[i] for i in chunk], vectors, vecs.has_image[chunk])
+    index.meta["revision"] = revision
+    if index.n_rows > 4 * len(index) // 3:
+        index = index.compacted()
+    added = int((old[todo] < 0).sum())
+    changes = {
+        "added": added,
+        "changed": len(todo) - added,
+        "removed": len(gone),
+        "unchanged": int(same.sum()),
+    }
+    return _save(settings, index), changes
+
+
+def _same_product(a: ProductRecord, b: ProductRecord) -> bool:
+    """Whether the index would hold the same of both (their vectors aside)."""
+    fields = ("title", "attributes", "image_path", "description")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
 def _file_loader(path: Path):  # type: ignore[no-untyped-def]

@@ -177,18 +177,27 @@ class LexicalIndex:
     # ---- write side ------------------------------------------------------------------------
     def upsert(self, row: int, doc: Doc, *, replaces: int | None = None) -> None:
         """Index `row`'s terms (and drop the row it replaces); searchable when this returns."""
+        self.upsert_many([(row, doc, replaces)])
+
+    def upsert_many(self, docs: Sequence[tuple[int, Doc, int | None]]) -> None:
+        """upsert() for each (row, doc, row it replaces or None), in one commit."""
         with self._lock:
             writer = self._writer_locked()
-            if replaces is not None:
-                writer.delete_documents_by_term(ROW, int(replaces))
-            writer.add_document(_document(row, doc))
+            for row, doc, replaces in docs:
+                if replaces is not None:
+                    writer.delete_documents_by_term(ROW, int(replaces))
+                writer.add_document(_document(row, doc))
             writer.commit()
             self._refresh()
 
     def delete(self, row: int) -> None:
+        self.delete_many([row])
+
+    def delete_many(self, rows: Sequence[int]) -> None:
         with self._lock:
             writer = self._writer_locked()
-            writer.delete_documents_by_term(ROW, int(row))
+            for row in rows:
+                writer.delete_documents_by_term(ROW, int(row))
             writer.commit()
             self._refresh()
 

@@ -43,6 +43,8 @@ class VectorConfig:
 class VectorStore(Protocol):
     """Approximate top-n by inner product in each space, over rows 0..rows-1."""
 
+    config: VectorConfig
+
     @property
     def rows(self) -> int: ...
 
