@@ -32,12 +32,12 @@ install-dev: $(PYTHON) ## Install fusionrank with the dev tools (pytest, ruff, m
 	$(PIP) install $(TORCH)
 	$(PIP) install -e '.[dev]'
 
-ingest: ## Ingest CATALOG into DATA_DIR (always; replaces the catalog)
+ingest: ## Ingest CATALOG into DATA_DIR (always; replaces the catalog, updating the index in place)
 	$(BIN)/fusionrank ingest $(CATALOG) --data-dir $(DATA_DIR)
 
 run: install ## Install, ingest the demo catalog if DATA_DIR has no index yet, serve on HOST:PORT
 	@if [ -f "$(DATA_DIR)/index/CURRENT" ]; then \
-		echo "index found in $(DATA_DIR); skipping ingest (make ingest to rebuild)"; \
+		echo "index found in $(DATA_DIR); skipping ingest (make ingest to update it)"; \
 	else \
 		$(BIN)/fusionrank ingest $(CATALOG) --data-dir $(DATA_DIR); \
 	fi
@@ -67,6 +67,7 @@ bench: ## Run every benchmark on the full catalog (results in benchmarks/results
 	$(PYTHON) -m benchmarks.query_memory --catalog fashion
 	$(PYTHON) -m benchmarks.query_memory --catalog titles
 	$(PYTHON) -m benchmarks.memory_scale
+	$(PYTHON) -m benchmarks.million
 
 lint: ## ruff lint + format check, mypy
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
