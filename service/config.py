@@ -81,7 +81,11 @@ class Settings(BaseSettings):
     )
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
     hnsw_ef_search: int = Field(
-        128, ge=16, le=4096, description="HNSW candidates kept while searching."
+        0,
+        ge=0,
+        le=4096,
+        description="HNSW candidates kept while searching; 0 = by catalog size (128 up to "
+        "100,000 products, 1,024 above).",
     )
     query_cache: int = Field(
         10_000,
