@@ -211,6 +211,9 @@ class CatalogIndex:
                 else:
                     mask = None if len(self.row_of) == total else self._alive[:total]
                 count = total if mask is None else int(mask.sum())
+                if count == 0:
+                    out += [np.zeros(0, np.int64)] * len(chunk)
+                    continue
                 if mask is not None and count <= self.exact_limit:  # few rows: exact
                     out += self._exact_many(space, chunk, n, np.flatnonzero(mask))
                     continue
@@ -279,6 +282,8 @@ class CatalogIndex:
                 self._alive = _grow(self._alive, end)
                 self._has_image = _grow(self._has_image, end)
             self._alive[first:end], self._has_image[first:end] = True, has_image
+            # rows are positions in the store: a store out of step would name wrong products
+            assert self._store.rows == first, "vector store rows != index rows"
             self._store.add({s: self._vecs[s][first:end] for s in SPACES})
             replaced: list[int | None] = []
             for row, meta in enumerate(metas, start=first):

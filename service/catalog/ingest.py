@@ -185,7 +185,9 @@ def _store_products(
             ],
         )
         mark_deleted_except(session=s, keep_ids={r.id for r in rows})
-    with sessions() as s:
+        s.flush()
+        # read in the same transaction (and, on PostgreSQL, under the same lock): a change
+        # another process commits after it must not be counted in the build
         return next_revision(session=s) - 1
 
 
@@ -356,18 +358,16 @@ def _update_index(
     ):
         chunk = todo[start : start + 4096]
         ptext, pimage = project(base.head, vecs.text[chunk], vecs.image[chunk])
-        colour = vecs.colour[chunk]
-        if colour.shape[1] != index.dim("colour"):  # a build from before colour: none
-            colour = np.zeros((len(chunk), index.dim("colour")), np.float32)
         vectors = {
             "text": vecs.text[chunk],
             "image": vecs.image[chunk],
-            "colour": colour,
+            "colour": vecs.colour[chunk],  # the same encoders as the build's (_updatable)
             "ptext": ptext,
             "pimage": pimage,
         }
         index.upsert_many([metas[i] for i in chunk], vectors, vecs.has_image[chunk])
     index.meta["revision"] = revision
+    index.meta["attributes"] = sorted({a for r in rows for a in r.attributes})
     if index.n_rows > 4 * len(index) // 3:
         index = index.compacted()
     added = int((old[todo] < 0).sum())

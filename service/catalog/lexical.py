@@ -202,7 +202,7 @@ class LexicalIndex:
             self._refresh()
 
     def _writer_locked(self) -> tantivy.IndexWriter:
-        if self._writer is None:  # small: it takes one product at a time
+        if self._writer is None:  # small: it takes a product, or a batch of changes, at a time
             self._writer = self._index.writer(heap_size=15_000_000, num_threads=1)
         return self._writer
 

@@ -6,8 +6,8 @@ backend. FAISS in process is the default; its index kind is a setting:
   same recall; the head scores candidates on the float32 vectors anyway);
 - `flat`: exact search over every row.
 
-Rows are append-only: the store never forgets one. Deleted rows and filtered-out rows are
-skipped during the search through a bitmap of the rows a search may return.
+Rows are append-only (a compacted build gets a new store): deleted rows and filtered-out rows
+are skipped during the search through a bitmap of the rows a search may return.
 """
 
 from __future__ import annotations

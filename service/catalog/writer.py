@@ -37,6 +37,8 @@ from storage.products import (
     upsert_products,
 )
 
+CATCH_UP_BATCH = 1024  # changes embedded and indexed at once
+
 
 class CatalogWriter:
     def __init__(
@@ -101,40 +103,45 @@ class CatalogWriter:
             return self._catch_up()
 
     def _catch_up(self) -> int:
+        """Apply the changes since the index's revision, in batches: an ingest that updated
+        the catalog in place reaches every running process as thousands of changes."""
         with self.sessions() as s:
             rows = changed_since(session=s, revision=int(self.index.meta.get("revision", 0)))
-        for row in rows:
-            if row.deleted:
-                self.index.delete(row.id)
-            else:
-                self._apply(row)
-            self.index.meta["revision"] = max(int(self.index.meta.get("revision", 0)), row.revision)
+        for start in range(0, len(rows), CATCH_UP_BATCH):
+            # one row per product, at its latest revision: a batch's changes commute
+            batch = rows[start : start + CATCH_UP_BATCH]
+            self.index.delete_many([r.id for r in batch if r.deleted])
+            self._apply([r for r in batch if not r.deleted])
+            newest = max(r.revision for r in batch)
+            self.index.meta["revision"] = max(int(self.index.meta.get("revision", 0)), newest)
         return len(rows)
 
-    def _apply(self, row: Product) -> None:
+    def _apply(self, rows: list[Product]) -> None:
+        if not rows:
+            return
         one_torch_thread()
-        text, _ = self._embedder().texts([product_text(row.title, row.attributes, row.description)])
-        loader = (lambda p=row.image_path: Path(p).read_bytes()) if row.image_path else None
-        image, colour, hashes, _ = self._embedder().images([loader])
-        has_image = hashes[0] is not None
+        embedder = self._embedder()
+        text, _ = embedder.texts([product_text(r.title, r.attributes, r.description) for r in rows])
+        loaders = [
+            (lambda p=r.image_path: Path(p).read_bytes()) if r.image_path else None for r in rows
+        ]
+        image, colour, hashes, _ = embedder.images(loaders)
+        has_image = np.array([h is not None for h in hashes], dtype=bool)
         ptext, pimage = project(self.head, text, image)
         if colour.shape[1] != self.index.dim("colour"):  # a build from before colour: none
-            colour = np.zeros((1, self.index.dim("colour")), np.float32)
-        meta = ProductRecord(
-            row.id,
-            row.title,
-            dict(row.attributes),
-            row.image_path if has_image else None,
-            description=row.description,
-        )
-        vecs = {
-            "text": text[0],
-            "image": image[0],
-            "colour": colour[0],
-            "ptext": ptext[0],
-            "pimage": pimage[0],
-        }
-        self.index.upsert(meta, vecs, has_image)
+            colour = np.zeros((len(rows), self.index.dim("colour")), np.float32)
+        metas = [
+            ProductRecord(
+                r.id,
+                r.title,
+                dict(r.attributes),
+                r.image_path if ok else None,
+                description=r.description,
+            )
+            for r, ok in zip(rows, has_image, strict=True)
+        ]
+        vecs = {"text": text, "image": image, "colour": colour, "ptext": ptext, "pimage": pimage}
+        self.index.upsert_many(metas, vecs, has_image)
 
     def _store_image(self, data: bytes, sha: str) -> Path:
         self.images_dir.mkdir(parents=True, exist_ok=True)
