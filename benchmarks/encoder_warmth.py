@@ -17,6 +17,38 @@ import time
 from collections.abc import Callable
 
 
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def measure(encode: Callable[[list[str]], object], texts: list[str], repeats: int) -> dict:
+    """Per gap, the ms of each encode that followed it (after an encode of the same text)."""
+    import numpy as np
+
+    junk = np.random.default_rng(0).random(64 * 1024 * 1024 // 8)
+    gaps: dict[str, Callable[[], object]] = {
+        "back to back": lambda: None,
+        "sleep 4 ms": lambda: time.sleep(0.004),
+        "spin 4 ms": lambda: _spin(0.004),
+        "read 64 MB": junk.sum,
+        "sleep 15 ms": lambda: time.sleep(0.015),
+    }
+    times: dict[str, list[float]] = {g: [] for g in gaps}
+    for _ in range(10):
+        encode(["warm up"])
+    for _ in range(repeats):
+        for text in texts:
+            for name, gap in gaps.items():
+                encode([text])
+                gap()
+                t0 = time.perf_counter()
+                encode([text])
+                times[name].append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -25,7 +57,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=4)
     args = ap.parse_args()
 
-    import numpy as np
     import torch
 
     from benchmarks.common import load_rows, require_shared, shopper_photos, write_json
@@ -36,36 +67,10 @@ def main() -> None:
     require_shared()
     settings = Settings()
     encoder = make_embedder(settings).text_encoder
-    texts = [
-        q.text for q in make_queries(load_rows(), shopper_photos(), args.queries, seed=11) if q.text
-    ]
-    texts = texts[: args.queries]
-    junk = np.random.default_rng(0).random(64 * 1024 * 1024 // 8)
-
-    def spin(seconds: float) -> None:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            pass
-
-    gaps: dict[str, Callable[[], object]] = {
-        "back to back": lambda: None,
-        "sleep 4 ms": lambda: time.sleep(0.004),
-        "spin 4 ms": lambda: spin(0.004),
-        "read 64 MB": junk.sum,
-        "sleep 15 ms": lambda: time.sleep(0.015),
-    }
-    times: dict[str, list[float]] = {g: [] for g in gaps}
+    queries = make_queries(load_rows(), shopper_photos(), args.queries, seed=11)
+    texts = [q.text for q in queries if q.text][: args.queries]
     with torch.inference_mode():
-        for _ in range(10):
-            encoder.encode(["warm up"])
-        for _ in range(args.repeats):
-            for text in texts:
-                for name, gap in gaps.items():
-                    encoder.encode([text])
-                    gap()
-                    t0 = time.perf_counter()
-                    encoder.encode([text])
-                    times[name].append((time.perf_counter() - t0) * 1000)
+        times = measure(encoder.encode, texts, args.repeats)
 
     base = statistics.median(times["back to back"])
     backend = settings.encoder_backend

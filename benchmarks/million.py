@@ -22,6 +22,7 @@ Usage: python -m benchmarks.million [--data-dir DIR] [--products 1000000]
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from dataclasses import replace
@@ -42,7 +43,7 @@ from benchmarks.common import (
 )
 from service.catalog.vectors import VectorConfig, build_index, search_index
 from shoppers.queries import make_queries
-from storage.artifacts import current
+from storage.artifacts import current, read_manifest
 
 KINDS = {
     "flat": VectorConfig(kind="flat"),
@@ -78,8 +79,6 @@ def query_vectors(data_dir: Path, n: int) -> dict[str, np.ndarray]:
     settings = Settings(data_dir=data_dir)
     build = current(settings.index_dir)
     assert build is not None
-    from storage.artifacts import read_manifest
-
     head, _ = load_head(settings.data_dir / "heads" / read_manifest(build)["head_version"])
     embedder = make_embedder(settings)
     qs = make_queries(load_rows(), shopper_photos(), n, seed=23)
@@ -95,8 +94,6 @@ def query_vectors(data_dir: Path, n: int) -> dict[str, np.ndarray]:
 
 def source_vectors(data_dir: Path) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """The 44k build's rows per space and each row's attributes."""
-    import json
-
     build = current(data_dir / "index")
     assert build is not None
     vectors = {s: np.load(build / f"{s}.npy") for s in ("text", "ptext", "pimage")}
@@ -106,7 +103,6 @@ def source_vectors(data_dir: Path) -> tuple[dict[str, np.ndarray], list[dict[str
 
 def masks(attributes: list[dict[str, Any]], n: int) -> dict[str, np.ndarray]:
     """The filters' row masks over n rows (row i has the attributes of source row i % len)."""
-    src = len(attributes)
 
     def mask(ok: np.ndarray) -> np.ndarray:
         return np.resize(ok, n)  # row i takes source row i % src's value
@@ -114,7 +110,7 @@ def masks(attributes: list[dict[str, Any]], n: int) -> dict[str, np.ndarray]:
     women = np.array([a.get("gender") == "Women" for a in attributes])
     kind = np.array([a.get("articleType") == "Flats" for a in attributes]) & women
     out = {"narrow": mask(kind), "wide": mask(women)}
-    assert all(len(m) == n and m.any() for m in out.values()) and src
+    assert all(len(m) == n and m.any() for m in out.values())
     return out
 
 

@@ -12,14 +12,12 @@ import io
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 from sqlalchemy.orm import Session, sessionmaker
-from tqdm import tqdm
 
 from learner.bootstrap import (
     BootstrapReport,
@@ -30,19 +28,24 @@ from learner.bootstrap import (
     make_pseudo_queries,
 )
 from learner.versions import register_bootstrap
-from model.checkpoint import load_head, save_head
+from model.checkpoint import save_head
 from model.head import FusionHead, HeadConfig
+from service.catalog.builds import (
+    Build,
+    Embedded,
+    encoder_ids,
+    save_build,
+    updatable,
+    update_build,
+)
 from service.catalog.files import NOT_EMBEDDED, CatalogColumns, product_text, read_catalog
 from service.catalog.index import CatalogIndex, project
 from service.catalog.vectors import VectorConfig
 from service.config import Settings
-from service.encoding.cache import content_key
 from service.encoding.embedder import Embedder, make_embedder
 from service.encoding.export import Choice, judge
 from service.errors import BadRequest
-from storage.artifacts import current, remove_stale_temps
 from storage.db import transaction
-from storage.errors import ArtifactError
 from storage.products import (
     ProductRecord,
     mark_deleted_except,
@@ -74,17 +77,6 @@ class IngestReport:
         return self.products / max(self.seconds["total"], 1e-9)
 
 
-@dataclass
-class _Embedded:
-    text: np.ndarray
-    image: np.ndarray
-    colour: np.ndarray
-    image_hashes: list[str | None]
-    has_image: np.ndarray
-    text_hits: int
-    image_hits: int
-
-
 def ingest_catalog(
     catalog: Path,
     *,
@@ -100,13 +92,8 @@ def ingest_catalog(
     or with `rebuild` (or no build to update) a new one. `embedder`: encoders already loaded,
     used as they are; None: the configured ones, their int8 graphs judged on this catalog first
     (service.encoding.export)."""
-    laps: dict[str, float] = {}
-    started = last = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal last
-        now = time.perf_counter()
-        laps[name], last = now - last, now
+    laps = _Laps()
+    lap = laps.lap
 
     rows = read_catalog(catalog, catalog_columns(settings), limit=limit)
     if not rows:
@@ -116,24 +103,21 @@ def ingest_catalog(
         graphs = judge(settings, rows, progress=progress)
         embedder = make_embedder(settings)
         lap("encoders")
-    base = _updatable(settings, embedder) if not rebuild else "a rebuild was asked for"
+    base = updatable(settings, embedder) if not rebuild else "a rebuild was asked for"
     vecs = _embed(rows, embedder, progress=progress, lap=lap)
     revision = _store_products(sessions, rows, vecs.image_hashes)
     lap("sql")
     how: dict[str, Any]
-    if isinstance(base, _Build):
-        name, changes = _update_index(settings, base, rows, vecs, revision, progress=progress)
+    if isinstance(base, Build):
+        name, changes = update_build(settings, base, rows, vecs, revision, progress=progress)
         version, recall, how = base.version, None, {"mode": "updated", "changes": changes}
     else:
         head, version, boot, ids = _bootstrap(settings, rows, vecs, embedder, progress=progress)
         lap("head")
         name = _build_index(settings, rows, vecs, head, ids, version=version, revision=revision)
-        with transaction(sessions) as s:  # a new build starts a new generation of learned heads
-            register_bootstrap(s, settings.data_dir / "heads", version)
-            set_active(session=s, version=version)
+        _activate(settings, sessions, version)
         recall, how = boot.heldout_recall_at_10, {"reason": base}
     lap("index")
-    laps["total"] = time.perf_counter() - started
     return IngestReport(
         products=len(rows),
         without_image=int((~vecs.has_image).sum()),
@@ -142,10 +126,33 @@ def ingest_catalog(
         head_version=version,
         head_heldout_recall_at_10=recall,
         index=name,
-        seconds={k: round(v, 2) for k, v in laps.items()},
+        seconds=laps.seconds(),
         encoders=graphs,
         **how,
     )
+
+
+class _Laps:
+    """Seconds per phase of an ingest, and in all."""
+
+    def __init__(self) -> None:
+        self._laps: dict[str, float] = {}
+        self._started = self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self._laps[name], self._last = now - self._last, now
+
+    def seconds(self) -> dict[str, float]:
+        total = time.perf_counter() - self._started
+        return {k: round(v, 2) for k, v in (self._laps | {"total": total}).items()}
+
+
+def _activate(settings: Settings, sessions: sessionmaker[Session], version: str) -> None:
+    """A new build starts a new generation of learned heads, from its bootstrap head."""
+    with transaction(sessions) as s:
+        register_bootstrap(s, settings.data_dir / "heads", version)
+        set_active(session=s, version=version)
 
 
 def catalog_columns(settings: Settings) -> CatalogColumns:
@@ -160,7 +167,7 @@ def catalog_columns(settings: Settings) -> CatalogColumns:
 
 def _embed(
     rows: list[ProductRecord], embedder: Embedder, *, progress: bool, lap: Callable[[str], None]
-) -> _Embedded:
+) -> Embedded:
     text, text_hits = embedder.texts(
         [product_text(r.title, r.attributes, r.description) for r in rows], progress=progress
     )
@@ -169,7 +176,7 @@ def _embed(
     image, colour, image_hashes, image_hits = embedder.images(loaders, progress=progress)
     has_image = np.array([h is not None for h in image_hashes], dtype=bool)
     lap("image")
-    return _Embedded(text, image, colour, image_hashes, has_image, text_hits, image_hits)
+    return Embedded(text, image, colour, image_hashes, has_image, text_hits, image_hits)
 
 
 def _store_products(
@@ -194,7 +201,7 @@ def _store_products(
 def _bootstrap(
     settings: Settings,
     rows: list[ProductRecord],
-    vecs: _Embedded,
+    vecs: Embedded,
     embedder: Embedder,
     *,
     progress: bool,
@@ -224,7 +231,7 @@ def _bootstrap(
         progress=progress,
         n=settings.gate_fit_queries,
     )
-    encoders = _encoder_ids(embedder)
+    encoders = encoder_ids(embedder)
     card = {
         "parent": None,
         "kind": "bootstrap",
@@ -238,7 +245,7 @@ def _bootstrap(
 def _build_index(
     settings: Settings,
     rows: list[ProductRecord],
-    vecs: _Embedded,
+    vecs: Embedded,
     head: FusionHead,
     encoders: dict[str, str],
     *,
@@ -273,117 +280,7 @@ def _build_index(
             },
         },
     )
-    return _save(settings, index)
-
-
-def _save(settings: Settings, index: CatalogIndex) -> str:
-    """Save the index as a new build that CURRENT names; returns its name."""
-    remove_stale_temps(settings.index_dir)
-    name = f"build-{datetime.now(UTC):%Y%m%dT%H%M%S}-{content_key(str(time.time_ns()))[:6]}"
-    index.save(settings.index_dir, name)
-    return name
-
-
-def _encoder_ids(embedder: Embedder) -> dict[str, str]:
-    encoders = {"text": embedder.text_encoder.id, "image": embedder.image_encoder.id}
-    if embedder.colour_encoder is not None:
-        encoders["colour"] = embedder.colour_encoder.id
-    return encoders
-
-
-@dataclass
-class _Build:
-    """The current build, loaded to be updated, with the head whose projections made it."""
-
-    index: CatalogIndex
-    head: FusionHead
-    version: str
-
-
-def _updatable(settings: Settings, embedder: Embedder) -> _Build | str:
-    """The current build if this ingest can update it, else why not (it is then rebuilt)."""
-    path = current(settings.index_dir)
-    if path is None:
-        return "no index yet"
-    try:
-        index = CatalogIndex.load(
-            path, vector_config=VectorConfig.of(settings), exact_limit=settings.exact_filter_limit
-        )
-        version = str(index.meta["head_version"])
-        head, _ = load_head(settings.data_dir / "heads" / version)
-    except (ArtifactError, KeyError) as e:
-        return f"the current index cannot be updated ({e})"
-    if index.meta.get("encoders") != _encoder_ids(embedder):
-        return "the encoders changed"
-    if index.meta.get("vector_index", "hnsw") != settings.vector_index:
-        return "the vector index kind changed"
-    return _Build(index, head, version)
-
-
-def _update_index(
-    settings: Settings,
-    base: _Build,
-    rows: list[ProductRecord],
-    vecs: _Embedded,
-    revision: int,
-    *,
-    progress: bool,
-) -> tuple[str, dict[str, int]]:
-    """Bring the current build to `rows` (products it lacks or holds otherwise are added,
-    those not in `rows` deleted), save it as a new build; returns its name and the counts. Its
-    dead rows are dropped once they are a quarter of all rows."""
-    index = base.index
-    metas = [
-        replace(r, image_path=r.image_path if ok else None)
-        for r, ok in zip(rows, vecs.has_image, strict=True)
-    ]
-    old = np.array([index.row_of.get(r.id, -1) for r in rows], dtype=np.int64)
-    known = np.flatnonzero(old >= 0)
-    same = np.zeros(len(rows), bool)
-    if len(known):
-        was = old[known]
-        same[known] = (
-            np.all(index.vectors("text", was) == vecs.text[known], axis=1)
-            & np.all(index.vectors("image", was) == vecs.image[known], axis=1)
-            & np.array(
-                [_same_product(index.metas[w], metas[i]) for w, i in zip(was, known, strict=True)]
-            )
-        )
-    todo = np.flatnonzero(~same)
-    keep = {r.id for r in rows}
-    gone = [p for p in list(index.row_of) if p not in keep]
-    index.delete_many(gone)
-    for start in tqdm(
-        range(0, len(todo), 4096), desc="index changes", unit="batch", disable=not progress
-    ):
-        chunk = todo[start : start + 4096]
-        ptext, pimage = project(base.head, vecs.text[chunk], vecs.image[chunk])
-        vectors = {
-            "text": vecs.text[chunk],
-            "image": vecs.image[chunk],
-            "colour": vecs.colour[chunk],  # the same encoders as the build's (_updatable)
-            "ptext": ptext,
-            "pimage": pimage,
-        }
-        index.upsert_many([metas[i] for i in chunk], vectors, vecs.has_image[chunk])
-    index.meta["revision"] = revision
-    index.meta["attributes"] = sorted({a for r in rows for a in r.attributes})
-    if index.n_rows > 4 * len(index) // 3:
-        index = index.compacted()
-    added = int((old[todo] < 0).sum())
-    changes = {
-        "added": added,
-        "changed": len(todo) - added,
-        "removed": len(gone),
-        "unchanged": int(same.sum()),
-    }
-    return _save(settings, index), changes
-
-
-def _same_product(a: ProductRecord, b: ProductRecord) -> bool:
-    """Whether the index would hold the same of both (their vectors aside)."""
-    fields = ("title", "attributes", "image_path", "description")
-    return all(getattr(a, f) == getattr(b, f) for f in fields)
+    return save_build(settings, index)
 
 
 def _file_loader(path: Path):  # type: ignore[no-untyped-def]
