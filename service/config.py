@@ -74,11 +74,16 @@ class Settings(BaseSettings):
     bootstrap_epochs: int = Field(8, ge=0, le=200)
     gate_fit_queries: int = Field(600, ge=0, description="Pseudo-queries per type; 0 = no fit.")
     candidates_per_channel: int = Field(100, ge=10, le=2000)
-    vector_index: Literal["hnsw", "flat"] = Field(
+    vector_index: Literal["hnsw", "flat", "qdrant"] = Field(
         "hnsw",
-        description="How an ingest indexes the vectors: 'hnsw' (an HNSW graph over "
-        "half-precision copies) or 'flat' (exact search over every product).",
+        description="How an ingest indexes the vectors: 'hnsw' (FAISS in process, an HNSW "
+        "graph over half-precision copies), 'flat' (FAISS, exact search over every product) "
+        "or 'qdrant' (a Qdrant collection every process shares; see qdrant_url).",
     )
+    qdrant_url: str = Field(
+        "", description="The Qdrant server (e.g. http://qdrant:6333) of vector_index 'qdrant'."
+    )
+    qdrant_api_key: SecretStr | None = Field(None, description="The Qdrant server's API key.")
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
     hnsw_ef_search: int = Field(
         0,
@@ -312,6 +317,15 @@ class Settings(BaseSettings):
             except ValueError as e:
                 raise ValueError(f"rate_limit {v!r}: {e}; e.g. '200/second;6000/minute'") from e
         return v
+
+    @model_validator(mode="after")
+    def _qdrant_has_a_server(self) -> Settings:
+        if self.vector_index == "qdrant" and not self.qdrant_url:
+            raise ValueError(
+                "vector_index 'qdrant' needs the server: set FUSIONRANK_QDRANT_URL "
+                "(e.g. http://localhost:6333)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -15,7 +15,8 @@ storage.errors.FusionrankError   500
 ├── NotFound                     404  unknown product id, model version or training run
 ├── NoProductImages              422  a photo query to a catalog without product images
 ├── service.search.hot_swap.IncompatibleHead 409  head trained for another index build
-└── NotReady                     503  no index built yet
+├── NotReady                     503  no index built yet
+└── VectorsUnavailable           503  the vector store (a Qdrant server) did not answer
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "RateLimited",
     "Unauthorized",
     "UnknownFilter",
+    "VectorsUnavailable",
 ]
 
 
@@ -98,3 +100,13 @@ class NoProductImages(FusionrankError):
 class NotReady(FusionrankError):
     status_code = 503
     code = "not_ready"
+
+
+class VectorsUnavailable(FusionrankError):
+    """The vector store did not answer (a Qdrant server down or unreachable): the search
+    failed, so the client can retry; a catalog change is kept in SQL and reaches the store
+    once it answers."""
+
+    status_code = 503
+    code = "vectors_unavailable"
+    headers = {"Retry-After": "5"}

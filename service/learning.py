@@ -20,7 +20,7 @@ from model.checkpoint import load_head
 from model.head import FusionHead
 from model.query_memory import MemoryConfig
 from service.catalog.index import CatalogIndex
-from service.catalog.vectors import VectorConfig
+from service.catalog.vectors import VectorBackend, VectorConfig, open_backend
 from service.catalog.writer import CatalogWriter
 from service.config import Settings
 from service.encoding.embedder import make_embedder
@@ -96,15 +96,16 @@ class Catalog:
     active: str  # the registry's active version (this one when the registry named none)
 
 
-def load_catalog(settings: Settings, sessions: sessionmaker[Session]) -> Catalog | str:
-    """The CURRENT index build, the head built with it (registered, and made active when the
-    registry has none) and the active version, or why there is none."""
+def load_catalog(
+    settings: Settings, sessions: sessionmaker[Session], backend: VectorBackend
+) -> Catalog | str:
+    """The CURRENT index build (its vectors opened through `backend`), the head built with it
+    (registered, and made active when the registry has none) and the active version, or why
+    there is none."""
     build = current(settings.index_dir)
     if build is None:
         return f"no index in {settings.index_dir}; run `fusionrank ingest CATALOG.csv` first"
-    index = CatalogIndex.load(
-        build, vector_config=VectorConfig.of(settings), exact_limit=settings.exact_filter_limit
-    )
+    index = CatalogIndex.load(build, backend=backend, exact_limit=settings.exact_filter_limit)
     heads, version = settings.data_dir / "heads", index.meta["head_version"]
     head, _card = load_head(heads / version)
     with transaction(sessions) as s:  # databases from before the registry, or a copied build
@@ -136,6 +137,7 @@ class LearnerProcess:
 
     engine: Engine
     sessions: sessionmaker[Session]
+    vectors: VectorBackend
     learner: Learner
     follower: Poller  # it trains on products other processes add too
     memory: MemoryFold  # folds the logs into the query memory
@@ -150,6 +152,7 @@ class LearnerProcess:
         self.follower.stop()
         self.memory.stop()
         self.learner.close()
+        self.vectors.close()
         self.engine.dispose()
 
 
@@ -158,8 +161,10 @@ def start_learner(settings: Settings, config: WorkerConfig | None = None) -> Lea
     migrate(settings.database_url)
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
-    loaded = load_catalog(settings, sessions)
+    vectors = open_backend(VectorConfig.of(settings))
+    loaded = load_catalog(settings, sessions, vectors)
     if isinstance(loaded, str):
+        vectors.close()
         engine.dispose()
         return loaded
     index, head, version = loaded.index, loaded.head, loaded.version
@@ -177,4 +182,6 @@ def start_learner(settings: Settings, config: WorkerConfig | None = None) -> Lea
     )
     follower = Poller("catalog-follower", writer.reconcile, settings.catalog_poll_seconds)
     fold = memory_fold(settings, sessions, encoders)
-    return LearnerProcess(engine, sessions, learner, follower, fold, settings.memory_poll_seconds)
+    return LearnerProcess(
+        engine, sessions, vectors, learner, follower, fold, settings.memory_poll_seconds
+    )

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from learner.worker import Learner, WorkerConfig
 from model.query_memory import QueryMemory
 from service.catalog.index import CatalogIndex
+from service.catalog.vectors import VectorBackend, VectorConfig, open_backend
 from service.catalog.writer import CatalogWriter
 from service.config import Settings
 from service.encoding.embedder import Embedder, make_embedder
@@ -36,6 +37,8 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    vectors: VectorBackend  # where the index's vector stores live
+    owns_vectors: bool
     embedder: Embedder
     impressions: ImpressionLogger
     metrics: OnlineMetrics
@@ -66,6 +69,8 @@ class Runtime:
         if self.searcher is not None:
             self.searcher.close()
         self.impressions.close()
+        if self.owns_vectors:
+            self.vectors.close()
         self.engine.dispose()
 
 
@@ -73,11 +78,14 @@ def start_runtime(
     settings: Settings,
     embedder: Embedder | None = None,
     *,
+    vectors: VectorBackend | None = None,
     threads: ThreadPolicy | None = None,
     learning: WorkerConfig | None = None,
     background: bool = True,
 ) -> Runtime:
-    """Everything a serving process needs. `threads`: the process's thread policy (default:
+    """Everything a serving process needs. `vectors`: where the index's vector stores live,
+    kept open (default: the configured backend, closed with the runtime); `threads`: the
+    process's thread policy (default:
     serving's, from the settings); `learning`: how an in-process learner refreshes (default:
     from the settings); `background` starts the catalog follower, the registry watcher and, if
     configured, the in-process learner (tests that drive them by hand pass False)."""
@@ -90,6 +98,8 @@ def start_runtime(
         settings=settings,
         engine=engine,
         sessions=sessions,
+        vectors=vectors or open_backend(VectorConfig.of(settings)),
+        owns_vectors=vectors is None,
         embedder=embedder or make_embedder(settings),
         impressions=ImpressionLogger(sessions, flush_ms=settings.impression_flush_ms),
         metrics=OnlineMetrics(
@@ -115,7 +125,7 @@ def start_runtime(
 def _serve_catalog(rt: Runtime, policy: ThreadPolicy) -> None:
     """The searcher over the CURRENT index build, with the registry's active head."""
     settings = rt.settings
-    loaded = load_catalog(settings, rt.sessions)
+    loaded = load_catalog(settings, rt.sessions, rt.vectors)
     if isinstance(loaded, str):
         rt.not_ready_reason = loaded
         return

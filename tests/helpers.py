@@ -176,6 +176,23 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @contextmanager
+def qdrant_in_memory() -> Iterator[Any]:
+    """A Qdrant vector backend on Qdrant's local mode in memory: the client code that talks to
+    a server, over Qdrant's own in-process engine (exact search, nothing kept). A Qdrant server
+    cannot run here."""
+    from qdrant_client import QdrantClient
+
+    from service.catalog.qdrant import QdrantBackend
+    from service.catalog.vectors import VectorConfig
+
+    backend = QdrantBackend(VectorConfig(kind="qdrant"), QdrantClient(":memory:"))
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+@contextmanager
 def database_for(backend: str, directory: Path) -> Iterator[str]:
     if backend == "sqlite":
         directory.mkdir(parents=True, exist_ok=True)
@@ -209,8 +226,11 @@ def make_settings(data_dir: Path, database_url: str = "", **overrides: Any) -> S
     return Settings(data_dir=data_dir, database_url=database_url, bootstrap_epochs=3, **overrides)
 
 
-def ingest_into(settings: Settings, csv_path: Path, embedder, *, rebuild: bool = False) -> Any:
-    """Migrate the settings' database and ingest the CSV with the given embedder."""
+def ingest_into(
+    settings: Settings, csv_path: Path, embedder, *, rebuild: bool = False, vectors: Any = None
+) -> Any:
+    """Migrate the settings' database and ingest the CSV with the given embedder (and vector
+    backend: default, the configured one)."""
     from service.catalog.ingest import ingest_catalog
     from storage.db import make_engine, migrate, session_factory
 
@@ -224,6 +244,7 @@ def ingest_into(settings: Settings, csv_path: Path, embedder, *, rebuild: bool =
             sessions=session_factory(engine),
             progress=False,
             rebuild=rebuild,
+            vectors=vectors,
         )
     finally:
         engine.dispose()
@@ -235,15 +256,18 @@ class Ingested:
     report: Any
     csv: Path
     rows: list[dict[str, str]]
+    vectors: Any = None  # the vector backend it was ingested into; None: the configured one
 
 
 @contextmanager
-def ingested_copy(backend: str, directory: Path, catalog_csv: Path, rows, embedder, **overrides):
-    """A fresh ingest of the CSV into a private data dir on `backend`."""
+def ingested_copy(
+    backend: str, directory: Path, catalog_csv: Path, rows, embedder, vectors=None, **overrides
+):
+    """A fresh ingest of the CSV into a private data dir on `backend` (and vector backend)."""
     with database_for(backend, directory / "db") as url:
         settings = make_settings(directory / "data", url, **overrides)
-        report = ingest_into(settings, catalog_csv, embedder)
-        yield Ingested(settings, report, catalog_csv, rows)
+        report = ingest_into(settings, catalog_csv, embedder, vectors=vectors)
+        yield Ingested(settings, report, catalog_csv, rows, vectors)
 
 
 def copy_products(src_url: str, dst_url: str) -> int:
@@ -291,11 +315,13 @@ def cloned_store(template: Ingested, backend: str, directory: Path, **overrides)
 # ---------------------------------------------------------------------------------------------
 # running the app
 # ---------------------------------------------------------------------------------------------
-def start_test_runtime(settings: Settings, shared_embedder):
-    """The real start-up path (migrate, load index and head, reconcile) with loaded encoders."""
+def start_test_runtime(settings: Settings, shared_embedder, vectors: Any = None):
+    """The real start-up path (migrate, load index and head, reconcile) with loaded encoders
+    (and a vector backend; default: the configured one)."""
     from service.serving import start_runtime
 
-    return start_runtime(settings, embedder=embedder_for(settings, shared_embedder))
+    embedder = embedder_for(settings, shared_embedder)
+    return start_runtime(settings, embedder=embedder, vectors=vectors)
 
 
 @contextmanager

@@ -10,14 +10,16 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
+from helpers import qdrant_in_memory
 
 from service.catalog.index import SPACES, CatalogIndex
-from service.catalog.vectors import VectorConfig
+from service.catalog.vectors import FaissBackend, VectorBackend, VectorConfig
 from storage.artifacts import CURRENT, current, read_manifest, remove_stale_temps
 from storage.errors import ArtifactError
 from storage.products import ProductRecord
@@ -41,7 +43,7 @@ def attrs(i: int) -> dict[str, str]:
 
 
 def make_index(
-    n: int = N, seed: int = 0, exact_limit: int = 20000, vectors: VectorConfig = VectorConfig()
+    n: int = N, seed: int = 0, exact_limit: int = 20000, backend: VectorBackend | None = None
 ) -> CatalogIndex:
     rng = np.random.default_rng(seed)
     vecs = {s: unit(rng, n, d) for s, d in DIMS.items()}
@@ -54,7 +56,7 @@ def make_index(
         pimage=vecs["pimage"],
         metas=[ProductRecord(f"p{i}", f"title {i}", attrs(i), None) for i in range(n)],
         exact_limit=exact_limit,
-        vector_config=vectors,
+        backend=backend,
         meta={"attributes": ["colour", "size", "rare"], "revision": 7},
     )
 
@@ -66,11 +68,28 @@ def base_build(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def fresh(base_build):
-    """A fresh, private copy of the 2000-row index (loaded from its build)."""
+def backend(request) -> Iterator[VectorBackend]:
+    """FAISS in process, or (parametrized indirectly with "qdrant") a Qdrant collection in
+    Qdrant's local mode: the same tests pass on both."""
+    if getattr(request, "param", "faiss") == "faiss":
+        yield FaissBackend()
+    else:
+        with qdrant_in_memory() as qdrant:
+            yield qdrant
+
+
+both_backends = pytest.mark.parametrize("backend", ["faiss", "qdrant"], indirect=True)
+
+
+@pytest.fixture
+def fresh(base_build, backend):
+    """A fresh, private copy of the 2000-row index (loaded from its build, or built in the
+    test's Qdrant)."""
 
     def load(exact_limit: int = 20000) -> CatalogIndex:
-        return CatalogIndex.load(base_build, exact_limit=exact_limit)
+        if isinstance(backend, FaissBackend):
+            return CatalogIndex.load(base_build, exact_limit=exact_limit)
+        return make_index(exact_limit=exact_limit, backend=backend)
 
     return load
 
@@ -100,6 +119,7 @@ def snapshot(index: CatalogIndex) -> list[tuple[list[int], list[float]]]:
 
 
 # ---- search ----------------------------------------------------------------------------------
+@both_backends
 def test_unfiltered_search_finds_a_row_by_its_own_vector(fresh):
     index = fresh()
     for space in SPACES:
@@ -113,7 +133,7 @@ def test_unfiltered_search_finds_a_row_by_its_own_vector(fresh):
 
 def test_a_flat_store_searches_exactly_and_loads_as_flat(tmp_path):
     """exact_limit 0: even filtered searches go to the store, which skips excluded rows."""
-    index = make_index(exact_limit=0, vectors=VectorConfig(kind="flat"))
+    index = make_index(exact_limit=0, backend=FaissBackend(VectorConfig(kind="flat")))
     index.delete("p7")
     build = index.save(tmp_path, "flat")
     for built in (index, CatalogIndex.load(build, exact_limit=0)):  # the saved kind, as saved
@@ -135,7 +155,8 @@ FILTERS = [
 ]
 
 
-@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "faiss-idselector"])
+@both_backends
+@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "store"])
 @pytest.mark.parametrize("filters", FILTERS, ids=["one-value", "rare", "or-and", "empty"])
 @pytest.mark.parametrize("k", [5, 10, 50])
 def test_filtered_search_returns_k_whenever_k_match(fresh, exact_limit, filters, k):
@@ -162,6 +183,7 @@ def test_filtered_search_returns_k_whenever_k_match(fresh, exact_limit, filters,
                 assert overlap >= 0.8
 
 
+@both_backends
 def test_filter_with_fewer_matches_than_k_returns_all_matches(fresh):
     for exact_limit in (20000, 0):
         index = fresh(exact_limit)
@@ -170,7 +192,8 @@ def test_filter_with_fewer_matches_than_k_returns_all_matches(fresh):
         assert sorted(rows.tolist()) == list(range(0, N, 200))
 
 
-@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "faiss-idselector"])
+@both_backends
+@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "store"])
 def test_deleted_rows_never_come_back(fresh, exact_limit):
     index = fresh(exact_limit)
     rng = np.random.default_rng(5)
@@ -193,12 +216,14 @@ def test_deleted_rows_never_come_back(fresh, exact_limit):
                 assert len(rows) == min(30, allowed)
 
 
-@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "faiss-idselector"])
-def test_many_searches_at_once_find_what_each_search_finds(fresh, exact_limit):
+@both_backends
+@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "store"])
+def test_many_searches_at_once_find_what_each_search_finds(fresh, backend, exact_limit):
     """The learner's batched searches: the same rows as one search per query, before and after
     products are deleted, on one thread or two, with and without filters."""
     index = fresh(exact_limit)
-    qs = queries(8, "pimage", 150)  # more than one chunk
+    # more than one chunk (Qdrant's local mode filters in Python: fewer there)
+    qs = queries(8, "pimage", 150 if isinstance(backend, FaissBackend) else 70)
 
     def each() -> list[np.ndarray]:
         return [index.search("pimage", q, 25)[0] for q in qs]
@@ -220,6 +245,7 @@ def test_many_searches_at_once_find_what_each_search_finds(fresh, exact_limit):
         assert all(len(r) == min(25, int(mask.sum())) for r in got)
 
 
+@both_backends
 def test_upsert_replaces_an_existing_id(fresh):
     index = fresh()
     old_row = index.row_of["p5"]
@@ -244,6 +270,7 @@ def test_upsert_replaces_an_existing_id(fresh):
     assert not p5_colour[old_row] and not p5_colour[new_row]
 
 
+@both_backends
 def test_a_batch_of_upserts_and_deletes_then_compaction(fresh):
     """What an ingest that updates a build does: many products at once (one repeated, the later
     one wins), then the dead rows dropped while the products and their vectors stay."""
@@ -271,8 +298,9 @@ def test_a_batch_of_upserts_and_deletes_then_compaction(fresh):
     assert "p100" not in compact.row_of and compact.meta["revision"] == index.meta["revision"]
 
 
-def test_upsert_of_a_new_id_and_new_attribute_is_searchable():
-    index = make_index(n=20)  # also exercises growth past the initial capacity
+@both_backends
+def test_upsert_of_a_new_id_and_new_attribute_is_searchable(backend):
+    index = make_index(n=20, backend=backend)  # also exercises growth past the initial capacity
     rng = np.random.default_rng(3)
     for i in range(40):
         vecs = {s: unit(rng, 1, d)[0] for s, d in DIMS.items()}
@@ -285,7 +313,8 @@ def test_upsert_of_a_new_id_and_new_attribute_is_searchable():
 
 
 # ---- persistence -----------------------------------------------------------------------------
-def test_save_and_load_round_trip_keeps_deletes_and_upserts(fresh, tmp_path):
+@both_backends
+def test_save_and_load_round_trip_keeps_deletes_and_upserts(fresh, backend, tmp_path):
     index = fresh()
     index.delete("p1")
     rng = np.random.default_rng(4)
@@ -298,9 +327,12 @@ def test_save_and_load_round_trip_keeps_deletes_and_upserts(fresh, tmp_path):
     assert current(tmp_path) == path == tmp_path / "b1"
     manifest = read_manifest(path)
     assert {f"{s}.npy" for s in DIMS} <= set(manifest["files"])
-    assert {f"{s}.faiss" for s in SPACES} <= set(manifest["files"])
+    if isinstance(backend, FaissBackend):
+        assert {f"{s}.faiss" for s in SPACES} <= set(manifest["files"])
+    else:  # the build names its collection, which holds the products by id
+        assert "qdrant.json" in manifest["files"]
     assert manifest["count"] == N - 1 and manifest["rows"] == N + 1
-    loaded = CatalogIndex.load(path)
+    loaded = CatalogIndex.load(path, backend=backend)
     assert len(loaded) == N - 1 and loaded.n_rows == N + 1
     assert "p1" not in loaded.row_of
     assert loaded.metas[loaded.row_of["p2"]].title == "replaced"

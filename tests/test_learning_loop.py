@@ -8,12 +8,21 @@ import copy
 import dataclasses
 import threading
 import time
+from contextlib import ExitStack
 from datetime import timedelta
 
 import httpx
 import pytest
 import torch
-from helpers import BACKENDS, QUICK_LEARNING, cloned_store, live_server, start_test_runtime
+from helpers import (
+    BACKENDS,
+    QUICK_LEARNING,
+    cloned_store,
+    ingested_copy,
+    live_server,
+    qdrant_in_memory,
+    start_test_runtime,
+)
 from sqlalchemy import delete
 
 from learner.coverage import retrieval_pools, shown_share
@@ -38,28 +47,33 @@ from storage.registry import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=[*BACKENDS, "qdrant"])
 def loop(request, tmp_path_factory, ingested, embedder):
+    """The ingested catalog served on SQLite or PostgreSQL, or on SQLite with its vectors in
+    Qdrant (ingested again into Qdrant's local mode), after 300 simulated sessions."""
     directory = tmp_path_factory.mktemp(f"loop-{request.param}")
-    with cloned_store(
-        ingested,
-        request.param,
-        directory,
-        **QUICK_LEARNING,
-        model_poll_seconds=0.2,
-        metrics_settle_seconds=1.0,
-    ) as store:
-        rt = start_test_runtime(store.settings, embedder)
+    learning = {**QUICK_LEARNING, "model_poll_seconds": 0.2, "metrics_settle_seconds": 1.0}
+    with ExitStack() as stack:
+        vectors = None
+        if request.param == "qdrant":
+            vectors = stack.enter_context(qdrant_in_memory())
+            store = stack.enter_context(
+                ingested_copy(
+                    "sqlite", directory, ingested.csv, ingested.rows, embedder, vectors, **learning
+                )
+            )
+        else:
+            cloned = cloned_store(ingested, request.param, directory, **learning)
+            store = stack.enter_context(cloned)
+        rt = start_test_runtime(store.settings, embedder, vectors)
+        stack.callback(rt.close)
         rt.learner.runs_here = True  # refreshes started through the API run in this process
-        try:
-            with live_server(store.settings, runtime=rt) as srv:
-                sim = Simulator(srv.url, ingested.csv, k=10)
-                report = sim.run(300, seed=3, concurrency=2, progress=False)
-                assert report.failed == 0 and report.events > 100
-                srv.bootstrap = ingested.report.head_version
-                yield srv
-        finally:
-            rt.close()
+        srv = stack.enter_context(live_server(store.settings, runtime=rt))
+        sim = Simulator(srv.url, ingested.csv, k=10)
+        report = sim.run(300, seed=3, concurrency=2, progress=False)
+        assert report.failed == 0 and report.events > 100
+        srv.bootstrap = store.report.head_version
+        yield srv
 
 
 @pytest.fixture(scope="module")

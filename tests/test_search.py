@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import random
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -16,8 +17,10 @@ from helpers import (
     app_client,
     cloned_store,
     image_b64,
+    ingested_copy,
     live_server,
     make_settings,
+    qdrant_in_memory,
     start_test_runtime,
 )
 from PIL import Image
@@ -29,11 +32,21 @@ from storage.errors import ArtifactError
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def runtime(ingested, embedder):
-    rt = start_test_runtime(ingested.settings, embedder)
-    yield rt
-    rt.close()
+@pytest.fixture(scope="module", params=["faiss", "qdrant"])
+def runtime(request, ingested, embedder, tmp_path_factory):
+    """The ingested catalog served with its vectors in FAISS, or in Qdrant (the same catalog
+    ingested into Qdrant's local mode)."""
+    with ExitStack() as stack:
+        served, vectors = ingested, None
+        if request.param == "qdrant":
+            vectors = stack.enter_context(qdrant_in_memory())
+            directory = tmp_path_factory.mktemp("qdrant")
+            served = stack.enter_context(
+                ingested_copy("sqlite", directory, ingested.csv, ingested.rows, embedder, vectors)
+            )
+        rt = start_test_runtime(served.settings, embedder, vectors)
+        stack.callback(rt.close)
+        yield rt
 
 
 def test_exact_titles_rank_their_product_first(runtime, ingested):
@@ -183,29 +196,24 @@ def test_repeated_texts_and_photos_reuse_their_vectors_and_the_least_recent_go(r
     assert calls["text"] == 6
 
 
-@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "faiss-idselector"])
-def test_filters_on_real_vectors_return_exactly_k(ingested, embedder, exact_limit):
-    settings = ingested.settings.model_copy(update={"exact_filter_limit": exact_limit})
-    rt = start_test_runtime(settings, embedder)
-    try:
-        assert rt.searcher.index.exact_limit == exact_limit
-        rows = ingested.rows
-        for article in ("Watches", "Heels", "Sunglasses"):
-            n_match = sum(r["articleType"] == article for r in rows)
-            for k in (5, n_match, n_match + 10):
-                for sq in (
-                    SearchQuery(text="red cotton kurta", k=k, filters={"articleType": article}),
-                    SearchQuery(
-                        image=Image.open(rows[0]["image_path"]),
-                        k=k,
-                        filters={"articleType": [article]},
-                    ),
-                ):
-                    hits = rt.searcher.search(sq).hits
-                    assert len(hits) == min(k, n_match), (article, k, len(hits))
-                    assert {h.product.attributes["articleType"] for h in hits} == {article}
-    finally:
-        rt.close()
+@pytest.mark.parametrize("exact_limit", [20000, 0], ids=["exact", "store"])
+def test_filters_on_real_vectors_return_exactly_k(runtime, ingested, exact_limit, monkeypatch):
+    monkeypatch.setattr(runtime.searcher.index, "exact_limit", exact_limit)
+    rows = ingested.rows
+    for article in ("Watches", "Heels", "Sunglasses"):
+        n_match = sum(r["articleType"] == article for r in rows)
+        for k in (5, n_match, n_match + 10):
+            for sq in (
+                SearchQuery(text="red cotton kurta", k=k, filters={"articleType": article}),
+                SearchQuery(
+                    image=Image.open(rows[0]["image_path"]),
+                    k=k,
+                    filters={"articleType": [article]},
+                ),
+            ):
+                hits = runtime.searcher.search(sq).hits
+                assert len(hits) == min(k, n_match), (article, k, len(hits))
+                assert {h.product.attributes["articleType"] for h in hits} == {article}
 
 
 def test_an_empty_data_dir_is_not_ready(tmp_path, embedder):

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from model.checkpoint import load_head
 from model.head import FusionHead
 from service.catalog.index import CatalogIndex, project
-from service.catalog.vectors import VectorConfig
+from service.catalog.vectors import VectorBackend
 from service.config import Settings
 from service.encoding.cache import content_key
 from service.encoding.embedder import Embedder
@@ -59,22 +59,20 @@ class Build:
     version: str
 
 
-def updatable(settings: Settings, embedder: Embedder) -> Build | str:
+def updatable(settings: Settings, embedder: Embedder, backend: VectorBackend) -> Build | str:
     """The current build if this ingest can update it, else why not (it is then rebuilt)."""
     path = current(settings.index_dir)
     if path is None:
         return "no index yet"
     try:
-        index = CatalogIndex.load(
-            path, vector_config=VectorConfig.of(settings), exact_limit=settings.exact_filter_limit
-        )
+        index = CatalogIndex.load(path, backend=backend, exact_limit=settings.exact_filter_limit)
         version = str(index.meta["head_version"])
         head, _ = load_head(settings.data_dir / "heads" / version)
     except (ArtifactError, KeyError) as e:
         return f"the current index cannot be updated ({e})"
     if index.meta.get("encoders") != encoder_ids(embedder):
         return "the encoders changed"
-    if index.meta.get("vector_index", "hnsw") != settings.vector_index:
+    if index.meta.get("vector_index", "hnsw") != backend.config.kind:
         return "the vector index kind changed"
     return Build(index, head, version)
 

@@ -24,7 +24,7 @@ from model.head import FusionHead
 from service.catalog.files import product_text
 from service.catalog.lexical import Doc, LexicalIndex, OutdatedIndex
 from service.catalog.tokens import terms, words
-from service.catalog.vectors import SPACES, FaissStore, VectorConfig, VectorStore
+from service.catalog.vectors import SPACES, FaissBackend, FilterMask, VectorBackend, VectorStore
 from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
 from storage.products import ProductRecord
@@ -57,12 +57,13 @@ class CatalogIndex:
         colour: np.ndarray | None = None,
         alive: np.ndarray | None = None,
         store: VectorStore | None = None,
-        vector_config: VectorConfig = VectorConfig(),
+        backend: VectorBackend | None = None,
         exact_limit: int = 20000,
         meta: dict[str, Any] | None = None,
         lexical: LexicalIndex | None = None,
     ) -> None:
-        """`store`: the rows' vector indexes, built here as `vector_config` says if not given;
+        """`store`: the rows' vector indexes, built here by `backend` (default: FAISS HNSW) if
+        not given;
         `lexical`: the products' BM25 index, likewise built from their text."""
         n = len(metas)
         if colour is None:  # a build from before colour descriptors, or none configured
@@ -87,7 +88,10 @@ class CatalogIndex:
         self._attr_cache: dict[str, np.ndarray] = {}
         self.code_cache: dict[Any, np.ndarray] = {}  # model.attributes: codes per vocabulary
         if store is None:
-            store = FaissStore.build({s: self._vecs[s][:n] for s in SPACES}, vector_config)
+            alive_metas = [m if self._alive[r] else None for r, m in enumerate(metas)]
+            store = (backend or FaissBackend()).build(
+                {s: self._vecs[s][:n] for s in SPACES}, alive_metas
+            )
         assert store.rows == n, "index rows != vector rows"
         self._store = store
         if lexical is None:
@@ -125,13 +129,13 @@ class CatalogIndex:
     def attribute_names(self) -> set[str]:
         return set(self.meta.get("attributes", []))
 
-    def filter_mask(self, filters: Mapping[str, list[str]]) -> np.ndarray:
+    def filter_mask(self, filters: Mapping[str, list[str]]) -> FilterMask:
         """Alive rows whose attributes match every filter (values within one filter are OR-ed)."""
         with self._lock:
             mask = self._alive[: self._n].copy()
             for attr, values in filters.items():
                 mask &= np.isin(self._column(attr), np.array(values, dtype=object))
-            return mask
+            return FilterMask(mask, filters)
 
     def facet_counts(
         self, rows: np.ndarray, attrs: Sequence[str], limit: int = 100
@@ -284,7 +288,7 @@ class CatalogIndex:
             self._alive[first:end], self._has_image[first:end] = True, has_image
             # rows are positions in the store: a store out of step would name wrong products
             assert self._store.rows == first, "vector store rows != index rows"
-            self._store.add({s: self._vecs[s][first:end] for s in SPACES})
+            self._store.add({s: self._vecs[s][first:end] for s in SPACES}, metas)
             replaced: list[int | None] = []
             for row, meta in enumerate(metas, start=first):
                 old = self.row_of.get(meta.id)
@@ -308,7 +312,9 @@ class CatalogIndex:
     def delete_many(self, product_ids: Sequence[str]) -> int:
         """Remove the products from search; returns how many were in it."""
         with self._lock:
-            rows = [r for p in product_ids if (r := self.row_of.pop(p, None)) is not None]
+            known = [p for p in product_ids if p in self.row_of]
+            self._store.delete(known)
+            rows = [self.row_of.pop(p) for p in known]
             self._alive[rows] = False
         if rows:
             self.lexical.delete_many(rows)
@@ -319,6 +325,7 @@ class CatalogIndex:
         products, vectors and meta stay."""
         with self._lock:
             rows = np.flatnonzero(self._alive[: self._n])
+            metas = [self.metas[r] for r in rows.tolist()]
             return CatalogIndex(
                 text=self._vecs["text"][rows],
                 image=self._vecs["image"][rows],
@@ -326,8 +333,8 @@ class CatalogIndex:
                 ptext=self._vecs["ptext"][rows],
                 pimage=self._vecs["pimage"][rows],
                 has_image=self._has_image[rows],
-                metas=[self.metas[r] for r in rows.tolist()],
-                vector_config=self._store.config,
+                metas=metas,
+                store=self._store.compacted({s: self._vecs[s][rows] for s in SPACES}, metas),
                 exact_limit=self.exact_limit,
                 meta=dict(self.meta),
             )
@@ -358,10 +365,11 @@ class CatalogIndex:
         cls,
         path: Path,
         *,
-        vector_config: VectorConfig = VectorConfig(),
+        backend: VectorBackend | None = None,
         exact_limit: int = 20000,
     ) -> CatalogIndex:
-        """The build at `path`, verified; its vector indexes searched as `vector_config` says."""
+        """The build at `path`, verified; its vector store opened through `backend` (default:
+        FAISS in process)."""
         manifest = read_manifest(path)
         try:
             arrays = {
@@ -374,7 +382,9 @@ class CatalogIndex:
                 ProductRecord(m[0], m[1], m[2], m[3], description=m[4] if len(m) > 4 else "")
                 for m in json.loads((path / "products.json").read_text())
             ]
-            store = FaissStore.load(path, vector_config)
+            alive = arrays["alive"].astype(bool)
+            products = [m if alive[r] else None for r, m in enumerate(metas)]
+            store = (backend or FaissBackend()).load(path, products)
             lexical = _load_lexical(path / "lexical")
         except (OSError, ValueError, RuntimeError) as e:
             raise ArtifactError(f"index {path.name} cannot be loaded: {e}; re-run ingest") from e
@@ -389,7 +399,6 @@ class CatalogIndex:
             alive=arrays["alive"],
             metas=metas,
             store=store,
-            vector_config=vector_config,
             exact_limit=exact_limit,
             meta=meta,
             lexical=lexical,

@@ -40,7 +40,7 @@ from service.catalog.builds import (
 )
 from service.catalog.files import NOT_EMBEDDED, CatalogColumns, product_text, read_catalog
 from service.catalog.index import CatalogIndex, project
-from service.catalog.vectors import VectorConfig
+from service.catalog.vectors import VectorBackend, VectorConfig, open_backend
 from service.config import Settings
 from service.encoding.embedder import Embedder, make_embedder
 from service.encoding.export import Choice, judge
@@ -86,12 +86,14 @@ def ingest_catalog(
     limit: int | None = None,
     progress: bool = True,
     rebuild: bool = False,
+    vectors: VectorBackend | None = None,
 ) -> IngestReport:
     """Replace the catalog with the file's products (service.catalog.files) and save a new index
     build (the old one stays loadable until the new one is complete): the current build updated,
     or with `rebuild` (or no build to update) a new one. `embedder`: encoders already loaded,
     used as they are; None: the configured ones, their int8 graphs judged on this catalog first
-    (service.encoding.export)."""
+    (service.encoding.export). `vectors`: where the vector stores live, kept open; None: the
+    configured backend, opened for the ingest."""
     laps = _Laps()
     lap = laps.lap
 
@@ -103,21 +105,28 @@ def ingest_catalog(
         graphs = judge(settings, rows, progress=progress)
         embedder = make_embedder(settings)
         lap("encoders")
-    base = updatable(settings, embedder) if not rebuild else "a rebuild was asked for"
-    vecs = _embed(rows, embedder, progress=progress, lap=lap)
-    revision = _store_products(sessions, rows, vecs.image_hashes)
-    lap("sql")
-    how: dict[str, Any]
-    if isinstance(base, Build):
-        name, changes = update_build(settings, base, rows, vecs, revision, progress=progress)
-        version, recall, how = base.version, None, {"mode": "updated", "changes": changes}
-    else:
-        head, version, boot, ids = _bootstrap(settings, rows, vecs, embedder, progress=progress)
-        lap("head")
-        name = _build_index(settings, rows, vecs, head, ids, version=version, revision=revision)
-        _activate(settings, sessions, version)
-        recall, how = boot.heldout_recall_at_10, {"reason": base}
-    lap("index")
+    backend = vectors or open_backend(VectorConfig.of(settings))
+    try:
+        base = updatable(settings, embedder, backend) if not rebuild else "a rebuild was asked for"
+        vecs = _embed(rows, embedder, progress=progress, lap=lap)
+        revision = _store_products(sessions, rows, vecs.image_hashes)
+        lap("sql")
+        how: dict[str, Any]
+        if isinstance(base, Build):
+            name, changes = update_build(settings, base, rows, vecs, revision, progress=progress)
+            version, recall, how = base.version, None, {"mode": "updated", "changes": changes}
+        else:
+            head, version, boot, ids = _bootstrap(settings, rows, vecs, embedder, progress=progress)
+            lap("head")
+            name = _build_index(
+                settings, backend, rows, vecs, head, ids, version=version, revision=revision
+            )
+            _activate(settings, sessions, version)
+            recall, how = boot.heldout_recall_at_10, {"reason": base}
+        lap("index")
+    finally:
+        if vectors is None:
+            backend.close()
     return IngestReport(
         products=len(rows),
         without_image=int((~vecs.has_image).sum()),
@@ -244,6 +253,7 @@ def _bootstrap(
 
 def _build_index(
     settings: Settings,
+    backend: VectorBackend,
     rows: list[ProductRecord],
     vecs: Embedded,
     head: FusionHead,
@@ -265,10 +275,10 @@ def _build_index(
             replace(r, image_path=r.image_path if ok else None)
             for r, ok in zip(rows, vecs.has_image, strict=True)
         ],
-        vector_config=VectorConfig.of(settings),
+        backend=backend,
         meta={
             "encoders": encoders,
-            "vector_index": settings.vector_index,
+            "vector_index": backend.config.kind,
             "head_version": version,
             "revision": revision,
             "attributes": sorted({a for r in rows for a in r.attributes}),

@@ -1,30 +1,36 @@
 """The catalog's nearest-neighbour indexes, one per searched space, behind one interface
 (VectorStore), so that the searcher, the learner and the query memory do not change with the
-backend. FAISS in process is the default; its index kind is a setting:
+backend. The backend and its index kind are a setting:
 
-- `hnsw`: an HNSW graph over half-precision copies (the graph walk reads half the bytes at the
-  same recall; the head scores candidates on the float32 vectors anyway);
-- `flat`: exact search over every row.
+- `hnsw` (default): FAISS in process, an HNSW graph over half-precision copies (the graph walk
+  reads half the bytes at the same recall; the head scores candidates on the float32 vectors
+  anyway);
+- `flat`: FAISS in process, exact search over every row;
+- `qdrant`: a Qdrant server or cluster (service.catalog.qdrant), shared by every process.
 
-Rows are append-only (a compacted build gets a new store): deleted rows and filtered-out rows
-are skipped during the search through a bitmap of the rows a search may return.
+Rows are append-only (a compacted build gets a new store). FAISS skips deleted and filtered-out
+rows during the search through a bitmap of the rows a search may return; Qdrant deletes points
+and filters on their payload.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import faiss
 import numpy as np
 
 from service.config import Settings
+from storage.errors import ArtifactError
+from storage.products import ProductRecord
 
 SPACES = ("text", "ptext", "pimage")  # raw MiniLM text, projected text, projected image
-Kind = Literal["hnsw", "flat"]
+Kind = Literal["hnsw", "flat", "qdrant"]
+QDRANT_FILE = "qdrant.json"  # in a build whose vectors are in Qdrant: its collection
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,35 @@ class VectorConfig:
     hnsw_m: int = 32  # graph degree
     # HNSW candidates kept during the walk (at least the n asked for); 0: by the index's size
     ef_search: int = 0
+    qdrant_url: str = ""  # the Qdrant server of kind "qdrant"
+    qdrant_api_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, settings: Settings) -> VectorConfig:
-        return cls(settings.vector_index, settings.hnsw_m, settings.hnsw_ef_search)
+        key = settings.qdrant_api_key
+        return cls(
+            settings.vector_index,
+            settings.hnsw_m,
+            settings.hnsw_ef_search,
+            qdrant_url=settings.qdrant_url,
+            qdrant_api_key=key.get_secret_value() if key else None,
+        )
+
+
+class FilterMask(np.ndarray):
+    """A row mask that remembers the attribute filters it was made from (attribute -> values,
+    OR-ed within, AND-ed across), so that a store filtering on its own copy of the attributes
+    (Qdrant) is given the filters rather than a million rows. Slices keep them."""
+
+    filters: dict[str, list[str]] | None
+
+    def __new__(cls, mask: np.ndarray, filters: Mapping[str, list[str]]) -> FilterMask:
+        out = np.asarray(mask, dtype=bool).view(cls)
+        out.filters = {k: list(v) for k, v in filters.items()}
+        return out
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.filters = getattr(obj, "filters", None)
 
 
 class VectorStore(Protocol):
@@ -49,8 +80,12 @@ class VectorStore(Protocol):
     @property
     def rows(self) -> int: ...
 
-    def add(self, vectors: Mapping[str, np.ndarray]) -> None:
-        """Append rows: per space, (n, dim) float32 vectors for the next n rows."""
+    def add(self, vectors: Mapping[str, np.ndarray], products: Sequence[ProductRecord]) -> None:
+        """Append a row per product: per space, (n, dim) float32 vectors for the next n rows. A
+        product already in the store is replaced."""
+
+    def delete(self, product_ids: Sequence[str]) -> None:
+        """The products leave the store (a store searched through a row mask may keep them)."""
 
     def search(
         self, space: str, queries: np.ndarray, n: int, mask: np.ndarray | None, threads: int
@@ -58,11 +93,66 @@ class VectorStore(Protocol):
         """(len(queries), n) rows and similarities, best first, among the rows `mask` allows
         (None: every row); a row of -1 where fewer were found. `threads`: cores for a batch."""
 
+    def compacted(
+        self, vectors: Mapping[str, np.ndarray], products: Sequence[ProductRecord]
+    ) -> VectorStore:
+        """The store of a compacted build: these products, row for row."""
+
     def save(self, directory: Path) -> None: ...
 
 
+class VectorBackend(Protocol):
+    """A process's way to its vector stores (a Qdrant backend holds the connection)."""
+
+    config: VectorConfig
+
+    def build(
+        self, vectors: Mapping[str, np.ndarray], products: Sequence[ProductRecord | None]
+    ) -> VectorStore:
+        """A store over every row of `vectors` (per space); `products`: row for row, None for
+        a dead row."""
+
+    def load(self, directory: Path, products: Sequence[ProductRecord | None]) -> VectorStore:
+        """The store a build saved in `directory`, whichever backend wrote it that this one can
+        open; `products` as for build."""
+
+    def close(self) -> None: ...
+
+
+def open_backend(config: VectorConfig) -> VectorBackend:
+    """The backend `config` names (closed by whoever opened it)."""
+    if config.kind == "qdrant":
+        from service.catalog.qdrant import QdrantBackend  # its client loads only when used
+
+        return QdrantBackend(config)
+    return FaissBackend(config)
+
+
+class FaissBackend:
+    """FAISS in process: nothing to connect to."""
+
+    def __init__(self, config: VectorConfig = VectorConfig()) -> None:
+        self.config = config
+
+    def build(
+        self, vectors: Mapping[str, np.ndarray], products: Sequence[ProductRecord | None]
+    ) -> FaissStore:
+        return FaissStore.build(vectors, self.config)
+
+    def load(self, directory: Path, products: Sequence[ProductRecord | None]) -> FaissStore:
+        if (directory / QDRANT_FILE).exists():
+            raise ArtifactError(
+                f"index {directory.name} keeps its vectors in Qdrant: set "
+                "FUSIONRANK_VECTOR_INDEX=qdrant (and FUSIONRANK_QDRANT_URL) to serve it"
+            )
+        return FaissStore.load(directory, self.config)
+
+    def close(self) -> None:
+        pass
+
+
 class FaissStore:
-    """FAISS in process: one index per space."""
+    """FAISS in process: one index per space; deleted rows stay in it, skipped by the mask."""
 
     def __init__(self, indexes: Mapping[str, faiss.Index], config: VectorConfig) -> None:
         counts = {index.ntotal for index in indexes.values()}
@@ -84,9 +174,17 @@ class FaissStore:
     def rows(self) -> int:
         return int(self._indexes[SPACES[0]].ntotal)
 
-    def add(self, vectors: Mapping[str, np.ndarray]) -> None:
+    def add(self, vectors: Mapping[str, np.ndarray], products: Sequence[ProductRecord]) -> None:
         for space in SPACES:
             self._indexes[space].add(vectors[space])
+
+    def delete(self, product_ids: Sequence[str]) -> None:
+        pass  # their rows are masked out: an HNSW graph cannot drop nodes
+
+    def compacted(
+        self, vectors: Mapping[str, np.ndarray], products: Sequence[ProductRecord]
+    ) -> FaissStore:
+        return FaissStore.build(vectors, self.config)
 
     def search(
         self, space: str, queries: np.ndarray, n: int, mask: np.ndarray | None, threads: int = 1
@@ -156,7 +254,7 @@ def _params(
     (`share`: the part of the rows it allows). An HNSW walk that must skip most of the rows it
     meets keeps proportionally more candidates, or it ends before finding the allowed ones."""
     if isinstance(index, faiss.IndexHNSW):
-        ef = int(max(config.ef_search or _ef_for(index.ntotal), n) / share)
+        ef = int(max(config.ef_search or ef_for(index.ntotal), n) / share)
         params = faiss.SearchParametersHNSW(efSearch=min(ef, 4096))  # type: ignore[attr-defined]
     else:
         params = faiss.SearchParameters()
@@ -164,7 +262,7 @@ def _params(
     return params
 
 
-def _ef_for(rows: int) -> int:
+def ef_for(rows: int) -> int:
     """The HNSW breadth for an index of `rows` rows: recall@10 falls with size at a fixed
     breadth (on a million perturbed catalog vectors, text 0.87 at 128 and 0.97 at 1024, at 2 ms
     p99; benchmarks/million.py), and small indexes need no more than 128."""

@@ -24,7 +24,7 @@ from service.catalog.files import product_text
 from service.catalog.index import CatalogIndex, project
 from service.encoding.cache import content_key
 from service.encoding.embedder import Embedder
-from service.errors import NotFound
+from service.errors import NotFound, VectorsUnavailable
 from service.threads import one_torch_thread
 from storage.artifacts import disk_space
 from storage.db import transaction
@@ -87,7 +87,7 @@ class CatalogWriter:
                 s.flush()
                 row = s.get(Product, product_id)
                 assert row is not None
-            self._catch_up()
+            self._catch_up_after(product_id)
             return row
 
     def delete(self, product_id: str) -> None:
@@ -95,12 +95,21 @@ class CatalogWriter:
             with transaction(self.sessions) as s:
                 if not delete_product(session=s, product_id=product_id):
                     raise NotFound(f"product {product_id!r} does not exist")
-            self._catch_up()
+            self._catch_up_after(product_id)
 
     def reconcile(self) -> int:
         """Apply SQL changes newer than the index's revision; returns how many."""
         with self._lock:
             return self._catch_up()
+
+    def _catch_up_after(self, product_id: str) -> None:
+        try:
+            self._catch_up()
+        except VectorsUnavailable as e:
+            raise VectorsUnavailable(
+                f"the change of {product_id!r} is saved and reaches search once the vector "
+                f"store answers (sending it again is safe): {e.message}"
+            ) from e
 
     def _catch_up(self) -> int:
         """Apply the changes since the index's revision, in batches: an ingest that updated
