@@ -100,6 +100,8 @@ def test_an_unreachable_qdrant_is_a_503_and_leaves_the_index_as_it_was(monkeypat
         monkeypatch.undo()
         index.upsert(ProductRecord("new", "new", {}, None), vecs, False)
         assert index.search("ptext", vecs["ptext"], 1)[0].tolist() == [index.row_of["new"]]
+        p3 = index.row_of["p3"]  # the failed delete left it searchable, as it still is
+        assert index.search("text", index.vectors("text", np.array([p3]))[0], 1)[0][0] == p3
 
 
 def test_qdrant_settings_name_the_server():

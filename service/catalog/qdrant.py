@@ -61,8 +61,8 @@ class QdrantBackend:
         """`client`: one already open (tests pass Qdrant's local mode, `QdrantClient(":memory:")`,
         which searches exactly and keeps nothing); None: the server at `config.qdrant_url`."""
         self.config = config
-        self._where = config.qdrant_url or "local mode"
-        self._server = client is None
+        self.where = config.qdrant_url or "local mode"
+        self.server = client is None
         if client is None:
             client = QdrantClient(
                 url=config.qdrant_url,
@@ -77,7 +77,7 @@ class QdrantBackend:
     ) -> QdrantStore:
         """A new collection holding the products' rows."""
         collection = f"fusionrank-{uuid.uuid4().hex[:16]}"
-        with _reaching(self._where):
+        with _reaching(self.where):
             self.client.create_collection(
                 collection,
                 vectors_config={
@@ -86,7 +86,7 @@ class QdrantBackend:
                 },
                 hnsw_config=qm.HnswConfigDiff(m=self.config.hnsw_m, ef_construct=80),
             )
-            if self._server:  # local mode filters without indexes (and says so)
+            if self.server:  # local mode filters without indexes (and says so)
                 self.client.create_payload_index(
                     collection, "facets", qm.PayloadSchemaType.KEYWORD, wait=True
                 )
@@ -104,11 +104,11 @@ class QdrantBackend:
         if not (directory / QDRANT_FILE).exists():
             return FaissStore.load(directory, self.config)
         collection = json.loads((directory / QDRANT_FILE).read_text())["collection"]
-        with _reaching(self._where):
+        with _reaching(self.where):
             found = self.client.collection_exists(collection)
         if not found:
             raise ArtifactError(
-                f"index {directory.name}: Qdrant at {self._where} has no collection "
+                f"index {directory.name}: Qdrant at {self.where} has no collection "
                 f"{collection}; re-run `fusionrank ingest --rebuild`"
             )
         return QdrantStore(self, collection, products)
@@ -154,19 +154,19 @@ class QdrantStore:
             for i, (_, p) in enumerate(named)
             if p is not None
         ]
-        with _reaching(self.backend._where):
+        with _reaching(self.backend.where):
             self.client.upsert(self.collection, points=points, wait=True)
         self._row.update((p.id, row) for row, p in named if p is not None)
 
     def delete(self, product_ids: Sequence[str]) -> None:
-        for p in product_ids:
-            self._row.pop(p, None)
         if product_ids:
             ids: list[Any] = [point_id(p) for p in product_ids]
-            with _reaching(self.backend._where):
+            with _reaching(self.backend.where):
                 self.client.delete(
                     self.collection, points_selector=qm.PointIdsList(points=ids), wait=True
                 )
+        for p in product_ids:
+            self._row.pop(p, None)
 
     def search(
         self, space: str, queries: np.ndarray, n: int, mask: np.ndarray | None, threads: int = 1
@@ -188,7 +188,7 @@ class QdrantStore:
             share = max(float(np.count_nonzero(mask)) / max(len(mask), 1), 0.01)
             limit = min(int(n / share) + 1, max(n, 4096))
         params = None
-        if self.backend._server:  # local mode searches exactly (and warns of parameters)
+        if self.backend.server:  # local mode searches exactly (and warns of parameters)
             params = qm.SearchParams(hnsw_ef=max(self.config.ef_search or ef_for(self._n), n))
         requests = [
             qm.QueryRequest(
@@ -201,7 +201,7 @@ class QdrantStore:
             )
             for q in queries
         ]
-        with _reaching(self.backend._where):
+        with _reaching(self.backend.where):
             answers = self.client.query_batch_points(self.collection, requests=requests)
         rows = np.full((len(queries), n), -1, np.int64)
         sims = np.zeros((len(queries), n), np.float32)
