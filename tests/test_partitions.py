@@ -13,9 +13,10 @@ from sqlalchemy import func, inspect, select, text
 from learner.window import load_window
 from storage.db import transaction
 from storage.feedback import record_events
-from storage.impressions import add_impressions
-from storage.models import FeedbackEvent, Impression, ImpressionItem
+from storage.impressions import add_impressions, mark_holdout
+from storage.models import FeedbackEvent, Impression, ImpressionItem, VersionStatus
 from storage.partitions import LOGS, maintain, partition_days, partition_name
+from storage.registry import VersionIn, register_version
 from storage.retention import purge_before
 
 GRADES = {"click": 1, "add_to_cart": 2, "purchase": 3}
@@ -150,3 +151,24 @@ def test_an_event_id_is_stored_once_across_days(sessions):
             s.scalar(select(FeedbackEvent.search_id).where(FeedbackEvent.event_id == "e-1"))
             == (ids[5][0])
         )
+
+
+def test_the_carried_holdout_is_bounded_by_the_window(sessions):
+    """A refresh reads at most `max_window` searches held out by earlier refreshes: the newest."""
+    ids = _log(sessions, [6, 5, 4, 3], per_day=2)
+    held = [sid for d in (6, 5, 4, 3) for sid in ids[d]]
+    with transaction(sessions) as s:
+        mark_holdout(session=s, hold=held, release=[])
+        v = VersionIn("h-prev", None, VersionStatus.PROMOTED, "0" * 64, window_end=_noon(2))
+        register_version(session=s, v=v)
+    with sessions() as s:
+        w = load_window(
+            s,
+            grades=GRADES,
+            settle=timedelta(0),
+            max_window=3,
+            replay=0,
+            fallback_version="h-test",
+        )
+    # the three newest (searches of one time order by id), oldest first
+    assert [x.search_id for x in w.carried] == [ids[4][0], *ids[3]]
