@@ -15,12 +15,14 @@ index probes of a lookup by search id cheap (docs/benchmarks.md, "Logs at scale"
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 # table -> its partition key
@@ -35,6 +37,8 @@ AHEAD_DAYS = 7
 # DDL on a log table waits at most this long for a lock: inserts queue behind a waiting DROP,
 # so a drop that would wait on a long read gives up and the next maintenance tries again.
 LOCK_TIMEOUT = "5s"
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
+log = logging.getLogger(__name__)
 
 _PARTITION = re.compile(r"^(impressions|impression_items|feedback_events)_(p(\d{8})|default)$")
 
@@ -137,36 +141,60 @@ def maintain(*, session: Session, today: date, ahead: int = AHEAD_DAYS) -> list[
     conn = session.connection()
     if not partitioned(conn):
         return []
-    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
     days = {today + timedelta(d) for d in range(ahead + 1)} | stray_days(conn)
-    made = create_days(conn, days)
+    return _make_days(session, days)
+
+
+def _make_days(session: Session, days: set[date]) -> list[date]:
+    """create_days in a transaction of its own, given up if a lock is not granted in time."""
+    conn = session.connection()
+    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+    try:
+        made = create_days(conn, days)
+    except OperationalError as e:
+        if getattr(e.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        # a long read held the tables: the week made ahead covers until the next maintenance
+        session.rollback()
+        log.warning("log partitions not made: a lock was not granted within %s", LOCK_TIMEOUT)
+        return []
     session.commit()
     return made
+
+
+def _drop_day(conn: Connection, day: date) -> int:
+    """Drop a day's partitions of every log table; returns the searches it held."""
+    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+    searches = 0
+    if day in partition_days(conn, "impressions"):
+        part = partition_name("impressions", day)
+        searches = int(conn.execute(text(f"SELECT count(*) FROM {part}")).scalar_one())
+    for table in LOGS:
+        conn.execute(text(f"DROP TABLE IF EXISTS {partition_name(table, day)}"))
+    return searches
 
 
 def drop_days_before(*, session: Session, cutoff: datetime) -> tuple[int, int]:
     """Drop the partitions of every day that ended by `cutoff`, a day's three tables in one
     transaction. Returns (days dropped, searches they held). Rows of the day `cutoff` falls in
     stay until that whole day is past it."""
-    conn = session.connection()
-    create_days(conn, stray_days(conn))  # rows that missed their day's partition expire too
-    session.commit()
+    _make_days(session, stray_days(session.connection()))  # rows that missed their day expire too
     conn = session.connection()
     days = sorted(set().union(*(partition_days(conn, t) for t in LOGS)))
     dropped = searches = 0
     for day in days:
         if day_start(day + timedelta(1)) > cutoff:
             break
-        conn = session.connection()
-        conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        if day in partition_days(conn, "impressions"):
-            searches += int(
-                conn.execute(
-                    text(f"SELECT count(*) FROM {partition_name('impressions', day)}")
-                ).scalar_one()
+        try:
+            searches += _drop_day(session.connection(), day)
+        except OperationalError as e:
+            if getattr(e.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            session.rollback()  # a long read: the next maintenance drops the rest
+            log.warning(
+                "retention stopped at %s: a lock was not granted within %s", day, LOCK_TIMEOUT
             )
-        for table in LOGS:
-            conn.execute(text(f"DROP TABLE IF EXISTS {partition_name(table, day)}"))
+            break
         session.commit()
         dropped += 1
     return dropped, searches

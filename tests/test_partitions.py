@@ -172,3 +172,16 @@ def test_the_carried_holdout_is_bounded_by_the_window(sessions):
         )
     # the three newest (searches of one time order by id), oldest first
     assert [x.search_id for x in w.carried] == [ids[4][0], *ids[3]]
+
+
+def test_maintenance_gives_way_to_a_long_read(sessions, schema_name):
+    """Making a partition needs the DEFAULT partition to itself: while a read holds it,
+    maintenance gives up after its lock timeout (inserts would queue behind it) and says so."""
+    if schema_name is None:
+        pytest.skip("SQLite keeps plain tables")
+    later = datetime.now(UTC).date() + timedelta(30)
+    with sessions() as reader, sessions() as s:
+        reader.execute(text("SELECT count(*) FROM impressions"))  # holds its lock until rollback
+        assert maintain(session=s, today=later, ahead=0) == []
+        reader.rollback()
+        assert maintain(session=s, today=later, ahead=0) == [later]
