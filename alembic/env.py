@@ -7,6 +7,7 @@ from sqlalchemy import pool
 from alembic import context
 from storage.db import make_engine
 from storage.models import Base
+from storage.partitions import schema_filters
 
 config = context.config
 target_metadata = Base.metadata
@@ -34,6 +35,7 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            **schema_filters(connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()

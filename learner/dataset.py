@@ -75,7 +75,7 @@ def load_searches(
     )
     if not impressions:
         return []
-    shown, labels = _shown_and_labels(session, [i[0] for i in impressions], grades)
+    shown, labels = _shown_and_labels(session, [(i[0], i[1]) for i in impressions], grades)
     out = []
     for sid, created_at, query_type, query_text, image_sha256, explore, filters in impressions:
         if sid not in shown:
@@ -136,7 +136,7 @@ def even_shares(available: Mapping[str, int], total: int) -> dict[str, int]:
 
 
 def _shown_and_labels(
-    session: Session, ids: list[str], grades: dict[str, int]
+    session: Session, searches: list[tuple[str, datetime]], grades: dict[str, int]
 ) -> tuple[
     dict[str, tuple[list[str], list[int], list[float], list[float]]], dict[tuple[str, str], int]
 ]:
@@ -144,13 +144,13 @@ def _shown_and_labels(
     lifts; and per (search, product) the highest grade among its events."""
     shown: dict[str, tuple[list[str], list[int], list[float], list[float]]] = {}
     labels: dict[tuple[str, str], int] = {}
-    for sid, pid, pos, model_pos, prop, memory in shown_items(session=session, search_ids=ids):
+    for sid, pid, pos, model_pos, prop, memory in shown_items(session=session, searches=searches):
         cols = shown.setdefault(sid, ([], [], [], []))
         cols[0].append(pid)
         cols[1].append(model_pos or pos)
         cols[2].append(prop if prop else 1.0 / pos)
         cols[3].append(memory or 0.0)
-    for sid, pid, etype in event_types(session=session, search_ids=ids):
+    for sid, pid, etype in event_types(session=session, searches=searches):
         g = grades.get(etype, 0)  # a type removed from the settings no longer counts
         if g > labels.get((sid, pid), 0):
             labels[(sid, pid)] = g

@@ -57,7 +57,9 @@ def load_window(
     replayed: list[LoggedSearch] = []
     carried: list[LoggedSearch] = []
     if start is not None:
-        carried = load_searches(session, grades=grades, end=start, holdout=True)
+        # the newest held-out searches, as many as a window: the split takes the newest first,
+        # and older ones, never released, stay out of training until retention drops them
+        carried = load_searches(session, grades=grades, end=start, holdout=True, limit=max_window)
         if replay:
             replayed = replay_sample(session, grades=grades, end=start, limit=replay)
     return Window(parent_version, start, cutoff, window, replayed, carried)

@@ -26,6 +26,7 @@ from model.catalog_view import ProductVectors
 from storage.artifacts import remove_stale_temps
 from storage.feedback import count_events
 from storage.models import RunStatus
+from storage.partitions import maintain
 from storage.registry import (
     acquire_lease,
     claim_run,
@@ -145,14 +146,19 @@ class Learner:
             self.request("events")
 
     def purge(self) -> int:
-        """Apply the retention bound (also under the lease: one process purges)."""
+        """Make the coming days' log partitions and apply the retention bound (also under the
+        lease: one process purges)."""
         ttl = timedelta(seconds=self.config.lease_seconds)
         if not acquire_lease(sessions=self.sessions, name="retention", holder=self.holder, ttl=ttl):
             return 0
         try:
-            cutoff = utcnow() - timedelta(days=self.config.retention_days)
+            now = utcnow()
+            cutoff = now - timedelta(days=self.config.retention_days)
             with self.sessions() as s:
+                made = maintain(session=s, today=now.date())  # PostgreSQL's coming days
                 n = purge_before(session=s, cutoff=cutoff)
+            if made:
+                log.info("logs: made the partitions of %s", ", ".join(map(str, made)))
             if n:
                 log.info("retention: deleted %d searches older than %s", n, cutoff)
             return n

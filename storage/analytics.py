@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from storage.db import chunks, insert_for
+from storage.db import chunks, insert_for, time_chunks
 from storage.models import (
     EventPosition,
     FeedbackEvent,
@@ -43,13 +43,20 @@ class Tally:
     positions: Counter[tuple[int, str, int]] = field(default_factory=Counter)  # day, event, pos
 
 
-def counted_events(*, session: Session, search_ids: Iterable[str]) -> set[tuple[str, str]]:
-    """The (search id, event type) pairs of these searches that earlier folds counted."""
+def counted_events(
+    *, session: Session, searches: Iterable[tuple[str, datetime]]
+) -> set[tuple[str, str]]:
+    """The (search id, event type) pairs of these (search_id, created_at) that earlier folds
+    counted."""
     ev, out = FeedbackEvent, set[tuple[str, str]]()
-    for chunk in chunks(sorted(set(search_ids)), 500):
+    for chunk, first, last in time_chunks(set(searches), 500):
         rows = session.execute(
             select(ev.search_id, ev.type)
-            .where(ev.search_id.in_(chunk), ev.memory_folded.is_(True))
+            .where(
+                ev.search_id.in_(chunk),
+                ev.search_created_at.between(first, last),
+                ev.memory_folded.is_(True),
+            )
             .distinct()
         )
         out.update((sid, etype) for sid, etype in rows)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, NullPool, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
+
+from storage.partitions import maintain
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
@@ -50,10 +53,19 @@ def alembic_config(url: str) -> Any:
 
 
 def migrate(url: str) -> None:
-    """Bring the database to the newest schema; safe to call at every start."""
+    """Bring the database to the newest schema and make the coming days' log partitions
+    (storage.partitions); safe to call at every start."""
     from alembic import command
 
     command.upgrade(alembic_config(url), "head")
+    if not url.startswith("postgresql"):
+        return
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        with Session(engine) as session:  # this week's log partitions, whenever a process starts
+            maintain(session=session, today=datetime.now(UTC).date())
+    finally:
+        engine.dispose()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -78,6 +90,16 @@ T = TypeVar("T")
 def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     """Slices of at most `size`: keeps IN (...) lists and statements within database limits."""
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def time_chunks(
+    rows: Iterable[tuple[T, datetime]], size: int
+) -> list[tuple[Sequence[T], datetime, datetime]]:
+    """Keys (search ids, event ids) in the order of their search's time, `size` at a time, each
+    slice with its first and last time: a lookup bounded by that span reads only the day
+    partitions it covers (storage.partitions), where one by key alone probes every day's index."""
+    ordered = sorted(rows, key=lambda x: x[1])
+    return [([sid for sid, _ in c], c[0][1], c[-1][1]) for c in chunks(ordered, size)]
 
 
 def insert_for(session: Session) -> Any:

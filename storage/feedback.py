@@ -1,22 +1,24 @@
 """Feedback repository: shopper events joined to the impression that showed the product.
 
 An event is stored once per `event_id` (a unique constraint, so retries from any replica are
-counted once) together with the position the product was shown at.
+counted once; on PostgreSQL, where it covers one day's partition, with a lookup under a lock
+beside it) together with the position the product was shown at.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from storage.db import chunks, insert_for
+from storage.db import chunks, insert_for, time_chunks
 from storage.errors import UNKNOWN_SEARCH, InvalidEvents
 from storage.models import FeedbackEvent, Impression, ImpressionItem
+from storage.partitions import partitioned
 
 _LOOKUP_CHUNK = 500  # search ids per IN (...) query
 
@@ -40,17 +42,25 @@ class EventIn:
         return "auto:" + hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-def shown_positions(*, session: Session, search_ids: Sequence[str]) -> dict[tuple[str, str], int]:
-    """(search_id, product_id) -> position for every product those searches showed."""
-    out: dict[tuple[str, str], int] = {}
+@dataclass(frozen=True, slots=True)
+class Shown:
+    positions: dict[tuple[str, str], int]  # (search_id, product_id) -> position
+    created: dict[str, datetime]  # search_id -> its created_at, for the events' partition
+
+
+def shown_positions(*, session: Session, search_ids: Sequence[str]) -> Shown:
+    """Where those searches showed each product, and when each search was made."""
+    out = Shown({}, {})
+    item = ImpressionItem
     for chunk in chunks(search_ids, _LOOKUP_CHUNK):
         rows = session.execute(
-            select(
-                ImpressionItem.search_id, ImpressionItem.product_id, ImpressionItem.position
-            ).where(ImpressionItem.search_id.in_(chunk))
+            select(item.search_id, item.product_id, item.position, item.created_at).where(
+                item.search_id.in_(chunk)
+            )
         )
-        for sid, pid, pos in rows:
-            out.setdefault((sid, pid), pos)
+        for sid, pid, pos, created in rows:
+            out.positions.setdefault((sid, pid), pos)
+            out.created[sid] = created
     return out
 
 
@@ -76,8 +86,9 @@ def record_events(
     """Store a batch atomically. Raises InvalidEvents, storing nothing, if any event names an
     unknown search or a product that search did not show."""
     search_ids = sorted({e.search_id for e in events})
-    positions = shown_positions(session=session, search_ids=search_ids)
-    unknown = set(search_ids) - {sid for sid, _ in positions}
+    shown = shown_positions(session=session, search_ids=search_ids)
+    positions = shown.positions
+    unknown = set(search_ids) - set(shown.created)
     if unknown:  # a search can show zero products; only then is the impressions table needed
         unknown -= known_searches(session=session, search_ids=sorted(unknown))
     problems: list[dict[str, object]] = []
@@ -103,6 +114,7 @@ def record_events(
             {
                 "event_id": e.key(),
                 "search_id": e.search_id,
+                "search_created_at": shown.created[e.search_id],
                 "product_id": e.product_id,
                 "position": positions[(e.search_id, e.product_id)],
                 "type": e.type,
@@ -110,8 +122,19 @@ def record_events(
                 "received_at": received_at,
             },
         )
-    stmt = insert_for(session)(FeedbackEvent).on_conflict_do_nothing(index_elements=["event_id"])
-    inserted = session.execute(stmt.returning(FeedbackEvent.event_id), list(rows.values()))
+    if partitioned(session.connection()):
+        for key in stored_elsewhere(session=session, keys=sorted(rows)):
+            del rows[key]
+    inserted = (
+        session.execute(
+            insert_for(session)(FeedbackEvent)
+            .on_conflict_do_nothing()  # the event id's unique constraint: a retry
+            .returning(FeedbackEvent.event_id),
+            list(rows.values()),
+        )
+        if rows
+        else None
+    )
     by_key: dict[str, EventIn] = {}
     for e in events:
         by_key.setdefault(e.key(), e)  # the first of duplicates is the one stored
@@ -121,17 +144,43 @@ def record_events(
             positions[(by_key[key].search_id, by_key[key].product_id)],
             by_key[key].type,
         )
-        for (key,) in inserted.all()
+        for (key,) in (inserted.all() if inserted is not None else [])
     ]
     return Recorded(accepted=len(stored), duplicates=len(events) - len(stored), stored=stored)
 
 
-def event_types(*, session: Session, search_ids: Sequence[str]) -> Iterator[tuple[str, str, str]]:
-    """(search_id, product_id, type) of every event on those searches."""
-    for chunk in chunks(search_ids, _LOOKUP_CHUNK):
+def stored_elsewhere(*, session: Session, keys: Sequence[str]) -> set[str]:
+    """Which of these event ids are already stored, under a lock on each until the transaction
+    ends. On PostgreSQL the unique constraint covers one day's partition: an id sent again for
+    a search of another day would pass it, so it is refused here, and the locks (taken in one
+    order, so two batches never deadlock) keep two replicas from both storing a new one."""
+    if not keys:
+        return set()
+    session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(h) FROM "
+            "(SELECT DISTINCT hashtextextended(k, 38) AS h FROM unnest(CAST(:keys AS text[])) k) s "
+            "ORDER BY h"
+        ),
+        {"keys": list(keys)},
+    )
+    found: set[str] = set()
+    for chunk in chunks(keys, _LOOKUP_CHUNK):
+        found.update(
+            session.scalars(select(FeedbackEvent.event_id).where(FeedbackEvent.event_id.in_(chunk)))
+        )
+    return found
+
+
+def event_types(
+    *, session: Session, searches: Iterable[tuple[str, datetime]]
+) -> Iterator[tuple[str, str, str]]:
+    """(search_id, product_id, type) of every event on those (search_id, created_at)."""
+    ev = FeedbackEvent
+    for chunk, first, last in time_chunks(searches, _LOOKUP_CHUNK):
         yield from session.execute(
-            select(FeedbackEvent.search_id, FeedbackEvent.product_id, FeedbackEvent.type).where(
-                FeedbackEvent.search_id.in_(chunk)
+            select(ev.search_id, ev.product_id, ev.type).where(
+                ev.search_id.in_(chunk), ev.search_created_at.between(first, last)
             )
         ).tuples()
 

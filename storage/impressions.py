@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from storage.db import chunks, insert_for
+from storage.db import chunks, insert_for, time_chunks
 from storage.models import FeedbackEvent, Impression, ImpressionItem, QueryEmbedding
 
 
@@ -52,6 +52,7 @@ class ImpressionIn:
 _ITEM_COLUMNS = (
     "search_id",
     "position",
+    "created_at",
     "product_id",
     "score",
     "model_position",
@@ -61,8 +62,9 @@ _ITEM_COLUMNS = (
 
 
 def _executemany(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """INSERT rows of plain str/int/float values through the driver's own executemany:
-    SQLAlchemy's per-row parameter processing has nothing to convert for them."""
+    """INSERT rows of values the driver takes as they are (str, int, float, and values already
+    converted for the dialect) through its own executemany: SQLAlchemy's per-row parameter
+    processing has nothing left to convert for them."""
     conn = session.connection()
     quote = conn.dialect.identifier_preparer.quote
     style = conn.dialect.paramstyle
@@ -103,9 +105,22 @@ def add_impressions(*, session: Session, impressions: list[ImpressionIn]) -> Non
             for i in impressions
         ],
     )
+    # the search's time as the dialect stores it (SQLite: text), converted once per search
+    dialect = session.connection().dialect
+    to_db = ImpressionItem.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+    times = [to_db(i.created_at) if to_db else i.created_at for i in impressions]
     items = [
-        (i.search_id, pos, it.product_id, it.score, it.model_position, it.propensity, it.memory)
-        for i in impressions
+        (
+            i.search_id,
+            pos,
+            at,
+            it.product_id,
+            it.score,
+            it.model_position,
+            it.propensity,
+            it.memory,
+        )
+        for i, at in zip(impressions, times, strict=True)
         for pos, it in enumerate(i.items, start=1)
     ]
     if items:
@@ -187,12 +202,12 @@ def engaged_per_type(*, session: Session, end: datetime) -> dict[str, int]:
 
 
 def shown_items(
-    *, session: Session, search_ids: Sequence[str]
+    *, session: Session, searches: Iterable[tuple[str, datetime]]
 ) -> Iterator[tuple[str, str, int, int | None, float | None, float | None]]:
     """(search_id, product_id, position, model_position, propensity, memory) of every product
-    those searches showed, in shown order per search."""
+    those (search_id, created_at) showed, in shown order per search."""
     item = ImpressionItem
-    for chunk in chunks(search_ids, 500):
+    for chunk, first, last in time_chunks(searches, 500):
         yield from session.execute(
             select(
                 item.search_id,
@@ -202,7 +217,7 @@ def shown_items(
                 item.propensity,
                 item.memory,
             )
-            .where(item.search_id.in_(chunk))
+            .where(item.search_id.in_(chunk), item.created_at.between(first, last))
             .order_by(item.search_id, item.position)
         ).tuples()
 

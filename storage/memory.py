@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import CursorResult, Delete, case, delete, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from storage.db import chunks, insert_for
+from storage.db import chunks, insert_for, time_chunks
 from storage.models import (
     FeedbackEvent,
     Impression,
@@ -109,14 +109,12 @@ def unfolded_impressions(
     ).all()
     searches = [_logged(r) for r in rows]
     items: dict[str, list[tuple[str, int, float | None]]] = {s.search_id: [] for s in searches}
-    for chunk in chunks([s.search_id for s in searches], 500):
+    item = ImpressionItem
+    for chunk, first, last in time_chunks([(s.search_id, s.created_at) for s in searches], 500):
         for sid, pid, pos, prop in session.execute(
-            select(
-                ImpressionItem.search_id,
-                ImpressionItem.product_id,
-                ImpressionItem.position,
-                ImpressionItem.propensity,
-            ).where(ImpressionItem.search_id.in_(chunk))
+            select(item.search_id, item.product_id, item.position, item.propensity).where(
+                item.search_id.in_(chunk), item.created_at.between(first, last)
+            )
         ):
             items[sid].append((pid, pos, prop))
     return [(s, items[s.search_id]) for s in searches]
@@ -127,25 +125,37 @@ def unfolded_events(*, session: Session, limit: int) -> list[UnfoldedEvent]:
     ev = FeedbackEvent
     rows = session.execute(
         select(ev.id, ev.received_at, ev.product_id, ev.type, ev.position, *_query_columns())
-        .join(Impression, Impression.search_id == ev.search_id)
+        .join(
+            Impression,
+            (Impression.search_id == ev.search_id)
+            & (Impression.created_at == ev.search_created_at),
+        )
         .where(ev.memory_folded.is_(False))
         .limit(limit)
     ).all()
     return [UnfoldedEvent(r[0], as_utc(r[1]), _logged(r[5:]), r[2], r[3], r[4]) for r in rows]
 
 
-def mark_folded(*, session: Session, search_ids: Sequence[str], event_ids: Sequence[int]) -> None:
-    for chunk in chunks(list(search_ids), 500):
+def mark_folded(
+    *,
+    session: Session,
+    searches: Sequence[tuple[str, datetime]],
+    events: Sequence[tuple[int, datetime]],
+) -> None:
+    """Mark those (search_id, created_at) and those events (id, their search's created_at) as
+    counted by the memory."""
+    imp, ev = Impression, FeedbackEvent
+    for chunk, first, last in time_chunks(searches, 500):
         session.execute(
-            update(Impression)
-            .where(Impression.search_id.in_(chunk))
+            update(imp)
+            .where(imp.search_id.in_(chunk), imp.created_at.between(first, last))
             .values(memory_folded=True)
             .execution_options(synchronize_session=False)
         )
-    for ids in chunks(list(event_ids), 500):
+    for ids, first, last in time_chunks(events, 500):
         session.execute(
-            update(FeedbackEvent)
-            .where(FeedbackEvent.id.in_(ids))
+            update(ev)
+            .where(ev.id.in_(ids), ev.search_created_at.between(first, last))
             .values(memory_folded=True)
             .execution_options(synchronize_session=False)
         )

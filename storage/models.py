@@ -151,6 +151,9 @@ class ImpressionItem(Base):
         ForeignKey("impressions.search_id", ondelete="CASCADE"), primary_key=True
     )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The impression's, copied: on PostgreSQL the items are partitioned by it with their search
+    # (storage.partitions), so retention drops a day's searches and items together.
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     product_id: Mapped[str] = mapped_column(String(128), index=True)
     score: Mapped[float] = mapped_column(Float)
     # Where the model ranked it before exploration swaps (= position when not exploring).
@@ -180,7 +183,8 @@ class FeedbackEvent(Base):
     """A click, add-to-cart, purchase (or any configured type) on a product a search showed.
 
     `event_id` is the idempotency key: a retried delivery hits the unique constraint and is
-    counted as a duplicate, not stored twice.
+    counted as a duplicate, not stored twice. On PostgreSQL the constraint holds within one
+    day's partition (storage.partitions), and storage.feedback refuses an id stored in another.
     """
 
     __tablename__ = "feedback_events"
@@ -192,6 +196,9 @@ class FeedbackEvent(Base):
     search_id: Mapped[str] = mapped_column(
         ForeignKey("impressions.search_id", ondelete="CASCADE"), index=True
     )
+    # Its search's created_at: on PostgreSQL an event lives in its search's day partition, so
+    # retention drops it with the search and a retried delivery meets the first in one partition.
+    search_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     product_id: Mapped[str] = mapped_column(String(128))
     position: Mapped[int] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(32))

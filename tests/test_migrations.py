@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -10,6 +12,7 @@ from sqlalchemy import inspect, text
 from alembic import command
 from storage.db import alembic_config, make_engine, migrate
 from storage.models import Base
+from storage.partitions import schema_filters
 
 TABLES = set(Base.metadata.tables)
 
@@ -26,7 +29,8 @@ def _diff(url: str) -> list:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            opts = schema_filters(conn.dialect.name)
+            return compare_metadata(MigrationContext.configure(conn, opts=opts), Base.metadata)
     finally:
         engine.dispose()
 
@@ -107,5 +111,83 @@ def test_0002_keeps_logged_impressions_both_ways(database_url):
         command.downgrade(cfg, "0001")  # and back: the rows survive that too
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM impression_items")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_0008_moves_logs_into_day_partitions_and_back(database_url, schema_name):
+    """Searches, items and events logged before the logs were partitioned keep their rows, gain
+    their search's time, and on PostgreSQL sit in their day's partition; and back again."""
+    cfg = alembic_config(database_url)
+    command.upgrade(cfg, "0007")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            for sid, days in (("old", 40), ("new", 1)):
+                conn.execute(
+                    text(
+                        "INSERT INTO impressions (search_id, created_at, query_text, has_image, "
+                        "query_type, model_version, k, latency_ms) VALUES (:sid, :at, 'red', "
+                        "false, 'text', 'h-1', 2, 1.0)"
+                    ),
+                    {"sid": sid, "at": datetime.now(UTC) - timedelta(days=days)},
+                )
+                for pos in (1, 2):
+                    conn.execute(
+                        text(
+                            "INSERT INTO impression_items (search_id, position, product_id, score)"
+                            " VALUES (:sid, :pos, 'p1', 0.5)"
+                        ),
+                        {"sid": sid, "pos": pos},
+                    )
+                conn.execute(
+                    text(
+                        "INSERT INTO feedback_events (event_id, search_id, product_id, position, "
+                        "type, ts, received_at) VALUES (:e, :sid, 'p1', 1, 'click', "
+                        "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    ),
+                    {"e": f"e-{sid}", "sid": sid},
+                )
+        command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            joined = conn.execute(
+                text(
+                    "SELECT count(*) FROM impression_items it JOIN impressions i "
+                    "ON i.search_id = it.search_id AND i.created_at = it.created_at"
+                )
+            ).scalar()
+            assert joined == 4
+            events = conn.execute(
+                text(
+                    "SELECT count(*) FROM feedback_events e JOIN impressions i "
+                    "ON i.search_id = e.search_id AND i.created_at = e.search_created_at"
+                )
+            ).scalar()
+            assert events == 2
+            if schema_name is not None:
+                old = (datetime.now(UTC) - timedelta(days=40)).date()
+                where = (
+                    conn.execute(
+                        text(
+                            "SELECT DISTINCT tableoid::regclass::text FROM impression_items "
+                            "WHERE search_id = 'old'"
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                assert where == [f"impression_items_p{old:%Y%m%d}"]
+        command.downgrade(cfg, "0007")
+        with engine.connect() as conn:
+            counts = [
+                conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                for t in ("impressions", "impression_items", "feedback_events")
+            ]
+            assert counts == [2, 4, 2]
+        with engine.begin() as conn:  # the cascade is back
+            conn.execute(text("DELETE FROM impressions WHERE search_id = 'old'"))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM impression_items")).scalar() == 2
+            assert conn.execute(text("SELECT count(*) FROM feedback_events")).scalar() == 1
     finally:
         engine.dispose()

@@ -160,10 +160,15 @@ class MemoryFold:
                 gifts, direct, found = self._gifts(imps, evs, now)
                 self._write_pairs(s, self._deltas(s, gifts, direct, now), now, fold)
                 self._write_queries(s, found, now, fold)
-                counted = counted_events(session=s, search_ids=[e.query.search_id for e in evs])
+                counted = counted_events(
+                    session=s, searches=[(e.query.search_id, e.query.created_at) for e in evs]
+                )
                 add_tally(session=s, tally=tally([(q, len(i)) for q, i in imps], evs, counted))
-                searched = [q.search_id for q, _ in imps]
-                mark_folded(session=s, search_ids=searched, event_ids=[e.id for e in evs])
+                mark_folded(
+                    session=s,
+                    searches=[(q.search_id, q.created_at) for q, _ in imps],
+                    events=[(e.id, e.query.created_at) for e in evs],
+                )
         except _Nothing:
             return 0, False
         return len(imps) + len(evs), len(imps) >= cfg.batch or len(evs) >= 4 * cfg.batch
