@@ -5,9 +5,10 @@ filter (gender, 38% of the rows):
 - `faiss`: FaissStore as served (HNSW M=32 over fp16), a filter as a row mask;
 - `qdrant-local`: QdrantStore on `QdrantClient(":memory:")`, what the tests run: Qdrant's local
   mode, exact brute force in Python with filters evaluated in Python;
-- `qdrant-edge`: Qdrant's own storage and HNSW (m=32) in process (qdrant-edge-py), points
-  written as QdrantStore writes them (named vectors, a keyword-indexed `facets` payload), a
-  filter as a payload filter. A Qdrant server runs the same engine behind a network hop.
+- `qdrant-edge`: Qdrant's own storage and HNSW (m=32) in process (qdrant-edge-py), searching on
+  one thread, points written as QdrantStore writes them (named vectors, a keyword-indexed
+  `facets` payload), a filter as a payload filter. A Qdrant server runs the same engine behind a
+  network hop.
 
 Queries are real (benchmarks.million.query_vectors); the backends take turns per query, so
 that the machine's noise falls on them alike.
@@ -50,6 +51,9 @@ def edge_shard(
             for s in SPACES
         },
         hnsw_config=qe.HnswIndexConfig(m=32, ef_construct=80, full_scan_threshold=10_000),
+        # one query on one thread, as FaissStore is searched: the default pool's hand-off cost
+        # ~3 ms a query on 2 busy cores (docs/benchmarks.md#vector-backends)
+        max_search_threads=1,
     )
     shard = qe.EdgeShard.create(str(path), config)
     keyword = qe.PayloadSchemaType.Keyword
