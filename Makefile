@@ -68,6 +68,7 @@ bench: ## Run every benchmark on the full catalog (results in benchmarks/results
 	$(PYTHON) -m benchmarks.query_memory --catalog titles
 	$(PYTHON) -m benchmarks.memory_scale
 	$(PYTHON) -m benchmarks.million
+	$(PYTHON) -m benchmarks.vector_backends
 
 lint: ## ruff lint + format check, mypy
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
