@@ -1,5 +1,5 @@
-"""The vector store on Qdrant: a server or cluster in production (sharding and replication are
-Qdrant's), its local mode in tests and for trying it out.
+"""The vector store on Qdrant: a server or cluster (sharding and replication are Qdrant's); its
+local mode in tests only (exact search, filters checked point by point in Python).
 
 One collection per build, holding each space as a named vector, shared by every process that
 serves the build: an ingest writes it, and catalog changes upsert and delete its points. Points
@@ -175,6 +175,7 @@ class QdrantStore:
         set) is applied to a deeper list of points. A point this process has no row for yet (a
         change it has still to catch up with) is skipped."""
         limit, flt = n, None
+        share = 1.0 if mask is None else max(np.count_nonzero(mask) / max(len(mask), 1), 0.01)
         if isinstance(mask, FilterMask) and mask.filters:
             flt = qm.Filter(
                 must=[
@@ -185,11 +186,12 @@ class QdrantStore:
                 ]
             )
         elif mask is not None:
-            share = max(float(np.count_nonzero(mask)) / max(len(mask), 1), 0.01)
             limit = min(int(n / share) + 1, max(n, 4096))
         params = None
         if self.backend.server:  # local mode searches exactly (and warns of parameters)
-            params = qm.SearchParams(hnsw_ef=max(self.config.ef_search or ef_for(self._n), n))
+            # a filtered walk skips most of what it meets, as FAISS's does: a broader one
+            ef = int(max(self.config.ef_search or ef_for(self._n), n) / share)
+            params = qm.SearchParams(hnsw_ef=min(ef, 4096))
         requests = [
             qm.QueryRequest(
                 query=q.tolist(),
