@@ -66,20 +66,22 @@ def main() -> None:
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     result |= {"products": args.products, "added": args.added, "spread": args.spread}
     steps = args.steps.split(",")
-    if "catalog" in steps:
-        result["catalog"] = build_catalog(args, data)
     csv_path = args.work_dir / "catalog.csv"
-    if "ingest" in steps:
-        result["ingest"] = run_ingest(csv_path, data, args.products, args.work_dir / "cold.log")
     texts, photos = queries(args.queries)
-    if "serve" in steps:
-        result["http"] = serve(data, texts, photos)
-    if "recall" in steps:
-        result["recall"] = measure_channels(Settings(data_dir=data), texts, photos, FILTERS)
-    if "update" in steps:
-        result["update"] = run_ingest(csv_path, data, None, args.work_dir / "update.log")
+    run = {
+        "catalog": lambda: build_catalog(args, data),
+        "ingest": lambda: run_ingest(csv_path, data, args.products, args.work_dir / "cold.log"),
+        "http": lambda: serve(data, texts, photos),
+        "recall": lambda: measure_channels(Settings(data_dir=data), texts, photos, FILTERS),
+        "update": lambda: run_ingest(csv_path, data, None, args.work_dir / "update.log"),
+    }
+    for step, measure in run.items():
+        if step in steps or (step == "http" and "serve" in steps):
+            result[step] = measure()
+            # saved after each step: a later one failing keeps what was measured
+            write_json(name, {k: v for k, v in result.items() if k != "machine"})
     report(result)
-    print(f"wrote {write_json(name, {k: v for k, v in result.items() if k != 'machine'})}")
+    print(f"wrote {RESULTS / f'{name}.json'}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -129,12 +131,14 @@ class Peak:
         while not self._stop.wait(0.2):
             with contextlib.suppress(OSError):
                 now = status_mb(self.pid)
-                rss = now.get("VmRSS", 0.0)  # none once it has exited
-                self.rss, self.anon = max(self.rss, rss), max(self.anon, now.get("RssAnon", 0.0))
+                rss, anon = now.get("VmRSS", 0.0), now.get("RssAnon", 0.0)  # none once exited
+                self.rss, self.anon = max(self.rss, rss), max(self.anon, anon)
                 elapsed = time.monotonic() - started
                 if elapsed >= 10 * len(self.timeline):
                     self.timeline.append((round(elapsed), round(rss)))
-                if rss > self.limit:  # the machine is shared: stop before it hurts others
+                # the machine is shared: stop before it hurts others (mapped file pages, which
+                # the kernel can drop, do not count)
+                if anon > self.limit:
                     os.kill(self.pid, 9)
 
     def stop(self) -> dict[str, float]:
