@@ -49,15 +49,17 @@ def start_server(
     ready_path: str = "/readyz",
     env: Mapping[str, str] | None = None,
     module: Sequence[str] = ("service.cli", "serve"),
+    timeout: float = 180,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`fusionrank serve` (or another `python -m` server taking --port and --log-level) on
-    `data_dir`, with `env` on top of this process's environment; returns once it is ready."""
+    `data_dir`, with `env` on top of this process's environment; returns once it is ready
+    (within `timeout` seconds)."""
     port = free_port()
     env = {**os.environ, **(env or {}), "FUSIONRANK_DATA_DIR": str(data_dir)}
     args = ["--port", str(port), "--log-level", "warning"]
     proc = subprocess.Popen([sys.executable, "-m", *module, *args], env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             try:
@@ -70,7 +72,7 @@ def start_server(
         proc.kill()
         raise
     proc.kill()
-    raise SystemExit("server did not become ready in 180 s")
+    raise SystemExit(f"server did not become ready in {timeout:.0f} s")
 
 
 def rss_mb(pid: int) -> float:

@@ -18,6 +18,10 @@ from tqdm import tqdm
 from model.head import Candidates, FusionHead, HeadConfig, Query, search_channels
 
 MIN_PAIRS = 100  # fewer (image, title) pairs cannot align the two spaces: no training then
+# Catalog rows projected at a time, and pseudo-queries scored at a time (64), when fitting the
+# gate: at a million products, all at once held 4 GB of hidden activations and 2.4 GB of scores
+# beside the catalog (docs/benchmarks.md, "A million products through HTTP").
+CHUNK = 65_536
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,13 @@ def bootstrap_head(
     config: HeadConfig,
     *,
     epochs: int = 8,
+    max_steps: int | None = None,
     batch_size: int = 1024,
     lr: float = 2e-3,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[FusionHead, BootstrapReport]:
+    """`epochs` passes over the pairs, but at most `max_steps` batches (None: no limit)."""
     assert text.ndim == 2 and text.shape[1] == config.text_dim and text.dtype == np.float32
     assert image.shape == (text.shape[0], config.image_dim) and image.dtype == np.float32
     started = time.perf_counter()
@@ -58,6 +64,7 @@ def bootstrap_head(
     params = [p for n, p in head.named_parameters() if p.requires_grad and n != "gate_logits"]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps = max(1, epochs * max(1, len(train) // batch_size))
+    steps = min(steps, max_steps) if max_steps else steps
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     loss_val = float("nan")
     head.train()
@@ -276,7 +283,8 @@ def _gate_batches(
     search channels would retrieve for them."""
     with torch.no_grad():
         T, V = torch.from_numpy(text), torch.from_numpy(image)
-        PT, PV = head.project_text(T), head.project_image(V)
+        PT = torch.cat([head.project_text(t) for t in T.split(CHUNK)])
+        PV = torch.cat([head.project_image(v) for v in V.split(CHUNK)])
     hi = torch.from_numpy(has_image)
     batches = []
     specs = [
@@ -320,7 +328,11 @@ def _batch_channels(
     index = {"text": T, "ptext": PT, "pimage": PV}
     k = min(per_channel, T.shape[0])
     cand = torch.cat(
-        [(vec @ index[space].T).topk(k, dim=1).indices for space, vec in search_channels(q)], dim=1
+        [
+            torch.cat([(v @ index[space].T).topk(k, dim=1).indices for v in vec.split(64)])
+            for space, vec in search_channels(q)
+        ],
+        dim=1,
     )
     sims = torch.zeros(*cand.shape, 5)
     mask = torch.zeros(*cand.shape, 5, dtype=torch.bool)

@@ -72,6 +72,14 @@ class Settings(BaseSettings):
 
     head_dim: int = Field(256, ge=16, le=2048, description="Width of the shared text/image space.")
     bootstrap_epochs: int = Field(8, ge=0, le=200)
+    bootstrap_max_steps: int = Field(
+        400,
+        ge=1,
+        description="Most batches of 1,024 (image, title) pairs the first head trains on: 8 "
+        "epochs up to about 50,000 products; above, a step costs the same and a bigger catalog "
+        "would otherwise take hours to bootstrap (docs/benchmarks.md, 'A million products "
+        "through HTTP').",
+    )
     gate_fit_queries: int = Field(600, ge=0, description="Pseudo-queries per type; 0 = no fit.")
     candidates_per_channel: int = Field(100, ge=10, le=2000)
     vector_index: Literal["hnsw", "flat", "qdrant"] = Field(

@@ -39,19 +39,19 @@ def next_revision(*, session: Session) -> int:
 
 
 def upsert_products(*, session: Session, products: list[ProductRecord]) -> int:
-    """Insert or replace products; unchanged rows keep their revision. Returns how many changed."""
+    """Insert or replace products; unchanged rows keep their revision. Returns how many changed.
+    Written 5,000 at a time and let go of once flushed, so that a catalog of a million never
+    has a million rows in the session at once."""
     revision = next_revision(session=session)
-    existing = {
-        p.id: p
-        for chunk in chunks([p.id for p in products], 5000)
-        for p in session.scalars(select(Product).where(Product.id.in_(chunk)))
-    }
     changed = 0
-    for item in products:
-        row = existing.get(item.id)
-        if row is None:
-            session.add(
-                Product(
+    for chunk in chunks(products, 5000):
+        stmt = select(Product).where(Product.id.in_([p.id for p in chunk]))
+        existing = {p.id: p for p in session.scalars(stmt)}
+        touched = list(existing.values())
+        for item in chunk:
+            row = existing.get(item.id)
+            if row is None:
+                row = Product(
                     id=item.id,
                     title=item.title,
                     description=item.description,
@@ -62,21 +62,25 @@ def upsert_products(*, session: Session, products: list[ProductRecord]) -> int:
                     deleted=False,
                     updated_at=utcnow(),
                 )
-            )
-            changed += 1
-        elif (
-            row.deleted
-            or row.title != item.title
-            or row.description != item.description
-            or row.attributes != item.attributes
-            or row.image_sha256 != item.image_sha256
-            or row.image_path != item.image_path
-        ):
-            row.title, row.attributes = item.title, item.attributes
-            row.description = item.description
-            row.image_path, row.image_sha256 = item.image_path, item.image_sha256
-            row.deleted, row.revision, row.updated_at = False, revision, utcnow()
-            changed += 1
+                session.add(row)
+                touched.append(row)
+                changed += 1
+            elif (
+                row.deleted
+                or row.title != item.title
+                or row.description != item.description
+                or row.attributes != item.attributes
+                or row.image_sha256 != item.image_sha256
+                or row.image_path != item.image_path
+            ):
+                row.title, row.attributes = item.title, item.attributes
+                row.description = item.description
+                row.image_path, row.image_sha256 = item.image_path, item.image_sha256
+                row.deleted, row.revision, row.updated_at = False, revision, utcnow()
+                changed += 1
+        session.flush()
+        for row in touched:
+            session.expunge(row)
     return changed
 
 

@@ -4,6 +4,7 @@ and changed products appended, removed ones deleted, the head kept)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -24,13 +25,15 @@ from storage.products import ProductRecord
 
 @dataclass
 class Embedded:
-    """An ingest's products as vectors, row for row."""
+    """An ingest's products as vectors: those of the catalog's rows `rows` (all of them for a
+    new build, only those to index for an update), with every row's image hash."""
 
+    rows: np.ndarray
     text: np.ndarray
     image: np.ndarray
     colour: np.ndarray
     image_hashes: list[str | None]
-    has_image: np.ndarray
+    has_image: np.ndarray  # per catalog row
     text_hits: int
     image_hits: int
 
@@ -86,55 +89,73 @@ def update_build(
     *,
     progress: bool,
 ) -> tuple[str, dict[str, int]]:
-    """Bring the current build to `rows` (products it lacks or holds otherwise are added,
-    those not in `rows` deleted), save it as a new build; returns its name and the counts. Its
-    dead rows are dropped once they are a quarter of all rows."""
+    """Bring the current build to `rows`: the products `vecs` holds (those it lacks or holds
+    otherwise, see `unchanged`) are added, those not in `rows` deleted; save it as a new build.
+    Returns its name and the counts. Its dead rows are dropped once they are a quarter of all
+    rows."""
     index = base.index
-    metas = [
-        replace(r, image_path=r.image_path if ok else None)
-        for r, ok in zip(rows, vecs.has_image, strict=True)
-    ]
-    old = np.array([index.row_of.get(r.id, -1) for r in rows], dtype=np.int64)
-    known = np.flatnonzero(old >= 0)
-    same = np.zeros(len(rows), bool)
-    if len(known):
-        was = old[known]
-        same[known] = (
-            np.all(index.vectors("text", was) == vecs.text[known], axis=1)
-            & np.all(index.vectors("image", was) == vecs.image[known], axis=1)
-            & np.array(
-                [_same_product(index.metas[w], metas[i]) for w, i in zip(was, known, strict=True)]
-            )
-        )
-    todo = np.flatnonzero(~same)
+    todo = vecs.rows
+    added = sum(rows[i].id not in index.row_of for i in todo.tolist())
     keep = {r.id for r in rows}
     gone = [p for p in list(index.row_of) if p not in keep]
     index.delete_many(gone)
     for start in tqdm(
         range(0, len(todo), 4096), desc="index changes", unit="batch", disable=not progress
     ):
-        chunk = todo[start : start + 4096]
-        ptext, pimage = project(base.head, vecs.text[chunk], vecs.image[chunk])
+        part = slice(start, start + 4096)
+        chunk = todo[part]
+        ptext, pimage = project(base.head, vecs.text[part], vecs.image[part])
         vectors = {
-            "text": vecs.text[chunk],
-            "image": vecs.image[chunk],
-            "colour": vecs.colour[chunk],  # the same encoders as the build's (_updatable)
+            "text": vecs.text[part],
+            "image": vecs.image[part],
+            "colour": vecs.colour[part],  # the same encoders as the build's (_updatable)
             "ptext": ptext,
             "pimage": pimage,
         }
-        index.upsert_many([metas[i] for i in chunk], vectors, vecs.has_image[chunk])
+        metas = [indexed(rows[i], bool(vecs.has_image[i])) for i in chunk.tolist()]
+        index.upsert_many(metas, vectors, vecs.has_image[chunk])
     index.meta["revision"] = revision
     index.meta["attributes"] = sorted({a for r in rows for a in r.attributes})
     if index.n_rows > 4 * len(index) // 3:
         index = index.compacted()
-    added = int((old[todo] < 0).sum())
     changes = {
         "added": added,
         "changed": len(todo) - added,
         "removed": len(gone),
-        "unchanged": int(same.sum()),
+        "unchanged": len(rows) - len(todo),
     }
     return save_build(settings, index), changes
+
+
+def unchanged(
+    index: CatalogIndex,
+    rows: Sequence[ProductRecord],
+    text: np.ndarray,
+    image: np.ndarray,
+    has_image: np.ndarray,
+) -> np.ndarray:
+    """Which of the products (with these vectors) the build holds as they are."""
+    old = np.array([index.row_of.get(r.id, -1) for r in rows], dtype=np.int64)
+    known = np.flatnonzero(old >= 0)
+    same = np.zeros(len(rows), bool)
+    if len(known):
+        was = old[known]
+        same[known] = (
+            np.all(index.vectors("text", was) == text[known], axis=1)
+            & np.all(index.vectors("image", was) == image[known], axis=1)
+            & np.array(
+                [
+                    _same_product(index.metas[w], indexed(rows[i], bool(has_image[i])))
+                    for w, i in zip(was.tolist(), known.tolist(), strict=True)
+                ]
+            )
+        )
+    return same
+
+
+def indexed(row: ProductRecord, has_image: bool) -> ProductRecord:
+    """The product as a build holds it: no image path where its image could not be read."""
+    return row if has_image else replace(row, image_path=None)
 
 
 def _same_product(a: ProductRecord, b: ProductRecord) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,8 @@ def read_catalog(
         seen.add(pid)
         raw_image = rec.get(image_col, "").strip() if image_col else ""
         image = str((path.parent / raw_image).resolve()) if raw_image else None
-        attrs = {c: rec.get(c, "").strip() for c in attr_cols}
+        # one string per distinct value: a million products repeat a few hundred values
+        attrs = {c: sys.intern(rec.get(c, "").strip()) for c in attr_cols}
         text = ". ".join(t for t in (rec.get(c, "").strip() for c in text_cols) if t)
         rows.append(
             ProductRecord(pid, title, {k: v for k, v in attrs.items() if v}, image, None, text)

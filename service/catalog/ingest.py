@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 from sqlalchemy.orm import Session, sessionmaker
+from tqdm import tqdm
 
 from learner.bootstrap import (
     BootstrapReport,
@@ -35,6 +36,7 @@ from service.catalog.builds import (
     Embedded,
     encoder_ids,
     save_build,
+    unchanged,
     updatable,
     update_build,
 )
@@ -108,7 +110,8 @@ def ingest_catalog(
     backend = vectors or open_backend(VectorConfig.of(settings))
     try:
         base = updatable(settings, embedder, backend) if not rebuild else "a rebuild was asked for"
-        vecs = _embed(rows, embedder, progress=progress, lap=lap)
+        built = base.index if isinstance(base, Build) else None
+        vecs = _embed(rows, embedder, progress=progress, lap=lap, built=built)
         revision = _store_products(sessions, rows, vecs.image_hashes)
         lap("sql")
         how: dict[str, Any]
@@ -149,8 +152,10 @@ class _Laps:
         self._started = self._last = time.perf_counter()
 
     def lap(self, name: str) -> None:
+        """The time since the last lap counts to `name` (added up if it was timed before)."""
         now = time.perf_counter()
-        self._laps[name], self._last = now - self._last, now
+        self._laps[name] = self._laps.get(name, 0.0) + now - self._last
+        self._last = now
 
     def seconds(self) -> dict[str, float]:
         total = time.perf_counter() - self._started
@@ -174,7 +179,52 @@ def catalog_columns(settings: Settings) -> CatalogColumns:
     )
 
 
+# Catalog rows an update embeds at a time: only the changed ones' vectors are kept, so the
+# catalog's vectors are never all held beside the loaded build's.
+UPDATE_CHUNK = 65_536
+
+
 def _embed(
+    rows: list[ProductRecord],
+    embedder: Embedder,
+    *,
+    progress: bool,
+    lap: Callable[[str], None],
+    built: CatalogIndex | None = None,
+) -> Embedded:
+    """The products' vectors; with `built` (an update), only of those it lacks or holds
+    otherwise (builds.unchanged)."""
+    if built is None:
+        return _embed_rows(rows, embedder, progress=progress, lap=lap)
+    parts = []
+    for start in tqdm(
+        range(0, len(rows), UPDATE_CHUNK), desc="embed changes", unit="chunk", disable=not progress
+    ):
+        chunk = rows[start : start + UPDATE_CHUNK]
+        part = _embed_rows(chunk, embedder, progress=False, lap=lap)
+        keep = np.flatnonzero(~unchanged(built, chunk, part.text, part.image, part.has_image))
+        parts.append(
+            replace(
+                part,
+                rows=start + keep,
+                text=part.text[keep],
+                image=part.image[keep],
+                colour=part.colour[keep],
+            )
+        )
+    return Embedded(
+        rows=np.concatenate([p.rows for p in parts]),
+        text=np.concatenate([p.text for p in parts]),
+        image=np.concatenate([p.image for p in parts]),
+        colour=np.concatenate([p.colour for p in parts]),
+        image_hashes=[h for p in parts for h in p.image_hashes],
+        has_image=np.concatenate([p.has_image for p in parts]),
+        text_hits=sum(p.text_hits for p in parts),
+        image_hits=sum(p.image_hits for p in parts),
+    )
+
+
+def _embed_rows(
     rows: list[ProductRecord], embedder: Embedder, *, progress: bool, lap: Callable[[str], None]
 ) -> Embedded:
     text, text_hits = embedder.texts(
@@ -185,7 +235,8 @@ def _embed(
     image, colour, image_hashes, image_hits = embedder.images(loaders, progress=progress)
     has_image = np.array([h is not None for h in image_hashes], dtype=bool)
     lap("image")
-    return Embedded(text, image, colour, image_hashes, has_image, text_hits, image_hits)
+    every = np.arange(len(rows))
+    return Embedded(every, text, image, colour, image_hashes, has_image, text_hits, image_hits)
 
 
 def _store_products(
@@ -228,6 +279,7 @@ def _bootstrap(
         vecs.has_image,
         config,
         epochs=settings.bootstrap_epochs,
+        max_steps=settings.bootstrap_max_steps,
         progress=progress,
     )
     gate_loss = _fit_gate(

@@ -70,13 +70,14 @@ class Embedder:
         """Vectors for texts, and how many came from the cache."""
         keys = [content_key(t) for t in texts]
         out = np.zeros((len(texts), self.text_encoder.dim), np.float32)
-        todo = self._fill_from_cache(self.text_cache, keys, out)
+        out, found = self.text_cache.get_many(keys)
+        todo = np.flatnonzero(~found)
         step = max(self.batch_size, 256)
         for start in tqdm(
             range(0, len(todo), step), desc="embed titles", unit="batch", disable=not progress
         ):
             chunk = todo[start : start + step]
-            vecs = self.text_encoder.encode([texts[i] for i in chunk])
+            vecs = self.text_encoder.encode([texts[i] for i in chunk.tolist()])
             out[chunk] = vecs
             self.text_cache.put_many([keys[i] for i in chunk], vecs)
         return out, len(texts) - len(todo)
@@ -107,20 +108,16 @@ class Embedder:
                     all_keys[i] = key
                 # each part comes from the cache where it can: a cache filled before a colour
                 # encoder was configured only needs the (cheap) colour computed
-                need_vec, need_col = set(), set()
-                for i, key in keys.items():
-                    vec = self.image_cache.get(key) if use_cache else None
-                    col = self._cached_colour(key) if use_cache else None
-                    if vec is None:
-                        need_vec.add(i)
-                    else:
-                        out[i] = vec
-                    if col is None:
-                        need_col.add(i)
-                    else:
-                        colours[i] = col
-                    ok[i] = vec is not None and col is not None
-                    hits += int(vec is not None)
+                need_vec, need_col = set(keys), set(keys)
+                if use_cache and keys:
+                    at = list(keys)
+                    vecs, has_vec = self.image_cache.get_many([keys[i] for i in at])
+                    cols, has_col = self._cached_colours([keys[i] for i in at])
+                    out[at], colours[at] = vecs, cols
+                    ok[at] = has_vec & has_col
+                    need_vec -= {i for i, h in zip(at, has_vec.tolist(), strict=True) if h}
+                    need_col -= {i for i, h in zip(at, has_col.tolist(), strict=True) if h}
+                    hits += int(has_vec.sum())
                 pending = sorted(need_vec | need_col)
                 decoded = list(pool.map(self._try_decode, [loaded[i - start] for i in pending]))
                 good = {i: im for i, im in zip(pending, decoded, strict=True) if im is not None}
@@ -149,22 +146,11 @@ class Embedder:
         """A query photo's colour descriptor (None without a colour encoder)."""
         return None if self.colour_encoder is None else self.colour_encoder.encode([image])[0]
 
-    def _cached_colour(self, key: str) -> np.ndarray | None:
+    def _cached_colours(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Cached colour rows and which keys had one (all of them, without a colour encoder)."""
         if self.colour_cache is None:
-            return np.zeros(0, np.float32)
-        return self.colour_cache.get(key)
-
-    @staticmethod
-    def _fill_from_cache(cache: EmbeddingCache, keys: list[str], out: np.ndarray) -> list[int]:
-        """Copy cached rows into `out`; return the indices still to encode."""
-        todo = []
-        for i, key in enumerate(keys):
-            vec = cache.get(key)
-            if vec is None:
-                todo.append(i)
-            else:
-                out[i] = vec
-        return todo
+            return np.zeros((len(keys), 0), np.float32), np.ones(len(keys), bool)
+        return self.colour_cache.get_many(keys)
 
     def _try_decode(self, data: bytes | None) -> Image.Image | None:
         if not data:
