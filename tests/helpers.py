@@ -315,13 +315,15 @@ def cloned_store(template: Ingested, backend: str, directory: Path, **overrides)
 # ---------------------------------------------------------------------------------------------
 # running the app
 # ---------------------------------------------------------------------------------------------
-def start_test_runtime(settings: Settings, shared_embedder, vectors: Any = None):
+def start_test_runtime(
+    settings: Settings, shared_embedder, vectors: Any = None, *, background: bool = True
+):
     """The real start-up path (migrate, load index and head, reconcile) with loaded encoders
-    (and a vector backend; default: the configured one)."""
+    (and a vector backend; default: the configured one). `background`: start the pollers."""
     from service.serving import start_runtime
 
     embedder = embedder_for(settings, shared_embedder)
-    return start_runtime(settings, embedder=embedder, vectors=vectors)
+    return start_runtime(settings, embedder=embedder, vectors=vectors, background=background)
 
 
 @contextmanager

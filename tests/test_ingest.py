@@ -148,7 +148,8 @@ def test_a_reingest_updates_the_index_in_place_and_keeps_the_head(tmp_path, embe
     before, extra = catalog_rows[:-20], catalog_rows[-20:-10]
     first = ingest_into(settings, write_catalog(before, tmp_path / "a.csv"), embedder)
     assert first.mode == "built" and first.reason == "no index yet"
-    running = start_test_runtime(settings, embedder)  # serving the first build throughout
+    # serving the first build throughout; its follower is driven by hand below
+    running = start_test_runtime(settings, embedder, background=False)
     renamed = dict(before[0], productDisplayName="Limited Edition Teal Windcheater")
     after = [renamed, *before[1:-10], *extra]  # 1 changed, 10 removed, 10 added
     second = ingest_into(settings, write_catalog(after, tmp_path / "b.csv"), embedder)
