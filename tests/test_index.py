@@ -248,6 +248,7 @@ def test_many_searches_at_once_find_what_each_search_finds(fresh, backend, exact
 @both_backends
 def test_upsert_replaces_an_existing_id(fresh):
     index = fresh()
+    assert not index.filter_mask({"colour": ["Purple"]}).any()  # the columns kept from here on
     old_row = index.row_of["p5"]
     old_q = {s: index.vectors(s, np.array([old_row]))[0].copy() for s in SPACES}
     rng = np.random.default_rng(11)

@@ -51,6 +51,7 @@ def load_active_head(heads_dir: Path, version: str, like: ActiveHead) -> ActiveH
 def warm(active: ActiveHead, searcher: Searcher) -> None:
     """Score one real query so the first shopper request does not pay for lazy set-up."""
     idx = searcher.index
+    idx.warm_filters()
     rows = torch.arange(min(8, idx.n_rows)).numpy()
     if not len(rows):
         return
