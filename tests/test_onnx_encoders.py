@@ -43,4 +43,5 @@ def test_the_image_graph_gives_pytorch_s_vectors_and_int8_nearly(catalog_rows, t
     int8 = onnx.OnnxImageEncoder(tmp_path / "image.int8.onnx", "i8", 112, threads=1)
     assert fp32.input_size == torch_image.input_size
     assert _cosines(fp32.encode(images), expected).min() > 0.9999
-    assert _cosines(int8.encode(images), expected).mean() > 0.97
+    # 7-bit weights (onnx.quantize_image): 0.96 on an AVX2-only CPU, where 8-bit ones gave 0.82
+    assert _cosines(int8.encode(images), expected).mean() > 0.95
