@@ -190,8 +190,8 @@ class CatalogIndex:
                 self._codes(attr)
 
     def _column(self, attr: str) -> np.ndarray:
-        """Every row's value of the attribute (None where it has none), kept until a product is
-        added. Call with the lock held."""
+        """Every row's value of the attribute (None where it has none), kept and extended as
+        products are added. Call with the lock held."""
         col = self._attr_cache.get(attr)
         if col is None or len(col) != self._n:
             col = np.array([m.attributes.get(attr) for m in self.metas], dtype=object)
