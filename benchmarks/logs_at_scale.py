@@ -209,19 +209,12 @@ def measure_window(url: str) -> dict[str, Any]:
 
 
 def measure_fold(url: str) -> dict[str, Any]:
-    from service.search.memory_fold import FoldConfig, MemoryFold
+    from benchmarks.memory_scale import fold_config
+    from service.search.memory_fold import MemoryFold
     from storage.db import session_factory
 
     engine = make_engine(url)
-    config = FoldConfig(
-        grades=GRADES,
-        half_life_days=14,
-        text_encoder="none",
-        image_encoder="none",
-        retention_days=90,
-        max_pairs=10_000_000,
-        analytics_days=400,
-    )
+    config = fold_config()
     fold = MemoryFold(session_factory(engine), config, lease_seconds=3600)
     out = _measured(lambda: {"folded": fold.run()})
     engine.dispose()
