@@ -16,7 +16,7 @@ import torch
 
 from model.checkpoint import load_head
 from service.catalog.index import CatalogIndex
-from service.catalog.vectors import VectorConfig
+from service.catalog.vectors import FaissBackend, VectorConfig
 from service.config import Settings
 from service.encoding.embedder import make_embedder
 from storage.artifacts import current
@@ -35,9 +35,8 @@ def measure_channels(
     how many rows the filter allows."""
     build = current(settings.index_dir)
     assert build is not None
-    index = CatalogIndex.load(
-        build, vector_config=VectorConfig.of(settings), exact_limit=settings.exact_filter_limit
-    )
+    backend = FaissBackend(VectorConfig.of(settings))
+    index = CatalogIndex.load(build, backend=backend, exact_limit=settings.exact_filter_limit)
     channels = query_vectors(settings, index, texts, photos)
     masks: dict[str, np.ndarray | None] = {"none": None}
     masks |= {

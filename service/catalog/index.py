@@ -24,7 +24,14 @@ from model.head import FusionHead
 from service.catalog.files import product_text
 from service.catalog.lexical import Doc, LexicalIndex, OutdatedIndex
 from service.catalog.tokens import terms, words
-from service.catalog.vectors import SPACES, FaissBackend, FilterMask, VectorBackend, VectorStore
+from service.catalog.vectors import (
+    SPACES,
+    FaissBackend,
+    FilterMask,
+    VectorBackend,
+    VectorStore,
+    exact_top,
+)
 from storage.artifacts import read_manifest, write_artifact
 from storage.errors import ArtifactError
 from storage.products import ProductRecord
@@ -207,15 +214,15 @@ class CatalogIndex:
             total = self._n
             if allowed is None and len(self.row_of) == total:
                 return self._approximate(space, query, n, None)
-            mask = self._alive[:total] if allowed is None else allowed[:total]
-            count = int(mask.sum())
+            mask = self._alive[:total] if allowed is None else allowed
+            count = _count(mask)
             if count == 0:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             if count <= self.exact_limit:
-                return self._exact(space, query, n, np.flatnonzero(mask))
+                return self._exact(space, query, n, _rows(mask))
             rows, sims = self._approximate(space, query, n, mask)
             if len(rows) < min(n, count):
-                return self._exact(space, query, n, np.flatnonzero(mask))
+                return self._exact(space, query, n, _rows(mask))
             return rows, sims
 
     def search_lexical(
@@ -248,15 +255,15 @@ class CatalogIndex:
             with self._lock:
                 total = self._n
                 if allowed is not None:
-                    mask: np.ndarray | None = allowed[:total]
+                    mask: np.ndarray | None = allowed
                 else:
                     mask = None if len(self.row_of) == total else self._alive[:total]
-                count = total if mask is None else int(mask.sum())
+                count = total if mask is None else _count(mask)
                 if count == 0:
                     out += [np.zeros(0, np.int64)] * len(chunk)
                     continue
                 if mask is not None and count <= self.exact_limit:  # few rows: exact
-                    out += self._exact_many(space, chunk, n, np.flatnonzero(mask))
+                    out += self._exact_many(space, chunk, n, _rows(mask))
                     continue
                 # deleted, replaced or filtered out rows are skipped by the store
                 rows, _ = self._store.search(space, chunk, n, mask, threads)
@@ -275,19 +282,17 @@ class CatalogIndex:
         return rows[0][keep], sims[0][keep]
 
     def _exact(self, space: str, q: np.ndarray, n: int, rows: np.ndarray):
-        sims = self._vecs[space][rows] @ q
-        if len(rows) > n:
-            top = np.argpartition(-sims, n - 1)[:n]
-            rows, sims = rows[top], sims[top]
-        order = np.argsort(-sims, kind="stable")
-        return rows[order], sims[order]
+        return exact_top(self._vecs[space], q, rows, n)
 
     def _exact_many(
         self, space: str, queries: np.ndarray, n: int, rows: np.ndarray
     ) -> list[np.ndarray]:
-        """_exact for a chunk of queries: the rows' vectors are gathered once, not per query."""
+        """_exact for a chunk of queries: for more than one, the rows' vectors are gathered once
+        and multiplied together."""
         if not len(rows):
             return [rows] * len(queries)
+        if len(queries) == 1:
+            return [self._exact(space, queries[0], n, rows)[0]]
         sims = queries @ self._vecs[space][rows].T
         top = np.argpartition(-sims, n - 1, axis=1)[:, :n] if len(rows) > n else None
         if top is not None:
@@ -460,6 +465,14 @@ def _terms(meta: ProductRecord) -> Doc:
     description."""
     other = product_text("", meta.attributes, meta.description)
     return Doc(terms(meta.title), terms(other), words(meta.title))
+
+
+def _count(mask: np.ndarray) -> int:
+    return mask.count if isinstance(mask, FilterMask) else int(np.count_nonzero(mask))
+
+
+def _rows(mask: np.ndarray) -> np.ndarray:
+    return mask.rows if isinstance(mask, FilterMask) else np.flatnonzero(mask)
 
 
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:
