@@ -7,6 +7,7 @@ numbers. Real embeddings go through it in the ingest and API tests.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -342,6 +343,83 @@ def test_save_and_load_round_trip_keeps_deletes_and_upserts(fresh, backend, tmp_
     rows = np.arange(N + 1)
     for space in DIMS:
         np.testing.assert_array_equal(loaded.vectors(space, rows), index.vectors(space, rows))
+
+
+def mapped_files(path: Path) -> dict[str, str]:
+    """The files under `path` this process maps, with the permissions of their mapping."""
+    out = {}
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith(str(path)):
+            out[Path(fields[5]).name] = fields[1]
+    return out
+
+
+def test_a_loaded_build_maps_photo_features_and_colour_and_copies_the_searched_rows(tmp_path):
+    """Photo features and colour descriptors are read a few rows at a time, so a loaded build
+    keeps them mapped read-only from its files (shared by every process serving it); the
+    searched spaces are copied into memory."""
+    path = make_index(n=300).save(tmp_path, "b1")
+    loaded = CatalogIndex.load(path)
+    maps = mapped_files(path)
+    assert maps.keys() == {"image.npy", "colour.npy"} and set(maps.values()) == {"r--s"}
+    got = loaded.vectors("image", np.array([7, 3]))
+    assert type(got) is np.ndarray and got.flags.writeable  # torch.from_numpy warns otherwise
+    np.testing.assert_array_equal(got, np.load(path / "image.npy")[[7, 3]])
+    assert loaded.dim("image") == DIMS["image"] and loaded.dim("colour") == DIMS["colour"]
+
+
+def test_a_build_deleted_while_loaded_still_serves_its_mapped_rows(tmp_path):
+    """Linux keeps a deleted file's pages while it is mapped, so an old build removed from disk
+    under a process serving it does not break that process's reads."""
+    path = make_index(n=300).save(tmp_path, "b1")
+    expected = np.load(path / "image.npy")
+    loaded = CatalogIndex.load(path)
+    shutil.rmtree(path)
+    rows = np.arange(299, -1, -3)
+    np.testing.assert_array_equal(loaded.vectors("image", rows), expected[rows])
+    assert loaded.vectors("colour", rows).shape == (len(rows), DIMS["colour"])
+    loaded.save(tmp_path, "b2")
+    np.testing.assert_array_equal(np.load(tmp_path / "b2" / "image.npy"), expected)
+
+
+def test_upserts_after_load_are_read_saved_and_compacted_with_the_mapped_rows(tmp_path):
+    """Rows appended to a loaded build sit after its mapped ones: read together, saved as one
+    file per space (as before, so older code loads the build), and gathered by compaction."""
+    index = make_index(n=300)
+    before = snapshot(index)
+    loaded = CatalogIndex.load(index.save(tmp_path, "b1"))
+    assert snapshot(loaded) == before
+    rng = np.random.default_rng(13)
+    metas = [ProductRecord(f"p{i}", f"changed {i}", attrs(i), None) for i in range(0, 60, 2)]
+    metas += [ProductRecord(f"n{i}", f"new {i}", attrs(i), None) for i in range(20)]
+    added = {s: unit(rng, len(metas), d) for s, d in DIMS.items()}
+    for part in (slice(0, 1), slice(1, 30), slice(30, None)):  # the appended rows grow twice
+        part_vecs = {s: v[part] for s, v in added.items()}
+        loaded.upsert_many(metas[part], part_vecs, np.ones(len(metas[part]), bool))
+    loaded.delete("p1")
+    expected = {s: np.concatenate([np.load(tmp_path / "b1" / f"{s}.npy"), added[s]]) for s in DIMS}
+    mixed = np.array([320, 5, 349, 0, 299, 300, 5])
+    for space in DIMS:
+        np.testing.assert_array_equal(loaded.vectors(space, mixed), expected[space][mixed])
+
+    path = loaded.save(tmp_path, "b2")
+    for space in DIMS:  # byte for byte what np.save writes
+        np.save(tmp_path / "reference.npy", expected[space])
+        assert (path / f"{space}.npy").read_bytes() == (tmp_path / "reference.npy").read_bytes()
+    reloaded = CatalogIndex.load(path)
+    assert reloaded.n_rows == 350 and len(reloaded) == len(loaded) == 319
+    assert snapshot(reloaded) == snapshot(loaded)
+    reloaded.upsert_many(metas[:1], {s: v[:1] for s, v in added.items()}, np.ones(1, bool))
+
+    compact = loaded.compacted()
+    alive = loaded.alive_rows()
+    assert compact.n_rows == len(alive) == 319
+    for space in DIMS:
+        np.testing.assert_array_equal(
+            compact.vectors(space, np.arange(len(alive))), expected[space][alive]
+        )
+    assert compact.metas[compact.row_of["n19"]].title == "new 19"
 
 
 def test_a_build_from_before_colour_descriptors_loads_without_them(tmp_path):

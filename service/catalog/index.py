@@ -23,6 +23,7 @@ import torch
 from model.head import FusionHead
 from service.catalog.files import product_text
 from service.catalog.lexical import Doc, LexicalIndex, OutdatedIndex
+from service.catalog.rows import Rows
 from service.catalog.tokens import terms, words
 from service.catalog.vectors import (
     SPACES,
@@ -56,12 +57,12 @@ class CatalogIndex:
         self,
         *,
         text: np.ndarray,
-        image: np.ndarray,
+        image: np.ndarray | Rows,
         has_image: np.ndarray,
         ptext: np.ndarray,
         pimage: np.ndarray,
         metas: list[ProductRecord],
-        colour: np.ndarray | None = None,
+        colour: np.ndarray | Rows | None = None,
         alive: np.ndarray | None = None,
         store: VectorStore | None = None,
         backend: VectorBackend | None = None,
@@ -69,25 +70,31 @@ class CatalogIndex:
         meta: dict[str, Any] | None = None,
         lexical: LexicalIndex | None = None,
     ) -> None:
-        """`store`: the rows' vector indexes, built here by `backend` (default: FAISS HNSW) if
+        """`image`, `colour`: arrays, or Rows (a loaded build's, mapped from its files);
+        `store`: the rows' vector indexes, built here by `backend` (default: FAISS HNSW) if
         not given;
         `lexical`: the products' BM25 index, likewise built from their text."""
         n = len(metas)
         if colour is None:  # a build from before colour descriptors, or none configured
             colour = np.zeros((n, 0), np.float32)
-        arrays = (text, image, colour, ptext, pimage)
+        image_rows = image if isinstance(image, Rows) else Rows(image)
+        colour_rows = colour if isinstance(colour, Rows) else Rows(colour)
+        assert len(image_rows) == len(colour_rows) == n
+        arrays = (text, ptext, pimage)
         assert all(a.shape[0] == n and a.dtype == np.float32 for a in arrays)
         self._lock = threading.RLock()
         self.meta: dict[str, Any] = dict(meta or {})
         self.exact_limit = exact_limit
         self._n = n
+        # searched (FAISS's exact path needs one array in memory), so held in growable arrays
         self._vecs = {
             "text": _grow(text, n),
-            "image": _grow(image, n),
-            "colour": _grow(colour, n),  # not searched: read by the attribute agreement
             "ptext": _grow(ptext, n),
             "pimage": _grow(pimage, n),
         }
+        # only read a few hundred rows at a time (photo features, colour descriptors): a loaded
+        # build's stay mapped from its files, most of a million products' memory (issue 38)
+        self._rows = {"image": image_rows, "colour": colour_rows}
         self._has_image = _grow(has_image.astype(bool), n)
         self._alive = _grow(np.ones(n, bool) if alive is None else alive.astype(bool), n)
         self.metas: list[ProductRecord] = list(metas)
@@ -121,9 +128,13 @@ class CatalogIndex:
             return np.flatnonzero(self._alive[: self._n])
 
     def dim(self, space: str) -> int:
+        if space in self._rows:
+            return self._rows[space].dim
         return int(self._vecs[space].shape[1])
 
     def vectors(self, space: str, rows: np.ndarray) -> np.ndarray:
+        if space in self._rows:
+            return self._rows[space].take(rows)
         return self._vecs[space][rows]
 
     def has_image(self, rows: np.ndarray) -> np.ndarray:
@@ -324,6 +335,8 @@ class CatalogIndex:
                 if end > len(arr):
                     self._vecs[name] = arr = _grow(arr, end)
                 arr[first:end] = vecs[name]
+            for name, stored in self._rows.items():
+                stored.append(np.asarray(vecs[name], np.float32).reshape(len(metas), stored.dim))
             if end > len(self._alive):
                 self._alive = _grow(self._alive, end)
                 self._has_image = _grow(self._has_image, end)
@@ -370,8 +383,8 @@ class CatalogIndex:
             metas = [self.metas[r] for r in rows.tolist()]
             return CatalogIndex(
                 text=self._vecs["text"][rows],
-                image=self._vecs["image"][rows],
-                colour=self._vecs["colour"][rows],
+                image=self._rows["image"].take(rows),
+                colour=self._rows["colour"].take(rows),
                 ptext=self._vecs["ptext"][rows],
                 pimage=self._vecs["pimage"][rows],
                 has_image=self._has_image[rows],
@@ -390,6 +403,8 @@ class CatalogIndex:
             def write(tmp: Path) -> None:
                 for space, arr in self._vecs.items():
                     np.save(tmp / f"{space}.npy", arr[:n])
+                for space, stored in self._rows.items():  # appends wait for the lock: len is n
+                    stored.save(tmp / f"{space}.npy")
                 np.save(tmp / "has_image.npy", self._has_image[:n])
                 np.save(tmp / "alive.npy", self._alive[:n])
                 metas = [
@@ -414,14 +429,17 @@ class CatalogIndex:
         FAISS in process)."""
         manifest = read_manifest(path)
         try:
-            # mapped, then copied once into arrays with room to grow (_grow): a first update
-            # appends to them instead of holding the old rows and a copy twice their size
+            # mapped; the searched ones then copied once into arrays with room to grow (_grow):
+            # a first update appends to them instead of holding the old rows and a copy twice
+            # their size. Photo features and colour descriptors stay mapped (Rows).
             arrays = {
                 name: np.load(path / f"{name}.npy", allow_pickle=False, mmap_mode="r")
-                for name in ("text", "image", "ptext", "pimage", "has_image", "alive")
+                for name in ("text", "ptext", "pimage", "has_image", "alive")
             }
+            image = Rows.mapped(path / "image.npy")
+            colour = None
             if "colour.npy" in manifest.get("files", {}):  # verified above
-                arrays["colour"] = np.load(path / "colour.npy", allow_pickle=False, mmap_mode="r")
+                colour = Rows.mapped(path / "colour.npy")
             metas = [  # builds from before descriptions have four fields
                 ProductRecord(m[0], m[1], m[2], m[3], description=m[4] if len(m) > 4 else "")
                 for m in json.loads((path / "products.json").read_text())
@@ -435,8 +453,8 @@ class CatalogIndex:
         meta = {k: v for k, v in manifest.items() if k != "files"}
         return cls(
             text=arrays["text"],
-            image=arrays["image"],
-            colour=arrays.get("colour"),
+            image=image,
+            colour=colour,
             has_image=arrays["has_image"],
             ptext=arrays["ptext"],
             pimage=arrays["pimage"],
