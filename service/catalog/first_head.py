@@ -35,7 +35,8 @@ def bootstrap_catalog_head(
     *,
     progress: bool,
 ) -> tuple[FusionHead, str, BootstrapReport, dict[str, str]]:
-    """Train the first head from the catalog alone and store it; returns it and its version."""
+    """Train the first head from the catalog alone and store it; returns it, its version, the
+    bootstrap's report and the encoder ids it was trained with."""
     config = HeadConfig(
         text_dim=embedder.text_encoder.dim,
         image_dim=embedder.image_encoder.dim,

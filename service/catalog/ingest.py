@@ -96,7 +96,7 @@ def ingest_catalog(
         laps.lap("encoders")
     backend = vectors or open_backend(VectorConfig.of(settings))
     try:
-        vecs, build = _index(
+        vecs, build = _store_and_index(
             settings,
             sessions,
             rows,
@@ -120,7 +120,7 @@ def ingest_catalog(
     )
 
 
-def _index(
+def _store_and_index(
     settings: Settings,
     sessions: sessionmaker[Session],
     rows: list[ProductRecord],
