@@ -61,10 +61,43 @@ def bootstrap_head(
     n_held = min(1000, len(rows) // 10)
     held, train = rows[:n_held], rows[n_held:]
     t_all, v_all = torch.from_numpy(text), torch.from_numpy(image)
-    params = [p for n, p in head.named_parameters() if p.requires_grad and n != "gate_logits"]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps = max(1, epochs * max(1, len(train) // batch_size))
     steps = min(steps, max_steps) if max_steps else steps
+    loss = _align(
+        head,
+        t_all,
+        v_all,
+        train,
+        rng,
+        epochs=epochs,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        progress=progress,
+    )
+    recall = _heldout_recall(head, t_all[held], v_all[held])
+    calibrate(head, text, image, has_image, seed=seed)
+    report = BootstrapReport(epochs, len(train), loss, recall, time.perf_counter() - started)
+    return head, report
+
+
+def _align(
+    head: FusionHead,
+    t_all: torch.Tensor,
+    v_all: torch.Tensor,
+    train: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    epochs: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    progress: bool,
+) -> float:
+    """Train the projections on the `train` rows' (image, title) pairs for at most `steps`
+    batches; returns the last batch's loss (nan if none ran). The gate is left to fit_gate."""
+    params = [p for n, p in head.named_parameters() if p.requires_grad and n != "gate_logits"]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     loss_val = float("nan")
     head.train()
@@ -76,10 +109,7 @@ def bootstrap_head(
             if step >= steps:
                 break
             idx = torch.from_numpy(perm[i : i + batch_size])
-            pt, pv = head.project_text(t_all[idx]), head.project_image(v_all[idx])
-            logits = head.logit_scale.exp().clamp(max=100) * pv @ pt.T
-            target = torch.arange(len(idx))
-            loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+            loss = _info_nce(head, t_all[idx], v_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -90,10 +120,15 @@ def bootstrap_head(
             bar.update()
     bar.close()
     head.eval()
-    recall = _heldout_recall(head, t_all[held], v_all[held])
-    calibrate(head, text, image, has_image, seed=seed)
-    report = BootstrapReport(epochs, len(train), loss_val, recall, time.perf_counter() - started)
-    return head, report
+    return loss_val
+
+
+def _info_nce(head: FusionHead, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE: each photo's own title against the batch's others, and vice versa."""
+    pt, pv = head.project_text(t), head.project_image(v)
+    logits = head.logit_scale.exp().clamp(max=100) * pv @ pt.T
+    target = torch.arange(len(t))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 @torch.no_grad()

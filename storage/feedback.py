@@ -85,9 +85,26 @@ def record_events(
 ) -> Recorded:
     """Store a batch atomically. Raises InvalidEvents, storing nothing, if any event names an
     unknown search or a product that search did not show."""
+    shown = _shown_or_refuse(session=session, events=events)
+    rows = _event_rows(events, shown, received_at)
+    if partitioned(session.connection()):
+        for key in stored_elsewhere(session=session, keys=sorted(rows)):
+            del rows[key]
+    by_key: dict[str, EventIn] = {}
+    for e in events:
+        by_key.setdefault(e.key(), e)  # the first of duplicates is the one stored
+    stored = [
+        (e.search_id, shown.positions[(e.search_id, e.product_id)], e.type)
+        for e in (by_key[key] for key in _insert_new(session=session, rows=list(rows.values())))
+    ]
+    return Recorded(accepted=len(stored), duplicates=len(events) - len(stored), stored=stored)
+
+
+def _shown_or_refuse(*, session: Session, events: Sequence[EventIn]) -> Shown:
+    """Where the events' searches showed their products. Raises InvalidEvents, naming each
+    event that names an unknown search or a product its search did not show."""
     search_ids = sorted({e.search_id for e in events})
     shown = shown_positions(session=session, search_ids=search_ids)
-    positions = shown.positions
     unknown = set(search_ids) - set(shown.created)
     if unknown:  # a search can show zero products; only then is the impressions table needed
         unknown -= known_searches(session=session, search_ids=sorted(unknown))
@@ -95,7 +112,7 @@ def record_events(
     for i, e in enumerate(events):
         if e.search_id in unknown:
             problems.append({"index": i, "search_id": e.search_id, "problem": UNKNOWN_SEARCH})
-        elif (e.search_id, e.product_id) not in positions:
+        elif (e.search_id, e.product_id) not in shown.positions:
             problems.append(
                 {
                     "index": i,
@@ -106,7 +123,13 @@ def record_events(
             )
     if problems:
         raise InvalidEvents(problems)
+    return shown
 
+
+def _event_rows(
+    events: Sequence[EventIn], shown: Shown, received_at: datetime
+) -> dict[str, dict[str, object]]:
+    """The feedback rows to insert, by event id: one per id, the first event that carries it."""
     rows: dict[str, dict[str, object]] = {}
     for e in events:
         rows.setdefault(
@@ -116,37 +139,26 @@ def record_events(
                 "search_id": e.search_id,
                 "search_created_at": shown.created[e.search_id],
                 "product_id": e.product_id,
-                "position": positions[(e.search_id, e.product_id)],
+                "position": shown.positions[(e.search_id, e.product_id)],
                 "type": e.type,
                 "ts": e.ts,
                 "received_at": received_at,
             },
         )
-    if partitioned(session.connection()):
-        for key in stored_elsewhere(session=session, keys=sorted(rows)):
-            del rows[key]
-    inserted = (
-        session.execute(
-            insert_for(session)(FeedbackEvent)
-            .on_conflict_do_nothing()  # the event id's unique constraint: a retry
-            .returning(FeedbackEvent.event_id),
-            list(rows.values()),
-        )
-        if rows
-        else None
+    return rows
+
+
+def _insert_new(*, session: Session, rows: list[dict[str, object]]) -> list[str]:
+    """Insert the rows; returns the event ids stored, not those already there (retries)."""
+    if not rows:
+        return []
+    inserted = session.execute(
+        insert_for(session)(FeedbackEvent)
+        .on_conflict_do_nothing()  # the event id's unique constraint: a retry
+        .returning(FeedbackEvent.event_id),
+        rows,
     )
-    by_key: dict[str, EventIn] = {}
-    for e in events:
-        by_key.setdefault(e.key(), e)  # the first of duplicates is the one stored
-    stored = [
-        (
-            by_key[key].search_id,
-            positions[(by_key[key].search_id, by_key[key].product_id)],
-            by_key[key].type,
-        )
-        for (key,) in (inserted.all() if inserted is not None else [])
-    ]
-    return Recorded(accepted=len(stored), duplicates=len(events) - len(stored), stored=stored)
+    return [key for (key,) in inserted.all()]
 
 
 def stored_elsewhere(*, session: Session, keys: Sequence[str]) -> set[str]:

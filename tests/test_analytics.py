@@ -37,16 +37,7 @@ def test_analytics_count_what_was_searched_found_and_done(store, embedder):
     with app_client(store.settings, embedder) as client:
         rt = client.runtime
         fold = memory_fold(store.settings, rt.sessions, encoders_of(rt.searcher.index))
-        nothing = {"articleType": "Watches", "baseColour": "No Such Colour"}
-        for _ in range(3):
-            last = _search(client, "Wrist Watch")
-            _event(client, last, 2, "click")
-        bought = _search(client, "wrist watches")  # the same query, spelled otherwise
-        _event(client, bought, 2, "click")
-        _event(client, bought, 3, "click")  # a second click: one more event, not a search
-        _event(client, bought, 2, "purchase")
-        _search(client, "high heels")  # found, never clicked
-        assert _search(client, "gold watch", filters=nothing)["results"] == []
+        last, bought = _shop(client)
         rt.impressions.flush()
         assert fold.run() > 0
 
@@ -95,21 +86,45 @@ def test_analytics_count_what_was_searched_found_and_done(store, embedder):
         assert shown == [h["product_id"] for h in last["results"]]
         assert all(p["title"] for p in latest["products"])
 
-        said = client.get("/v1/suggest", params={"q": "WAT"}).json()["suggestions"]
-        assert said[0].lower() == "wrist watch" and "gold watch" not in said  # it found nothing
-        assert client.get("/v1/suggest", params={"q": "hee"}).json()["suggestions"] == [
-            "high heels"
-        ]
-        assert client.get("/v1/suggest", params={"q": "50%_"}).json()["suggestions"] == []
+        _assert_suggestions(client)
+        _assert_date_ranges(client)
 
-        yesterday = dt.date.today() - dt.timedelta(days=1)
-        old = client.get("/v1/analytics/queries", params={"until": yesterday.isoformat()})
-        assert old.status_code == 200 and old.json()["queries"] == []
-        backwards = {"since": "2026-02-02", "until": "2026-02-01"}
-        assert client.get("/v1/analytics/volume", params=backwards).json()["days"] == []
-        too_long = {"since": "2020-01-01", "until": "2026-01-01"}
-        covered = client.get("/v1/analytics/positions", params=too_long).json()
-        assert (covered["since"], covered["until"]) == ("2024-11-28", "2026-01-01")  # 400 days
-        for bad in ({"until": "0"}, {"since": "2026-02-30"}, {"since": "yesterday"}):
-            assert client.get("/v1/analytics/volume", params=bad).status_code == 422
-        assert client.get("/v1/analytics/queries", params={"list": "best"}).status_code == 422
+
+def _shop(client) -> tuple[dict, dict]:
+    """Searches and events of a few shoppers; returns the last search for "Wrist Watch" and the
+    one (spelled otherwise) that ended in a purchase."""
+    nothing = {"articleType": "Watches", "baseColour": "No Such Colour"}
+    for _ in range(3):
+        last = _search(client, "Wrist Watch")
+        _event(client, last, 2, "click")
+    bought = _search(client, "wrist watches")  # the same query, spelled otherwise
+    _event(client, bought, 2, "click")
+    _event(client, bought, 3, "click")  # a second click: one more event, not a search
+    _event(client, bought, 2, "purchase")
+    _search(client, "high heels")  # found, never clicked
+    assert _search(client, "gold watch", filters=nothing)["results"] == []
+    return last, bought
+
+
+def _assert_suggestions(client) -> None:
+    """Suggestions are the searched queries that found something, by prefix."""
+    said = client.get("/v1/suggest", params={"q": "WAT"}).json()["suggestions"]
+    assert said[0].lower() == "wrist watch" and "gold watch" not in said  # it found nothing
+    assert client.get("/v1/suggest", params={"q": "hee"}).json()["suggestions"] == ["high heels"]
+    assert client.get("/v1/suggest", params={"q": "50%_"}).json()["suggestions"] == []
+
+
+def _assert_date_ranges(client) -> None:
+    """Ranges before the logs or backwards are empty, long ones are cut to 400 days, bad ones
+    are refused."""
+    yesterday = dt.date.today() - dt.timedelta(days=1)
+    old = client.get("/v1/analytics/queries", params={"until": yesterday.isoformat()})
+    assert old.status_code == 200 and old.json()["queries"] == []
+    backwards = {"since": "2026-02-02", "until": "2026-02-01"}
+    assert client.get("/v1/analytics/volume", params=backwards).json()["days"] == []
+    too_long = {"since": "2020-01-01", "until": "2026-01-01"}
+    covered = client.get("/v1/analytics/positions", params=too_long).json()
+    assert (covered["since"], covered["until"]) == ("2024-11-28", "2026-01-01")  # 400 days
+    for bad in ({"until": "0"}, {"since": "2026-02-30"}, {"since": "yesterday"}):
+        assert client.get("/v1/analytics/volume", params=bad).status_code == 422
+    assert client.get("/v1/analytics/queries", params={"list": "best"}).status_code == 422

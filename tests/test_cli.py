@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
-from helpers import free_port
+from helpers import free_port, fusionrank_process
 from sqlalchemy import inspect, select
 from typer.testing import CliRunner
 
@@ -93,71 +92,47 @@ def test_ingest_of_a_missing_file_fails_clearly(tmp_path):
 
 
 @pytest.mark.slow
-def test_serve_answers_and_drains_impressions_on_sigterm(ingested):
+def test_serve_answers_and_drains_impressions_on_sigterm(ingested, tmp_path):
     """`fusionrank serve` as a real process: it serves, logs each request as a JSON line with
     its ids, and a SIGTERM right after a search still gets that search's impression into the
     database (clean shutdown drains the queue)."""
-    port = free_port()
     env = {**os.environ, "FUSIONRANK_IMPRESSION_FLUSH_MS": "3000"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--data-dir",
-            str(ingested.settings.data_dir),
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve did not become ready in 120 s"
-            time.sleep(0.2)
+    args = ["serve", "--data-dir", str(ingested.settings.data_dir)]
+    with fusionrank_process(args, env, tmp_path / "serve.log", serve=True) as srv:
         # The writer commits the first impression at once, then sleeps a flush interval (3 s):
         # the second search's impression is still queued when SIGTERM arrives.
-        warm = httpx.post(f"{url}/v1/search", json={"query": "watch"}, timeout=60)
+        warm = httpx.post(f"{srv.url}/v1/search", json={"query": "watch"}, timeout=60)
         assert warm.status_code == 200
         target = ingested.rows[0]
         r = httpx.post(
-            f"{url}/v1/search",
+            f"{srv.url}/v1/search",
             json={"query": target["productDisplayName"], "k": 3, "user_id": "sigterm"},
             timeout=60,
         )
         assert r.status_code == 200
         search_id = r.json()["search_id"]
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-        # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM is normal
-        assert proc.returncode in (0, -signal.SIGTERM), err[-2000:]
-        assert "Traceback" not in err, err[-2000:]
-        lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-        logged = [line for line in lines if line.get("search_id") == search_id]
-        assert len(logged) == 1, err[-2000:]
-        assert logged[0]["logger"] == "fusionrank.access" and logged[0]["status"] == 200
-        assert logged[0]["request_id"] == r.headers["x-request-id"]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    engine = make_engine(ingested.settings.database_url)
+        srv.proc.send_signal(signal.SIGTERM)
+        srv.proc.wait(60)
+    err = srv.log.read_text(errors="replace")
+    # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM is normal
+    assert srv.proc.returncode in (0, -signal.SIGTERM), err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    logged = [line for line in lines if line.get("search_id") == search_id]
+    assert len(logged) == 1, err[-2000:]
+    assert logged[0]["logger"] == "fusionrank.access" and logged[0]["status"] == 200
+    assert logged[0]["request_id"] == r.headers["x-request-id"]
+    stored = _logged_impression(ingested.settings.database_url, search_id)
+    assert stored is not None, "the acknowledged search's impression was lost on shutdown"
+    assert stored == ("sigterm", 3)
+
+
+def _logged_impression(database_url: str, search_id: str) -> tuple[str | None, int] | None:
+    """The user id and the number of products the search was logged with; None: not logged."""
+    engine = make_engine(database_url)
     try:
         with session_factory(engine)() as s:
             imp = s.scalar(select(Impression).where(Impression.search_id == search_id))
-            assert imp is not None, "the acknowledged search's impression was lost on shutdown"
-            assert imp.user_id == "sigterm" and len(imp.items) == 3
+            return None if imp is None else (imp.user_id, len(imp.items))
     finally:
         engine.dispose()

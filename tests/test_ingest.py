@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from helpers import ingest_into, make_settings, start_test_runtime, write_catalog
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.catalog.files import read_catalog
 from service.catalog.index import CatalogIndex
@@ -72,19 +73,7 @@ def test_ingest_counts_caches_and_stores(tmp_path, database_url, embedder, broke
     engine = make_engine(database_url)
     sessions = session_factory(engine)
     try:
-        with sessions() as s:
-            stored = {p.id: p for p in s.scalars(select(Product))}
-            rev1 = s.scalar(select(func.max(Product.revision)))
-        assert set(stored) == {r["id"] for r in rows}
-        assert not any(p.deleted for p in stored.values())
-        for r in rows[:5]:
-            p = stored[r["id"]]
-            assert p.title == r["productDisplayName"]
-            assert p.attributes["articleType"] == r["articleType"]
-            assert p.image_path == r["image_path"] and len(p.image_sha256) == 64
-        for key in ("missing", "corrupt"):
-            p = stored[special[key]["id"]]
-            assert p.image_path is None and p.image_sha256 is None
+        rev1 = _assert_stored(sessions, rows, special)
 
         # Unchanged CSV again, with a new embedder on the same cache dir (as a new process would)
         again = _fresh_embedder(embedder, tmp_path)
@@ -109,7 +98,30 @@ def test_ingest_counts_caches_and_stores(tmp_path, database_url, embedder, broke
     finally:
         engine.dispose()
 
-    # The products without a readable image are still found by their exact title
+    _assert_found_without_image(settings, embedder, special, n)
+
+
+def _assert_stored(sessions: sessionmaker[Session], rows: list[dict], special: dict) -> int:
+    """Every row is a live product as the CSV has it, the two without a readable image have
+    no image; returns the catalog's revision."""
+    with sessions() as s:
+        stored = {p.id: p for p in s.scalars(select(Product))}
+        revision = s.scalar(select(func.max(Product.revision)))
+    assert set(stored) == {r["id"] for r in rows}
+    assert not any(p.deleted for p in stored.values())
+    for r in rows[:5]:
+        p = stored[r["id"]]
+        assert p.title == r["productDisplayName"]
+        assert p.attributes["articleType"] == r["articleType"]
+        assert p.image_path == r["image_path"] and len(p.image_sha256) == 64
+    for key in ("missing", "corrupt"):
+        p = stored[special[key]["id"]]
+        assert p.image_path is None and p.image_sha256 is None
+    return revision
+
+
+def _assert_found_without_image(settings, embedder, special: dict, n: int) -> None:
+    """The products without a readable image are still found by their exact title."""
     rt = start_test_runtime(settings, embedder)
     try:
         assert len(rt.searcher.index) == n

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 
 from alembic import command
 from storage.db import alembic_config, make_engine, migrate
@@ -124,46 +124,10 @@ def test_0008_moves_logs_into_day_partitions_and_back(database_url, schema_name)
     try:
         with engine.begin() as conn:
             for sid, days in (("old", 40), ("new", 1)):
-                conn.execute(
-                    text(
-                        "INSERT INTO impressions (search_id, created_at, query_text, has_image, "
-                        "query_type, model_version, k, latency_ms) VALUES (:sid, :at, 'red', "
-                        "false, 'text', 'h-1', 2, 1.0)"
-                    ),
-                    {"sid": sid, "at": datetime.now(UTC) - timedelta(days=days)},
-                )
-                for pos in (1, 2):
-                    conn.execute(
-                        text(
-                            "INSERT INTO impression_items (search_id, position, product_id, score)"
-                            " VALUES (:sid, :pos, 'p1', 0.5)"
-                        ),
-                        {"sid": sid, "pos": pos},
-                    )
-                conn.execute(
-                    text(
-                        "INSERT INTO feedback_events (event_id, search_id, product_id, position, "
-                        "type, ts, received_at) VALUES (:e, :sid, 'p1', 1, 'click', "
-                        "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
-                    ),
-                    {"e": f"e-{sid}", "sid": sid},
-                )
+                _log_unpartitioned_search(conn, sid, days_ago=days)
         command.upgrade(cfg, "head")
         with engine.connect() as conn:
-            joined = conn.execute(
-                text(
-                    "SELECT count(*) FROM impression_items it JOIN impressions i "
-                    "ON i.search_id = it.search_id AND i.created_at = it.created_at"
-                )
-            ).scalar()
-            assert joined == 4
-            events = conn.execute(
-                text(
-                    "SELECT count(*) FROM feedback_events e JOIN impressions i "
-                    "ON i.search_id = e.search_id AND i.created_at = e.search_created_at"
-                )
-            ).scalar()
-            assert events == 2
+            assert _joined_by_search_time(conn) == (4, 2)
             if schema_name is not None:
                 old = (datetime.now(UTC) - timedelta(days=40)).date()
                 where = (
@@ -191,3 +155,48 @@ def test_0008_moves_logs_into_day_partitions_and_back(database_url, schema_name)
             assert conn.execute(text("SELECT count(*) FROM feedback_events")).scalar() == 1
     finally:
         engine.dispose()
+
+
+def _log_unpartitioned_search(conn: Connection, sid: str, *, days_ago: int) -> None:
+    """A search made `days_ago`, its two items and a click, as schema 0007 logged them."""
+    conn.execute(
+        text(
+            "INSERT INTO impressions (search_id, created_at, query_text, has_image, "
+            "query_type, model_version, k, latency_ms) VALUES (:sid, :at, 'red', "
+            "false, 'text', 'h-1', 2, 1.0)"
+        ),
+        {"sid": sid, "at": datetime.now(UTC) - timedelta(days=days_ago)},
+    )
+    for pos in (1, 2):
+        conn.execute(
+            text(
+                "INSERT INTO impression_items (search_id, position, product_id, score)"
+                " VALUES (:sid, :pos, 'p1', 0.5)"
+            ),
+            {"sid": sid, "pos": pos},
+        )
+    conn.execute(
+        text(
+            "INSERT INTO feedback_events (event_id, search_id, product_id, position, "
+            "type, ts, received_at) VALUES (:e, :sid, 'p1', 1, 'click', "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        ),
+        {"e": f"e-{sid}", "sid": sid},
+    )
+
+
+def _joined_by_search_time(conn: Connection) -> tuple[int, int]:
+    """Items and events that join their search on its id and its time."""
+    items = conn.execute(
+        text(
+            "SELECT count(*) FROM impression_items it JOIN impressions i "
+            "ON i.search_id = it.search_id AND i.created_at = it.created_at"
+        )
+    ).scalar()
+    events = conn.execute(
+        text(
+            "SELECT count(*) FROM feedback_events e JOIN impressions i "
+            "ON i.search_id = e.search_id AND i.created_at = e.search_created_at"
+        )
+    ).scalar()
+    return int(items or 0), int(events or 0)

@@ -228,43 +228,12 @@ def test_with_keys_no_page_or_request_holds_a_key(shop, browser, ingested):
             hosts.add(urlsplit(request.url).netloc)
 
         page.on("request", record)
-        page.goto(srv.url + "/")
-        page.get_by_role("combobox").fill("leather handbag")
-        page.get_by_role("button", name="Search", exact=True).click()
-        page.locator("article.card").first.wait_for()
-        page.locator("article.card button.open").first.click()
-        page.get_by_role("button", name="Buy now").click()
-        page.get_by_text("Bought: recorded.").wait_for()
-        page.get_by_role("button", name="Close").click()
-
-        # A photo dropped on the page, with words: a composed search.
-        photo = next(r for r in ingested.rows if r["articleType"] == "Heels")
-        page.get_by_role("combobox").fill("in red")
-        with page.expect_request(lambda r: r.url.endswith("/v1/search")) as asked:
-            page.evaluate(DROP, base64.b64encode(Path(photo["image_path"]).read_bytes()).decode())
-        sent_body = json.loads(asked.value.post_data or "{}")
-        assert sent_body["query"] == "in red" and sent_body["image"].startswith("data:image/jpeg")
-        page.get_by_text("results for your photo and words").wait_for()
+        _shop_with_words_and_a_photo(page, srv.url, ingested)
 
         cookie = next(c for c in context.cookies() if c["name"] == "fusionrank_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert cookie["value"].startswith("visitor-")
-
-        # The visitor may search and send feedback, and nothing else.
-        with httpx.Client(base_url=srv.url, cookies={"fusionrank_session": cookie["value"]}) as c:
-            page_header = {"X-Fusionrank-Page": "1"}
-            assert c.get("/v1/models", headers=page_header).status_code == 403
-            assert c.get("/v1/analytics/queries", headers=page_header).status_code == 403
-            # without the pages' header a cookie cannot change anything (another site's form)
-            assert c.post("/v1/search", json={"query": "bag"}).status_code == 401
-            # a visitor is one shopper, whatever user id it sends
-            forged = {"query": "bag", "user_id": "someone-else"}
-            r = c.post("/v1/search", json=forged, headers=page_header)
-            assert r.status_code == 200, r.text
-            srv.runtime.impressions.flush()
-            with srv.runtime.sessions() as s:
-                logged = s.get(Impression, r.json()["search_id"])
-                assert logged.user_id is None and logged.caller == cookie["value"].split(".")[0]
+        _assert_a_visitor_may_only_search(srv, cookie["value"])
 
         page.goto(srv.url + "/dashboard")
         page.get_by_label("Admin key").fill(INGEST_KEY)
@@ -276,17 +245,7 @@ def test_with_keys_no_page_or_request_holds_a_key(shop, browser, ingested):
         assert page.locator("#versions tbody tr").count() >= 1
 
         assert hosts == {urlsplit(srv.url).netloc}, f"the pages asked other hosts: {hosts}"
-        sources = [page.content()]
-        with httpx.Client(base_url=srv.url) as c:
-            for asset in (
-                "/",
-                "/dashboard",
-                "/static/api.js",
-                "/static/search.js",
-                "/static/dashboard.js",
-                "/static/charts.js",
-            ):
-                sources.append(c.get(asset).text)
+        sources = [page.content(), *_page_sources(srv.url)]
         signed_in = next(c for c in context.cookies() if c["name"] == "fusionrank_session")
         assert signed_in["value"].startswith("key-")  # the key's fingerprint, not the key
         for key in (ADMIN_KEY, INGEST_KEY, SEARCH_KEY):
@@ -294,6 +253,58 @@ def test_with_keys_no_page_or_request_holds_a_key(shop, browser, ingested):
             # only the sign-in's own requests carry what the admin typed
             assert all("/dashboard/session" in s for s in sent if key in s)
         context.close()
+
+
+def _shop_with_words_and_a_photo(page, url: str, ingested) -> None:
+    """Search, open a product and buy it; then drop a photo with words: a composed search."""
+    page.goto(url + "/")
+    page.get_by_role("combobox").fill("leather handbag")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.locator("article.card").first.wait_for()
+    page.locator("article.card button.open").first.click()
+    page.get_by_role("button", name="Buy now").click()
+    page.get_by_text("Bought: recorded.").wait_for()
+    page.get_by_role("button", name="Close").click()
+
+    photo = next(r for r in ingested.rows if r["articleType"] == "Heels")
+    page.get_by_role("combobox").fill("in red")
+    with page.expect_request(lambda r: r.url.endswith("/v1/search")) as asked:
+        page.evaluate(DROP, base64.b64encode(Path(photo["image_path"]).read_bytes()).decode())
+    sent_body = json.loads(asked.value.post_data or "{}")
+    assert sent_body["query"] == "in red" and sent_body["image"].startswith("data:image/jpeg")
+    page.get_by_text("results for your photo and words").wait_for()
+
+
+def _assert_a_visitor_may_only_search(srv, cookie: str) -> None:
+    """The visitor's session may search and send feedback, and nothing else."""
+    with httpx.Client(base_url=srv.url, cookies={"fusionrank_session": cookie}) as c:
+        page_header = {"X-Fusionrank-Page": "1"}
+        assert c.get("/v1/models", headers=page_header).status_code == 403
+        assert c.get("/v1/analytics/queries", headers=page_header).status_code == 403
+        # without the pages' header a cookie cannot change anything (another site's form)
+        assert c.post("/v1/search", json={"query": "bag"}).status_code == 401
+        # a visitor is one shopper, whatever user id it sends
+        forged = {"query": "bag", "user_id": "someone-else"}
+        r = c.post("/v1/search", json=forged, headers=page_header)
+        assert r.status_code == 200, r.text
+        srv.runtime.impressions.flush()
+        with srv.runtime.sessions() as s:
+            logged = s.get(Impression, r.json()["search_id"])
+            assert logged.user_id is None and logged.caller == cookie.split(".")[0]
+
+
+def _page_sources(url: str) -> list[str]:
+    """The pages and scripts as the server sends them."""
+    assets = (
+        "/",
+        "/dashboard",
+        "/static/api.js",
+        "/static/search.js",
+        "/static/dashboard.js",
+        "/static/charts.js",
+    )
+    with httpx.Client(base_url=url) as c:
+        return [c.get(asset).text for asset in assets]
 
 
 def _accessibility_problems(page) -> list[str]:

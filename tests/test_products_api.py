@@ -37,49 +37,8 @@ def test_put_search_replace_delete_restart(store, embedder):
     doomed = rows[20]  # a catalog product deleted through the API
     with app_client(store.settings, embedder) as client:
         assert client.get(f"/v1/products/{NEW_ID}").status_code == 404
-
-        # PUT a new product (JSON, base64 image): searchable at position 1 at once
-        r = client.put(
-            f"/v1/products/{NEW_ID}",
-            json={
-                "title": NEW_TITLE,
-                "attributes": {"articleType": "Lamps", "baseColour": "Gold", "stock": 3},
-                "image": image_b64(photo),
-            },
-        )
-        answered = time.perf_counter()
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["product_id"] == NEW_ID and body["title"] == NEW_TITLE
-        assert body["attributes"] == {"articleType": "Lamps", "baseColour": "Gold", "stock": "3"}
-        assert body["image_url"].endswith(f"/v1/products/{NEW_ID}/image")
-        first_revision = body["revision"]
-        assert search_ids(client, NEW_TITLE)[0] == NEW_ID
-        assert time.perf_counter() - answered < 1.0, "searchable within a second"
-
-        # its image is served, its new attribute value is filterable
-        img = client.get(body["image_url"])
-        assert img.status_code == 200 and img.content == Path(photo).read_bytes()
-        assert search_ids(client, "lamp", filters={"articleType": "Lamps"}) == [NEW_ID]
-        # and its photo finds it
-        r = client.post("/v1/search", json={"image": image_b64(photo), "k": 3})
-        assert NEW_ID in [h["product_id"] for h in r.json()["results"]]
-
-        # PUT again with a changed title (no image: it keeps its image) replaces it
-        r = client.put(
-            f"/v1/products/{NEW_ID}",
-            json={"title": RENAMED, "attributes": {"articleType": "Kitchen"}},
-        )
-        assert r.status_code == 200, r.text
-        assert r.json()["revision"] > first_revision
-        assert r.json()["image_url"] is not None
-        assert search_ids(client, RENAMED)[0] == NEW_ID
-        hits = search_ids(client, NEW_TITLE, k=20)
-        assert hits.count(NEW_ID) <= 1, "one product, one row"
-        assert search_ids(client, "lamp", filters={"articleType": "Lamps"}) == []
-        assert search_ids(client, "x", filters={"articleType": "Kitchen"}) == [NEW_ID]
-        got = client.get(f"/v1/products/{NEW_ID}").json()
-        assert got["title"] == RENAMED and got["attributes"] == {"articleType": "Kitchen"}
+        first_revision = _put_new(client, photo)
+        _replace_new(client, first_revision)
 
         # multipart PUT with an image file
         with open(rows[70]["image_path"], "rb") as f:
@@ -92,18 +51,7 @@ def test_put_search_replace_delete_restart(store, embedder):
         assert r.json()["attributes"] == {"articleType": "Scarves"}
         assert search_ids(client, MP_TITLE)[0] == MP_ID
 
-        # DELETE a catalog product: 204, gone from search and GET
-        assert doomed["id"] in search_ids(client, doomed["productDisplayName"], k=3)
-        r = client.delete(f"/v1/products/{doomed['id']}")
-        assert r.status_code == 204 and r.content == b""
-        assert doomed["id"] not in search_ids(client, doomed["productDisplayName"], k=50)
-        assert client.get(f"/v1/products/{doomed['id']}").status_code == 404
-        assert client.delete(f"/v1/products/{doomed['id']}").status_code == 404
-        r = client.post(
-            "/v1/search",
-            json={"query": "x", "k": 100, "filters": {"articleType": doomed["articleType"]}},
-        )
-        assert doomed["id"] not in [h["product_id"] for h in r.json()["results"]]
+        _delete_from_catalog(client, doomed)
         ready = client.get("/readyz").json()
         assert f"{len(rows) + 2 - 1} products" in ready["checks"]["index"]
 
@@ -126,6 +74,67 @@ def test_put_search_replace_delete_restart(store, embedder):
         )
         assert r.status_code == 200
         assert doomed["id"] in search_ids(client, doomed["productDisplayName"], k=3)
+
+
+def _put_new(client, photo: str) -> int:
+    """PUT a new product (JSON, base64 image): searchable at position 1 at once, its image
+    served, its new attribute value filterable, its photo finding it; returns its revision."""
+    r = client.put(
+        f"/v1/products/{NEW_ID}",
+        json={
+            "title": NEW_TITLE,
+            "attributes": {"articleType": "Lamps", "baseColour": "Gold", "stock": 3},
+            "image": image_b64(photo),
+        },
+    )
+    answered = time.perf_counter()
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["product_id"] == NEW_ID and body["title"] == NEW_TITLE
+    assert body["attributes"] == {"articleType": "Lamps", "baseColour": "Gold", "stock": "3"}
+    assert body["image_url"].endswith(f"/v1/products/{NEW_ID}/image")
+    assert search_ids(client, NEW_TITLE)[0] == NEW_ID
+    assert time.perf_counter() - answered < 1.0, "searchable within a second"
+
+    img = client.get(body["image_url"])
+    assert img.status_code == 200 and img.content == Path(photo).read_bytes()
+    assert search_ids(client, "lamp", filters={"articleType": "Lamps"}) == [NEW_ID]
+    r = client.post("/v1/search", json={"image": image_b64(photo), "k": 3})
+    assert NEW_ID in [h["product_id"] for h in r.json()["results"]]
+    return body["revision"]
+
+
+def _replace_new(client, first_revision: int) -> None:
+    """PUT again with a changed title (no image: it keeps its image) replaces it."""
+    r = client.put(
+        f"/v1/products/{NEW_ID}",
+        json={"title": RENAMED, "attributes": {"articleType": "Kitchen"}},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["revision"] > first_revision
+    assert r.json()["image_url"] is not None
+    assert search_ids(client, RENAMED)[0] == NEW_ID
+    hits = search_ids(client, NEW_TITLE, k=20)
+    assert hits.count(NEW_ID) <= 1, "one product, one row"
+    assert search_ids(client, "lamp", filters={"articleType": "Lamps"}) == []
+    assert search_ids(client, "x", filters={"articleType": "Kitchen"}) == [NEW_ID]
+    got = client.get(f"/v1/products/{NEW_ID}").json()
+    assert got["title"] == RENAMED and got["attributes"] == {"articleType": "Kitchen"}
+
+
+def _delete_from_catalog(client, doomed: dict) -> None:
+    """DELETE a catalog product: 204, gone from search (filtered too) and GET."""
+    assert doomed["id"] in search_ids(client, doomed["productDisplayName"], k=3)
+    r = client.delete(f"/v1/products/{doomed['id']}")
+    assert r.status_code == 204 and r.content == b""
+    assert doomed["id"] not in search_ids(client, doomed["productDisplayName"], k=50)
+    assert client.get(f"/v1/products/{doomed['id']}").status_code == 404
+    assert client.delete(f"/v1/products/{doomed['id']}").status_code == 404
+    r = client.post(
+        "/v1/search",
+        json={"query": "x", "k": 100, "filters": {"articleType": doomed["articleType"]}},
+    )
+    assert doomed["id"] not in [h["product_id"] for h in r.json()["results"]]
 
 
 def test_put_without_image_is_text_searchable(store, embedder):

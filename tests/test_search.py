@@ -253,37 +253,13 @@ def test_concurrent_searches_and_writes(tmp_path, ingested, embedder, backend):
                 errors: list[str] = []
                 rows = store.rows
                 photo = image_b64(rows[3]["image_path"])
-
-                def searcher(n: int) -> None:
-                    with httpx.Client(base_url=srv.url, timeout=60) as c:
-                        for i in range(12):
-                            body = (
-                                {"query": rows[(n * 12 + i) % len(rows)]["productDisplayName"]}
-                                if i % 3
-                                else {"image": photo, "query": "blue" if i % 2 else None}
-                            )
-                            r = c.post("/v1/search", json={**body, "k": 10})
-                            if r.status_code != 200 or len(r.json()["results"]) != 10:
-                                errors.append(f"search {r.status_code}: {r.text[:200]}")
-
-                def writer() -> None:
-                    with httpx.Client(base_url=srv.url, timeout=60) as c:
-                        for i in range(10):
-                            r = c.put(
-                                f"/v1/products/conc-{i}",
-                                json={
-                                    "title": f"Concurrent Gizmo Number {i} Quasar",
-                                    "attributes": {"articleType": "Gizmos"},
-                                },
-                            )
-                            if r.status_code != 200:
-                                errors.append(f"put {r.status_code}: {r.text[:200]}")
-                        r = c.delete(f"/v1/products/{rows[5]['id']}")
-                        if r.status_code != 204:
-                            errors.append(f"delete {r.status_code}")
-
-                threads = [threading.Thread(target=searcher, args=(n,)) for n in range(3)]
-                threads.append(threading.Thread(target=writer))
+                threads = [
+                    threading.Thread(target=_search_often, args=(srv.url, rows, photo, n, errors))
+                    for n in range(3)
+                ]
+                threads.append(
+                    threading.Thread(target=_write_products, args=(srv.url, rows[5]["id"], errors))
+                )
                 for t in threads:
                     t.start()
                 for t in threads:
@@ -304,6 +280,38 @@ def test_concurrent_searches_and_writes(tmp_path, ingested, embedder, backend):
                 assert rt.searches.inline >= 2  # the last two searches were alone
         finally:
             rt.close()
+
+
+def _search_often(url: str, rows: list[dict], photo: str, n: int, errors: list[str]) -> None:
+    """Twelve searches by words, by photo and by both; each must answer ten results."""
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for i in range(12):
+            body = (
+                {"query": rows[(n * 12 + i) % len(rows)]["productDisplayName"]}
+                if i % 3
+                else {"image": photo, "query": "blue" if i % 2 else None}
+            )
+            r = c.post("/v1/search", json={**body, "k": 10})
+            if r.status_code != 200 or len(r.json()["results"]) != 10:
+                errors.append(f"search {r.status_code}: {r.text[:200]}")
+
+
+def _write_products(url: str, doomed: str, errors: list[str]) -> None:
+    """Ten new gizmos put, then the catalog product `doomed` deleted."""
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for i in range(10):
+            r = c.put(
+                f"/v1/products/conc-{i}",
+                json={
+                    "title": f"Concurrent Gizmo Number {i} Quasar",
+                    "attributes": {"articleType": "Gizmos"},
+                },
+            )
+            if r.status_code != 200:
+                errors.append(f"put {r.status_code}: {r.text[:200]}")
+        r = c.delete(f"/v1/products/{doomed}")
+        if r.status_code != 204:
+            errors.append(f"delete {r.status_code}")
 
 
 def test_an_index_built_with_other_encoders_is_not_served(ingested, embedder, tmp_path):

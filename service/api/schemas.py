@@ -1,4 +1,5 @@
-"""Request/response schemas. Constraints live here, not in `if` chains in the routes."""
+"""Search, product and feedback schemas and the shared error responses. Constraints live here,
+not in `if` chains in the routes; other areas' bodies sit in sibling `*_schemas` modules."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -146,11 +146,6 @@ class ChannelScore(BaseModel):
 class MixTerm(BaseModel):
     weight: float = Field(description="The head's learned weight for this query type.")
     value: float = Field(description="The product's value: the dense score, or a rank feature.")
-
-
-class SimilarQuery(BaseModel):
-    query: str = Field(description="A logged query's normal form: its lexical terms, sorted.")
-    similarity: float = Field(description="Cosine of the two queries' frozen text vectors.")
 
 
 class MemoryTerm(BaseModel):
@@ -332,56 +327,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ModelVersionPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    version: str
-    parent: str | None
-    created_at: UtcDatetime
-    status: str = Field(description="bootstrap, promoted or rejected.")
-    active: bool = False
-    reason: str | None
-    window_start: UtcDatetime | None
-    window_end: UtcDatetime | None
-    class_weights: dict[str, Any] | None
-    metrics: dict[str, Any] | None = Field(description="Holdout metrics per query type.")
-    artifact_sha256: str
-
-
-class ModelList(BaseModel):
-    active: str | None
-    versions: list[ModelVersionPublic]
-
-
-class RunQueued(BaseModel):
-    run_id: int
-    status: str
-
-
-class TrainingRunPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    run_id: int = Field(validation_alias=AliasChoices("run_id", "id"))
-    trigger: str
-    status: str = Field(description="queued, running, succeeded, skipped or failed.")
-    created_at: UtcDatetime
-    started_at: UtcDatetime | None
-    finished_at: UtcDatetime | None
-    candidate: str | None
-    promoted: bool | None
-    detail: dict[str, Any] | None
-    error: str | None
-
-
-class RunList(BaseModel):
-    runs: list[TrainingRunPublic] = Field(description="Newest first.")
-
-
-class Activated(BaseModel):
-    active: str
-    previous: str | None
-
-
 class VersionOnline(BaseModel):
     searches: int = Field(description="Searches scored so far (all time, this process).")
     ctr: float = Field(description="Share of the last `window` searches with a click.")
@@ -406,50 +351,4 @@ class OnlineMetricsPublic(BaseModel):
         None,
         description="Query vectors reused by repeated searches in this process, for 'text' and "
         "'photo'; null while the index is not loaded.",
-    )
-
-
-class MemoryProduct(BaseModel):
-    product_id: str
-    title: str | None = Field(description="Null when the product is no longer in the catalog.")
-    examinations: float = Field(
-        description="Expected examinations (each shown position's examination probability), "
-        "each shopper once, decayed to now."
-    )
-    events: dict[str, float] = Field(
-        description="Per event type, the shoppers who did it, decayed to now."
-    )
-    graded: float = Field(description="Graded events (grade over the highest grade), decayed.")
-    lift: float = Field(description="The memory term a search for this query ranks it with.")
-
-
-class MemoryAnswer(BaseModel):
-    """What the query memory holds for one query."""
-
-    query: str = Field(description="As asked.")
-    normal: str = Field(description="Its normal form: the lexical terms, sorted.")
-    searches: float = Field(description="Searches of it, decayed to now.")
-    products: list[MemoryProduct] = Field(description="Most lifted first.")
-    similar_queries: list[SimilarQuery] = Field(
-        description="Logged queries it borrows from while it has little memory of its own."
-    )
-
-
-class PositionBiasPublic(BaseModel):
-    source: str = Field(description="prior, or estimated from randomised traffic.")
-    eta: float = Field(description="The curve 1/position^eta.")
-    examination: list[float] = Field(description="P(examined) at positions 1, 2, ... 20.")
-
-
-class ServingModel(BaseModel):
-    """What the head this process serves has learned."""
-
-    version: str
-    class_weights: dict[str, Any] | None = Field(
-        description="The training loss's weight per relevance grade (null for a bootstrap head)."
-    )
-    position_bias: PositionBiasPublic
-    mix: dict[str, dict[str, float]] | None = Field(
-        description="Per query type, the hybrid mix's weight of each term (null for a head "
-        "without the mix)."
     )

@@ -8,39 +8,28 @@ new bootstrapped head."""
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
-from learner.bootstrap import (
-    BootstrapReport,
-    PseudoQueries,
-    attribute_codes,
-    bootstrap_head,
-    fit_gate,
-    make_pseudo_queries,
-)
 from learner.versions import register_bootstrap
-from model.checkpoint import save_head
-from model.head import FusionHead, HeadConfig
+from model.head import FusionHead
 from service.catalog.builds import (
     Build,
     Embedded,
-    encoder_ids,
     save_build,
     unchanged,
     updatable,
     update_build,
 )
-from service.catalog.files import NOT_EMBEDDED, CatalogColumns, product_text, read_catalog
+from service.catalog.files import CatalogColumns, product_text, read_catalog
+from service.catalog.first_head import bootstrap_catalog_head
 from service.catalog.index import CatalogIndex, project
 from service.catalog.vectors import VectorBackend, VectorConfig, open_backend
 from service.config import Settings
@@ -97,8 +86,6 @@ def ingest_catalog(
     (service.encoding.export). `vectors`: where the vector stores live, kept open; None: the
     configured backend, opened for the ingest."""
     laps = _Laps()
-    lap = laps.lap
-
     rows = read_catalog(catalog, catalog_columns(settings), limit=limit)
     if not rows:
         raise BadRequest(f"{catalog} has no products")
@@ -106,27 +93,19 @@ def ingest_catalog(
     if embedder is None:
         graphs = judge(settings, rows, progress=progress)
         embedder = make_embedder(settings)
-        lap("encoders")
+        laps.lap("encoders")
     backend = vectors or open_backend(VectorConfig.of(settings))
     try:
-        base = updatable(settings, embedder, backend) if not rebuild else "a rebuild was asked for"
-        built = base.index if isinstance(base, Build) else None
-        vecs = _embed(rows, embedder, progress=progress, lap=lap, built=built)
-        revision = _store_products(sessions, rows, vecs.image_hashes)
-        lap("sql")
-        how: dict[str, Any]
-        if isinstance(base, Build):
-            name, changes = update_build(settings, base, rows, vecs, revision, progress=progress)
-            version, recall, how = base.version, None, {"mode": "updated", "changes": changes}
-        else:
-            head, version, boot, ids = _bootstrap(settings, rows, vecs, embedder, progress=progress)
-            lap("head")
-            name = _build_index(
-                settings, backend, rows, vecs, head, ids, version=version, revision=revision
-            )
-            _activate(settings, sessions, version)
-            recall, how = boot.heldout_recall_at_10, {"reason": base}
-        lap("index")
+        vecs, build = _store_and_index(
+            settings,
+            sessions,
+            rows,
+            embedder,
+            backend,
+            rebuild=rebuild,
+            progress=progress,
+            lap=laps.lap,
+        )
     finally:
         if vectors is None:
             backend.close()
@@ -135,13 +114,55 @@ def ingest_catalog(
         without_image=int((~vecs.has_image).sum()),
         text_cache_hits=vecs.text_hits,
         image_cache_hits=vecs.image_hits,
-        head_version=version,
-        head_heldout_recall_at_10=recall,
-        index=name,
         seconds=laps.seconds(),
         encoders=graphs,
-        **how,
+        **build,
     )
+
+
+def _store_and_index(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    rows: list[ProductRecord],
+    embedder: Embedder,
+    backend: VectorBackend,
+    *,
+    rebuild: bool,
+    progress: bool,
+    lap: Callable[[str], None],
+) -> tuple[Embedded, dict[str, Any]]:
+    """Store the products and update the current build with them, or make a new build and head;
+    returns their vectors and the report's fields on the build."""
+    base = updatable(settings, embedder, backend) if not rebuild else "a rebuild was asked for"
+    built = base.index if isinstance(base, Build) else None
+    vecs = _embed(rows, embedder, progress=progress, lap=lap, built=built)
+    revision = _store_products(sessions, rows, vecs.image_hashes)
+    lap("sql")
+    build: dict[str, Any]
+    if isinstance(base, Build):
+        name, changes = update_build(settings, base, rows, vecs, revision, progress=progress)
+        build = {
+            "head_version": base.version,
+            "head_heldout_recall_at_10": None,
+            "mode": "updated",
+            "changes": changes,
+        }
+    else:
+        head, version, boot, ids = bootstrap_catalog_head(
+            settings, rows, vecs, embedder, progress=progress
+        )
+        lap("head")
+        name = _build_index(
+            settings, backend, rows, vecs, head, ids, version=version, revision=revision
+        )
+        _activate(settings, sessions, version)
+        build = {
+            "head_version": version,
+            "head_heldout_recall_at_10": boot.heldout_recall_at_10,
+            "reason": base,
+        }
+    lap("index")
+    return vecs, build | {"index": name}
 
 
 class _Laps:
@@ -258,51 +279,6 @@ def _store_products(
         return next_revision(session=s) - 1
 
 
-def _bootstrap(
-    settings: Settings,
-    rows: list[ProductRecord],
-    vecs: Embedded,
-    embedder: Embedder,
-    *,
-    progress: bool,
-) -> tuple[FusionHead, str, BootstrapReport, dict[str, str]]:
-    """Train the first head from the catalog alone and store it; returns it and its version."""
-    config = HeadConfig(
-        text_dim=embedder.text_encoder.dim,
-        image_dim=embedder.image_encoder.dim,
-        dim=settings.head_dim,
-        hybrid=True,
-    )
-    head, boot = bootstrap_head(
-        vecs.text,
-        vecs.image,
-        vecs.has_image,
-        config,
-        epochs=settings.bootstrap_epochs,
-        max_steps=settings.bootstrap_max_steps,
-        progress=progress,
-    )
-    gate_loss = _fit_gate(
-        head,
-        rows,
-        vecs.text,
-        vecs.image,
-        vecs.has_image,
-        embedder,
-        progress=progress,
-        n=settings.gate_fit_queries,
-    )
-    encoders = encoder_ids(embedder)
-    card = {
-        "parent": None,
-        "kind": "bootstrap",
-        "encoders": encoders,
-        "bootstrap": asdict(boot),
-        "gate_fit_loss": gate_loss,
-    }
-    return head, save_head(settings.data_dir / "heads", head, card), boot, encoders
-
-
 def _build_index(
     settings: Settings,
     backend: VectorBackend,
@@ -347,58 +323,3 @@ def _build_index(
 
 def _file_loader(path: Path):  # type: ignore[no-untyped-def]
     return path.read_bytes
-
-
-def _fit_gate(
-    head: FusionHead,
-    rows: list[ProductRecord],
-    text: np.ndarray,
-    image: np.ndarray,
-    has_image: np.ndarray,
-    embedder: Embedder,
-    *,
-    progress: bool,
-    n: int,
-) -> float | None:
-    """Fit the gate on pseudo-queries made from the catalog's attributes and re-photographed
-    product images (flipped and cropped, standing in for a shopper's photo). None (no fit) for a
-    catalog without categorical attributes or photos to make them from."""
-    keys = sorted({k for r in rows for k in r.attributes if k not in NOT_EMBEDDED})
-    codes, vocabs = attribute_codes([r.attributes for r in rows], keys)
-    # only categorical attributes: few distinct values relative to the catalog
-    categorical = [j for j, v in enumerate(vocabs) if 1 < len(v) <= max(200, len(rows) // 20)]
-    if n == 0 or not categorical or has_image.sum() < 10:
-        return None
-    codes, vocabs = codes[:, categorical], [vocabs[j] for j in categorical]
-    phrases, comp_phrases, arrays = make_pseudo_queries(codes, vocabs, has_image, n=n)
-    rng = np.random.default_rng(0)
-
-    def photos(idx: np.ndarray) -> np.ndarray:
-        loaders = [_photo_loader(rows[i].image_path, rng) for i in idx]  # type: ignore[arg-type]
-        return embedder.images(loaders, progress=False, use_cache=False).vectors
-
-    pq = PseudoQueries(
-        text_vecs=embedder.text_encoder.encode(phrases),
-        composed_vecs=embedder.text_encoder.encode(comp_phrases),
-        image_vecs=photos(arrays["image_rows"]),
-        composed_image_vecs=photos(arrays["composed_rows"]),
-        **arrays,
-    )
-    return fit_gate(head, text, image, has_image, codes, pq, progress=progress)
-
-
-def _photo_loader(path: str, rng: np.random.Generator):  # type: ignore[no-untyped-def]
-    """A different 'photo' of the product: mirrored, cropped to 85-95%, re-encoded."""
-    crop = float(rng.uniform(0.85, 0.95))
-    dx, dy = float(rng.uniform(0, 1 - crop)), float(rng.uniform(0, 1 - crop))
-
-    def load() -> bytes:
-        with Image.open(path) as src:
-            im = ImageOps.mirror(src.convert("RGB"))
-        w, h = im.size
-        box = (int(dx * w), int(dy * h), int((dx + crop) * w), int((dy + crop) * h))
-        buf = io.BytesIO()
-        im.crop(box).save(buf, format="JPEG", quality=90)
-        return buf.getvalue()
-
-    return load

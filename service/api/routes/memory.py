@@ -8,13 +8,8 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import RuntimeDep, SearcherDep
-from service.api.schemas import (
-    AUTH_RESPONSES,
-    ERROR_RESPONSES,
-    MemoryAnswer,
-    MemoryProduct,
-    SimilarQuery,
-)
+from service.api.memory_schemas import MemoryAnswer, MemoryProduct, SimilarQuery
+from service.api.schemas import AUTH_RESPONSES, ERROR_RESPONSES
 from service.api.security import Role, allow
 from service.errors import NotReady
 from service.search.memory import memory_key

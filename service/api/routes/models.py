@@ -9,9 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from model.head import MIX, QUERY_TYPES
 from service.api.deps import RuntimeDep, SearcherDep
-from service.api.schemas import (
-    AUTH_RESPONSES,
-    ERROR_RESPONSES,
+from service.api.model_schemas import (
     Activated,
     ModelList,
     ModelVersionPublic,
@@ -21,6 +19,7 @@ from service.api.schemas import (
     ServingModel,
     TrainingRunPublic,
 )
+from service.api.schemas import AUTH_RESPONSES, ERROR_RESPONSES
 from service.api.security import Role, allow
 from service.errors import NotFound, NotReady
 from service.search.hot_swap import activate_version
