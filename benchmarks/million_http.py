@@ -119,7 +119,7 @@ class Peak:
     """A process's peak resident memory (MB), sampled from /proc every 0.2 s: all of it, and
     its anonymous part (without file pages mapped from disk, which the kernel can drop)."""
 
-    def __init__(self, pid: int, limit_mb: float = 17_500) -> None:
+    def __init__(self, pid: int, limit_mb: float = 19_000) -> None:
         self.pid, self.rss, self.anon, self.limit = pid, 0.0, 0.0, limit_mb
         self.timeline: list[tuple[float, int]] = []  # (seconds, RSS MB) every 10 s
         self._stop = threading.Event()
