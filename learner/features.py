@@ -20,7 +20,7 @@ from model.head import CHANNELS, FusionHead, HeadConfig, photo_features
 from model.hybrid import N_FEATURES, mix_features
 from model.retrieval import depth, filter_key, text_lists
 
-CHUNK = 1024  # searches whose product vectors are gathered at once
+CHUNK = 1024 * 20  # shown products whose vectors are gathered at once (1,024 searches of 20)
 
 
 @dataclass
@@ -98,8 +98,11 @@ def build_features(
         votes = None
         if agree is not None and agree.neighbours:
             votes = _photo_votes(head, agree, index, kept, image_vecs)
-        for lo in range(0, len(b), CHUNK):
-            sl = slice(lo, lo + CHUNK)
+        # the coverage gate's pools show hundreds of products a search, not 20: a chunk of
+        # searches is sized by their products, or its 1280-d photo vectors take a gigabyte
+        step = max(1, CHUNK // b.rows.shape[1])
+        for lo in range(0, len(b), step):
+            sl = slice(lo, lo + step)
             # a chunk's query vectors at a time: a window's, all at once, held gigabytes
             q = _query_tensors(head, kept[sl], text_vecs, image_vecs, colour_vecs)
             b.q_feat[sl, : cfg.text_dim], b.q_feat[sl, cfg.text_dim :] = q.qt, q.pqv
