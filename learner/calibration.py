@@ -21,27 +21,30 @@ def fit_calibration(
     bias: PositionBias,
     levels: Mapping[str, int],
     steps: int = 200,
+    *,
+    searches: torch.Tensor | None = None,
 ) -> Calibration:
     """For each named event level and query type, (a, b) of P(grade >= level | shown at k) =
     examination(k) * sigmoid(a * s + b). Per type because the types' scores spread differently
     (a residual that sharpens composed queries would otherwise be judged against a
     text-dominated fit); a type without searches here gets the fit over all of them. The head
-    scores `f` once for every level."""
+    scores `f` once for every level. `searches`: fit on those of `f` only (indexes), without
+    copying their features."""
     b = f.batch
-    s = all_scores(head, f)
-    ex = examination_at(b.positions, bias)
+    s = all_scores(head, f, searches=searches)
+    pick = (lambda t: t) if searches is None else (lambda t: t[searches])  # noqa: E731
+    qtype, valid, grades = pick(b.qtype), pick(b.valid), pick(b.grades)
+    ex = examination_at(pick(b.positions), bias)
     types = {
-        t: sel
-        for i, t in enumerate(QUERY_TYPES)
-        if (sel := b.valid & (b.qtype == i)[:, None]).any()
+        t: sel for i, t in enumerate(QUERY_TYPES) if (sel := valid & (qtype == i)[:, None]).any()
     }
     picked = {t: (s[sel], ex[sel]) for t, sel in types.items()}
     out: Calibration = {}
     for name, level in levels.items():
-        y = ((b.grades >= level) & b.valid).float()
+        y = ((grades >= level) & valid).float()
         fits = {t: _fit_ab(*picked[t], y[sel], steps) for t, sel in types.items()}
         if len(fits) < len(QUERY_TYPES):
-            overall = _fit_ab(s[b.valid], ex[b.valid], y[b.valid], steps)
+            overall = _fit_ab(s[valid], ex[valid], y[valid], steps)
             fits = {t: fits.get(t, overall) for t in QUERY_TYPES}
         out[name] = fits
     return out

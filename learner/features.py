@@ -20,7 +20,7 @@ from model.head import CHANNELS, FusionHead, HeadConfig, photo_features
 from model.hybrid import N_FEATURES, mix_features
 from model.retrieval import depth, filter_key, text_lists
 
-CHUNK = 1024  # searches whose product vectors are gathered at once
+CHUNK = 1024 * 20  # shown products whose vectors are gathered at once (1,024 searches of 20)
 
 
 @dataclass
@@ -95,18 +95,23 @@ def build_features(
     agree = head.attributes
     b = _empty_batch(kept, uniq, cfg, agree)
     with torch.no_grad():
-        q = _query_tensors(head, kept, text_vecs, image_vecs, colour_vecs)
-        b.q_feat[:, : cfg.text_dim], b.q_feat[:, cfg.text_dim :] = q.qt, q.pqv
         votes = None
         if agree is not None and agree.neighbours:
-            votes = _photo_votes(agree, index, kept, q)
-        for lo in range(0, len(b), CHUNK):
-            sl = slice(lo, lo + CHUNK)
+            votes = _photo_votes(head, agree, index, kept, image_vecs)
+        # the coverage gate's pools show hundreds of products a search, not 20: a chunk of
+        # searches is sized by their products, or its 1280-d photo vectors take a gigabyte
+        step = max(1, CHUNK // b.rows.shape[1])
+        for lo in range(0, len(b), step):
+            sl = slice(lo, lo + step)
+            # a chunk's query vectors at a time: a window's, all at once, held gigabytes
+            q = _query_tensors(head, kept[sl], text_vecs, image_vecs, colour_vecs)
+            b.q_feat[sl, : cfg.text_dim], b.q_feat[sl, cfg.text_dim :] = q.qt, q.pqv
             _fill_channels(b, sl, q, product, has_img)
             if agree is not None:
                 _fill_attributes(b, sl, q, agree, votes, index, uniq, cfg.colour_dim)
         if head.mix is not None:
-            _fill_mix(b, kept, q, index, per_channel, engagement or served_engagement(head))
+            text_dim, of = cfg.text_dim, engagement or served_engagement(head)
+            _fill_mix(b, kept, text_dim, index, per_channel, of)
     return Features(b, torch.cat([product["text"], product["pimage"]], dim=-1)), [
         s for s, _ in kept
     ]
@@ -179,15 +184,19 @@ def _query_tensors(
 
 
 def _photo_votes(
-    agree: AttributeAgreement, index: ProductVectors, kept: Kept, q: _Queries
+    head: FusionHead,
+    agree: AttributeAgreement,
+    index: ProductVectors,
+    kept: Kept,
+    image_vecs: Mapping[str, np.ndarray],
 ) -> torch.Tensor:
     """(n, classes) neighbour votes of each search's photo: one neighbour search per photo."""
     first: dict[str, int] = {}
     for i, (s, _) in enumerate(kept):
         if s.image_key:
             first.setdefault(s.image_key, i)
-    at = list(first.values())
-    by_photo = many_photo_votes(agree, index, q.qv[at].numpy(), q.pqv[at].numpy())
+    qv = _stack([image_vecs[key] for key in first], head.config.image_dim)
+    by_photo = many_photo_votes(agree, index, qv.numpy(), head.project_image(qv).numpy())
     slot = {key: j for j, key in enumerate(first)}
     votes = torch.zeros(len(kept), agree.classes)
     for i, (s, _) in enumerate(kept):
@@ -203,16 +212,17 @@ def _fill_channels(
     product: Mapping[str, torch.Tensor],
     has_img: torch.Tensor,
 ) -> None:
-    """The similarity channels of the searches in `sl`, in CHANNELS order."""
+    """The similarity channels of the searches in `sl` (`q`: their query vectors), in CHANNELS
+    order."""
     r, ok = b.rows[sl], b.valid[sl]
     img = has_img[r] & ok
-    t, v = q.has_t[sl, None] & ok, q.has_v[sl, None] & ok
+    t, v = q.has_t[:, None] & ok, q.has_v[:, None] & ok
     channels = (  # (sims, mask) in CHANNELS order, as FusionHead.channel_sims
-        (torch.einsum("bkd,bd->bk", product["text"][r], q.qt[sl]), t),
-        (torch.einsum("bkd,bd->bk", product["pimage"][r], q.pqt[sl]), t & img),
-        (torch.einsum("bkd,bd->bk", product["image"][r], q.qv[sl]), v & img),
-        (torch.einsum("bkd,bd->bk", product["pimage"][r], q.pqv[sl]), v & img),
-        (torch.einsum("bkd,bd->bk", product["ptext"][r], q.pqv[sl]), v),
+        (torch.einsum("bkd,bd->bk", product["text"][r], q.qt), t),
+        (torch.einsum("bkd,bd->bk", product["pimage"][r], q.pqt), t & img),
+        (torch.einsum("bkd,bd->bk", product["image"][r], q.qv), v & img),
+        (torch.einsum("bkd,bd->bk", product["pimage"][r], q.pqv), v & img),
+        (torch.einsum("bkd,bd->bk", product["ptext"][r], q.pqv), v),
     )
     for c, (sim, m) in enumerate(channels):
         b.sims[sl, :, c], b.mask[sl, :, c] = sim * m, m
@@ -228,11 +238,11 @@ def _fill_attributes(
     uniq: np.ndarray,
     colour_dim: int,
 ) -> None:
-    """The attribute-agreement features of the searches in `sl`."""
+    """The attribute-agreement features of the searches in `sl` (`q`: their query vectors)."""
     r, ok = b.rows[sl], b.valid[sl]
-    photo = photo_features(q.qv[sl], q.qc[sl], colour_dim)
-    asks = agree.asks(q.qt[sl], photo, None if votes is None else votes[sl])
-    present = [q.has_t[sl], q.has_v[sl], q.has_v[sl]][: len(asks)]
+    photo = photo_features(q.qv, q.qc, colour_dim)
+    asks = agree.asks(q.qt, photo, None if votes is None else votes[sl])
+    present = [q.has_t, q.has_v, q.has_v][: len(asks)]
     asks = [None if a is None else a * p[:, None] for a, p in zip(asks, present, strict=True)]
     codes = agree.row_codes(index, uniq[r.numpy()].reshape(-1))
     feats = agree.features_of(asks, codes.reshape(*r.shape, -1))
@@ -246,7 +256,7 @@ def served_engagement(head: FusionHead) -> EngagementOf:
 
 
 def _fill_mix(
-    b: Batch, kept: Kept, q: _Queries, index: ProductVectors, n: int, engagement: EngagementOf
+    b: Batch, kept: Kept, text_dim: int, index: ProductVectors, n: int, engagement: EngagementOf
 ) -> None:
     """Each search's mix features: rank features from its lexical and text lists retrieved
     again as served (model.retrieval, among the products its filters allow; none for a search
@@ -256,16 +266,22 @@ def _fill_mix(
         b.mix[i, : len(shown), 3] = torch.tensor(engagement(s))
         if s.memory is not None:
             b.mix[i, : len(shown), 4] = torch.from_numpy(s.memory)
-        if s.query_text and bool(q.has_t[i]):
+        if s.query_text and s.text_key:
             key = (filter_key(s.filters), depth(n, len(shown)))
             groups.setdefault(key, []).append(i)
     for (_, deep), members in groups.items():
         filters = kept[members[0]][0].filters
         allowed = index.filter_mask(filters) if filters else None
-        words = [kept[i][0].query_text for i in members]
-        found = text_lists(index, q.qt[members].numpy(), words, n=deep, allowed=allowed)
-        for i, lists in zip(members, found, strict=True):
-            shown = kept[i][1]
+        first: dict[str | None, int] = {}  # a repeated query's lists are the same: retrieved once
+        for i in members:
+            first.setdefault(kept[i][0].text_key, i)
+        at = list(first.values())
+        words = [kept[i][0].query_text for i in at]
+        qt = b.q_feat[at, :text_dim].numpy()  # the frozen text vectors, as logged
+        found = dict(zip(first, text_lists(index, qt, words, n=deep, allowed=allowed), strict=True))
+        for i in members:
+            s, shown = kept[i]
+            lists = found[s.text_key]
             b.mix[i, : len(shown), :3] = torch.from_numpy(mix_features(shown, lists, None)[:, :3])
 
 
@@ -289,11 +305,13 @@ def scores(head: FusionHead, f: Features, b: Batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def all_scores(head: FusionHead, f: Features, chunk: int = 2048) -> torch.Tensor:
-    """`scores` of every search in `f`, a chunk of searches at a time: all at once, the
-    interaction would gather a (B, K, d) product tensor of gigabytes."""
+def all_scores(
+    head: FusionHead, f: Features, chunk: int = 2048, searches: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`scores` of every search in `f` (or of those `searches` indexes), a chunk of searches at
+    a time: all at once, the interaction would gather a (B, K, d) product tensor of gigabytes."""
     b = f.batch
-    idx = torch.arange(len(b))
+    idx = torch.arange(len(b)) if searches is None else searches
     return torch.cat(
-        [scores(head, f, b.take(idx[i : i + chunk])) for i in range(0, max(len(b), 1), chunk)]
+        [scores(head, f, b.take(idx[i : i + chunk])) for i in range(0, max(len(idx), 1), chunk)]
     )

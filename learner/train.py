@@ -156,8 +156,7 @@ def _optimizer(
         groups.append({"params": [mix], "lr": config.attribute_lr, "weight_decay": 0.0})
     ab = torch.zeros(len(QUERY_TYPES), 2)
     if config.pbm_weight > 0:
-        at_start = Features(f.batch.take(train_idx), f.products)
-        cal = fit_calibration(head, at_start, bias, {"click": 1})["click"]
+        cal = fit_calibration(head, f, bias, {"click": 1}, searches=train_idx)["click"]
         ab = torch.tensor([cal[t] for t in QUERY_TYPES]).requires_grad_(True)
         groups.append({"params": [ab], "weight_decay": 0.0})
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay), ab
