@@ -28,7 +28,7 @@ from service.catalog.vectors import (
     FaissStore,
     FilterMask,
     VectorConfig,
-    ef_for,
+    walk_breadth,
 )
 from service.errors import VectorsUnavailable
 from storage.errors import ArtifactError
@@ -190,8 +190,7 @@ class QdrantStore:
         params = None
         if self.backend.server:  # local mode searches exactly (and warns of parameters)
             # a filtered walk skips most of what it meets, as FAISS's does: a broader one
-            ef = int(max(self.config.ef_search or ef_for(self._n), n) / share)
-            params = qm.SearchParams(hnsw_ef=min(ef, 4096))
+            params = qm.SearchParams(hnsw_ef=walk_breadth(self.config, self._n, n, share))
         requests = [
             qm.QueryRequest(
                 query=q.tolist(),
