@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from model.head import FusionHead
+from service.catalog.attribute_columns import AttributeColumns
 from service.catalog.files import product_text
 from service.catalog.lexical import Doc, LexicalIndex, OutdatedIndex
 from service.catalog.rows import Rows
@@ -99,8 +100,7 @@ class CatalogIndex:
         self._alive = _grow(np.ones(n, bool) if alive is None else alive.astype(bool), n)
         self.metas: list[ProductRecord] = list(metas)
         self.row_of: dict[str, int] = {m.id: i for i, m in enumerate(metas) if self._alive[i]}
-        self._attr_cache: dict[str, np.ndarray] = {}
-        self._code_cache: dict[str, tuple[np.ndarray, dict[Any, int]]] = {}
+        self._columns = AttributeColumns(self.metas)  # for filters and facets
         self.code_cache: dict[Any, np.ndarray] = {}  # model.attributes: codes per vocabulary
         if store is None:
             alive_metas = [m if self._alive[r] else None for r, m in enumerate(metas)]
@@ -153,9 +153,7 @@ class CatalogIndex:
         with self._lock:
             mask = self._alive[: self._n].copy()
             for attr, values in filters.items():
-                codes, vocabulary = self._codes(attr)
-                wanted = [vocabulary[v] for v in values if v in vocabulary]
-                mask &= np.isin(codes, np.array(wanted, dtype=codes.dtype))
+                mask &= self._columns.matching(attr, values)
             return FilterMask(mask, filters)
 
     def facet_counts(
@@ -165,7 +163,7 @@ class CatalogIndex:
         (model.filters), so a value sent back as a filter selects exactly those products. Most
         frequent first (ties by value), at most `limit` values; rows without it are not counted."""
         with self._lock:
-            columns = {attr: self._column(attr)[rows] for attr in attrs}
+            columns = {attr: self._columns.values(attr)[rows] for attr in attrs}
         out: dict[str, list[tuple[str, int]]] = {}
         for attr, values in columns.items():
             counts = Counter(str(v) for v in values.tolist() if v is not None)
@@ -173,48 +171,11 @@ class CatalogIndex:
             out[attr] = ranked[:limit]
         return out
 
-    def _codes(self, attr: str) -> tuple[np.ndarray, dict[Any, int]]:
-        """Every row's value of the attribute as a number, and the numbers of the values, kept
-        like _column: a filter compares numbers, not a million strings (40 ms an attribute at
-        1M products: docs/benchmarks.md, "A million products through HTTP"). Lock held."""
-        found = self._code_cache.get(attr)
-        if found is None or len(found[0]) != self._n:
-            vocabulary: dict[Any, int] = {}
-            values = self._column(attr).tolist()
-            codes = np.fromiter(
-                (vocabulary.setdefault(v, len(vocabulary)) for v in values), np.int32, len(values)
-            )
-            found = self._code_cache[attr] = (codes, vocabulary)
-        return found
-
-    def _extend_columns(self, metas: Sequence[ProductRecord]) -> None:
-        """Append the new rows' values to the kept columns and codes: building them again over a
-        million rows takes about a second, which the next filtered search would wait for after
-        every catalog change. Lock held."""
-        for attr, col in self._attr_cache.items():
-            new = np.array([m.attributes.get(attr) for m in metas], dtype=object)
-            self._attr_cache[attr] = np.concatenate([col, new])
-        for attr, (codes, vocabulary) in self._code_cache.items():
-            values = (m.attributes.get(attr) for m in metas)
-            added = np.fromiter(
-                (vocabulary.setdefault(v, len(vocabulary)) for v in values), np.int32, len(metas)
-            )
-            self._code_cache[attr] = (np.concatenate([codes, added]), vocabulary)
-
     def warm_filters(self) -> None:
         """Build every attribute's codes now, not at the first search filtering on it."""
         with self._lock:
             for attr in self.attribute_names():
-                self._codes(attr)
-
-    def _column(self, attr: str) -> np.ndarray:
-        """Every row's value of the attribute (None where it has none), kept and extended as
-        products are added. Call with the lock held."""
-        col = self._attr_cache.get(attr)
-        if col is None or len(col) != self._n:
-            col = np.array([m.attributes.get(attr) for m in self.metas], dtype=object)
-            self._attr_cache[attr] = col
-        return col
+                self._columns.codes(attr)
 
     def search(self, space: str, query: np.ndarray, n: int, allowed: np.ndarray | None = None):
         """Top-n rows by inner product in `space` among alive (and allowed) rows: (rows, sims).
@@ -353,7 +314,7 @@ class CatalogIndex:
                 replaced.append(old)
             self.metas.extend(metas)
             self._n = end
-            self._extend_columns(metas)
+            self._columns.extend(metas)
             known = self.meta.setdefault("attributes", [])
             known += sorted({a for m in metas for a in m.attributes} - set(known))
         # outside the lock: its commit takes milliseconds that searches need not wait for
